@@ -1,0 +1,36 @@
+# Two commands for a new machine: `make demo` runs Vigil, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench services clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Install the broker and database binaries when they are missing and apt-get can.
+services:
+	@bash scripts/ensure-services.sh
+
+demo: $(STAMP) services
+	$(BIN)/vigil demo
+
+test: $(STAMP) services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP) services
+	$(BIN)/vigil bench
+
+clean:
+	rm -rf $(VENV) .vigil

@@ -1,0 +1,1 @@
+"""Alerts: alarm lifecycle, escalation policies, on-call rosters, notification channels."""

@@ -1,0 +1,1 @@
+"""FastAPI app: REST, live stream, web console, regulator audit."""

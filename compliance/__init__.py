@@ -1,0 +1,1 @@
+"""Compliance engine: maintenance schedules and evidence, escalation, rescue, compliance log."""

@@ -1,0 +1,1 @@
+"""Edge gateway: Modbus polling, edge detection, MQTT publishing, store-and-forward."""

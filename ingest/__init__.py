@@ -1,0 +1,1 @@
+"""Ingest: MQTT consumer, validation, dead letters, batching, COPY writer, device state."""

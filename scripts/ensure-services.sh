@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Make sure the Mosquitto and PostgreSQL binaries Vigil runs privately are installed.
+# Installs them with apt-get when missing and possible; otherwise says what is missing.
+set -u
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
+[ ${#need[@]} -eq 0 ] && exit 0
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing ${need[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian starts these services on install; Vigil runs its own private instances.
+else
+  echo "warning: missing ${need[*]} and cannot apt-get install them; set VIGIL_TEST_DATABASE_URL / VIGIL_TEST_MQTT_URL" >&2
+fi
+exit 0

@@ -1,0 +1,1 @@
+"""Modbus and MQTT device simulators with physics and fault injection."""

@@ -1,0 +1,151 @@
+from datetime import date
+
+import psycopg
+import pytest
+
+from vigil.db import applied_versions, discover, has_timescaledb, migrate, timescaledb_available
+
+
+def test_migrations_apply_to_an_empty_database_then_reapply_as_a_noop(empty_db_url):
+    first = migrate(empty_db_url)
+    assert [m.version for m in first] == [m.version for m in discover()]
+    assert migrate(empty_db_url) == []
+    with psycopg.connect(empty_db_url) as conn:
+        assert set(applied_versions(conn)) == {m.version for m in discover()}
+
+
+def test_an_edited_migration_is_refused(empty_db_url):
+    migrate(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+    with pytest.raises(Exception, match="edited after it was applied"):
+        migrate(empty_db_url)
+
+
+def test_telemetry_is_a_hypertable_when_timescaledb_is_present(db):
+    if not timescaledb_available(db):
+        pytest.skip("the TimescaleDB extension is not installed on this PostgreSQL server")
+    assert has_timescaledb(db)
+    row = db.execute(
+        "SELECT count(*) AS n FROM timescaledb_information.hypertables "
+        "WHERE hypertable_name = 'telemetry'"
+    ).fetchone()
+    assert row["n"] == 1
+
+
+def test_telemetry_is_partitioned_by_day_on_plain_postgresql(db):
+    if has_timescaledb(db):
+        pytest.skip("TimescaleDB is present: telemetry is a hypertable instead")
+    created = db.execute(
+        "SELECT ensure_telemetry_partitions(%s, %s) AS n", (date(2026, 1, 1), date(2026, 1, 3))
+    ).fetchone()
+    assert created["n"] == 3
+    again = db.execute(
+        "SELECT ensure_telemetry_partitions(%s, %s) AS n", (date(2026, 1, 1), date(2026, 1, 3))
+    ).fetchone()
+    assert again["n"] == 0
+    db.execute(
+        "INSERT INTO telemetry (device_id, metric, ts, value) "
+        "VALUES ('e1', 'floor', '2026-01-02T23:59:59.999Z', 3)"
+    )
+    row = db.execute("SELECT tableoid::regclass::text AS part FROM telemetry").fetchone()
+    assert row["part"] == "telemetry_p20260102"
+    # A timestamp with no partition is refused, not silently dropped.
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(
+            "INSERT INTO telemetry (device_id, metric, ts, value) "
+            "VALUES ('e1', 'floor', '2027-01-01T00:00Z', 3)"
+        )
+
+
+def seed_site(db) -> dict:
+    j = db.execute(
+        "INSERT INTO jurisdictions (code, name) VALUES ('sh', 'Shanghai') RETURNING id"
+    ).fetchone()["id"]
+    u = db.execute("INSERT INTO user_units (name) VALUES ('Tower Co') RETURNING id").fetchone()[
+        "id"
+    ]
+    s = db.execute(
+        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+        "VALUES (%s, %s, 'Tower A', 31.2, 121.5, 'city') RETURNING id",
+        (u, j),
+    ).fetchone()["id"]
+    f = db.execute(
+        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
+        "VALUES ('LiftCare', 'L-1', '2030-01-01') RETURNING id"
+    ).fetchone()["id"]
+    return {"jurisdiction": j, "unit": u, "site": s, "firm": f}
+
+
+def test_constraints_keep_invalid_states_out(db):
+    ids = seed_site(db)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(
+            "INSERT INTO jurisdictions (code, name, lockout_mode) VALUES ('x', 'X', 'sometimes')"
+        )
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(
+            "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+            "VALUES (%s, %s, 'B', 95, 0, 'city')",
+            (ids["unit"], ids["jurisdiction"]),
+        )
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(
+            "INSERT INTO devices (id, kind, model, site_id) VALUES ('e1', 'toaster', 'T', %s)",
+            (ids["site"],),
+        )
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(
+            "INSERT INTO devices (id, kind, model, site_id) VALUES ('bad/id', 'elevator', 'T', %s)",
+            (ids["site"],),
+        )
+    # A regulator must be scoped to a jurisdiction and nothing else.
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute(
+            "INSERT INTO users (username, password_hash, role, firm_id) "
+            "VALUES ('reg', 'h', 'regulator', %s)",
+            (ids["firm"],),
+        )
+    with pytest.raises(psycopg.errors.IntegrityError):
+        db.execute("INSERT INTO users (username, password_hash, role) VALUES ('x', 'h', 'king')")
+
+
+def test_contract_periods_of_one_device_never_overlap(db):
+    ids = seed_site(db)
+    db.execute(
+        "INSERT INTO devices (id, kind, model, site_id, firm_id) "
+        "VALUES ('e1', 'elevator', 'SIM-LIFT-1', %s, %s)",
+        (ids["site"], ids["firm"]),
+    )
+    insert = (
+        "INSERT INTO contracts (firm_id, user_unit_id, device_id, period) "
+        "VALUES (%s, %s, 'e1', daterange(%s, %s))"
+    )
+    db.execute(insert, (ids["firm"], ids["unit"], date(2026, 1, 1), date(2027, 1, 1)))
+    with pytest.raises(psycopg.errors.ExclusionViolation):
+        db.execute(insert, (ids["firm"], ids["unit"], date(2026, 6, 1), date(2027, 6, 1)))
+    db.execute(insert, (ids["firm"], ids["unit"], date(2027, 1, 1), date(2028, 1, 1)))
+
+
+def test_technician_user_belongs_to_the_technicians_firm(db):
+    ids = seed_site(db)
+    other = db.execute(
+        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
+        "VALUES ('Other', 'L-2', '2030-01-01') RETURNING id"
+    ).fetchone()["id"]
+    tech = db.execute(
+        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
+        "VALUES (%s, 'Wang', 'C-1', '2028-01-01') RETURNING id",
+        (ids["firm"],),
+    ).fetchone()["id"]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute(
+            "INSERT INTO users (username, password_hash, role, firm_id, technician_id) "
+            "VALUES ('wang', 'h', 'technician', %s, %s)",
+            (other, tech),
+        )
+    db.execute(
+        "INSERT INTO users (username, password_hash, role, firm_id, technician_id) "
+        "VALUES ('wang', 'h', 'technician', %s, %s)",
+        (ids["firm"], tech),
+    )

@@ -1,0 +1,88 @@
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from vigil.services import MosquittoBroker, wait_for_port
+from vigil.testing import MqttProbe
+
+
+def publish_and_receive(url: str, topic: str) -> bytes:
+    """Round-trip one QoS 1 message through the broker with paho-mqtt."""
+    with MqttProbe(url, topic) as probe:
+        port = int(url.rsplit(":", 1)[1])
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        pub.connect("127.0.0.1", port)
+        pub.loop_start()
+        pub.publish(topic, b"hello", qos=1).wait_for_publish(5)
+        pub.loop_stop()
+        pub.disconnect()
+        return probe.wait_for(1)[0].payload
+
+
+def test_shared_broker_round_trip(mqtt_url, unique_id):
+    assert publish_and_receive(mqtt_url, f"vigil/test/{unique_id}") == b"hello"
+
+
+def test_private_broker_restarts_on_the_same_port(broker: MosquittoBroker, unique_id):
+    port = broker.port
+    broker.kill()
+    assert not broker.running
+    broker.start()
+    assert broker.port == port
+    assert publish_and_receive(broker.url, f"vigil/test/{unique_id}") == b"hello"
+
+
+def test_private_postgres_survives_a_restart(private_postgres):
+    url = private_postgres.url("vigil")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO manufacturers (name) VALUES ('Otis')")
+    private_postgres.stop(mode="immediate")
+    assert not private_postgres.running
+    private_postgres.start()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT name FROM manufacturers").fetchone() == ("Otis",)
+
+
+def test_demo_starts_and_exits_cleanly_on_ctrl_c():
+    # PostgreSQL runs as the postgres user when we are root: it needs a directory it can reach.
+    tmp_path = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
+    tmp_path.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env["VIGIL_DATA_DIR"] = str(tmp_path / "data")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines = []
+    assert demo.stdout is not None
+    for line in demo.stdout:
+        lines.append(line)
+        if "Press Ctrl-C" in line:
+            break
+    output = "".join(lines)
+    assert "Vigil demo is up." in output, output
+    db_url = next(ln.split()[-1] for ln in lines if "database:" in ln)
+    mqtt_url = next(ln.split()[-1] for ln in lines if "broker:" in ln)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
+    wait_for_port(int(mqtt_url.rsplit(":", 1)[1]))
+
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, rest
+    assert "stopped." in rest
+    postmaster_pid = tmp_path / "data" / "postgres" / "postmaster.pid"
+    assert not postmaster_pid.exists()
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout.strip() == "", f"processes left behind: {leftover.stdout}"

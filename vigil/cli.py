@@ -1,0 +1,128 @@
+"""The ``vigil`` command: one entry point, a subcommand per process or tool.
+
+Domain packages contribute their subcommands through a ``cli`` module exposing
+``register(subparsers)``; the kernel's own are ``demo`` and ``db``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from vigil.config import ConfigError, Settings, load_settings
+
+# Packages that may add subcommands (gateway, ingest, compliance, api, simulate, bench, audit...).
+COMMAND_MODULES = (
+    "gateway.cli",
+    "ingest.cli",
+    "compliance.cli",
+    "alerts.cli",
+    "simulators.cli",
+    "api.cli",
+    "vigil.bench",
+)
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="vigil", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="TOML settings file (default: $VIGIL_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run everything on this machine")
+    demo.set_defaults(handler=_demo)
+
+    db = sub.add_parser("db", help="database tools")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("migrate", help="apply pending migrations (idempotent)").set_defaults(
+        handler=_db_migrate
+    )
+    db_sub.add_parser("status", help="list migrations and whether they are applied").set_defaults(
+        handler=_db_status
+    )
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vigil`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"vigil: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.handler(args, settings) or 0)
+    except ConfigError as exc:
+        print(f"vigil: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def wait_for_stop_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from vigil.demo import run_demo
+
+    return run_demo(settings)
+
+
+def _db_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from vigil.db import migrate
+    from vigil.embedded import endpoints
+
+    if settings.database_url:
+        applied = migrate(settings.database_url)
+        print(f"applied {len(applied)} migration(s)")
+        for migration in applied:
+            print(f"  {migration.version:04d}_{migration.name} ({migration.package})")
+        return 0
+    with endpoints(settings.model_copy(update={"mqtt_url": "mqtt://unused"})) as where:
+        print(f"embedded database {where.database_url} is migrated")
+    return 0
+
+
+def _db_status(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from vigil.db import applied_versions, discover
+
+    if not settings.database_url:
+        print("vigil: set VIGIL_DATABASE_URL (or database_url in the config)", file=sys.stderr)
+        return 2
+    with psycopg.connect(settings.database_url) as conn:
+        done = applied_versions(conn)
+    for migration in discover():
+        mark = "applied" if migration.version in done else "pending"
+        print(f"{migration.version:04d}_{migration.name:<30} {migration.package:<12} {mark}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

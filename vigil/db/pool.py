@@ -1,0 +1,43 @@
+"""psycopg 3 connections and pools."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
+    """One synchronous connection (dict rows)."""
+    return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row)
+
+
+async def aconnect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnection:
+    """One asynchronous connection (dict rows)."""
+    return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, row_factory=dict_row)
+
+
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
+    """An opened synchronous pool; close it with ``pool.close()`` or use it as a context."""
+    pool = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        open=False,
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+async def open_async_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
+    """An opened asynchronous pool."""
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        open=False,
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool
