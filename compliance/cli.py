@@ -1,0 +1,107 @@
+"""Subcommands: ``vigil compliance`` (the engine), ``vigil audit verify|checkpoint`` (rule A1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import psycopg
+
+from vigil.clock import make_clock
+from vigil.config import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``compliance`` and ``audit`` subcommands."""
+    engine = sub.add_parser("compliance", help="run the compliance engine")
+    engine.set_defaults(handler=_run_engine)
+
+    audit = sub.add_parser("audit", help="compliance log tools (verify, checkpoint)")
+    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="verify the hash chain and signed checkpoints")
+    verify.add_argument(
+        "--public-key",
+        help="trusted Ed25519 public key (64 hex digits); default: the configured signing key's",
+    )
+    verify.set_defaults(handler=_verify)
+    checkpoint = actions.add_parser("checkpoint", help="sign a checkpoint of the log head now")
+    checkpoint.set_defaults(handler=_checkpoint)
+
+
+def _database_url(settings: Settings) -> str | None:
+    if not settings.database_url:
+        print("vigil: set VIGIL_DATABASE_URL (or database_url in the config)", file=sys.stderr)
+    return settings.database_url
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from compliance.log import flows
+
+    url = _database_url(settings)
+    if url is None:
+        return 2
+    public_key = args.public_key
+    if public_key is None:
+        key_path = flows.signing_key_path(settings)
+        if key_path.exists():
+            public_key = flows.public_key_hex(flows.load_or_create_key(key_path))
+    with psycopg.connect(url) as conn:
+        result = flows.verify(conn, public_key=public_key)
+    if result.problem is not None:
+        print(f"compliance log: TAMPERED: first bad entry {result.problem}")
+    for line in result.checkpoint_problems:
+        print(f"compliance log: {line}")
+    if result.ok:
+        checked = "checked" if public_key else "present, signatures not checked (no key)"
+        print(
+            f"compliance log: OK, {result.entries} entries, head {result.head_hash}, "
+            f"{result.checkpoints} checkpoint(s) {checked}"
+        )
+        return 0
+    return 1
+
+
+def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
+    from compliance.log import flows
+
+    url = _database_url(settings)
+    if url is None:
+        return 2
+    clock = make_clock(kind="real")
+    key = flows.load_or_create_key(flows.signing_key_path(settings))
+    with psycopg.connect(url) as conn:
+        made = flows.create_checkpoint(conn, key=key, at=clock.now(), force=True)
+    assert made is not None
+    print(
+        f"checkpoint {made.id}: {made.entry_count} entries, head {made.head_hash}, "
+        f"signed {made.signed_at.isoformat()} by {made.public_key}"
+    )
+    return 0
+
+
+def _run_engine(args: argparse.Namespace, settings: Settings) -> int:
+    from compliance import engine
+    from vigil.embedded import endpoints
+
+    clock = make_clock(
+        kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
+    )
+
+    async def main(database_url: str, mqtt_url: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await engine.run(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            clock=clock,
+            settings=settings,
+            stop=stop,
+        )
+
+    with endpoints(settings) as where:
+        asyncio.run(main(where.database_url, where.mqtt_url))
+    return 0

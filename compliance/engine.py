@@ -1,0 +1,112 @@
+"""The compliance engine: runs each runner (maintenance, compliance-log checkpoints, rescue).
+
+A runner is ``async def run(*, database_url, mqtt_url, clock, settings, stop) -> None`` and
+returns when ``stop`` is set. Every runner keeps its state in the database and takes advisory
+locks around its decisions, so two engines may run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from vigil.clock import Clock
+from vigil.config import Settings
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[..., Awaitable[None]]
+
+RUNNER_MODULES = (
+    "compliance.maintenance.scheduled",
+    "compliance.log.scheduled",
+    "compliance.rescue.scheduled",
+)
+
+RESTART_DELAY_S = 5.0
+
+
+def runners(modules: Sequence[str] = RUNNER_MODULES) -> list[tuple[str, Runner]]:
+    """The ``run`` function of each runner module that exists."""
+    found: list[tuple[str, Runner]] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        found.append((name, module.run))
+    return found
+
+
+async def sleep_or_stop(*, clock: Clock, seconds: float, stop: asyncio.Event) -> None:
+    """Wait ``seconds`` of clock time, or less if ``stop`` is set first."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, stopper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _supervise(
+    name: str,
+    runner: Runner,
+    *,
+    database_url: str,
+    mqtt_url: str,
+    clock: Clock,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    """Run one runner until stop, restarting it if it fails."""
+    while not stop.is_set():
+        try:
+            await runner(
+                database_url=database_url,
+                mqtt_url=mqtt_url,
+                clock=clock,
+                settings=settings,
+                stop=stop,
+            )
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("runner %s failed; restarting in %ss", name, RESTART_DELAY_S)
+            await sleep_or_stop(clock=clock, seconds=RESTART_DELAY_S, stop=stop)
+
+
+async def run(
+    *,
+    database_url: str,
+    mqtt_url: str,
+    clock: Clock,
+    settings: Settings,
+    stop: asyncio.Event,
+    modules: Sequence[str] = RUNNER_MODULES,
+) -> None:
+    """Run every runner until ``stop`` is set."""
+    found = runners(modules)
+    log.info("compliance engine: %s", ", ".join(name for name, _ in found))
+    await asyncio.gather(
+        *(
+            _supervise(
+                name,
+                runner,
+                database_url=database_url,
+                mqtt_url=mqtt_url,
+                clock=clock,
+                settings=settings,
+                stop=stop,
+            )
+            for name, runner in found
+        )
+    )

@@ -1,0 +1,275 @@
+"""Reads and writes of the compliance log (rule A1).
+
+Call ``append`` (or ``aappend``) inside the transaction that writes the fact itself, so that the
+fact and its log entry commit together or not at all. Writers are serialised by a
+transaction-scoped advisory lock: the lock is held until the caller's transaction ends, so two
+writers can never both extend the same head (and the table's UNIQUE ``prev_hash`` and insert
+trigger refuse it if anyone tries without the lock).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from compliance.log.models import (
+    GENESIS_HASH,
+    Checkpoint,
+    Entry,
+    Problem,
+    canonical_body,
+    entry_bytes,
+    entry_hash,
+)
+
+# pg_advisory_xact_lock key of the log's single writer slot ("VCLG").
+LOG_LOCK_KEY = 0x5643_4C47
+
+_HEAD = "SELECT seq, hash FROM compliance_log ORDER BY seq DESC LIMIT 1"
+_INSERT = (
+    "INSERT INTO compliance_log "
+    "(seq, kind, subject_type, subject_id, body, actor, at, prev_hash, hash) "
+    "VALUES (%(seq)s, %(kind)s, %(subject_type)s, %(subject_id)s, %(body)s, %(actor)s, %(at)s, "
+    "%(prev_hash)s, %(hash)s)"
+)
+_COLUMNS = "seq, kind, subject_type, subject_id, body, actor, at, prev_hash, hash"
+
+
+def _row(
+    *,
+    head: dict[str, Any] | None,
+    kind: str,
+    subject_type: str,
+    subject_id: str | int,
+    body: dict[str, Any],
+    actor: str,
+    at: datetime,
+) -> dict[str, Any]:
+    seq = (head["seq"] if head else 0) + 1
+    prev = head["hash"] if head else GENESIS_HASH
+    body_text = canonical_body(body)
+    subject = str(subject_id)
+    digest = entry_hash(
+        entry_bytes(
+            seq=seq,
+            prev=prev,
+            kind=kind,
+            subject_type=subject_type,
+            subject_id=subject,
+            body_text=body_text,
+            actor=actor,
+            at=at,
+        )
+    )
+    return {
+        "seq": seq,
+        "kind": kind,
+        "subject_type": subject_type,
+        "subject_id": subject,
+        "body": body_text,
+        "actor": actor,
+        "at": at,
+        "prev_hash": prev,
+        "hash": digest,
+    }
+
+
+def _entry(row: dict[str, Any]) -> Entry:
+    return Entry(
+        seq=row["seq"],
+        kind=row["kind"],
+        subject_type=row["subject_type"],
+        subject_id=row["subject_id"],
+        body=json.loads(row["body"]) if isinstance(row["body"], str) else row["body"],
+        actor=row["actor"],
+        at=row["at"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+def append(
+    conn: psycopg.Connection,
+    *,
+    kind: str,
+    subject_type: str,
+    subject_id: str | int,
+    body: dict[str, Any],
+    actor: str,
+    at: datetime,
+) -> Entry:
+    """Append one entry inside the caller's transaction; the lock lasts until it commits."""
+    # The body is serialised before taking the lock, so a bad body never holds up other writers.
+    canonical_body(body)
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
+        head = cur.execute(_HEAD).fetchone()
+        row = _row(
+            head=head,
+            kind=kind,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            body=body,
+            actor=actor,
+            at=at,
+        )
+        cur.execute(_INSERT, row)
+    return _entry(row)
+
+
+async def aappend(
+    conn: psycopg.AsyncConnection,
+    *,
+    kind: str,
+    subject_type: str,
+    subject_id: str | int,
+    body: dict[str, Any],
+    actor: str,
+    at: datetime,
+) -> Entry:
+    """Async ``append``: one entry inside the caller's transaction."""
+    canonical_body(body)
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
+        await cur.execute(_HEAD)
+        head = await cur.fetchone()
+        row = _row(
+            head=head,
+            kind=kind,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            body=body,
+            actor=actor,
+            at=at,
+        )
+        await cur.execute(_INSERT, row)
+    return _entry(row)
+
+
+def head(conn: psycopg.Connection) -> tuple[int, str]:
+    """Entry count and head hash of the log as this transaction sees it."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        found = cur.execute(_HEAD).fetchone()
+    return (found["seq"], found["hash"]) if found else (0, GENESIS_HASH)
+
+
+def entries(
+    conn: psycopg.Connection,
+    *,
+    subject_type: str | None = None,
+    subject_id: str | int | None = None,
+    kind: str | None = None,
+    after_seq: int = 0,
+    limit: int = 1000,
+) -> list[Entry]:
+    """Entries in order, optionally for one subject or one kind."""
+    where = ["seq > %(after)s"]
+    params: dict[str, Any] = {"after": after_seq, "limit": limit}
+    if subject_type is not None:
+        where.append("subject_type = %(subject_type)s")
+        params["subject_type"] = subject_type
+    if subject_id is not None:
+        where.append("subject_id = %(subject_id)s")
+        params["subject_id"] = str(subject_id)
+    if kind is not None:
+        where.append("kind = %(kind)s")
+        params["kind"] = kind
+    query = (
+        f"SELECT {_COLUMNS} FROM compliance_log WHERE {' AND '.join(where)} "
+        "ORDER BY seq LIMIT %(limit)s"
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return [_entry(row) for row in cur.execute(query, params).fetchall()]
+
+
+def scan(conn: psycopg.Connection, *, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    """Every stored row in sequence order, streamed through a server-side cursor."""
+    with conn.transaction(), conn.cursor("compliance_log_scan", row_factory=dict_row) as cur:
+        cur.itersize = batch
+        cur.execute(f"SELECT {_COLUMNS} FROM compliance_log ORDER BY seq")
+        yield from cur
+
+
+def check_chain(rows: Iterator[dict[str, Any]]) -> tuple[int, str, Problem | None]:
+    """Walk rows in order; returns (entries verified, their head hash, first problem)."""
+    expected_seq = 1
+    prev = GENESIS_HASH
+    for row in rows:
+        seq = row["seq"]
+        if seq != expected_seq:
+            if seq > expected_seq:
+                reason = f"missing (the next stored entry is {seq})"
+            else:
+                reason = f"out of order (entry {seq} stored after entry {expected_seq - 1})"
+            return expected_seq - 1, prev, Problem(expected_seq, reason)
+        if row["prev_hash"] != prev:
+            return seq - 1, prev, Problem(seq, "previous-hash link broken")
+        try:
+            data = entry_bytes(
+                seq=seq,
+                prev=row["prev_hash"],
+                kind=row["kind"],
+                subject_type=row["subject_type"],
+                subject_id=row["subject_id"],
+                body_text=row["body"],
+                actor=row["actor"],
+                at=row["at"],
+            )
+        except ValueError as exc:
+            return seq - 1, prev, Problem(seq, f"unreadable ({exc})")
+        if entry_hash(data) != row["hash"]:
+            return seq - 1, prev, Problem(seq, "content does not match its hash")
+        prev = row["hash"]
+        expected_seq += 1
+    return expected_seq - 1, prev, None
+
+
+def insert_checkpoint(
+    conn: psycopg.Connection,
+    *,
+    entry_count: int,
+    head_hash: str,
+    signed_at: datetime,
+    public_key: str,
+    signature: str,
+) -> Checkpoint:
+    """Store a signed checkpoint."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "INSERT INTO compliance_checkpoints "
+            "(entry_count, head_hash, signed_at, public_key, signature) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING *",
+            (entry_count, head_hash, signed_at, public_key, signature),
+        ).fetchone()
+    assert row is not None
+    return Checkpoint(**row)
+
+
+def checkpoints(conn: psycopg.Connection) -> list[Checkpoint]:
+    """Every stored checkpoint, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("SELECT * FROM compliance_checkpoints ORDER BY id").fetchall()
+    return [Checkpoint(**row) for row in rows]
+
+
+def latest_checkpoint(conn: psycopg.Connection) -> Checkpoint | None:
+    """The most recent checkpoint, if any."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT * FROM compliance_checkpoints ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    return Checkpoint(**row) if row else None
+
+
+def hashes_at(conn: psycopg.Connection, *, seqs: list[int]) -> dict[int, str]:
+    """Stored hash of each given entry number."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT seq, hash FROM compliance_log WHERE seq = ANY(%s)", (seqs,)
+        ).fetchall()
+    return {row["seq"]: row["hash"] for row in rows}

@@ -1,0 +1,340 @@
+"""Rule A1: the append-only, hash-chained compliance log, its checkpoints and `vigil audit`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from compliance.log import flows, service
+from compliance.log.models import GENESIS_HASH, BodyError, canonical_json, entry_bytes, entry_hash
+from vigil.cli import main as vigil_main
+
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+def _fill(conn: psycopg.Connection, n: int) -> list:
+    return [
+        service.append(
+            conn,
+            kind="maintenance.verdict",
+            subject_type="device",
+            subject_id=f"lift-{i % 3}",
+            body={"verdict": "verified", "minutes": 20.5 + i, "n": i},
+            actor="engine",
+            at=T0 + timedelta(minutes=i),
+        )
+        for i in range(n)
+    ]
+
+
+def _superuser_sql(db_url: str, *statements: str) -> None:
+    """Run statements as the database superuser with the log's triggers switched off."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        for statement in statements:
+            conn.execute(statement)
+
+
+def test_entries_chain_each_hash_to_the_previous_and_verify(db):
+    made = _fill(db, 5)
+    assert [e.seq for e in made] == [1, 2, 3, 4, 5]
+    assert made[0].prev_hash == GENESIS_HASH
+    for before, after in itertools.pairwise(made):
+        assert after.prev_hash == before.hash
+    # The hash is the documented canonical form, recomputable from the stored row alone.
+    row = db.execute("SELECT * FROM compliance_log WHERE seq = 2").fetchone()
+    expected = canonical_json(
+        {
+            "actor": "engine",
+            "at": "2026-01-05T08:01:00.000000Z",
+            "body": {"minutes": 21.5, "n": 1, "verdict": "verified"},
+            "kind": "maintenance.verdict",
+            "prev": made[0].hash,
+            "seq": 2,
+            "subject_id": "lift-1",
+            "subject_type": "device",
+        }
+    )
+    assert row["body"] == '{"minutes":21.5,"n":1,"verdict":"verified"}'
+    assert entry_hash(expected.encode()) == row["hash"] == made[1].hash
+    result = flows.verify(db)
+    assert result.ok and result.entries == 5 and result.head_hash == made[-1].hash
+
+
+def test_the_database_refuses_update_delete_and_truncate(db):
+    _fill(db, 2)
+    for statement in (
+        "UPDATE compliance_log SET actor = 'mallory' WHERE seq = 1",
+        "DELETE FROM compliance_log WHERE seq = 2",
+        "TRUNCATE compliance_log",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            db.execute(statement)
+    assert db.execute("SELECT count(*) AS n FROM compliance_log").fetchone()["n"] == 2
+
+
+def test_a_row_that_does_not_extend_the_head_is_refused(db):
+    first = _fill(db, 2)[0]
+    forged = {
+        "seq": 2,
+        "kind": "x",
+        "subject_type": "device",
+        "subject_id": "a",
+        "body": "{}",
+        "actor": "mallory",
+        "at": T0,
+        "prev_hash": first.hash,
+        "hash": "f" * 64,
+    }
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+        db.execute(service._INSERT, forged)
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+        db.execute(service._INSERT, {**forged, "seq": 3, "prev_hash": "e" * 64})
+
+
+def test_a_bad_body_is_refused_and_nothing_is_written(db):
+    for body in ({"x": float("nan")}, {"x": object()}, {1: "a"}, ["not", "an", "object"]):
+        with pytest.raises(BodyError):
+            service.append(
+                db, kind="k", subject_type="device", subject_id="a", body=body, actor="a", at=T0
+            )
+    with pytest.raises(BodyError, match="timezone-aware"):
+        service.append(
+            db,
+            kind="k",
+            subject_type="device",
+            subject_id="a",
+            body={},
+            actor="a",
+            at=datetime(2026, 1, 1),
+        )
+    assert db.execute("SELECT count(*) AS n FROM compliance_log").fetchone()["n"] == 0
+
+
+def test_the_fact_and_its_entry_commit_or_roll_back_together(db_url):
+    with psycopg.connect(db_url) as conn:
+        with pytest.raises(RuntimeError), conn.transaction():
+            service.append(
+                conn, kind="k", subject_type="device", subject_id="a", body={}, actor="a", at=T0
+            )
+            raise RuntimeError("the fact failed to save")
+        assert service.head(conn) == (0, GENESIS_HASH)
+        with conn.transaction():
+            service.append(
+                conn, kind="k", subject_type="device", subject_id="a", body={}, actor="a", at=T0
+            )
+        assert service.head(conn)[0] == 1
+
+
+def test_concurrent_writers_never_fork_the_chain(db_url):
+    writers, each = 6, 15
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            with psycopg.connect(db_url) as conn:
+                barrier.wait()
+                for i in range(each):
+                    with conn.transaction():
+                        conn.execute("SELECT 1")  # the caller's own work, before the append
+                        service.append(
+                            conn,
+                            kind="k",
+                            subject_type="writer",
+                            subject_id=n,
+                            body={"i": i},
+                            actor=f"w{n}",
+                            at=T0,
+                        )
+        except BaseException as exc:  # surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(db_url) as conn:
+        result = flows.verify(conn)
+        assert result.ok and result.entries == writers * each
+        by_writer = conn.execute(
+            "SELECT subject_id, count(*) FROM compliance_log GROUP BY 1"
+        ).fetchall()
+    assert sorted(by_writer) == [(str(n), each) for n in range(writers)]
+
+
+async def test_concurrent_async_writers_never_fork_the_chain(db_url):
+    async def write(n: int) -> None:
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
+            for i in range(10):
+                async with conn.transaction():
+                    await service.aappend(
+                        conn,
+                        kind="k",
+                        subject_type="writer",
+                        subject_id=n,
+                        body={"i": i},
+                        actor="w",
+                        at=T0,
+                    )
+
+    await asyncio.gather(*(write(n) for n in range(4)))
+    with psycopg.connect(db_url) as conn:
+        result = flows.verify(conn)
+    assert result.ok and result.entries == 40
+
+
+@pytest.mark.parametrize(
+    ("tamper", "first_bad", "reason"),
+    [
+        (
+            [
+                'UPDATE compliance_log SET body = \'{"minutes":99,"n":3,"verdict":"verified"}\' '
+                "WHERE seq = 4"
+            ],
+            4,
+            "content does not match its hash",
+        ),
+        (["UPDATE compliance_log SET actor = 'mallory' WHERE seq = 2"], 2, "does not match"),
+        (["UPDATE compliance_log SET at = at + interval '1 day' WHERE seq = 6"], 6, "match"),
+        (["DELETE FROM compliance_log WHERE seq = 3"], 3, "missing"),
+        (
+            # reorder: entries 5 and 6 swap places
+            [
+                "UPDATE compliance_log SET seq = 1000 WHERE seq = 5",
+                "UPDATE compliance_log SET seq = 5 WHERE seq = 6",
+                "UPDATE compliance_log SET seq = 6 WHERE seq = 1000",
+            ],
+            5,
+            "previous-hash link broken",
+        ),
+        (["DELETE FROM compliance_log WHERE seq = 1"], 1, "missing"),
+    ],
+)
+def test_tampering_as_superuser_is_found_and_the_first_bad_entry_named(
+    db, db_url, tamper, first_bad, reason
+):
+    _fill(db, 8)
+    assert flows.verify(db).ok
+    _superuser_sql(db_url, *tamper)
+    result = flows.verify(db)
+    assert not result.ok
+    assert result.problem is not None
+    assert result.problem.seq == first_bad
+    assert reason in result.problem.reason
+
+
+def test_rewriting_the_chain_or_cutting_its_tail_is_caught_by_a_signed_checkpoint(
+    db, db_url, tmp_path
+):
+    key = flows.load_or_create_key(tmp_path / "key.pem")
+    public = flows.public_key_hex(key)
+    made = _fill(db, 6)
+    mark = flows.create_checkpoint(db, key=key, at=T0)
+    assert mark is not None and mark.entry_count == 6 and mark.head_hash == made[-1].hash
+    assert flows.create_checkpoint(db, key=key, at=T0) is None  # head unchanged: nothing new
+    assert flows.verify(db, public_key=public).ok
+
+    # Cut the tail: the chain that remains is consistent, but the checkpoint signed 6 entries.
+    _superuser_sql(db_url, "DELETE FROM compliance_log WHERE seq >= 5")
+    result = flows.verify(db, public_key=public)
+    assert not result.ok and result.problem is not None and result.problem.seq == 5
+    assert "missing" in result.problem.reason
+
+
+def test_a_recomputed_chain_does_not_match_the_signed_head(db, db_url, tmp_path):
+    key = flows.load_or_create_key(tmp_path / "key.pem")
+    _fill(db, 4)
+    flows.create_checkpoint(db, key=key, at=T0)
+    # Mallory edits entry 2 and recomputes every later hash so that the chain itself holds.
+    rows = db.execute("SELECT * FROM compliance_log ORDER BY seq").fetchall()
+    statements, prev = [], rows[0]["hash"]
+    for row in rows[1:]:
+        actor = "mallory" if row["seq"] == 2 else row["actor"]
+        digest = entry_hash(
+            entry_bytes(
+                seq=row["seq"],
+                prev=prev,
+                kind=row["kind"],
+                subject_type=row["subject_type"],
+                subject_id=row["subject_id"],
+                body_text=row["body"],
+                actor=actor,
+                at=row["at"],
+            )
+        )
+        statements.append(
+            f"UPDATE compliance_log SET actor = '{actor}', prev_hash = '{prev}', "
+            f"hash = '{digest}' WHERE seq = {row['seq']}"
+        )
+        prev = digest
+    _superuser_sql(
+        db_url,
+        "ALTER TABLE compliance_log DISABLE TRIGGER USER",
+        *statements,
+        "ALTER TABLE compliance_log ENABLE TRIGGER USER",
+    )
+    result = flows.verify(db, public_key=flows.public_key_hex(key))
+    assert not result.ok
+    assert any("rewritten" in line for line in result.checkpoint_problems)
+
+
+def test_checkpoint_signatures_verify_only_under_the_signing_key(db, db_url, tmp_path):
+    key = flows.load_or_create_key(tmp_path / "a.pem")
+    other = flows.load_or_create_key(tmp_path / "b.pem")
+    _fill(db, 2)
+    mark = flows.create_checkpoint(db, key=key, at=T0)
+    assert mark is not None
+    assert flows.signature_valid(mark, public_key=flows.public_key_hex(key))
+    assert not flows.signature_valid(mark, public_key=flows.public_key_hex(other))
+    assert not flows.verify(db, public_key=flows.public_key_hex(other)).ok
+    # A forged count under the right key does not verify either.
+    _superuser_sql(
+        db_url, f"UPDATE compliance_checkpoints SET entry_count = 1 WHERE id = {mark.id}"
+    )
+    forged = service.latest_checkpoint(db)
+    assert forged is not None
+    assert not flows.signature_valid(forged, public_key=flows.public_key_hex(key))
+    # Checkpoints are append-only too.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("DELETE FROM compliance_checkpoints")
+
+
+def test_the_signing_key_is_generated_once_private_and_reused(tmp_path):
+    path = tmp_path / "keys" / "signing.pem"
+    first = flows.load_or_create_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = flows.load_or_create_key(path)
+    assert flows.public_key_hex(first) == flows.public_key_hex(again)
+    assert path.with_suffix(".pub").read_text().strip() == flows.public_key_hex(first)
+
+
+def test_vigil_audit_verify_and_checkpoint_commands(db, db_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VIGIL_DATABASE_URL", db_url)
+    monkeypatch.setenv("VIGIL_DATA_DIR", str(tmp_path))
+    _fill(db, 3)
+    assert vigil_main(["audit", "checkpoint"]) == 0
+    assert "3 entries" in capsys.readouterr().out
+    assert (tmp_path / flows.KEY_FILE_NAME).exists()
+    assert vigil_main(["audit", "verify"]) == 0
+    assert "OK, 3 entries" in capsys.readouterr().out
+    _superuser_sql(db_url, "UPDATE compliance_log SET subject_id = 'lift-9' WHERE seq = 2")
+    assert vigil_main(["audit", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "first bad entry entry 2: content does not match its hash" in out
+
+
+def test_entries_are_listed_per_subject_with_their_bodies(db):
+    _fill(db, 6)
+    listed = service.entries(db, subject_type="device", subject_id="lift-1")
+    assert [e.seq for e in listed] == [2, 5]
+    assert listed[0].body == {"minutes": 21.5, "n": 1, "verdict": "verified"}
+    assert json.loads(db.execute("SELECT body FROM compliance_log WHERE seq=5").fetchone()["body"])
