@@ -65,6 +65,14 @@ class IngestSettings(Section):
     batch_size: int = Field(default=20_000, ge=1)
     flush_interval_ms: int = Field(default=200, ge=1, le=200)
     client_id: str = "vigil-ingest"
+    share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="broker keeps a session")
+    receive_maximum: int = Field(default=1000, ge=1, le=65535, description="unacked messages")
+    unknown_device_recheck_s: float = Field(default=1.0, ge=0, description="negative-cache TTL")
+    partitions_ahead_days: int = Field(default=3, ge=1, le=60)
+    retention_days: int = Field(default=365, ge=91, description="older telemetry is dropped")
+    compress_after_days: int = Field(default=7, ge=1, description="TimescaleDB only")
+    maintenance_interval_s: float = Field(default=300.0, gt=0)
 
 
 class ComplianceSettings(Section):

@@ -1,0 +1,113 @@
+"""``vigil ingest [--workers N]``: consume MQTT into PostgreSQL with N worker processes.
+
+Each worker is its own MQTT client (``<client_id>-<index>``, a persistent session) on the
+shared subscription ``$share/<share_group>/vigil/v1/...``, so the broker splits messages among
+them. With one worker it runs in this process; with more, this process supervises them and
+restarts any that dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import multiprocessing
+import signal
+import sys
+import threading
+from multiprocessing.process import BaseProcess
+
+from vigil.clock import make_clock
+from vigil.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``ingest`` subcommand."""
+    parser = sub.add_parser("ingest", help="consume MQTT and store it (N workers)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: [ingest] workers)"
+    )
+    parser.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace, settings: Settings) -> int:
+    from vigil.embedded import endpoints
+
+    workers = args.workers or settings.ingest.workers
+    if workers < 1:
+        print("vigil ingest: --workers must be at least 1", file=sys.stderr)
+        return 2
+    with endpoints(settings) as where:
+        if workers == 1:
+            return _run_here(where.database_url, where.mqtt_url, settings)
+        return _supervise(where.database_url, where.mqtt_url, settings, workers)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int = 0) -> int:
+    from ingest.flows import run_ingest
+
+    stop = _stop_on_signals()
+    clock = make_clock(
+        kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
+    )
+    print(f"ingest worker {index} starting ({settings.ingest.client_id}-{index})", flush=True)
+    stats = run_ingest(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        settings=settings,
+        clock=clock,
+        stop_event=stop,
+        worker_index=index,
+    )
+    print(
+        f"ingest worker {index} stopped: {stats.points_stored} points, "
+        f"{stats.dead_letters} dead letters",
+        flush=True,
+    )
+    return 0
+
+
+def _worker_main(database_url: str, mqtt_url: str, settings_json: str, index: int) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.model_validate_json(settings_json)
+    sys.exit(_run_here(database_url, mqtt_url, settings, index))
+
+
+def _supervise(database_url: str, mqtt_url: str, settings: Settings, workers: int) -> int:
+    stop = _stop_on_signals()
+    context = multiprocessing.get_context("spawn")
+    settings_json = settings.model_dump_json()
+
+    def spawn(index: int) -> BaseProcess:
+        process = context.Process(
+            target=_worker_main,
+            args=(database_url, mqtt_url, settings_json, index),
+            name=f"vigil-ingest-{index}",
+        )
+        process.start()
+        return process
+
+    running = {index: spawn(index) for index in range(workers)}
+    while not stop.wait(1.0):
+        for index, process in list(running.items()):
+            if not process.is_alive():
+                log.warning("ingest worker %d exited (%s); restarting", index, process.exitcode)
+                running[index] = spawn(index)
+    for process in running.values():
+        if process.pid is not None and process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+    for process in running.values():
+        process.join(timeout=30)
+    return 0

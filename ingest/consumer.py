@@ -1,0 +1,154 @@
+"""MQTT side of ingest: a paho-mqtt v5 client with a persistent session and manual acks.
+
+The broker keeps the session (``clean_start=False`` plus a session expiry) while ingest is down,
+and redelivers every PUBLISH that was not acknowledged. Messages are acknowledged only when the
+writer says their batch is committed. ``Receive Maximum`` bounds how many unacknowledged messages
+the broker sends, so when the database stalls the broker holds the rest (backpressure).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest.models import Delivery
+from vigil.wire import Channel, subscription
+
+log = logging.getLogger(__name__)
+
+CHANNELS = (
+    Channel.TELEMETRY,
+    Channel.EVENTS,
+    Channel.COMMAND_RESULT,
+    Channel.STATUS,
+    Channel.HEALTH,
+)
+
+
+def shared_filters(group: str) -> list[str]:
+    """The shared-subscription filters of an ingest group (``$share/<group>/vigil/v1/...``)."""
+    return [f"$share/{group}/{subscription(channel)}" for channel in CHANNELS]
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    """Host and port of an ``mqtt://host:port`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise ValueError(f"not an mqtt://host:port URL: {url!r}")
+    return parts.hostname, parts.port or 1883
+
+
+class MqttConsumer:
+    """Receives into ``inbox``; ``ack()`` acknowledges deliveries of the current connection."""
+
+    def __init__(
+        self,
+        *,
+        mqtt_url: str,
+        client_id: str,
+        share_group: str,
+        session_expiry_s: int,
+        receive_maximum: int,
+        inbox: queue.SimpleQueue[Delivery],
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
+        self._host, self._port = broker_address(mqtt_url)
+        self._inbox = inbox
+        self._filters = shared_filters(share_group)
+        self._on_subscribed = on_subscribed
+        self._generation = 0
+        self._lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self.client.manual_ack_set(True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self._connect_properties = Properties(PacketTypes.CONNECT)
+        self._connect_properties.SessionExpiryInterval = session_expiry_s
+        self._connect_properties.ReceiveMaximum = receive_maximum
+
+    def start(self) -> None:
+        """Connect in the background (retrying until the broker answers) and subscribe."""
+        self.client.connect_async(
+            self._host,
+            self._port,
+            keepalive=30,
+            clean_start=False,
+            properties=self._connect_properties,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect; the broker keeps the session and everything unacknowledged."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ack(self, deliveries: Iterable[Delivery]) -> int:
+        """Acknowledge deliveries received on the current connection; returns how many."""
+        done = 0
+        with self._lock:
+            generation = self._generation
+            for delivery in deliveries:
+                # After a reconnect the broker redelivers these; an old mid is meaningless now.
+                if delivery.qos == 0 or delivery.generation != generation:
+                    continue
+                self.client.ack(delivery.mid, delivery.qos)
+                done += 1
+        return done
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused the connection: %s", reason)
+            return
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        options = SubscribeOptions(qos=1)
+        client.subscribe([(f, options) for f in self._filters])
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any
+    ) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("subscription refused: %s", ", ".join(failed))
+            return
+        self.subscribed.set()
+        if self._on_subscribed is not None:
+            self._on_subscribed()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        with self._lock:
+            self._generation += 1
+        log.info("disconnected from the broker: %s", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put(
+            Delivery(
+                topic=message.topic,
+                payload=message.payload,
+                mid=message.mid,
+                qos=message.qos,
+                generation=self._generation,
+                redelivered=bool(message.dup),
+            )
+        )

@@ -1,0 +1,478 @@
+"""Ingest decisions: what to accept, what each batch writes, and the storage upkeep.
+
+``run_ingest`` is the entry point for embedding ingest in another process (the demo);
+``vigil ingest`` runs the same worker (see ``ingest.cli``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import psycopg
+
+from ingest import service
+from ingest.binary import TelemetryEncoder
+from ingest.models import (
+    Accepted,
+    Batch,
+    DeadLetter,
+    IngestReason,
+    IngestStats,
+    Received,
+    WriteResult,
+)
+from ingest.registry import DeviceRegistry
+from vigil import notify
+from vigil.catalog import DeviceKind, is_metric
+from vigil.clock import Clock, from_ms
+from vigil.config import IngestSettings, Settings
+from vigil.wire import (
+    Command,
+    CommandResult,
+    EventBatch,
+    Health,
+    Rejected,
+    Status,
+    TelemetryBatch,
+)
+
+log = logging.getLogger(__name__)
+
+ROLLUP_KINDS = frozenset(
+    {DeviceKind.ENERGY_METER, DeviceKind.WATER_METER, DeviceKind.LIGHT_POLE, DeviceKind.HIGH_MAST}
+)
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+
+# -- validation against the registry -------------------------------------------------------------
+
+
+def judge(item: Received, registry: DeviceRegistry) -> Accepted | DeadLetter:
+    """Accept a decoded message whose gateway, device and metrics are registered, else refuse."""
+    decoded = item.decoded
+    if isinstance(decoded, Rejected):
+        return _dead(item, str(decoded.reason), decoded.detail, decoded.gateway, decoded.device)
+    if isinstance(decoded, Command):
+        detail = "commands go from the platform to gateways, not into ingest"
+        return _dead(item, IngestReason.UNEXPECTED_CHANNEL, detail, decoded.gateway, decoded.device)
+    gateway = decoded.gateway
+    if gateway not in registry.gateways:
+        return _dead(
+            item,
+            IngestReason.UNKNOWN_GATEWAY,
+            f"gateway {gateway!r} is not registered",
+            gateway,
+            getattr(decoded, "device", None),
+        )
+    if isinstance(decoded, Status | Health):
+        return Accepted(decoded, item.delivery.topic, item.delivery.payload, item.received_at)
+    device = decoded.device
+    info = registry.devices.get(device)
+    if info is None:
+        return _dead(
+            item,
+            IngestReason.UNKNOWN_DEVICE,
+            f"device {device!r} is not registered",
+            gateway,
+            device,
+        )
+    if info.gateway_id != gateway:
+        detail = f"device {device!r} is registered under gateway {info.gateway_id!r}"
+        return _dead(item, IngestReason.WRONG_GATEWAY, detail, gateway, device)
+    if info.decommissioned:
+        return _dead(
+            item,
+            IngestReason.DECOMMISSIONED_DEVICE,
+            f"device {device!r} is decommissioned",
+            gateway,
+            device,
+        )
+    names: Iterable[str] = ()
+    if isinstance(decoded, TelemetryBatch):
+        names = {s.metric for s in decoded.samples}
+    elif isinstance(decoded, EventBatch):
+        names = {e.metric for e in decoded.events}
+    foreign = sorted(n for n in names if not is_metric(info.kind, n))
+    if foreign:
+        detail = f"not metrics of a {info.kind}: {foreign[:10]}"
+        return _dead(item, IngestReason.UNKNOWN_METRIC, detail, gateway, device)
+    return Accepted(
+        decoded, item.delivery.topic, item.delivery.payload, item.received_at, info.kind
+    )
+
+
+def _dead(
+    item: Received, reason: str, detail: str, gateway: str | None, device: str | None
+) -> DeadLetter:
+    return DeadLetter(
+        topic=item.delivery.topic,
+        payload=item.delivery.payload,
+        reason=str(reason),
+        detail=detail,
+        received_at=item.received_at,
+        gateway_id=gateway,
+        device_id=device,
+    )
+
+
+# -- what a batch writes -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Plan:
+    """Rows one transaction writes, derived from the accepted messages of a batch."""
+
+    telemetry: list[tuple[str, Sequence]] = field(default_factory=list)
+    points: int = 0
+    days: set[int] = field(default_factory=set)  # days (ms // DAY_MS) holding samples
+    rollup_hours: set[int] = field(default_factory=set)  # ms of hour starts
+    state: dict[tuple[str, str], service.StateRow] = field(default_factory=dict)
+    events: list[service.EventRow] = field(default_factory=list)
+    results: list[tuple[Accepted, service.CommandResultRow]] = field(default_factory=list)
+    statuses: dict[str, Status] = field(default_factory=dict)
+    healths: dict[str, Health] = field(default_factory=dict)
+
+
+def plan_writes(accepted: Sequence[Accepted]) -> Plan:
+    """Group accepted messages into the rows to write; keep only the newest state per metric."""
+    plan = Plan()
+    for item in accepted:
+        message = item.message
+        if isinstance(message, TelemetryBatch):
+            plan.telemetry.append((message.device, message.samples))
+            plan.points += len(message.samples)
+            times = [s.ts for s in message.samples]
+            first, last = min(times), max(times)
+            plan.days.update(range(first // DAY_MS, last // DAY_MS + 1))
+            if item.kind in ROLLUP_KINDS:
+                plan.rollup_hours.update(
+                    h * HOUR_MS for h in range(first // HOUR_MS, last // HOUR_MS + 1)
+                )
+            for s in message.samples:
+                _keep_newest(plan, message.device, s.metric, s.ts, s.value, s.good)
+        elif isinstance(message, EventBatch):
+            for e in message.events:
+                plan.events.append(
+                    service.EventRow(
+                        message.device, e.metric, e.ts, e.value, e.previous, message.seq
+                    )
+                )
+                if e.value is not None:
+                    _keep_newest(plan, message.device, e.metric, e.ts, e.value, True)
+        elif isinstance(message, CommandResult):
+            row = service.CommandResultRow(
+                message.command_id,
+                message.device,
+                str(message.outcome),
+                message.ts,
+                message.detail,
+            )
+            plan.results.append((item, row))
+        elif isinstance(message, Status):
+            known = plan.statuses.get(message.gateway)
+            if known is None or known.ts <= message.ts:
+                plan.statuses[message.gateway] = message
+        elif isinstance(message, Health):
+            seen = plan.healths.get(message.gateway)
+            if seen is None or seen.ts <= message.ts:
+                plan.healths[message.gateway] = message
+    return plan
+
+
+def _keep_newest(plan: Plan, device: str, metric: str, ts: int, value: float, good: bool) -> None:
+    key = (device, metric)
+    known = plan.state.get(key)
+    if known is None or known.ts < ts:
+        plan.state[key] = service.StateRow(device, metric, ts, value, good)
+
+
+# -- storing a batch -----------------------------------------------------------------------------
+
+
+class TransientError(Exception):
+    """The batch could not be written now; retry it later (nothing was committed)."""
+
+
+@dataclass(slots=True)
+class Writer:
+    """Writes batches on one connection: everything of a batch commits together, or nothing."""
+
+    conn: psycopg.Connection
+    registry: DeviceRegistry
+    clock: Clock
+    encoder: TelemetryEncoder = field(default_factory=TelemetryEncoder)
+    partitioned_days: set[int] = field(default_factory=set)
+    timescale: bool = False
+
+    def store(self, batch: Batch) -> WriteResult:
+        """Validate and write a batch in one transaction; raises TransientError to retry it."""
+        try:
+            return self._store(batch)
+        except psycopg.errors.CheckViolation as exc:
+            if "no partition" not in str(exc):
+                raise
+            self.partitioned_days.clear()  # dropped behind our back: ensure again
+            self._rollback()
+            raise TransientError(str(exc)) from exc
+        except (
+            psycopg.OperationalError,
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure,
+            psycopg.errors.LockNotAvailable,
+        ) as exc:
+            self._rollback()
+            raise TransientError(str(exc)) from exc
+
+    def _rollback(self) -> None:
+        if not self.conn.closed and not self.conn.broken:
+            try:
+                self.conn.rollback()
+            except psycopg.Error:
+                pass
+
+    def _store(self, batch: Batch) -> WriteResult:
+        items = batch.items
+        self.registry.refresh(
+            self.conn,
+            devices={
+                (r.decoded.device, r.decoded.gateway)
+                for r in items
+                if isinstance(r.decoded, TelemetryBatch | EventBatch | CommandResult)
+            },
+            gateways={r.decoded.gateway for r in items if not isinstance(r.decoded, Rejected)},
+        )
+        self.conn.commit()  # end the read-only transaction of the look-ups
+        verdicts = [judge(item, self.registry) for item in items]
+        accepted = [v for v in verdicts if isinstance(v, Accepted)]
+        letters = [v for v in verdicts if isinstance(v, DeadLetter)]
+        plan = plan_writes(accepted)
+        self._ensure_partitions(plan.days)
+        try:
+            with self.conn.transaction():
+                result = self._write(plan, letters, redelivery=batch.redelivery)
+        except (
+            psycopg.errors.DataError,
+            psycopg.errors.IntegrityError,
+            psycopg.errors.ProgramLimitExceeded,
+        ) as exc:
+            if isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in str(exc):
+                raise
+            # Something in the batch itself is refused: store message by message, and
+            # dead-letter the ones the database refuses, rather than stall or drop.
+            log.warning("batch refused (%s); storing message by message", exc)
+            with self.conn.transaction():
+                result = self._write_one_by_one(accepted, letters)
+        return result
+
+    def _ensure_partitions(self, days: set[int]) -> None:
+        missing = sorted(days - self.partitioned_days)
+        if not missing or self.timescale:
+            return
+        first, last = from_ms(missing[0] * DAY_MS).date(), from_ms(missing[-1] * DAY_MS).date()
+        try:
+            service.ensure_partitions(self.conn, first_day=first, last_day=last)
+        except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+            # Another worker created the same partition at the same moment: it exists now.
+            self.conn.rollback()
+            service.ensure_partitions(self.conn, first_day=first, last_day=last)
+        self.partitioned_days.update(missing)
+
+    def _write(self, plan: Plan, letters: list[DeadLetter], *, redelivery: bool) -> WriteResult:
+        conn = self.conn
+        now = self.clock.now()
+        stored = self._write_telemetry(plan, redelivery=redelivery)
+        changed = service.upsert_device_state(conn, list(plan.state.values()))
+        event_notices = service.insert_events(conn, plan.events, received_at=now)
+        result_rows, refused = self._check_commands(plan.results)
+        letters = letters + refused
+        command_notices = service.insert_command_results(conn, result_rows, received_at=now)
+        for status in plan.statuses.values():
+            service.upsert_gateway_state(
+                conn, gateway_id=status.gateway, state=str(status.state), ts=status.ts, now=now
+            )
+        for health in plan.healths.values():
+            service.upsert_gateway_health(
+                conn,
+                gateway_id=health.gateway,
+                ts=health.ts,
+                figures=(
+                    health.polls_per_s,
+                    health.errors,
+                    health.buffer_depth,
+                    health.dropped,
+                    health.devices_unavailable,
+                ),
+                now=now,
+            )
+        service.insert_dead_letters(conn, letters)
+        if plan.rollup_hours and not self.timescale:
+            service.mark_rollup_hours(conn, hours_ms=plan.rollup_hours, now=now)
+        # Queued in this transaction: PostgreSQL delivers them exactly when it commits.
+        notify.send(conn, notify.EVENTS, [notify.event_payload(n) for n in event_notices])
+        notify.send(conn, notify.COMMANDS, [notify.command_payload(n) for n in command_notices])
+        notify.send(conn, notify.STATE, notify.state_payloads(changed))
+        return WriteResult(
+            points_offered=plan.points,
+            points_stored=stored,
+            events_stored=len(event_notices),
+            command_results_stored=len(command_notices),
+            dead_letters=len(letters),
+            states_changed=len(changed),
+            rejected=tuple(d.reason for d in letters),
+        )
+
+    def _write_telemetry(self, plan: Plan, *, redelivery: bool) -> int:
+        if not plan.telemetry:
+            return 0
+        data = self.encoder.encode(plan.telemetry)
+        if not redelivery:
+            # Fast path: COPY straight into telemetry. A row already there (a redelivery the
+            # broker did not flag) fails the COPY; the savepoint then takes the dedup path.
+            try:
+                with self.conn.transaction():
+                    service.copy_telemetry(self.conn, data)
+                return plan.points
+            except psycopg.errors.UniqueViolation:
+                pass
+        return service.copy_telemetry_deduplicated(self.conn, data)
+
+    def _check_commands(
+        self, results: list[tuple[Accepted, service.CommandResultRow]]
+    ) -> tuple[list[service.CommandResultRow], list[DeadLetter]]:
+        if not results:
+            return [], []
+        issued = service.issued_commands(self.conn, sorted({r.command_id for _, r in results}))
+        rows: list[service.CommandResultRow] = []
+        refused: list[DeadLetter] = []
+        for item, row in results:
+            if issued.get(row.command_id) == row.device_id:
+                rows.append(row)
+                continue
+            refused.append(
+                DeadLetter(
+                    topic=item.topic,
+                    payload=item.payload,
+                    reason=IngestReason.UNKNOWN_COMMAND,
+                    detail=f"no command {row.command_id!r} was issued to {row.device_id!r}",
+                    received_at=item.received_at,
+                    gateway_id=item.message.gateway,
+                    device_id=row.device_id,
+                )
+            )
+        return rows, refused
+
+    def _write_one_by_one(self, accepted: list[Accepted], letters: list[DeadLetter]) -> WriteResult:
+        totals = [0, 0, 0, 0, 0]
+        rejected: list[str] = []
+        refused: list[DeadLetter] = []
+        for item in accepted:
+            try:
+                with self.conn.transaction():
+                    part = self._write(plan_writes([item]), [], redelivery=True)
+            except (
+                psycopg.errors.DataError,
+                psycopg.errors.IntegrityError,
+                psycopg.errors.ProgramLimitExceeded,
+            ) as exc:
+                refused.append(
+                    DeadLetter(
+                        item.topic,
+                        item.payload,
+                        IngestReason.STORAGE_ERROR,
+                        str(exc),
+                        item.received_at,
+                        getattr(item.message, "gateway", None),
+                        getattr(item.message, "device", None),
+                    )
+                )
+                continue
+            totals[0] += part.points_offered
+            totals[1] += part.points_stored
+            totals[2] += part.events_stored
+            totals[3] += part.command_results_stored
+            totals[4] += part.states_changed
+            rejected.extend(part.rejected)
+        all_letters = letters + refused
+        service.insert_dead_letters(self.conn, all_letters)
+        return WriteResult(
+            points_offered=totals[0],
+            points_stored=totals[1],
+            events_stored=totals[2],
+            command_results_stored=totals[3],
+            dead_letters=len(all_letters) + len(rejected),
+            states_changed=totals[4],
+            rejected=tuple(d.reason for d in all_letters) + tuple(rejected),
+        )
+
+
+# -- storage upkeep ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    """What one storage maintenance run did."""
+
+    partitions_created: int
+    partitions_dropped: tuple[str, ...]
+    hours_rolled_up: int
+
+
+def maintain_storage(
+    conn: psycopg.Connection, *, today: date, settings: IngestSettings, max_rounds: int = 20
+) -> Upkeep:
+    """Create partitions ahead, drop those past retention, roll up pending hours (plain path)."""
+    created = service.ensure_partitions(
+        conn,
+        first_day=today - timedelta(days=1),
+        last_day=today + timedelta(days=settings.partitions_ahead_days),
+    )
+    dropped = service.drop_partitions_before(
+        conn, day=today - timedelta(days=settings.retention_days)
+    )
+    conn.commit()
+    hours = 0
+    for _ in range(max_rounds):
+        done = service.refresh_rollups(conn)
+        conn.commit()
+        if done == 0:
+            break
+        hours += done
+    return Upkeep(created, tuple(dropped), hours)
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def run_ingest(
+    *,
+    database_url: str,
+    mqtt_url: str,
+    settings: IngestSettings | Settings,
+    clock: Clock,
+    stop_event: threading.Event,
+    worker_index: int = 0,
+    stats: IngestStats | None = None,
+) -> IngestStats:
+    """Consume and store until ``stop_event`` is set (blocking; run it in a thread to embed)."""
+    from ingest.worker import IngestWorker
+
+    section = settings.ingest if isinstance(settings, Settings) else settings
+    worker = IngestWorker(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        settings=section,
+        clock=clock,
+        worker_index=worker_index,
+        stats=stats,
+    )
+    worker.start()
+    try:
+        stop_event.wait()
+    finally:
+        worker.stop()
+    return worker.stats

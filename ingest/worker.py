@@ -1,0 +1,236 @@
+"""One ingest worker: consumer → collector (decode, batch) → writer (commit, then ack).
+
+Three threads: paho's network loop fills the inbox; the collector decodes and closes batches by
+size or after ``flush_interval_ms``; the writer commits each batch and only then acknowledges
+its messages. While the database is down the writer retries the same batch and acknowledges
+nothing, so the broker stops sending once ``receive_maximum`` messages are unacknowledged.
+A maintenance thread keeps partitions ahead, applies retention and rolls up hours.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+
+import psycopg
+
+from ingest import flows, service
+from ingest.consumer import MqttConsumer
+from ingest.models import Batch, Delivery, IngestStats, Received, WriteResult
+from ingest.registry import DeviceRegistry
+from vigil import wire
+from vigil.clock import Clock
+from vigil.config import IngestSettings
+from vigil.db import has_timescaledb
+
+log = logging.getLogger(__name__)
+
+_MAINTENANCE_LOCK = 0x5649_0101  # one storage upkeep at a time across workers
+_STOP = None
+
+
+class IngestWorker:
+    """A consumer with its collector, writer and maintenance threads."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        mqtt_url: str,
+        settings: IngestSettings,
+        clock: Clock,
+        worker_index: int = 0,
+        stats: IngestStats | None = None,
+        maintenance: bool = True,
+    ) -> None:
+        self.database_url = database_url
+        self.settings = settings
+        self.clock = clock
+        self.stats = stats or IngestStats()
+        self.registry = DeviceRegistry(recheck_s=settings.unknown_device_recheck_s)
+        self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
+        self._stopping = threading.Event()
+        self._maintenance = maintenance
+        self.consumer = MqttConsumer(
+            mqtt_url=mqtt_url,
+            client_id=f"{settings.client_id}-{worker_index}",
+            share_group=settings.share_group,
+            session_expiry_s=settings.session_expiry_s,
+            receive_maximum=settings.receive_maximum,
+            inbox=self._inbox,
+            on_subscribed=lambda: self.stats.update(lambda s: setattr(s, "subscribed", True)),
+        )
+        self._threads = [
+            threading.Thread(target=self._collect, name="ingest-collector", daemon=True),
+            threading.Thread(target=self._write, name="ingest-writer", daemon=True),
+        ]
+        if maintenance:
+            self._threads.append(
+                threading.Thread(target=self._maintain, name="ingest-maintenance", daemon=True)
+            )
+
+    def start(self) -> None:
+        """Start the threads, then the consumer."""
+        for thread in self._threads:
+            thread.start()
+        self.consumer.start()
+
+    def wait_subscribed(self, timeout: float = 15.0) -> bool:
+        """Block until the broker confirmed the subscriptions."""
+        return self.consumer.subscribed.wait(timeout)
+
+    def stop(self) -> None:
+        """Flush what was collected (if the database takes it), then disconnect."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.consumer.stop()
+
+    # -- collector -------------------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        flush_s = self.settings.flush_interval_ms / 1000
+        size = self.settings.batch_size
+        while not self._stopping.is_set():
+            batch = Batch()
+            deadline: float | None = None
+            while True:
+                wait = 0.05 if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                try:
+                    delivery = self._inbox.get(timeout=wait)
+                except queue.Empty:
+                    if self._stopping.is_set():
+                        break
+                    continue
+                if deadline is None:
+                    deadline = time.monotonic() + flush_s
+                item = self._decode(delivery)
+                batch.items.append(item)
+                batch.points += _points(item.decoded)
+                if batch.points >= size:
+                    break
+            if batch.items:
+                self.stats.update(functools.partial(_add_received, count=len(batch)))
+                self._batches.put(batch)
+        self._batches.put(_STOP)
+
+    def _decode(self, delivery: Delivery) -> Received:
+        now = self.clock.now()
+        decoded = wire.decode(delivery.topic, delivery.payload, now_ms=self.clock.now_ms())
+        return Received(delivery, decoded, now)
+
+    # -- writer ----------------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        writer: flows.Writer | None = None
+        while True:
+            batch = self._batches.get()
+            if batch is _STOP:
+                break
+            result, writer = self._store_until_committed(batch, writer)
+            if result is None:
+                continue  # stopping with the database down: the broker redelivers later
+            acked = self.consumer.ack(item.delivery for item in batch.items)
+            self.stats.update(
+                functools.partial(_count, result=result, acked=acked, messages=len(batch))
+            )
+        if writer is not None:
+            writer.conn.close()
+
+    def _store_until_committed(
+        self, batch: Batch, writer: flows.Writer | None
+    ) -> tuple[WriteResult | None, flows.Writer | None]:
+        delay = 0.1
+        while True:
+            try:
+                if writer is None or writer.conn.closed or writer.conn.broken:
+                    writer = self._connect()
+                result = writer.store(batch)
+                if not self.stats.database_up:
+                    log.info("database is back; storing again")
+                    self.stats.update(lambda s: setattr(s, "database_up", True))
+                return result, writer
+            except (flows.TransientError, psycopg.OperationalError) as exc:
+                if self.stats.database_up:
+                    log.warning("cannot store a batch, holding acks and retrying: %s", exc)
+                self.stats.update(_database_down)
+                if writer is not None and (writer.conn.broken or writer.conn.closed):
+                    writer.conn.close()
+                    writer = None
+                if self._stopping.wait(delay):
+                    return None, writer
+                delay = min(delay * 2, 2.0)
+
+    def _connect(self) -> flows.Writer:
+        conn = service.connect_writer(self.database_url)
+        timescale = has_timescaledb(conn)
+        if not self.registry.devices:
+            self.registry.load(conn)
+        conn.commit()
+        return flows.Writer(
+            conn=conn, registry=self.registry, clock=self.clock, timescale=timescale
+        )
+
+    # -- maintenance -----------------------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        applied_policies = False
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.database_url, connect_timeout=5) as conn:
+                    if service.try_lock(conn, key=_MAINTENANCE_LOCK):
+                        try:
+                            if not applied_policies:
+                                service.apply_timescale_policies(
+                                    conn,
+                                    compress_after_days=self.settings.compress_after_days,
+                                    retention_days=self.settings.retention_days,
+                                )
+                                conn.commit()
+                                applied_policies = True
+                            upkeep = flows.maintain_storage(
+                                conn, today=self.clock.now().date(), settings=self.settings
+                            )
+                            if upkeep.partitions_dropped or upkeep.partitions_created:
+                                log.info("storage upkeep: %s", upkeep)
+                        finally:
+                            conn.rollback()
+                            service.unlock(conn, key=_MAINTENANCE_LOCK)
+            except psycopg.Error as exc:
+                log.warning("storage upkeep failed, retrying later: %s", exc)
+            self._stopping.wait(self.settings.maintenance_interval_s)
+
+
+def _points(decoded: object) -> int:
+    if isinstance(decoded, wire.TelemetryBatch):
+        return len(decoded.samples)
+    if isinstance(decoded, wire.EventBatch):
+        return len(decoded.events)
+    return 1
+
+
+def _database_down(stats: IngestStats) -> None:
+    stats.database_up = False
+    stats.database_errors += 1
+
+
+def _add_received(stats: IngestStats, *, count: int) -> None:
+    stats.received += count
+
+
+def _count(stats: IngestStats, *, result: WriteResult, acked: int, messages: int) -> None:
+    stats.acked += acked
+    stats.batches += 1
+    stats.messages_stored += messages - result.dead_letters
+    stats.points_stored += result.points_stored
+    stats.points_duplicate += result.points_offered - result.points_stored
+    stats.events_stored += result.events_stored
+    stats.command_results_stored += result.command_results_stored
+    stats.dead_letters += result.dead_letters
+    stats.rejected.update(result.rejected)

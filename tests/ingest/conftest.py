@@ -1,0 +1,160 @@
+"""Fixtures for ingest tests: a registered fleet, a publisher and in-process workers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+
+from ingest.consumer import broker_address
+from ingest.models import IngestStats
+from ingest.worker import IngestWorker
+from vigil import notify, wire
+from vigil.clock import Clock
+from vigil.config import IngestSettings
+from vigil.wire import Sample, TelemetryBatch
+
+METER_METRICS = ("voltage_l1", "current_l1", "power_total", "frequency", "import_energy")
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A gateway and its registered devices."""
+
+    gateway: str
+    meters: tuple[str, ...]
+    elevator: str
+
+
+def register_fleet(url: str, *, gateway: str, meters: int = 3) -> Fleet:
+    """Insert a site, a gateway, some energy meters and one elevator."""
+    meter_ids = tuple(f"{gateway}-m{i}" for i in range(meters))
+    elevator = f"{gateway}-lift"
+    with psycopg.connect(url, autocommit=True) as conn:
+        j = conn.execute(
+            "INSERT INTO jurisdictions (code, name) VALUES (%s, 'Test') "
+            "ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+            (f"j-{gateway}",),
+        ).fetchone()[0]
+        u = conn.execute(
+            "INSERT INTO user_units (name) VALUES (%s) RETURNING id", (f"unit-{gateway}",)
+        ).fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+            "VALUES (%s, %s, 'Site', 31.2, 121.5, 'city') RETURNING id",
+            (u, j),
+        ).fetchone()[0]
+        conn.execute("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (gateway, site))
+        for meter in meter_ids:
+            conn.execute(
+                "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
+                "VALUES (%s, 'energy_meter', 'DTSU666', %s, %s)",
+                (meter, site, gateway),
+            )
+        conn.execute(
+            "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
+            "VALUES (%s, 'elevator', 'Gen2', %s, %s)",
+            (elevator, site, gateway),
+        )
+    return Fleet(gateway, meter_ids, elevator)
+
+
+def telemetry(fleet: Fleet, *, device: str, seq: int, start_ms: int, count: int = 10) -> tuple:
+    """Topic and payload of a telemetry batch with ``count`` distinct samples."""
+    samples = tuple(
+        Sample(METER_METRICS[i % len(METER_METRICS)], start_ms + (i // len(METER_METRICS)), 1.0 + i)
+        for i in range(count)
+    )
+    return wire.encode(TelemetryBatch(fleet.gateway, device, seq, samples))
+
+
+class Publisher:
+    """A QoS 1 MQTT v5 publisher that waits for each PUBACK."""
+
+    def __init__(self, url: str) -> None:
+        host, port = broker_address(url)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
+        """Publish and wait until the broker has it."""
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published(), f"broker did not take {topic}"
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher_factory() -> Iterator[Callable[[str], Publisher]]:
+    made: list[Publisher] = []
+
+    def make(url: str) -> Publisher:
+        made.append(Publisher(url))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def ingest_settings(**overrides: object) -> IngestSettings:
+    """Settings for test workers: small batches, quick flushes."""
+    base = {"batch_size": 2000, "flush_interval_ms": 50, "maintenance_interval_s": 3600.0}
+    base.update(overrides)
+    return IngestSettings(**base)
+
+
+@contextmanager
+def running_worker(
+    *, db_url: str, mqtt_url: str, clock: Clock, index: int = 0, **overrides: object
+) -> Iterator[IngestWorker]:
+    """An in-process worker, subscribed before the block starts and stopped after it."""
+    worker = IngestWorker(
+        database_url=db_url,
+        mqtt_url=mqtt_url,
+        settings=ingest_settings(**overrides),
+        clock=clock,
+        worker_index=index,
+        stats=IngestStats(),
+        maintenance=False,
+    )
+    worker.start()
+    try:
+        assert worker.wait_subscribed(15), "worker never subscribed"
+        yield worker
+    finally:
+        worker.stop()
+
+
+def count(url: str, query: str, params: tuple = ()) -> int:
+    """The integer a query returns."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return int(conn.execute(query, params).fetchone()[0])
+
+
+def wait_for_count(url: str, query: str, expected: int, *, timeout: float = 30.0) -> int:
+    """Re-count after every state notification until ``expected`` rows are there."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"LISTEN {notify.STATE}")
+        have = int(conn.execute(query).fetchone()[0])
+        deadline = threading.Event()
+        timer = threading.Timer(timeout, deadline.set)
+        timer.start()
+        try:
+            while have < expected and not deadline.is_set():
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    pass
+                have = int(conn.execute(query).fetchone()[0])
+        finally:
+            timer.cancel()
+        return have
