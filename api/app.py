@@ -1,0 +1,181 @@
+"""The FastAPI application: REST under ``/api/v1``, the live stream, and the console at ``/``.
+
+``create_app()`` builds it for a database and a clock; ``serve()`` runs it in the caller's event
+loop (the demo and tests), ``vigil api`` runs it under uvicorn with N workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from api.deps import ApiContext
+from api.live.service import Broadcaster
+from vigil.clock import Clock, RealClock
+from vigil.db.pool import open_async_pool
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+API_PREFIX = "/api/v1"
+
+TAGS = [
+    {"name": "auth", "description": "Log in, sessions, users and API keys."},
+    {
+        "name": "assets",
+        "description": "Assets in the caller's scope (rule A2), live state, "
+        "events and bucketed telemetry.",
+    },
+    {"name": "live", "description": "Server-sent events fed by PostgreSQL LISTEN/NOTIFY."},
+    {"name": "alarms", "description": "Alarms: list, acknowledge, clear."},
+    {"name": "incidents", "description": "Entrapment rescue incidents (rules R1-R6)."},
+    {
+        "name": "maintenance",
+        "description": "Maintenance records, verdicts (M3), sign-off (M4), "
+        "due and overdue lists, lockout overrides (M6).",
+    },
+    {"name": "reports", "description": "KPI reports (R7, A4) as JSON and CSV."},
+    {
+        "name": "audit",
+        "description": "Regulator audit: the compliance log (A1), exports, chain "
+        "verification and checkpoints.",
+    },
+    {"name": "system", "description": "Health."},
+]
+
+
+class Health(BaseModel):
+    """Liveness of this worker."""
+
+    status: str
+    database: bool
+    listening: bool
+    streams: int
+
+
+def _routers() -> list[APIRouter]:
+    from api.assets.views import router as assets
+    from api.auth.views import router as auth
+    from api.live.views import router as live
+
+    return [auth, assets, live]
+
+
+def create_app(
+    *,
+    database_url: str,
+    clock: Clock | None = None,
+    session_ttl: timedelta = timedelta(hours=12),
+    pool_size: int = 10,
+    console: bool = True,
+) -> FastAPI:
+    """The API for ``database_url`` on ``clock`` (real time by default)."""
+    ctx = ApiContext(database_url=database_url, clock=clock or RealClock(), session_ttl=session_ttl)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.pool = await open_async_pool(database_url, min_size=2, max_size=pool_size)
+        ctx.broadcaster = Broadcaster(database_url=database_url, pool=ctx.pool)
+        try:
+            await ctx.broadcaster.start()
+            yield
+        finally:
+            await ctx.broadcaster.close()
+            await ctx.pool.close()
+
+    app = FastAPI(
+        title="Vigil API",
+        version="1",
+        summary="Equipment monitoring and maintenance compliance: fleet, rescue, audit.",
+        description=(
+            "Authenticate with `POST /api/v1/auth/login` (then `Authorization: Bearer <token>`) "
+            "or with an API key (`X-API-Key`). Every query is scoped to the caller (rule A2): "
+            "anything outside it answers 404, exactly as if it did not exist. Regulators read "
+            "and never write (403 on writes)."
+        ),
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    for router in _routers():
+        app.include_router(router, prefix=API_PREFIX)
+
+    @app.get(f"{API_PREFIX}/health", response_model=Health, tags=["system"], summary="Health")
+    async def health() -> Health:
+        """Whether this worker reaches the database and listens for notifications."""
+        assert ctx.pool is not None
+        try:
+            async with ctx.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+            database = True
+        except Exception:
+            database = False
+        return Health(
+            status="ok" if database else "degraded",
+            database=database,
+            listening=ctx.broadcaster.listening.is_set(),
+            streams=ctx.broadcaster.subscribers,
+        )
+
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # a value the database cannot take (out of range, bad text): the caller's mistake
+        return JSONResponse(
+            {"detail": f"invalid value: {exc.diag.message_primary or exc}"},
+            status_code=status.HTTP_400_BAD_REQUEST,
+        )
+
+    if console:
+        app.mount("/console", StaticFiles(directory=STATIC_DIR, html=True), name="console")
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/console/")
+
+    return app
+
+
+async def serve(
+    *,
+    database_url: str,
+    clock: Clock | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    started: Callable[[str], None] | None = None,
+    **app_options: object,
+) -> None:
+    """Run the API in the current event loop until cancelled.
+
+    The socket is bound and listening before ``started(url)`` is called (port 0 picks a free
+    one); requests made before the app finished starting wait in the backlog.
+    """
+    app = create_app(database_url=database_url, clock=clock, **app_options)  # type: ignore[arg-type]
+    sock = socket.create_server((host, port), backlog=512)
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        if started is not None:
+            started(f"http://{host}:{bound}")
+        await asyncio.shield(task)
+    finally:
+        broadcaster = app.state.ctx.broadcaster
+        if broadcaster is not None:
+            broadcaster.end_streams()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()

@@ -1,0 +1,1 @@
+"""Assets, their live state, events and telemetry."""

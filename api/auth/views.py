@@ -1,0 +1,142 @@
+"""Login, logout, the caller, users and API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+
+from api.auth import service
+from api.auth.models import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    LoginRequest,
+    Principal,
+    Role,
+    SessionOut,
+    UserCreate,
+    UserOut,
+)
+from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles
+
+router = APIRouter(tags=["auth"])
+
+Admin = Annotated[Principal, require_roles(Role.ADMIN)]
+
+
+@router.post(
+    "/auth/login",
+    response_model=SessionOut,
+    summary="Log in with a username and password",
+    responses={401: {"description": "wrong credentials"}},
+)
+async def login(body: LoginRequest, ctx: Context, conn: Conn) -> SessionOut:
+    """Returns a session token to send as ``Authorization: Bearer <token>``."""
+    user = await service.authenticate(conn, username=body.username, password=body.password)
+    if user is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
+    token, expires_at = await service.create_session(
+        conn, user_id=user.id, now=ctx.clock.now(), ttl=ctx.session_ttl
+    )
+    await conn.commit()
+    return SessionOut(token=token, expires_at=expires_at, user=user)
+
+
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke the current session token",
+)
+async def logout(request: Request, principal: CurrentPrincipal, ctx: Context, conn: Conn) -> None:
+    """Revokes the bearer token the request was made with, on every worker at once."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if principal.via != "session" or scheme.lower() != "bearer":
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="log out with a session token")
+    await service.revoke_session(conn, token=token.strip(), now=ctx.clock.now())
+    await conn.commit()
+
+
+@router.get("/me", response_model=UserOut, summary="The calling user and its scope")
+async def me(principal: CurrentPrincipal, conn: Conn) -> UserOut:
+    """Who the credentials belong to."""
+    users = await service.list_users_by_id(conn, ids=[principal.user_id])
+    return users[0]
+
+
+@router.get("/users", response_model=list[UserOut], summary="List users (admin)")
+async def list_users(
+    _: Admin,
+    conn: Conn,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[UserOut]:
+    """All users, by id."""
+    return await service.list_users(conn, limit=limit, offset=offset)
+
+
+@router.post(
+    "/users",
+    response_model=UserOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user (admin)",
+    responses={409: {"description": "username taken"}, 400: {"description": "bad scope"}},
+)
+async def create_user(body: UserCreate, _: Admin, conn: Conn) -> UserOut:
+    """Creates a user; the scope fields must be exactly those its role carries (rule A2)."""
+    try:
+        user = await service.create_user(conn, **body.model_dump())
+    except service.UserError as exc:
+        code = status.HTTP_409_CONFLICT if "taken" in str(exc) else status.HTTP_400_BAD_REQUEST
+        raise HTTPException(code, detail=str(exc)) from None
+    await conn.commit()
+    return user
+
+
+@router.get("/api-keys", response_model=list[ApiKeyOut], summary="The caller's API keys")
+async def list_api_keys(principal: CurrentPrincipal, conn: Conn) -> list[ApiKeyOut]:
+    """Public parts only: secrets are never shown again."""
+    return await service.list_api_keys(conn, user_id=principal.user_id)
+
+
+@router.post(
+    "/api-keys",
+    response_model=ApiKeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an API key for the caller",
+)
+async def create_api_key(
+    body: ApiKeyCreate, principal: CurrentPrincipal, ctx: Context, conn: Conn
+) -> ApiKeyCreated:
+    """The key acts with the caller's role and scope; send it as ``X-API-Key``."""
+    now = ctx.clock.now()
+    if body.expires_at is not None and (body.expires_at.tzinfo is None or body.expires_at <= now):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="expires_at must be a future time with a timezone",
+        )
+    created = await service.create_api_key(
+        conn, user_id=principal.user_id, name=body.name, now=now, expires_at=body.expires_at
+    )
+    await conn.commit()
+    return created
+
+
+@router.delete(
+    "/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke one of the caller's API keys",
+    responses={404: {"description": "no such live key of the caller"}},
+)
+async def revoke_api_key(
+    key_id: Annotated[int, Path(ge=1, le=2**62)],
+    principal: CurrentPrincipal,
+    ctx: Context,
+    conn: Conn,
+) -> None:
+    """Revokes a key at once on every worker."""
+    if not await service.revoke_api_key(
+        conn, user_id=principal.user_id, key_id=key_id, now=ctx.clock.now()
+    ):
+        raise not_found("API key")
+    await conn.commit()

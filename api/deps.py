@@ -1,0 +1,113 @@
+"""FastAPI dependencies: the app context, database connections and the calling principal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import AsyncConnectionPool
+
+from api.auth import service as auth_service
+from api.auth.models import Principal, Role
+from vigil.clock import Clock
+
+
+@dataclass
+class ApiContext:
+    """What every request handler may reach: the pool, the clock and the live broadcaster."""
+
+    database_url: str
+    clock: Clock
+    session_ttl: timedelta
+    pool: AsyncConnectionPool | None = None
+    broadcaster: Any = None  # api.live.service.Broadcaster, set at startup
+
+
+def context(request: Request) -> ApiContext:
+    """The app's context."""
+    return request.app.state.ctx
+
+
+Context = Annotated[ApiContext, Depends(context)]
+
+
+async def connection(ctx: Context) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A pooled connection for one request, in one transaction (committed when all went well)."""
+    assert ctx.pool is not None
+    async with ctx.pool.connection() as conn:
+        yield conn
+
+
+Conn = Annotated[psycopg.AsyncConnection, Depends(connection)]
+
+_bearer = HTTPBearer(auto_error=False, description="session token from POST /api/v1/auth/login")
+_api_key = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key for integrations (vk_...)"
+)
+
+
+def _unauthorised(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def current_principal(
+    ctx: Context,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """The caller, from a session token or an API key; 401 otherwise.
+
+    Uses a connection of its own, released at once, so that a long live stream holds none.
+    """
+    assert ctx.pool is not None
+    if bearer is None and not api_key:
+        raise _unauthorised("not authenticated: send a bearer token or an X-API-Key header")
+    now = ctx.clock.now()
+    async with ctx.pool.connection() as conn:
+        if bearer is not None:
+            principal = await auth_service.principal_for_session(
+                conn, token=bearer.credentials, now=now
+            )
+        else:
+            principal = await auth_service.principal_for_api_key(conn, key=api_key or "", now=now)
+    if principal is None:
+        raise _unauthorised("invalid or expired credentials")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def writer(principal: CurrentPrincipal) -> Principal:
+    """The caller, when it may write; regulators are read-only (rule A2)."""
+    if principal.read_only:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="regulators have read-only access")
+    return principal
+
+
+Writer = Annotated[Principal, Depends(writer)]
+
+
+def require_roles(*roles: Role) -> Any:
+    """A dependency that lets only ``roles`` through (403 otherwise: a role check, not a lookup)."""
+    allowed = frozenset(roles)
+
+    async def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs role: {names}")
+        return principal
+
+    return Depends(check)
+
+
+def not_found(what: str) -> HTTPException:
+    """404 for anything missing or outside the caller's scope (never 403, rule A2)."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{what} not found")

@@ -1,0 +1,1 @@
+"""Live stream: LISTEN/NOTIFY fanned out to each user's scope."""

@@ -1,0 +1,199 @@
+"""The live stream of one API worker: LISTEN/NOTIFY in, scoped messages out.
+
+Each worker listens on the kernel's channels over one dedicated connection, batches what
+arrives, and asks the database once per batch and per distinct scope which of the devices
+named in the batch each group of subscribers may see (rule A2, the same ``device_scope`` as the
+REST queries). Every worker does the same, so it does not matter which worker a client is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.assets import service as assets_service
+from api.auth.models import Principal
+from api.scope import device_scope
+from vigil import notify
+
+log = logging.getLogger(__name__)
+
+CHANNELS = (notify.STATE, notify.EVENTS, notify.COMMANDS, notify.ALERTS)
+_MAX_BATCH = 2000
+_QUEUE_SIZE = 5000
+_RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+Message = dict[str, Any]
+Notice = notify.EventNotice | notify.StateNotice | notify.CommandNotice | dict[str, Any]
+
+
+def notice_devices(notice: Notice) -> tuple[str, ...]:
+    """The devices a notice is about (alert payloads name theirs as ``device``)."""
+    if isinstance(notice, notify.StateNotice):
+        return notice.devices
+    if isinstance(notice, notify.EventNotice | notify.CommandNotice):
+        return (notice.device,)
+    device = notice.get("device") or notice.get("device_id")
+    return (device,) if isinstance(device, str) else ()
+
+
+class Subscription:
+    """One client's queue of messages."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.queue: asyncio.Queue[Message | None] = asyncio.Queue(_QUEUE_SIZE)
+
+    def put(self, message: Message | None) -> None:
+        """Queue a message; a client too slow to keep up is told to reload (``resync``)."""
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait({"type": "resync", "reason": "client too slow"})
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Messages until the broadcaster closes."""
+        while True:
+            message = await self.queue.get()
+            if message is None:
+                return
+            yield message
+
+
+class Broadcaster:
+    """Fans NOTIFY notices out to subscribers, each seeing only its scope."""
+
+    def __init__(self, *, database_url: str, pool: AsyncConnectionPool) -> None:
+        self._url = database_url
+        self._pool = pool
+        self._subscribers: set[Subscription] = set()
+        self._inbox: asyncio.Queue[Notice] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.listening = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start listening; returns once LISTEN is in force."""
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="live-listen"),
+            asyncio.create_task(self._dispatch(), name="live-dispatch"),
+        ]
+        listening = asyncio.create_task(self.listening.wait())
+        done, _ = await asyncio.wait(
+            [listening, self._tasks[0]], return_when=asyncio.FIRST_COMPLETED
+        )
+        if listening not in done:
+            listening.cancel()
+            self._tasks[0].result()  # re-raise why listening failed
+
+    async def close(self) -> None:
+        """Stop listening and end every subscriber's stream."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.end_streams()
+
+    def end_streams(self) -> None:
+        """End every open stream (at shutdown)."""
+        for sub in list(self._subscribers):
+            sub.put(None)
+        self._subscribers.clear()
+
+    def subscribe(self, principal: Principal) -> Subscription:
+        """A new subscription; everything committed after this call reaches it."""
+        sub = Subscription(principal)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscription."""
+        self._subscribers.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        """How many streams are open on this worker."""
+        return len(self._subscribers)
+
+    async def _listen(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with notify.Listener(self._url, CHANNELS) as listener:
+                    if attempt:
+                        # notices may have been missed while disconnected: clients reload
+                        for sub in list(self._subscribers):
+                            sub.put({"type": "resync", "reason": "database reconnected"})
+                    attempt = 0
+                    self.listening.set()
+                    async for notice in listener:
+                        self._inbox.put_nowait(notice)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database went away: keep trying
+                if not self.listening.is_set() and attempt >= len(_RECONNECT_S):
+                    raise
+                self.listening.clear()
+                delay = _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)]
+                log.warning("live stream lost its database connection (%s); retrying", exc)
+                attempt += 1
+                await asyncio.sleep(delay)  # real-time back-off of a network retry
+
+    async def _dispatch(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while not self._inbox.empty() and len(batch) < _MAX_BATCH:
+                batch.append(self._inbox.get_nowait())
+            if not self._subscribers:
+                continue
+            try:
+                await self._deliver(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("live stream could not deliver %d notices", len(batch))
+                for sub in list(self._subscribers):
+                    sub.put({"type": "resync", "reason": "delivery failed"})
+
+    async def _deliver(self, batch: Sequence[Notice]) -> None:
+        groups: dict[tuple[str, int | None], list[Subscription]] = {}
+        for sub in self._subscribers:
+            groups.setdefault(device_scope(sub.principal).key, []).append(sub)
+        changed = sorted({d for n in batch if isinstance(n, notify.StateNotice) for d in n.devices})
+        named = sorted({d for n in batch for d in notice_devices(n)})
+        async with self._pool.connection() as conn:
+            for subs in groups.values():
+                principal = subs[0].principal
+                assets = await assets_service.get_assets(
+                    conn, principal=principal, device_ids=changed
+                )
+                visible = await assets_service.visible_device_ids(
+                    conn, principal=principal, device_ids=named
+                )
+                messages = [
+                    {"type": "state", "asset": a.model_dump(mode="json")} for a in assets
+                ] + [m for n in batch if (m := _message(n, visible)) is not None]
+                for sub in subs:
+                    for message in messages:
+                        sub.put(message)
+
+
+def _message(notice: Notice, visible: set[str]) -> Message | None:
+    """The client message for a non-state notice the subscriber may see, else None."""
+    if isinstance(notice, notify.StateNotice):
+        return None
+    if not any(d in visible for d in notice_devices(notice)):
+        return None
+    if isinstance(notice, notify.EventNotice):
+        return {"type": "event", "event": asdict(notice)}
+    if isinstance(notice, notify.CommandNotice):
+        return {"type": "command", "command": asdict(notice)}
+    return {"type": "alert", "alert": notice}

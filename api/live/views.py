@@ -1,0 +1,62 @@
+"""``GET /stream``: server-sent events, scoped to the caller (rule A2)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api.deps import Context, CurrentPrincipal
+from api.live.service import Broadcaster, Subscription
+
+router = APIRouter(tags=["live"])
+
+HEARTBEAT_S = 15.0  # real seconds: keeps proxies from closing an idle stream
+
+
+def sse(event: str, data: object) -> str:
+    """One server-sent event."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def _stream(broadcaster: Broadcaster, sub: Subscription) -> AsyncIterator[str]:
+    try:
+        yield sse("hello", {"user": sub.principal.username, "role": sub.principal.role.value})
+        while True:
+            try:
+                message = await asyncio.wait_for(sub.queue.get(), HEARTBEAT_S)
+            except TimeoutError:
+                yield ": ping\n\n"
+                continue
+            if message is None:  # the worker is shutting down
+                return
+            yield sse(message["type"], message)
+    finally:
+        broadcaster.unsubscribe(sub)
+
+
+@router.get(
+    "/stream",
+    summary="Live updates (server-sent events) for the caller's scope",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "events: hello, state, event, command, alert, resync",
+        }
+    },
+)
+async def stream(principal: CurrentPrincipal, ctx: Context) -> StreamingResponse:
+    """Events ``hello`` (subscribed), ``state`` (an asset changed), ``event``, ``command``,
+    ``alert`` (alarm or incident changed) and ``resync`` (reload: something may have been
+    missed). Only assets in the caller's scope appear. Read it with ``fetch`` and a bearer
+    token, or with ``X-API-Key``."""
+    sub = ctx.broadcaster.subscribe(principal)
+    return StreamingResponse(
+        _stream(ctx.broadcaster, sub),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,83 @@
+"""Rule A2 scoping: the one place that turns a principal into a SQL condition over devices.
+
+Every query the API runs over assets, or over anything that belongs to an asset (state,
+telemetry, events, alarms, incidents, maintenance records), filters through ``device_scope``.
+A row outside the caller's scope is simply not found, so the API answers 404, never 403: a 403
+would tell the caller that the thing exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from api.auth.models import Principal, Role
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A SQL condition over a ``devices`` alias and the named parameters it needs."""
+
+    condition: sql.Composable
+    params: dict[str, Any]
+    key: tuple[str, int | None]  # principals with equal keys see exactly the same devices
+
+
+def device_scope(principal: Principal, *, alias: str = "d") -> Scope:
+    """The devices ``principal`` may see, as a condition on ``<alias>.*`` columns (rule A2)."""
+    d = sql.Identifier(alias)
+    role = principal.role
+    if role is Role.ADMIN:
+        return Scope(sql.SQL("TRUE"), {}, ("all", None))
+    if role is Role.REGULATOR:
+        # rule A2: regulators read everything in their jurisdiction
+        return Scope(
+            sql.SQL(
+                "{d}.site_id IN (SELECT id FROM sites WHERE jurisdiction_id = %(scope_id)s)"
+            ).format(d=d),
+            {"scope_id": principal.jurisdiction_id},
+            ("jurisdiction", principal.jurisdiction_id),
+        )
+    if role in (Role.FIRM_MANAGER, Role.DISPATCHER):
+        # rule A2: firms see the assets they hold the contract for
+        return Scope(
+            sql.SQL("{d}.firm_id = %(scope_id)s").format(d=d),
+            {"scope_id": principal.firm_id},
+            ("firm", principal.firm_id),
+        )
+    if role is Role.TECHNICIAN:
+        # rule A2: technicians see their firm's assets they are assigned to (003:L1141)
+        return Scope(
+            sql.SQL(
+                "{d}.firm_id = %(scope_firm)s AND {d}.id IN (SELECT device_id FROM"
+                " technician_assignments WHERE technician_id = %(scope_id)s)"
+            ).format(d=d),
+            {"scope_id": principal.technician_id, "scope_firm": principal.firm_id},
+            ("technician", principal.technician_id),
+        )
+    if role is Role.SAFETY_MANAGER:
+        # rule A2: user units see their own sites
+        return Scope(
+            sql.SQL(
+                "{d}.site_id IN (SELECT id FROM sites WHERE user_unit_id = %(scope_id)s)"
+            ).format(d=d),
+            {"scope_id": principal.user_unit_id},
+            ("user_unit", principal.user_unit_id),
+        )
+    if role is Role.MANUFACTURER:
+        # rule M7: manufacturers see the lifts they built
+        return Scope(
+            sql.SQL("{d}.manufacturer_id = %(scope_id)s").format(d=d),
+            {"scope_id": principal.manufacturer_id},
+            ("manufacturer", principal.manufacturer_id),
+        )
+    return Scope(sql.SQL("FALSE"), {}, ("none", None))  # unknown roles see nothing
+
+
+def scoped_device_ids_query(scope: Scope) -> sql.Composed:
+    """``SELECT d.id FROM devices d WHERE <scope> AND d.id = ANY(%(ids)s)``."""
+    return sql.SQL("SELECT d.id FROM devices d WHERE ({}) AND d.id = ANY(%(ids)s)").format(
+        scope.condition
+    )
