@@ -1,0 +1,230 @@
+import asyncio
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from alerts import service
+from alerts.models import (
+    AlarmNotFound,
+    AlarmState,
+    AlarmStateError,
+    Audience,
+    EscalationLevel,
+    Severity,
+)
+from tests.alerts.seed import seed
+from vigil import notify
+
+
+def _raise(conn, world, at, **overrides):
+    args = {
+        "source_type": "device",
+        "source_id": world.city_lift,
+        "type": "maintenance_overdue",
+        "severity": Severity.MAJOR,
+        "message": "half-monthly maintenance overdue",
+        "audience": [Audience.FIRM, Audience.USER_UNIT, Audience.MANUFACTURER],
+        "at": at,
+    }
+    args.update(overrides)
+    return service.raise_alarm(conn, **args)
+
+
+def test_raise_is_idempotent_and_counts_retriggers(db, clock):
+    world = seed(db)
+    first = _raise(db, world, clock.now())
+    assert first.state is AlarmState.ACTIVE and first.trigger_count == 1
+    again = _raise(db, world, clock.advance(60))
+    assert again.id == first.id
+    assert again.trigger_count == 2
+    assert again.last_triggered_at == clock.now()
+    # another type on the same source is another alarm
+    other = _raise(db, world, clock.now(), type="alarm_selftest_missed")
+    assert other.id != first.id
+    changes = [c.change for c in service.alarm_changes(db, alarm_id=first.id)]
+    assert changes == ["raised", "retriggered"]
+
+
+def test_acknowledge_then_clear_then_a_new_alarm(db, clock):
+    world = seed(db)
+    alarm = _raise(db, world, clock.now())
+    acked = service.acknowledge_alarm(
+        db, alarm_id=alarm.id, by="dispatcher:li", at=clock.advance(5)
+    )
+    assert acked.state is AlarmState.ACKNOWLEDGED
+    assert acked.acknowledged_by == "dispatcher:li"
+    # acknowledging twice keeps the first acknowledgement
+    twice = service.acknowledge_alarm(db, alarm_id=alarm.id, by="someone", at=clock.advance(5))
+    assert twice.acknowledged_by == "dispatcher:li"
+    cleared = service.clear_alarm(db, alarm_id=alarm.id, by="system", at=clock.advance(5))
+    assert cleared.state is AlarmState.CLEARED and not cleared.open
+    with pytest.raises(AlarmStateError):
+        service.acknowledge_alarm(db, alarm_id=alarm.id, by="x", at=clock.now())
+    # once cleared, the same source and type raise a fresh alarm
+    fresh = _raise(db, world, clock.advance(5))
+    assert fresh.id != alarm.id and fresh.trigger_count == 1
+
+
+def test_retrigger_of_acknowledged_alarm_makes_it_active_again(db, clock):
+    world = seed(db)
+    alarm = _raise(db, world, clock.now())
+    service.acknowledge_alarm(db, alarm_id=alarm.id, by="firm", at=clock.advance(1))
+    again = _raise(db, world, clock.advance(1))
+    assert again.state is AlarmState.ACTIVE
+    assert again.escalation_run == 2
+
+
+def test_bad_input_is_refused_and_nothing_is_stored(db, clock):
+    world = seed(db)
+    with pytest.raises(ValueError):
+        _raise(db, world, clock.now(), severity="apocalyptic")
+    with pytest.raises(ValueError):
+        _raise(db, world, clock.now(), audience=["everyone"])
+    with pytest.raises(ValueError):
+        _raise(db, world, clock.now(), audience=[])
+    with pytest.raises(AlarmNotFound):
+        service.acknowledge_alarm(db, alarm_id=424242, by="x", at=clock.now())
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        _raise(db, world, clock.now(), policy="no-such-policy")
+    assert db.execute("SELECT count(*) AS n FROM alarms").fetchone()["n"] == 0
+
+
+def test_one_open_alarm_per_source_and_type_under_concurrency(db_url, db, clock):
+    world = seed(db)
+    at = clock.now()
+
+    def raise_once(_: int) -> int:
+        with psycopg.connect(db_url) as conn:
+            return _raise(conn, world, at).id
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(raise_once, range(16)))
+    assert len(ids) == 1
+    row = db.execute("SELECT count(*) AS n, max(trigger_count) AS t FROM alarms").fetchone()
+    assert row == {"n": 1, "t": 16}
+    raised = db.execute(
+        "SELECT count(*) AS n FROM alarm_changes WHERE change = 'raised'"
+    ).fetchone()["n"]
+    assert raised == 1
+
+
+def test_alarm_rolls_back_with_the_callers_transaction(db_url, db, clock):
+    world = seed(db)
+    with psycopg.connect(db_url) as conn:
+        _raise(conn, world, clock.now())
+        conn.rollback()
+    assert service.list_alarms(db) == []
+
+
+async def test_changes_are_announced_after_commit(db_url, db, clock):
+    world = seed(db)
+    async with notify.Listener(db_url, [notify.ALERTS]) as listener:
+        stream = aiter(listener)
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
+            alarm = await service.araise_alarm(
+                conn,
+                source_type="device",
+                source_id=world.city_lift,
+                type="entrapment",
+                severity="critical",
+                message="trapped",
+                audience=["firm"],
+                at=clock.now(),
+            )
+            await conn.commit()
+            await service.aacknowledge_alarm(conn, alarm_id=alarm.id, by="li", at=clock.now())
+            await conn.commit()
+        first = await asyncio.wait_for(anext(stream), 5)
+        second = await asyncio.wait_for(anext(stream), 5)
+    assert first["kind"] == "alarm" and first["change"] == "raised" and first["id"] == alarm.id
+    assert second["change"] == "acknowledged" and second["state"] == "acknowledged"
+
+
+def test_raise_queues_a_delivery_per_contact_of_the_audience(db, clock):
+    world = seed(db)
+    service.add_contact(
+        db,
+        party_type="firm",
+        party_id=world.firm_id,
+        audience="firm",
+        channel="webhook",
+        address="http://firm.example/hook",
+    )
+    service.add_contact(
+        db,
+        party_type="user_unit",
+        party_id=world.user_unit_id,
+        audience="user_unit",
+        channel="email",
+        address="safety@tower.example",
+    )
+    # a contact of an audience the alarm is not for hears nothing
+    service.add_contact(
+        db,
+        party_type="jurisdiction",
+        party_id=world.jurisdiction_id,
+        audience="fire_service",
+        channel="webhook",
+        address="http://119.example/hook",
+    )
+    alarm = _raise(db, world, clock.now())
+    queued = service.deliveries(db, alarm_id=alarm.id)
+    assert sorted((d.channel, d.address) for d in queued) == [
+        ("email", "safety@tower.example"),
+        ("webhook", "http://firm.example/hook"),
+    ]
+    assert all(d.payload["alarm_id"] == alarm.id for d in queued)
+    # re-triggering an active alarm does not spam the audience again
+    _raise(db, world, clock.advance(1))
+    assert len(service.deliveries(db, alarm_id=alarm.id)) == 2
+
+
+def test_escalation_levels_fire_once_stop_on_ack_and_restart_on_retrigger(db, clock):
+    # rule S2
+    world = seed(db)
+    service.create_policy(
+        db,
+        name="overdue",
+        levels=[
+            EscalationLevel(1, 0, (Audience.FIRM,)),
+            EscalationLevel(2, 600, (Audience.FIRM_MANAGER,)),
+            EscalationLevel(3, 1800, (Audience.REGULATOR,)),
+        ],
+        alarm_types=["maintenance_overdue"],
+    )
+    alarm = _raise(db, world, clock.now())
+    assert [f.level for f in service.fire_due_escalations(db, now=clock.now())] == [1]
+    assert service.fire_due_escalations(db, now=clock.now()) == []
+    clock.advance(timedelta(minutes=10))
+    assert [f.level for f in service.fire_due_escalations(db, now=clock.now())] == [2]
+    assert service.fire_due_escalations(db, now=clock.advance(60)) == []
+    service.acknowledge_alarm(db, alarm_id=alarm.id, by="manager", at=clock.now())
+    # acknowledged: level 3 never fires
+    assert service.fire_due_escalations(db, now=clock.advance(timedelta(hours=2))) == []
+    # a re-trigger restarts the policy from level 1
+    _raise(db, world, clock.advance(1))
+    fired = service.fire_due_escalations(db, now=clock.now())
+    assert [(f.run, f.level) for f in fired] == [(2, 1)]
+    history = [(f.run, f.level) for f in service.escalation_firings(db, alarm_id=alarm.id)]
+    assert history == [(1, 1), (1, 2), (2, 1)]
+
+
+def test_policy_levels_must_be_ordered(db):
+    with pytest.raises(ValueError):
+        service.create_policy(
+            db,
+            name="bad",
+            levels=[EscalationLevel(1, 600, ("firm",)), EscalationLevel(2, 0, ("firm",))],
+        )
+    with pytest.raises(ValueError):
+        service.create_policy(db, name="gap", levels=[EscalationLevel(2, 0, ("firm",))])
+
+
+def test_history_is_append_only(db, clock):
+    world = seed(db)
+    alarm = _raise(db, world, clock.now())
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("UPDATE alarm_changes SET actor = 'forger' WHERE alarm_id = %s", (alarm.id,))
