@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from api.deps import ApiContext
 from api.live.service import Broadcaster
 from vigil.clock import Clock, RealClock
-from vigil.db.pool import open_async_pool
+from vigil.db.pool import open_async_pool, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,11 @@ class Health(BaseModel):
 
 def _routers() -> list[APIRouter]:
     from api.assets.views import router as assets
+    from api.audit.views import router as audit
     from api.auth.views import router as auth
     from api.live.views import router as live
 
-    return [auth, assets, live]
+    return [auth, assets, live, audit]
 
 
 def create_app(
@@ -79,6 +80,7 @@ def create_app(
     clock: Clock | None = None,
     session_ttl: timedelta = timedelta(hours=12),
     pool_size: int = 10,
+    sync_pool_size: int = 4,
     console: bool = True,
 ) -> FastAPI:
     """The API for ``database_url`` on ``clock`` (real time by default)."""
@@ -87,12 +89,16 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.pool = await open_async_pool(database_url, min_size=2, max_size=pool_size)
+        ctx.sync_pool = await asyncio.to_thread(
+            open_pool, database_url, min_size=1, max_size=sync_pool_size
+        )
         ctx.broadcaster = Broadcaster(database_url=database_url, pool=ctx.pool)
         try:
             await ctx.broadcaster.start()
             yield
         finally:
             await ctx.broadcaster.close()
+            await asyncio.to_thread(ctx.sync_pool.close)
             await ctx.pool.close()
 
     app = FastAPI(

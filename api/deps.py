@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from api.auth import service as auth_service
 from api.auth.models import Principal, Role
@@ -25,6 +25,8 @@ class ApiContext:
     clock: Clock
     session_ttl: timedelta
     pool: AsyncConnectionPool | None = None
+    # the other domains' service functions are synchronous: their endpoints run in a thread
+    sync_pool: ConnectionPool | None = None
     broadcaster: Any = None  # api.live.service.Broadcaster, set at startup
 
 
@@ -44,6 +46,16 @@ async def connection(ctx: Context) -> AsyncIterator[psycopg.AsyncConnection]:
 
 
 Conn = Annotated[psycopg.AsyncConnection, Depends(connection)]
+
+
+def sync_connection(ctx: Context) -> Iterator[psycopg.Connection]:
+    """A pooled synchronous connection for endpoints that call other domains' services."""
+    assert ctx.sync_pool is not None
+    with ctx.sync_pool.connection() as conn:
+        yield conn
+
+
+SyncConn = Annotated[psycopg.Connection, Depends(sync_connection)]
 
 _bearer = HTTPBearer(auto_error=False, description="session token from POST /api/v1/auth/login")
 _api_key = APIKeyHeader(

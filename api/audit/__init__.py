@@ -1,0 +1,1 @@
+"""Regulator audit: the compliance log (rule A1), exports, chain verification, checkpoints."""
