@@ -66,12 +66,13 @@ class Health(BaseModel):
 
 
 def _routers() -> list[APIRouter]:
+    from api.alarms.views import router as alarms
     from api.assets.views import router as assets
     from api.audit.views import router as audit
     from api.auth.views import router as auth
     from api.live.views import router as live
 
-    return [auth, assets, live, audit]
+    return [auth, assets, live, alarms, audit]
 
 
 def create_app(

@@ -76,6 +76,40 @@ def device_scope(principal: Principal, *, alias: str = "d") -> Scope:
     return Scope(sql.SQL("FALSE"), {}, ("none", None))  # unknown roles see nothing
 
 
+def alarm_scope(principal: Principal, *, alias: str = "a") -> Scope:
+    """The alarms ``principal`` may see, as a condition on an ``alarms`` alias (rule A2).
+
+    An alarm is seen through its source: a device in the caller's device scope, a site where
+    the caller sees a device, or (for the firm's managers and dispatchers) the firm itself or
+    one of its technicians. Anything else is the platform's: admins only.
+    """
+    devices = device_scope(principal)
+    a = sql.Identifier(alias)
+    if principal.role is Role.ADMIN:
+        return Scope(sql.SQL("TRUE"), {}, devices.key)
+    parts = [
+        sql.SQL(
+            "({a}.source_type = 'device' AND EXISTS (SELECT 1 FROM devices d"
+            " WHERE d.id = {a}.source_id AND ({scope})))"
+        ).format(a=a, scope=devices.condition),
+        sql.SQL(
+            "({a}.source_type = 'site' AND EXISTS (SELECT 1 FROM devices d"
+            " WHERE d.site_id::text = {a}.source_id AND ({scope})))"
+        ).format(a=a, scope=devices.condition),
+    ]
+    params = dict(devices.params)
+    if principal.role in (Role.FIRM_MANAGER, Role.DISPATCHER):
+        parts.append(
+            sql.SQL(
+                "({a}.source_type = 'firm' AND {a}.source_id = %(scope_firm_text)s)"
+                " OR ({a}.source_type = 'technician' AND EXISTS (SELECT 1 FROM technicians t"
+                " WHERE t.id::text = {a}.source_id AND t.firm_id = %(scope_id)s))"
+            ).format(a=a)
+        )
+        params["scope_firm_text"] = str(principal.firm_id)
+    return Scope(sql.SQL(" OR ").join(parts), params, devices.key)
+
+
 def scoped_device_ids_query(scope: Scope) -> sql.Composed:
     """``SELECT d.id FROM devices d WHERE <scope> AND d.id = ANY(%(ids)s)``."""
     return sql.SQL("SELECT d.id FROM devices d WHERE ({}) AND d.id = ANY(%(ids)s)").format(

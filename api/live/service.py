@@ -17,6 +17,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from api.alarms import service as alarms_service
 from api.assets import service as assets_service
 from api.auth.models import Principal
 from api.scope import device_scope
@@ -34,13 +35,24 @@ Notice = notify.EventNotice | notify.StateNotice | notify.CommandNotice | dict[s
 
 
 def notice_devices(notice: Notice) -> tuple[str, ...]:
-    """The devices a notice is about (alert payloads name theirs as ``device``)."""
+    """The devices a notice is about (alert payloads name theirs as a device source or key)."""
     if isinstance(notice, notify.StateNotice):
         return notice.devices
     if isinstance(notice, notify.EventNotice | notify.CommandNotice):
         return (notice.device,)
-    device = notice.get("device") or notice.get("device_id")
+    if notice.get("source_type") == "device":
+        device = notice.get("source_id")
+    else:
+        device = notice.get("device") or notice.get("device_id")
     return (device,) if isinstance(device, str) else ()
+
+
+def notice_alarm(notice: Notice) -> int | None:
+    """The alarm an alerts-channel notice is about, if it is an alarm change."""
+    if isinstance(notice, dict) and notice.get("kind") == "alarm":
+        alarm = notice.get("id")
+        return alarm if isinstance(alarm, int) else None
+    return None
 
 
 class Subscription:
@@ -169,6 +181,7 @@ class Broadcaster:
             groups.setdefault(device_scope(sub.principal).key, []).append(sub)
         changed = sorted({d for n in batch if isinstance(n, notify.StateNotice) for d in n.devices})
         named = sorted({d for n in batch for d in notice_devices(n)})
+        alarms = sorted({a for n in batch if (a := notice_alarm(n)) is not None})
         async with self._pool.connection() as conn:
             for subs in groups.values():
                 principal = subs[0].principal
@@ -178,18 +191,28 @@ class Broadcaster:
                 visible = await assets_service.visible_device_ids(
                     conn, principal=principal, device_ids=named
                 )
+                seen_alarms = (
+                    await alarms_service.visible_alarm_ids(
+                        conn, principal=principal, alarm_ids=alarms
+                    )
+                    if alarms
+                    else set()
+                )
                 messages = [
                     {"type": "state", "asset": a.model_dump(mode="json")} for a in assets
-                ] + [m for n in batch if (m := _message(n, visible)) is not None]
+                ] + [m for n in batch if (m := _message(n, visible, seen_alarms)) is not None]
                 for sub in subs:
                     for message in messages:
                         sub.put(message)
 
 
-def _message(notice: Notice, visible: set[str]) -> Message | None:
+def _message(notice: Notice, visible: set[str], alarms: set[int]) -> Message | None:
     """The client message for a non-state notice the subscriber may see, else None."""
     if isinstance(notice, notify.StateNotice):
         return None
+    alarm = notice_alarm(notice)
+    if alarm is not None:
+        return {"type": "alert", "alert": notice} if alarm in alarms else None
     if not any(d in visible for d in notice_devices(notice)):
         return None
     if isinstance(notice, notify.EventNotice):
