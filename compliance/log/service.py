@@ -151,6 +151,24 @@ async def aappend(
     return _entry(row)
 
 
+def append_many(conn: psycopg.Connection, *, items: list[dict[str, Any]]) -> list[Entry]:
+    """Append several entries (each a dict of ``append``'s keyword arguments) in one go."""
+    if not items:
+        return []
+    for item in items:
+        canonical_body(item["body"])
+    rows: list[dict[str, Any]] = []
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
+        last = cur.execute(_HEAD).fetchone()
+        for item in items:
+            row = _row(head=last, **item)
+            rows.append(row)
+            last = row
+        cur.executemany(_INSERT, rows)
+    return [_entry(row) for row in rows]
+
+
 def head(conn: psycopg.Connection) -> tuple[int, str]:
     """Entry count and head hash of the log as this transaction sees it."""
     with conn.cursor(row_factory=dict_row) as cur:

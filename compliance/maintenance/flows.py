@@ -1,0 +1,695 @@
+"""Decisions of maintenance compliance: records, evidence verdicts, sweeps, escalation, lockout.
+
+Rules M1-M11 of RULES.md. Every decision is appended to the compliance log (rule A1) with the
+rule values in force, in the same transaction as the state it changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from compliance.log import service as log
+from compliance.maintenance import service
+from compliance.maintenance.models import (
+    ALL_ITEMS,
+    TIERS,
+    EscalationState,
+    Interval,
+    Judgement,
+    Part,
+    PartChange,
+    Policy,
+    Record,
+    RecordError,
+    SweepResult,
+    Tier,
+    Transition,
+    Verdict,
+    checklist,
+)
+
+# NOTIFY channel: a maintenance record was saved for {"device": id}.
+MAINTENANCE_CHANNEL = "vigil_maintenance"
+
+# pg_try_advisory_xact_lock key: one sweep at a time across all engines ("MSWP").
+SWEEP_LOCK_KEY = 0x4D53_5750
+
+# A claim may end a little after "now" (clock skew between a phone and the platform).
+FUTURE_CLAIM_TOLERANCE = timedelta(minutes=5)
+
+LOCKED_STATES = (EscalationState.LOCKOUT_PENDING, EscalationState.LOCKED_OUT)
+
+
+def credited_tier(*, tier: Tier, done: set[str]) -> Tier | None:
+    """Highest tier up to ``tier`` whose cumulative checklist is complete (rule M2)."""
+    best: Tier | None = None
+    for candidate in TIERS[: tier.rank]:
+        if set(checklist(candidate)) <= done:
+            best = candidate
+    return best
+
+
+def raise_alarm(
+    conn: psycopg.Connection,
+    *,
+    kind: str,
+    device_id: str,
+    recipients: dict[str, Any],
+    body: dict[str, Any],
+    at: datetime,
+) -> None:
+    """Raise a self-monitoring alarm (rules M5, M7): the one call site for the alerts package."""
+    # Until alerts.service lands, the alarm is the compliance-log entry itself; the recipients
+    # (firm, user unit, manufacturer) travel with it.
+    log.append(
+        conn,
+        kind=f"alarm.{kind}",
+        subject_type="device",
+        subject_id=device_id,
+        body={**body, "recipients": recipients},
+        actor=service.ENGINE_ACTOR,
+        at=at,
+    )
+
+
+# ---------------------------------------------------------------- records (rules M2, M4, M9, M10)
+
+
+def submit_record(
+    conn: psycopg.Connection,
+    *,
+    device_id: str,
+    technician_id: int,
+    tier: Tier | str,
+    claimed_start: datetime,
+    claimed_end: datetime,
+    checklist_done: Sequence[str],
+    parts: Sequence[Part] = (),
+    notes: str = "",
+    recorded_by: str,
+    at: datetime,
+    corrects_id: int | None = None,
+    correction_reason: str | None = None,
+) -> tuple[Record, Judgement | None]:
+    """Save an immutable maintenance record, flag M9/M10 issues, and judge it if it is over."""
+    try:
+        tier = Tier(tier)
+    except ValueError:
+        raise RecordError(f"unknown tier {tier!r}; one of {', '.join(TIERS)}") from None
+    done = set(checklist_done)
+    unknown = sorted(done - ALL_ITEMS)
+    if unknown:
+        raise RecordError(f"unknown checklist items: {', '.join(unknown[:5])}")
+    if claimed_start.tzinfo is None or claimed_end.tzinfo is None:
+        raise RecordError("claimed times must be timezone-aware")
+    if claimed_end <= claimed_start:
+        raise RecordError("claimed_end must be after claimed_start")
+    if claimed_end > at + FUTURE_CLAIM_TOLERANCE:
+        raise RecordError("a visit cannot be recorded before it ends")
+    for part in parts:
+        if not part.component or not part.model:
+            raise RecordError("every part needs a component and a model number")
+    if (corrects_id is None) != (correction_reason is None or not correction_reason.strip()):
+        raise RecordError("a correction needs both the record it corrects and a reason")
+    with conn.transaction():
+        service.lock_device(conn, device_id=device_id)
+        kind = conn.execute("SELECT kind FROM devices WHERE id = %s", (device_id,)).fetchone()
+        if kind is None or _first(kind) != "elevator":
+            raise RecordError(f"no elevator {device_id!r}")
+        try:
+            firm_id = service.technician_firm(conn, technician_id=technician_id)
+        except LookupError as exc:
+            raise RecordError(str(exc)) from None
+        if corrects_id is not None:
+            old = service.record(conn, record_id=corrects_id)
+            if old is None or old.device_id != device_id:
+                raise RecordError(f"record {corrects_id} is not a record of {device_id}")
+            if service.is_superseded(conn, record_id=corrects_id):
+                raise RecordError(f"record {corrects_id} was already corrected; correct the latest")
+        saved = service.insert_record(
+            conn,
+            device_id=device_id,
+            technician_id=technician_id,
+            firm_id=firm_id,
+            tier=tier,
+            claimed_start=claimed_start,
+            claimed_end=claimed_end,
+            checklist_done=sorted(done),
+            checklist_total=len(checklist(tier)),
+            credited_tier=credited_tier(tier=tier, done=done),
+            parts=parts,
+            notes=notes,
+            corrects_id=corrects_id,
+            correction_reason=correction_reason,
+            recorded_by=recorded_by,
+            at=at,
+        )
+        _check_parts(conn, record=saved, parts=parts, at=at)
+        _check_technician(conn, record=saved, at=at)
+        judgement = None
+        if claimed_end <= at:
+            judgement = judge_and_store(conn, record=saved, now=at)
+        elif corrects_id is not None:
+            service.refresh_clocks(conn, device_id=device_id, at=at)
+        conn.execute(
+            "SELECT pg_notify(%s, %s)", (MAINTENANCE_CHANNEL, json.dumps({"device": device_id}))
+        )
+    return saved, judgement
+
+
+def _first(row: Any) -> Any:
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+def _check_parts(
+    conn: psycopg.Connection, *, record: Record, parts: Sequence[Part], at: datetime
+) -> None:
+    """Rule M9: a replaced safety component must match the certified model."""
+    certified = service.certified_models(conn, device_id=record.device_id)
+    for part in parts:
+        if not part.safety and part.component not in certified:
+            continue
+        expected = certified.get(part.component)
+        if part.change is PartChange.MODIFICATION:
+            kind = "modification"
+        elif expected is None:
+            kind = "uncertified_component"
+        elif part.model == expected:
+            continue
+        elif part.change is PartChange.REPAIR:
+            kind = "modification_booked_as_repair"
+        else:
+            kind = "component_mismatch"
+        service.open_finding(
+            conn,
+            rule="M9",
+            kind=kind,
+            subject_type="maintenance_record",
+            subject_id=str(record.id),
+            detail={
+                "device_id": record.device_id,
+                "component": part.component,
+                "model": part.model,
+                "certified_model": expected,
+                "change": str(part.change),
+            },
+            at=at,
+        )
+
+
+def _check_technician(conn: psycopg.Connection, *, record: Record, at: datetime) -> None:
+    """Rule M10: a visit by an unqualified technician (or firm) is flagged."""
+    on = record.claimed_start.date()
+    if service.is_qualified(conn, technician_id=record.technician_id, on=on):
+        return
+    service.open_finding(
+        conn,
+        rule="M10",
+        kind="unqualified_technician",
+        subject_type="maintenance_record",
+        subject_id=str(record.id),
+        detail={"technician_id": record.technician_id, "firm_id": record.firm_id, "on": on},
+        at=at,
+    )
+
+
+def sign_off(
+    conn: psycopg.Connection, *, record_id: int, user_unit_id: int, signed_by: str, at: datetime
+) -> None:
+    """The user unit's safety manager signs a record off, once (rule M4)."""
+    if not signed_by.strip():
+        raise RecordError("a sign-off needs the safety manager's name")
+    with conn.transaction():
+        owner = service.record_user_unit(conn, record_id=record_id)
+        if owner != user_unit_id:
+            raise RecordError(f"record {record_id} belongs to another user unit")
+        try:
+            with conn.transaction():
+                service.insert_signoff(
+                    conn,
+                    record_id=record_id,
+                    user_unit_id=user_unit_id,
+                    signed_by=signed_by,
+                    at=at,
+                )
+        except psycopg.errors.UniqueViolation:
+            raise RecordError(f"record {record_id} is already signed off") from None
+
+
+# ---------------------------------------------------------------- evidence (rule M3)
+
+
+def judge(conn: psycopg.Connection, *, record: Record, policy: Policy) -> Judgement:
+    """Verdict on a record from the stored inspection-mode intervals and station events."""
+    start, end = record.claimed_start, record.claimed_end
+    slack = timedelta(hours=policy.evidence_slack_hours)
+    minimum = policy.min_onsite_minutes
+    rule_values = {
+        "min_onsite_minutes": minimum,
+        "evidence_slack_hours": policy.evidence_slack_hours,
+    }
+    found = service.inspection_intervals(
+        conn, device_id=record.device_id, start=start - slack, end=end + slack
+    )
+    inside = [
+        Interval(max(i.start, start), min(i.end, end), i.start_event_id, i.end_event_id)
+        for i in found
+        if i.start < end and i.end > start
+    ]
+    evidence: dict[str, Any] = {
+        "window": {"start": start, "end": end},
+        "intervals": [_interval_json(i) for i in inside],
+        "nearby_intervals": [_interval_json(i) for i in found if i.start >= end or i.end <= start],
+    }
+    minutes = sum(i.minutes for i in inside)
+
+    def verdict(kind: Verdict) -> Judgement:
+        return Judgement(
+            verdict=kind,
+            onsite_start=inside[0].start if inside else None,
+            onsite_end=inside[-1].end if inside else None,
+            onsite_minutes=minutes,
+            evidence=evidence,
+            rule_values=rule_values,
+        )
+
+    if not inside:
+        return verdict(Verdict.OUTSIDE_WINDOW if found else Verdict.NO_EVIDENCE)
+    if minutes < minimum:
+        # A visit long enough happened, but not inside the claimed window.
+        long_enough = any(i.minutes >= minimum for i in found)
+        return verdict(Verdict.OUTSIDE_WINDOW if long_enough else Verdict.TOO_SHORT)
+    stations = service.station_events(
+        conn, device_id=record.device_id, start=inside[0].start, end=inside[-1].end
+    )
+    evidence["car_top_event_ids"] = [e["id"] for e in stations["car_top_inspection"]]
+    evidence["pit_event_ids"] = [e["id"] for e in stations["pit_inspection"]]
+    if not stations["car_top_inspection"] or not stations["pit_inspection"]:
+        return verdict(Verdict.NO_CAR_TOP_OR_PIT)
+    exclude = [record.id] + ([record.corrects_id] if record.corrects_id else [])
+    others = service.overlapping_verified(
+        conn,
+        device_id=record.device_id,
+        start=inside[0].start,
+        end=inside[-1].end,
+        exclude=exclude,
+    )
+    if others:
+        evidence["duplicate_of"] = others
+        return verdict(Verdict.DUPLICATE_VISIT)
+    return verdict(Verdict.VERIFIED)
+
+
+def _interval_json(interval: Interval) -> dict[str, Any]:
+    return {
+        "start": interval.start,
+        "end": interval.end,
+        "minutes": round(interval.minutes, 3),
+        "start_event_id": interval.start_event_id,
+        "end_event_id": interval.end_event_id,
+    }
+
+
+def judge_and_store(conn: psycopg.Connection, *, record: Record, now: datetime) -> Judgement:
+    """Judge a record, store the verdict and evidence, and refresh the elevator's clocks."""
+    with conn.transaction():
+        service.lock_device(conn, device_id=record.device_id)
+        policy = service.policy_for(conn, device_id=record.device_id, now=now)
+        judgement = judge(conn, record=record, policy=policy)
+        previous = service.current_verdict(conn, record_id=record.id)
+        if previous is not None and previous["verdict"] == judgement.verdict:
+            return judgement  # nothing new: do not log the same verdict twice
+        service.insert_verdict(conn, record=record, judgement=judgement, at=now)
+        service.refresh_clocks(conn, device_id=record.device_id, at=now)
+    return judgement
+
+
+def rejudge_device(conn: psycopg.Connection, *, device_id: str, now: datetime) -> int:
+    """Judge again the unverified records of an elevator whose evidence may have arrived late."""
+    changed = 0
+    for item in service.unsettled_records(conn, device_id=device_id, now=now):
+        before = service.current_verdict(conn, record_id=item.id)
+        after = judge_and_store(conn, record=item, now=now)
+        changed += int(before is None or before["verdict"] != after.verdict)
+    return changed
+
+
+# ---------------------------------------------------------------- sweep (rules M1, M2, M5, M6)
+
+
+@cache
+def _sweep_sql() -> str:
+    text = resources.files("compliance.maintenance").joinpath("sweep.sql").read_text("utf-8")
+    return text.replace("{{policy}}", service.policy_sql())
+
+
+def sweep(
+    conn: psycopg.Connection, *, now: datetime, device_ids: Sequence[str] | None = None
+) -> SweepResult:
+    """Judge finished records, move every elevator's escalation state, run M8/M10/M11 checks."""
+    result = SweepResult()
+    with conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK_KEY,)).fetchone()
+        if not _first(got):
+            result.skipped = True  # another engine is sweeping right now
+            return result
+        for item in service.unjudged_records(conn, now=now):
+            judge_and_store(conn, record=item, now=now)
+            result.verdicts += 1
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                _sweep_sql(),
+                {"now": now, "devices": list(device_ids) if device_ids is not None else None},
+            ).fetchall()
+        result.transitions = _act_on(conn, rows=rows, now=now)
+        if device_ids is None:
+            opened, closed = check_findings(conn, now=now)
+            result.findings_opened, result.findings_closed = opened, closed
+        count = conn.execute("SELECT count(*) FROM maintenance_escalations").fetchone()
+        result.elevators = int(_first(count))
+    return result
+
+
+def _act_on(
+    conn: psycopg.Connection, *, rows: list[dict[str, Any]], now: datetime
+) -> list[Transition]:
+    """Alarms, commands and log entries for the escalation transitions of one sweep."""
+    transitions: list[Transition] = []
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        state = EscalationState(row["state"])
+        previous = EscalationState(row["previous_state"]) if row["previous_state"] else None
+        if previous is None and state is EscalationState.OK:
+            continue  # first sight of a current elevator: nothing happened
+        detail = row["detail"]
+        device_id = row["device_id"]
+        rules = detail["rule_values"]
+        lockout_id: str | None = None
+        release_id: str | None = None
+        if state is EscalationState.OVERDUE:
+            raise_alarm(  # rules M5, M7
+                conn,
+                kind="maintenance_overdue",
+                device_id=device_id,
+                recipients=detail["recipients"],
+                body={"overdue_tiers": detail["overdue_tiers"], "rule_values": rules},
+                at=now,
+            )
+        elif state is EscalationState.LOCKOUT_PENDING:
+            lockout_id = service.insert_command(  # rule M6, enforce
+                conn,
+                device_id=device_id,
+                action="lockout",
+                reason=f"M6 maintenance overdue since {detail['overdue_since']}",
+                at=now,
+                repeat_minutes=int(rules["lockout_retry_minutes"]),
+            )
+            conn.execute(
+                "UPDATE maintenance_escalations SET lockout_command_id = %s, "
+                "lockout_issued_at = %s, release_command_id = NULL WHERE device_id = %s",
+                (lockout_id, now, device_id),
+            )
+        elif state is EscalationState.LOCKOUT_RECOMMENDED:
+            raise_alarm(  # rule M6, recommend: alarms and log only
+                conn,
+                kind="lockout_recommended",
+                device_id=device_id,
+                recipients=detail["recipients"],
+                body={"overdue_tiers": detail["overdue_tiers"], "rule_values": rules},
+                at=now,
+            )
+        elif state is EscalationState.LOCKED_OUT and row["lockout_command_id"]:
+            service.close_outbox(conn, command_id=row["lockout_command_id"])
+        elif state in (EscalationState.OK, EscalationState.DUE_SOON) and row["lockout_command_id"]:
+            release_id = _release(
+                conn,
+                device_id=device_id,
+                lockout_id=row["lockout_command_id"],
+                reason="M6 verified maintenance",
+                now=now,
+            )
+        transitions.append(Transition(device_id, state, previous, detail, lockout_id, release_id))
+        entries.append(
+            {
+                "kind": "escalation.transition",
+                "subject_type": "device",
+                "subject_id": device_id,
+                "body": {
+                    "from": str(previous) if previous else None,
+                    "to": str(state),
+                    "lockout_command_id": lockout_id,
+                    "release_command_id": release_id,
+                    **detail,
+                },
+                "actor": service.ENGINE_ACTOR,
+                "at": now,
+            }
+        )
+    log.append_many(conn, items=entries)
+    return transitions
+
+
+def _release(
+    conn: psycopg.Connection, *, device_id: str, lockout_id: str, reason: str, now: datetime
+) -> str:
+    """Stop re-sending the lockout and send a release (rule M6)."""
+    service.close_outbox(conn, command_id=lockout_id)
+    release_id = service.insert_command(
+        conn, device_id=device_id, action="release", reason=reason, at=now, repeat_minutes=None
+    )
+    conn.execute(
+        "UPDATE maintenance_escalations SET lockout_command_id = NULL, lockout_issued_at = NULL, "
+        "release_command_id = %s WHERE device_id = %s",
+        (release_id, device_id),
+    )
+    return release_id
+
+
+def override_lockout(
+    conn: psycopg.Connection, *, device_id: str, user_id: int, reason: str, at: datetime
+) -> str | None:
+    """An authorised, logged override with a reason lifts a lockout (rule M6)."""
+    if not reason.strip():
+        raise RecordError("an override needs a reason")
+    with conn.transaction():
+        with conn.cursor(row_factory=dict_row) as cur:
+            who = cur.execute(
+                "SELECT u.username, u.role, u.jurisdiction_id, s.jurisdiction_id AS device_j "
+                "FROM users u, devices d JOIN sites s ON s.id = d.site_id "
+                "WHERE u.id = %s AND d.id = %s AND u.active",
+                (user_id, device_id),
+            ).fetchone()
+        if who is None:
+            raise RecordError(f"no active user {user_id} or no elevator {device_id!r}")
+        allowed = who["role"] == "admin" or (
+            who["role"] == "regulator" and who["jurisdiction_id"] == who["device_j"]
+        )
+        if not allowed:
+            raise RecordError(f"user {who['username']} may not override a lockout")
+        service.lock_device(conn, device_id=device_id)
+        row = service.escalation(conn, device_id=device_id)
+        states = {
+            EscalationState.OVERDUE,
+            EscalationState.LOCKOUT_PENDING,
+            EscalationState.LOCKOUT_RECOMMENDED,
+            EscalationState.LOCKED_OUT,
+        }
+        if row is None or row["state"] not in states:
+            raise RecordError(f"{device_id} has no lockout or overdue escalation to override")
+        release_id = None
+        if row["lockout_command_id"]:
+            release_id = _release(
+                conn,
+                device_id=device_id,
+                lockout_id=row["lockout_command_id"],
+                reason=f"override: {reason}",
+                now=at,
+            )
+        conn.execute(
+            "UPDATE maintenance_escalations SET state = 'overridden', previous_state = state, "
+            "since = %s WHERE device_id = %s",
+            (at, device_id),
+        )
+        log.append(
+            conn,
+            kind="escalation.override",
+            subject_type="device",
+            subject_id=device_id,
+            body={
+                "from": row["state"],
+                "to": "overridden",
+                "reason": reason,
+                "user_id": user_id,
+                "role": who["role"],
+                "release_command_id": release_id,
+            },
+            actor=who["username"],
+            at=at,
+        )
+    return release_id
+
+
+# ---------------------------------------------------------------- drills and findings (M8-M11)
+
+
+def record_drill(
+    conn: psycopg.Connection,
+    *,
+    device_id: str,
+    held_at: datetime,
+    technician_id: int | None,
+    notes: str = "",
+    recorded_by: str,
+    at: datetime,
+) -> int:
+    """Record a rescue drill (rule M8)."""
+    if held_at > at + FUTURE_CLAIM_TOLERANCE:
+        raise RecordError("a drill cannot be recorded before it is held")
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO rescue_drills (device_id, held_at, technician_id, notes, recorded_by, "
+            "recorded_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (device_id, held_at, technician_id, notes, recorded_by, at),
+        ).fetchone()
+        drill_id = int(_first(row))
+        log.append(
+            conn,
+            kind="drill.held",
+            subject_type="device",
+            subject_id=device_id,
+            body={"drill_id": drill_id, "held_at": held_at, "technician_id": technician_id},
+            actor=recorded_by,
+            at=at,
+        )
+    return drill_id
+
+
+# Each check: (rule, kind, subject type, SELECT of subject_id + detail currently in breach).
+_CHECKS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "M8",
+        "drill_missing",
+        "device",
+        """SELECT p.device_id AS subject_id,
+                  jsonb_build_object('last_drill', dr.last, 'drill_interval_days',
+                                     p.drill_interval_days) AS detail
+           FROM pol p LEFT JOIN (SELECT device_id, max(held_at) AS last FROM rescue_drills
+                                 GROUP BY device_id) dr ON dr.device_id = p.device_id
+           WHERE coalesce(dr.last, p.registered_at)
+                 + make_interval(days => p.drill_interval_days) < %(now)s""",
+    ),
+    (
+        "M11",
+        "alarm_selftest_missed",
+        "device",
+        """SELECT p.device_id AS subject_id,
+                  jsonb_build_object('last_selftest', to_timestamp(st.value),
+                                     'selftest_interval_hours', p.selftest_interval_hours)
+                      AS detail
+           FROM pol p LEFT JOIN device_state st
+                ON st.device_id = p.device_id AND st.metric = 'alarm_selftest_at' AND st.good
+           WHERE coalesce(to_timestamp(st.value), p.registered_at)
+                 + make_interval(hours => p.selftest_interval_hours) < %(now)s""",
+    ),
+    (
+        "M10",
+        "certificate_expired",
+        "technician",
+        """SELECT t.id::text AS subject_id,
+                  jsonb_build_object('certificate_no', t.certificate_no,
+                                     'expires_on', t.certificate_expires_on) AS detail
+           FROM technicians t WHERE t.active AND t.certificate_expires_on < %(today)s""",
+    ),
+    (
+        "M10",
+        "certificate_expiring",
+        "technician",
+        """SELECT t.id::text AS subject_id,
+                  jsonb_build_object('certificate_no', t.certificate_no,
+                                     'expires_on', t.certificate_expires_on,
+                                     'warning_days', %(warning_days)s::int) AS detail
+           FROM technicians t WHERE t.active AND t.certificate_expires_on >= %(today)s
+             AND t.certificate_expires_on < %(today)s + %(warning_days)s::int""",
+    ),
+    (
+        "M10",
+        "licence_expired",
+        "firm",
+        """SELECT f.id::text AS subject_id,
+                  jsonb_build_object('licence_no', f.licence_no,
+                                     'expires_on', f.licence_expires_on) AS detail
+           FROM maintenance_firms f WHERE f.licence_expires_on < %(today)s""",
+    ),
+    (
+        "M10",
+        "licence_expiring",
+        "firm",
+        """SELECT f.id::text AS subject_id,
+                  jsonb_build_object('licence_no', f.licence_no,
+                                     'expires_on', f.licence_expires_on,
+                                     'warning_days', %(warning_days)s::int) AS detail
+           FROM maintenance_firms f WHERE f.licence_expires_on >= %(today)s
+             AND f.licence_expires_on < %(today)s + %(warning_days)s::int""",
+    ),
+)
+
+
+def check_findings(conn: psycopg.Connection, *, now: datetime) -> tuple[int, int]:
+    """Open findings for breaches of M8, M10, M11 and close the ones resolved, set-based."""
+    warning = conn.execute(
+        "SELECT qualification_warning_days FROM compliance_policies "
+        "WHERE jurisdiction_id IS NULL AND contract_id IS NULL"
+    ).fetchone()
+    params = {"now": now, "today": now.date(), "warning_days": int(_first(warning))}
+    entries: list[dict[str, Any]] = []
+    opened = closed = 0
+    with conn.cursor(row_factory=dict_row) as cur:
+        for rule, kind, subject_type, select in _CHECKS:
+            key = {"rule": rule, "kind": kind, "subject_type": subject_type}
+            rows = cur.execute(
+                f"""
+                WITH pol AS ({service.policy_sql()}),
+                breach AS ({select}),
+                opened AS (
+                    INSERT INTO compliance_findings (rule, kind, subject_type, subject_id,
+                                                     opened_at, detail)
+                    SELECT %(rule)s, %(kind)s, %(subject_type)s, b.subject_id, %(now)s, b.detail
+                    FROM breach b
+                    ON CONFLICT (rule, kind, subject_type, subject_id) WHERE closed_at IS NULL
+                    DO NOTHING
+                    RETURNING id, subject_id, detail, 'opened'::text AS change
+                ),
+                closed AS (
+                    UPDATE compliance_findings f SET closed_at = %(now)s
+                    WHERE f.rule = %(rule)s AND f.kind = %(kind)s
+                      AND f.subject_type = %(subject_type)s AND f.closed_at IS NULL
+                      AND f.subject_id NOT IN (SELECT subject_id FROM breach)
+                    RETURNING id, subject_id, detail, 'closed'::text AS change
+                )
+                SELECT * FROM opened UNION ALL SELECT * FROM closed
+                """,
+                {**params, **key},
+            ).fetchall()
+            for row in rows:
+                opened += row["change"] == "opened"
+                closed += row["change"] == "closed"
+                entries.append(
+                    {
+                        "kind": f"finding.{row['change']}",
+                        "subject_type": subject_type,
+                        "subject_id": row["subject_id"],
+                        "body": {"finding_id": row["id"], **key, "detail": row["detail"]},
+                        "actor": service.ENGINE_ACTOR,
+                        "at": now,
+                    }
+                )
+    log.append_many(conn, items=entries)
+    return opened, closed

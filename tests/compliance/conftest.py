@@ -1,0 +1,133 @@
+"""Fixtures of the compliance tests: a small estate of elevators and helpers to write events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import psycopg
+import pytest
+
+from compliance.maintenance import flows
+from compliance.maintenance.models import Part, Tier, checklist
+from vigil.catalog import ServiceMode
+
+
+@dataclass
+class Estate:
+    """Ids of the parties and assets a test works with."""
+
+    conn: psycopg.Connection
+    jurisdiction_id: int
+    user_unit_id: int
+    site_id: int
+    firm_id: int
+    technician_id: int
+    manufacturer_id: int
+    gateway: str
+    registered_at: datetime
+
+    def add_elevator(self, device_id: str, *, registered_at: datetime | None = None) -> str:
+        """Register one more elevator at the site."""
+        self.conn.execute(
+            "INSERT INTO devices (id, kind, model, site_id, firm_id, manufacturer_id, gateway_id, "
+            "registered_at) VALUES (%s, 'elevator', 'TL-1000', %s, %s, %s, %s, %s)",
+            (
+                device_id,
+                self.site_id,
+                self.firm_id,
+                self.manufacturer_id,
+                self.gateway,
+                registered_at or self.registered_at,
+            ),
+        )
+        return device_id
+
+    def event(self, device_id: str, metric: str, ts: datetime, value: float) -> int:
+        """Store one event as ingest would."""
+        row = self.conn.execute(
+            "INSERT INTO events (device_id, metric, ts, value) VALUES (%s, %s, %s, %s) "
+            "RETURNING id",
+            (device_id, metric, ts, value),
+        ).fetchone()
+        return row["id"]
+
+    def visit(
+        self,
+        device_id: str,
+        start: datetime,
+        *,
+        minutes: float = 45,
+        car_top: bool = True,
+        pit: bool = True,
+    ) -> tuple[datetime, datetime]:
+        """Events of a technician's visit: inspection mode, car-top and pit stations used."""
+        end = start + timedelta(minutes=minutes)
+        self.event(device_id, "service_mode", start, ServiceMode.INSPECTION)
+        if car_top:
+            self.event(device_id, "car_top_inspection", start + timedelta(minutes=1), 1)
+            self.event(device_id, "car_top_inspection", start + timedelta(minutes=2), 0)
+        if pit:
+            self.event(device_id, "pit_inspection", start + timedelta(minutes=3), 1)
+            self.event(device_id, "pit_inspection", start + timedelta(minutes=4), 0)
+        self.event(device_id, "service_mode", end, ServiceMode.NORMAL)
+        return start, end
+
+    def record(
+        self,
+        device_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        at: datetime,
+        tier: Tier = Tier.HALF_MONTHLY,
+        items: list[str] | None = None,
+        parts: tuple[Part, ...] = (),
+        **kwargs: object,
+    ):
+        """Submit a maintenance record with the full checklist of its tier."""
+        return flows.submit_record(
+            self.conn,
+            device_id=device_id,
+            technician_id=self.technician_id,
+            tier=tier,
+            claimed_start=start,
+            claimed_end=end,
+            checklist_done=checklist(tier) if items is None else items,
+            parts=parts,
+            recorded_by="tech-1",
+            at=at,
+            **kwargs,
+        )
+
+
+@pytest.fixture
+def estate(db, clock) -> Estate:
+    """One jurisdiction, user unit, site (Asia/Shanghai), firm, technician and gateway."""
+    j = db.execute(
+        "INSERT INTO jurisdictions (code, name) VALUES ('sh', 'Shanghai') RETURNING id"
+    ).fetchone()["id"]
+    u = db.execute(
+        "INSERT INTO user_units (name, safety_manager_name) VALUES ('Tower A', 'Ms Li') "
+        "RETURNING id"
+    ).fetchone()["id"]
+    s = db.execute(
+        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+        "VALUES (%s, %s, 'Tower A', 31.2, 121.5, 'city') RETURNING id",
+        (u, j),
+    ).fetchone()["id"]
+    f = db.execute(
+        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
+        "VALUES ('LiftCare', 'LIC-1', %s) RETURNING id",
+        (date(2030, 1, 1),),
+    ).fetchone()["id"]
+    t = db.execute(
+        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
+        "VALUES (%s, 'Wang', 'CERT-1', %s) RETURNING id",
+        (f, date(2030, 1, 1)),
+    ).fetchone()["id"]
+    m = db.execute("INSERT INTO manufacturers (name) VALUES ('Otis') RETURNING id").fetchone()["id"]
+    db.execute("INSERT INTO gateways (id, site_id) VALUES ('gw-1', %s)", (s,))
+    estate = Estate(db, j, u, s, f, t, m, "gw-1", clock.now() - timedelta(days=1))
+    estate.add_elevator("lift-1")
+    return estate
