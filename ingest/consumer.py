@@ -130,6 +130,7 @@ class MqttConsumer:
         if failed:
             log.error("subscription refused: %s", ", ".join(failed))
             return
+        log.info("subscribed to %s", ", ".join(self._filters))
         self.subscribed.set()
         if self._on_subscribed is not None:
             self._on_subscribed()

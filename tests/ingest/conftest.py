@@ -116,7 +116,13 @@ def ingest_settings(**overrides: object) -> IngestSettings:
 
 @contextmanager
 def running_worker(
-    *, db_url: str, mqtt_url: str, clock: Clock, index: int = 0, **overrides: object
+    *,
+    db_url: str,
+    mqtt_url: str,
+    clock: Clock,
+    index: int = 0,
+    stats: IngestStats | None = None,
+    **overrides: object,
 ) -> Iterator[IngestWorker]:
     """An in-process worker, subscribed before the block starts and stopped after it."""
     worker = IngestWorker(
@@ -125,7 +131,7 @@ def running_worker(
         settings=ingest_settings(**overrides),
         clock=clock,
         worker_index=index,
-        stats=IngestStats(),
+        stats=stats or IngestStats(),
         maintenance=False,
     )
     worker.start()

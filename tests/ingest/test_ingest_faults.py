@@ -1,0 +1,214 @@
+"""Fault acceptance: SIGKILL mid-stream, database restart mid-stream, two workers sharing load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from ingest.models import IngestStats
+from tests.ingest.conftest import (
+    Publisher,
+    count,
+    register_fleet,
+    running_worker,
+    telemetry,
+    wait_for_count,
+)
+from vigil import wire
+from vigil.clock import RealClock
+from vigil.wire import Event, EventBatch
+
+SAMPLES = 10  # per telemetry message
+
+
+class _Stream:
+    """Publishes messages from a thread, each confirmed by the broker; counts progress."""
+
+    def __init__(self, url: str, messages: list[tuple[str, bytes]]) -> None:
+        self.published = 0
+        self._progress = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(url, messages), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, messages: list[tuple[str, bytes]]) -> None:
+        pub = Publisher(url)
+        try:
+            for topic, payload in messages:
+                pub.publish(topic, payload)
+                with self._progress:
+                    self.published += 1
+                    self._progress.notify_all()
+        finally:
+            pub.close()
+
+    def wait_for(self, n: int, timeout: float = 30.0) -> bool:
+        """Block until ``n`` messages are published."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.published >= n, timeout)
+
+    def join(self, timeout: float = 60.0) -> bool:
+        """Wait for the end of the stream; True when every message was published."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def _messages(fleet, *, now_ms: int, n: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(n):
+        meter = fleet.meters[i % len(fleet.meters)]
+        out.append(
+            telemetry(fleet, device=meter, seq=i, start_ms=now_ms - 100_000 + i * 10, count=SAMPLES)
+        )
+        if i % 10 == 0:
+            out.append(
+                wire.encode(
+                    EventBatch(
+                        fleet.gateway,
+                        fleet.elevator,
+                        i,
+                        (Event("door_state", now_ms - 100_000 + i, float(i % 4), None),),
+                    )
+                )
+            )
+    return out
+
+
+@contextmanager
+def _ingest_process(db_url: str, mqtt_url: str) -> Iterator[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "VIGIL_DATABASE_URL": db_url,
+        "VIGIL_MQTT_URL": mqtt_url,
+        "VIGIL_INGEST__BATCH_SIZE": "100",
+        "VIGIL_INGEST__FLUSH_INTERVAL_MS": "20",
+        "VIGIL_INGEST__RECEIVE_MAXIMUM": "20",
+    }
+    env.pop("VIGIL_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "ingest", "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    subscribed = threading.Event()
+    lines: list[str] = []
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "subscribed to" in line:
+                subscribed.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert subscribed.wait(30), "ingest did not subscribe:\n" + "".join(lines[-20:])
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_sigkill_mid_stream_then_restart_stores_everything_once(db_url, broker, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id, meters=4)
+    messages = _messages(fleet, now_ms=RealClock().now_ms(), n=300)
+    expected_points = 300 * SAMPLES
+    with _ingest_process(db_url, broker.url) as first:
+        publisher = _Stream(broker.url, messages)
+        # some batches are committed, others are in flight: kill it like a crash would
+        assert wait_for_count(db_url, "SELECT count(*) FROM telemetry", 300) >= 300
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    stored_at_kill = count(db_url, "SELECT count(*) FROM telemetry")
+    assert stored_at_kill < expected_points, "the kill came too late to test anything"
+    with _ingest_process(db_url, broker.url):
+        assert publisher.join()
+        have = wait_for_count(db_url, "SELECT count(*) FROM telemetry", expected_points)
+    assert have == expected_points
+    assert count(db_url, "SELECT count(*) FROM events") == 30
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        per_device = dict(
+            conn.execute("SELECT device_id, count(*) FROM telemetry GROUP BY device_id").fetchall()
+        )
+    assert per_device == {m: 75 * SAMPLES for m in fleet.meters}
+    assert count(db_url, "SELECT count(*) FROM dead_letters") == 0
+
+
+def test_database_restart_mid_stream_loses_and_duplicates_nothing(
+    private_postgres, broker, clock, unique_id
+):
+    url = private_postgres.url("vigil")
+    fleet = register_fleet(url, gateway=unique_id, meters=3)
+    messages = _messages(fleet, now_ms=clock.now_ms(), n=120)
+    with running_worker(
+        db_url=url,
+        mqtt_url=broker.url,
+        clock=clock,
+        batch_size=50,
+        flush_interval_ms=20,
+        receive_maximum=30,
+    ) as worker:
+        half = len(messages) // 2
+        first = _Stream(broker.url, messages[:half])
+        assert worker.stats.wait_for(lambda s: s.acked >= 10, timeout=20)
+        private_postgres.stop(mode="fast")  # mid-stream: batches of the first half in flight
+        assert worker.stats.wait_for(lambda s: not s.database_up, timeout=20)
+        acked_while_down = worker.stats.acked
+        assert first.join()
+        # the stream goes on while the database is down: the broker takes and holds what ingest
+        # cannot store; ingest acknowledges nothing and holds at most receive_maximum unacked
+        second = _Stream(broker.url, messages[half:])
+        assert second.join()
+        assert worker.stats.acked == acked_while_down < len(messages)
+        assert worker.stats.received <= acked_while_down + 30
+        private_postgres.start()
+        assert worker.stats.wait_for(
+            lambda s: s.database_up and s.acked >= len(messages), timeout=60
+        ), worker.stats
+    assert count(url, "SELECT count(*) FROM telemetry") == 120 * SAMPLES
+    assert count(url, "SELECT count(*) FROM events") == 12
+    assert count(url, "SELECT count(*) FROM dead_letters") == 0
+
+
+def test_two_workers_on_a_shared_subscription_split_the_load(
+    db_url, broker, clock, unique_id, publisher_factory
+):
+    fleet = register_fleet(db_url, gateway=unique_id, meters=4)
+    messages = _messages(fleet, now_ms=clock.now_ms(), n=80)
+    pub = publisher_factory(broker.url)
+    changed = threading.Condition()  # both workers' counters wake the same waiters
+    with (
+        running_worker(
+            db_url=db_url,
+            mqtt_url=broker.url,
+            clock=clock,
+            index=0,
+            stats=IngestStats(_changed=changed),
+        ) as one,
+        running_worker(
+            db_url=db_url,
+            mqtt_url=broker.url,
+            clock=clock,
+            index=1,
+            stats=IngestStats(_changed=changed),
+        ) as two,
+    ):
+        for topic, payload in messages:
+            pub.publish(topic, payload)
+        assert one.stats.wait_for(
+            lambda s: s.acked + two.stats.acked >= len(messages), timeout=20
+        ), (one.stats, two.stats)
+        assert one.stats.messages_stored > 0 and two.stats.messages_stored > 0
+        assert one.stats.messages_stored + two.stats.messages_stored == len(messages)
+        assert one.stats.points_duplicate + two.stats.points_duplicate == 0
+    assert count(db_url, "SELECT count(*) FROM telemetry") == 80 * SAMPLES
+    assert count(db_url, "SELECT count(*) FROM events") == 8
