@@ -1,3 +1,3 @@
 """Shared fixtures: real PostgreSQL and Mosquitto (see vigil/testing.py)."""
 
-pytest_plugins = ["vigil.testing"]
+pytest_plugins = ["vigil.testing", "simulators.testing"]
