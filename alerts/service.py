@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from alerts.flows import roster_gaps_in
@@ -427,7 +427,7 @@ def notify_party(
     alarm_id: int | None = None,
 ) -> int:
     """Queue a message to every active contact of one party for one audience; returns count."""
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(
             "INSERT INTO deliveries (alarm_id, subject_type, subject_id, reason, audience, "
             "contact_id, channel, address, payload, created_at, next_attempt_at) "
@@ -517,7 +517,7 @@ async def arecord_attempt(
         status = DeliveryStatus.FAILED
     else:
         status = DeliveryStatus.PENDING
-    async with conn.transaction(), conn.cursor() as cur:
+    async with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute(
             "UPDATE deliveries SET attempts = attempts + 1, status = %(status)s, "
             "next_attempt_at = coalesce(%(retry_at)s, next_attempt_at), "
@@ -533,13 +533,21 @@ async def arecord_attempt(
                 "id": delivery_id,
             },
         )
-        row = await cur.fetchone()
-        assert row is not None
+        attempt = _first(await cur.fetchone())
+        assert attempt is not None
         await cur.execute(
             "INSERT INTO delivery_attempts (delivery_id, attempt, at, ok, detail) "
             "VALUES (%s, %s, %s, %s, %s)",
-            (delivery_id, row[0], at, ok, detail),
+            (delivery_id, attempt, at, ok, detail),
         )
+        notice = {
+            "kind": "delivery_attempt",
+            "delivery_id": delivery_id,
+            "attempt": attempt,
+            "ok": ok,
+            "status": status.value,
+        }
+        await cur.execute("SELECT pg_notify('vigil_alerts', %s)", (json.dumps(notice),))
     return status
 
 
@@ -591,7 +599,7 @@ def delivery_attempts(conn: psycopg.Connection, *, delivery_id: int) -> list[Del
 
 def create_roster(conn: psycopg.Connection, *, firm_id: int, name: str) -> int:
     """A named on-call roster of a firm."""
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
             "INSERT INTO rosters (firm_id, name) VALUES (%s, %s) RETURNING id", (firm_id, name)
         ).fetchone()
@@ -620,7 +628,7 @@ def add_shift(
 
 def on_call(conn: psycopg.Connection, *, firm_id: int, at: datetime) -> list[int]:
     """Technicians of a firm on call at ``at`` (rule R3)."""
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(
             "SELECT DISTINCT technician_id FROM roster_shifts "
             "WHERE firm_id = %s AND during @> %s::timestamptz ORDER BY technician_id",
@@ -633,7 +641,7 @@ def roster_gaps(
     conn: psycopg.Connection, *, firm_id: int, start: datetime, end: datetime
 ) -> list[RosterGap]:
     """Periods in [start, end) when the firm has nobody on call (rule R3)."""
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(
             "SELECT lower(during), upper(during) FROM roster_shifts "
             "WHERE firm_id = %s AND during && tstzrange(%s, %s, '[)') ORDER BY lower(during)",
@@ -646,7 +654,7 @@ def roster_gaps(
 
 def firms_with_contracted_devices(conn: psycopg.Connection) -> list[int]:
     """Firms holding the contract of at least one elevator in service."""
-    with conn.cursor() as cur:
+    with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(
             "SELECT DISTINCT firm_id FROM devices WHERE firm_id IS NOT NULL "
             "AND kind = 'elevator' AND decommissioned_at IS NULL ORDER BY firm_id"

@@ -83,6 +83,23 @@ class ComplianceSettings(Section):
     checkpoint_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class AlertsSettings(Section):
+    """Alert delivery and rescue dispatch defaults (per-jurisdiction deadlines live in the db)."""
+
+    webhook_secret: str = Field(default="", description="HMAC-SHA256 key signing webhook bodies")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    retry_max_attempts: int = Field(default=5, ge=1, le=50)
+    retry_base_s: float = Field(default=2.0, gt=0, description="first retry delay; then doubles")
+    retry_cap_s: float = Field(default=300.0, gt=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = "vigil@localhost"
+    mqtt_topic_prefix: str = Field(default="vigil/alerts", pattern=r"^[A-Za-z0-9_/-]{1,100}$")
+    accept_timeout_s: float = Field(default=120.0, gt=0, description="rule R4: accept within")
+    roster_horizon_h: float = Field(default=24.0, gt=0, description="rule R3: gaps looked for")
+    roster_check_interval_s: float = Field(default=3600.0, gt=0)
+
+
 class ApiSettings(Section):
     """HTTP API."""
 
@@ -117,6 +134,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     compliance: ComplianceSettings = ComplianceSettings()
     api: ApiSettings = ApiSettings()
+    alerts: AlertsSettings = AlertsSettings()
     demo: DemoSettings = DemoSettings()
 
 

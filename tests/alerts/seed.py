@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -91,3 +91,21 @@ def add_technician(
         "home_latitude, home_longitude) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
         (firm_id, name, f"CERT-{name}", certificate_expires, latitude, longitude),
     ).fetchone()[0]
+
+
+def cover_roster(conn: psycopg.Connection, *, world: World, start: datetime, days: int = 7) -> int:
+    """Put one technician of the firm on call for ``days`` from ``start``; returns its id."""
+    from alerts import service
+
+    technician = add_technician(
+        conn, firm_id=world.firm_id, name="on-call", latitude=31.23, longitude=121.47
+    )
+    roster = service.create_roster(conn, firm_id=world.firm_id, name="24h")
+    service.add_shift(
+        conn,
+        roster_id=roster,
+        technician_id=technician,
+        start=start - timedelta(days=1),
+        end=start + timedelta(days=days),
+    )
+    return technician

@@ -1,0 +1,251 @@
+"""Alert timers: deliver queued messages, fire due escalation levels, flag roster gaps.
+
+Every loop sleeps on the injected clock until its next due time, and wakes early when a
+``vigil_alerts`` notice says something changed; none polls the database in a loop. State lives
+in the database (leases, ``escalation_firings``), so several processes may run this at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
+
+import httpx
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from alerts import service
+from alerts.channels import Channels
+from alerts.flows import retry_at
+from alerts.models import Audience, Delivery, RetryPolicy, Severity
+from vigil import notify
+from vigil.clock import Clock
+from vigil.config import AlertsSettings, Settings
+from vigil.db.pool import open_async_pool
+
+log = logging.getLogger(__name__)
+
+ROSTER_GAP = "roster_gap"
+
+
+async def wait_for_any(
+    *, clock: Clock, until: datetime | None, wake: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Return when ``wake`` or ``stop`` is set, or the clock reaches ``until``."""
+    waiters: list[Awaitable[object]] = [wake.wait(), stop.wait()]
+    if until is not None:
+        waiters.append(clock.sleep_until(until))
+    tasks = [asyncio.ensure_future(w) for w in waiters]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def retry_policy(settings: AlertsSettings) -> RetryPolicy:
+    """Retry policy from settings."""
+    return RetryPolicy(
+        max_attempts=settings.retry_max_attempts,
+        base_s=settings.retry_base_s,
+        cap_s=settings.retry_cap_s,
+    )
+
+
+class DeliveryWorker:
+    """Sends due deliveries concurrently; records every attempt; retries with backoff."""
+
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        channels: Channels,
+        clock: Clock,
+        settings: AlertsSettings,
+    ) -> None:
+        self._pool = pool
+        self._channels = channels
+        self._clock = clock
+        self._retry = retry_policy(settings)
+        self._lease = timedelta(seconds=settings.webhook_timeout_s * 3 + 30)
+        self.wake = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def run(self, *, stop: asyncio.Event) -> None:
+        """Deliver until ``stop``; in-flight sends finish first."""
+        try:
+            while not stop.is_set():
+                self.wake.clear()
+                async with self._pool.connection() as conn:
+                    claimed = await service.aclaim_due_deliveries(
+                        conn, now=self._clock.now(), lease=self._lease
+                    )
+                    for delivery in claimed:
+                        task = asyncio.create_task(self._send(delivery))
+                        self._sending.add(task)
+                        task.add_done_callback(self._sending.discard)
+                    next_due = await service.anext_delivery_due(conn)
+                await wait_for_any(clock=self._clock, until=next_due, wake=self.wake, stop=stop)
+        finally:
+            if self._sending:
+                await asyncio.gather(*self._sending, return_exceptions=True)
+
+    async def _send(self, delivery: Delivery) -> None:
+        try:
+            await self._send_and_record(delivery)
+        except Exception:
+            # the lease runs out and the delivery is tried again
+            log.exception("delivery %s could not be recorded", delivery.id)
+
+    async def _send_and_record(self, delivery: Delivery) -> None:
+        result = await self._channels.send(delivery, timestamp_ms=self._clock.now_ms())
+        now = self._clock.now()
+        again = None
+        if not result.ok and result.retryable:
+            again = retry_at(policy=self._retry, attempts=delivery.attempts + 1, now=now)
+        async with self._pool.connection() as conn:
+            status = await service.arecord_attempt(
+                conn,
+                delivery_id=delivery.id,
+                at=now,
+                ok=result.ok,
+                detail=result.detail,
+                retry_at=again,
+            )
+        if not result.ok:
+            log.warning(
+                "delivery %s over %s to %s: %s (%s)",
+                delivery.id,
+                delivery.channel,
+                delivery.address,
+                result.detail,
+                status,
+            )
+        # a retry time may now be the earliest due time
+        self.wake.set()
+
+
+async def escalate_forever(
+    *, pool: AsyncConnectionPool, clock: Clock, wake: asyncio.Event, stop: asyncio.Event
+) -> None:
+    """Fire escalation levels as they fall due (rule S2)."""
+    while not stop.is_set():
+        wake.clear()
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                fired = await service.afire_due_escalations(conn, now=clock.now())
+            next_due = await service.anext_escalation(conn)
+        for firing in fired:
+            log.info("alarm %s: escalation level %s fired", firing.alarm_id, firing.level)
+        await wait_for_any(clock=clock, until=next_due, wake=wake, stop=stop)
+
+
+def check_rosters(conn: psycopg.Connection, *, now: datetime, horizon: timedelta) -> int:
+    """Raise a roster-gap alarm for each firm not covered over the horizon (rule R3); clear
+    it for covered firms. Returns how many firms have gaps."""
+    with_gaps = 0
+    for firm_id in service.firms_with_contracted_devices(conn):
+        gaps = service.roster_gaps(conn, firm_id=firm_id, start=now, end=now + horizon)
+        if gaps:
+            with_gaps += 1
+            service.raise_alarm(
+                conn,
+                source_type="firm",
+                source_id=firm_id,
+                type=ROSTER_GAP,
+                severity=Severity.MAJOR,
+                message=f"nobody on call for {len(gaps)} period(s) in the next {horizon}",
+                audience=[Audience.FIRM, Audience.FIRM_MANAGER],
+                at=now,
+                details={"gaps": [[g.start.isoformat(), g.end.isoformat()] for g in gaps]},
+            )
+        else:
+            service.clear_alarms_of(
+                conn,
+                source_type="firm",
+                source_id=firm_id,
+                type=ROSTER_GAP,
+                by="roster-check",
+                at=now,
+                reason="roster covers the horizon",
+            )
+    return with_gaps
+
+
+async def check_rosters_forever(
+    *, database_url: str, clock: Clock, settings: AlertsSettings, stop: asyncio.Event
+) -> None:
+    """Check rosters at start and then every ``roster_check_interval_s``."""
+    horizon = timedelta(hours=settings.roster_horizon_h)
+    never = asyncio.Event()
+    while not stop.is_set():
+        await asyncio.to_thread(_check_rosters_once, database_url, clock.now(), horizon)
+        until = clock.now() + timedelta(seconds=settings.roster_check_interval_s)
+        await wait_for_any(clock=clock, until=until, wake=never, stop=stop)
+
+
+def _check_rosters_once(database_url: str, now: datetime, horizon: timedelta) -> None:
+    with psycopg.connect(database_url) as conn:
+        check_rosters(conn, now=now, horizon=horizon)
+
+
+async def run(
+    *,
+    database_url: str,
+    mqtt_url: str,
+    clock: Clock,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    """Run the delivery worker, the escalation timer and the roster check until ``stop``."""
+    alerts = settings.alerts
+    pool = await open_async_pool(database_url, min_size=1, max_size=6)
+    escalation_wake = asyncio.Event()
+    try:
+        async with (
+            httpx.AsyncClient() as http,
+            notify.Listener(database_url, [notify.ALERTS]) as listener,
+        ):
+            channels = Channels(
+                settings=alerts, mqtt_url=mqtt_url, database_url=database_url, http=http
+            )
+            worker = DeliveryWorker(pool=pool, channels=channels, clock=clock, settings=alerts)
+
+            async def fan_out() -> None:
+                async for notice in listener:
+                    kind = notice.get("kind") if isinstance(notice, dict) else None
+                    if kind == "deliveries":
+                        worker.wake.set()
+                    elif kind == "alarm":
+                        escalation_wake.set()
+
+            listening = asyncio.create_task(fan_out())
+            working = asyncio.ensure_future(
+                asyncio.gather(
+                    worker.run(stop=stop),
+                    escalate_forever(pool=pool, clock=clock, wake=escalation_wake, stop=stop),
+                    check_rosters_forever(
+                        database_url=database_url, clock=clock, settings=alerts, stop=stop
+                    ),
+                )
+            )
+            try:
+                await asyncio.wait({listening, working}, return_when=asyncio.FIRST_COMPLETED)
+                if listening.done():
+                    # without notices nothing would wake up: fail so the engine restarts us
+                    stop_working = listening.exception() or RuntimeError("alerts listener ended")
+                    raise stop_working
+                await working
+            finally:
+                for task in (listening, working):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+    finally:
+        await pool.close()
