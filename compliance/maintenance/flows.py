@@ -16,7 +16,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from alerts import service as alerts
 from compliance.log import service as log
+from compliance.log.models import canonical_json
 from compliance.maintenance import service
 from compliance.maintenance.models import (
     ALL_ITEMS,
@@ -60,24 +62,86 @@ def credited_tier(*, tier: Tier, done: set[str]) -> Tier | None:
 def raise_alarm(
     conn: psycopg.Connection,
     *,
-    kind: str,
-    device_id: str,
-    recipients: dict[str, Any],
+    type: str,
+    source_type: str,
+    source_id: str,
+    severity: str,
+    message: str,
+    audience: Sequence[str],
     body: dict[str, Any],
     at: datetime,
 ) -> None:
-    """Raise a self-monitoring alarm (rules M5, M7): the one call site for the alerts package."""
-    # Until alerts.service lands, the alarm is the compliance-log entry itself; the recipients
-    # (firm, user unit, manufacturer) travel with it.
+    """Raise an alarm through the alerts package and log it (rules M5, M7, A1)."""
+    details = json.loads(canonical_json(body))
+    alarm = alerts.raise_alarm(
+        conn,
+        source_type=source_type,
+        source_id=source_id,
+        type=type,
+        severity=severity,
+        message=message,
+        audience=list(audience),
+        at=at,
+        details=details,
+        actor=service.ENGINE_ACTOR,
+    )
     log.append(
         conn,
-        kind=f"alarm.{kind}",
-        subject_type="device",
-        subject_id=device_id,
-        body={**body, "recipients": recipients},
+        kind="alarm.raised",
+        subject_type=source_type,
+        subject_id=source_id,
+        body={
+            "alarm_id": alarm.id,
+            "type": type,
+            "severity": severity,
+            "audience": list(audience),
+            "message": message,
+            **details,
+        },
         actor=service.ENGINE_ACTOR,
         at=at,
     )
+
+
+def clear_alarm(
+    conn: psycopg.Connection,
+    *,
+    type: str,
+    source_type: str,
+    source_id: str,
+    reason: str,
+    at: datetime,
+) -> None:
+    """Clear the open alarm of a source and type, if any, and log it."""
+    cleared = alerts.clear_alarms_of(
+        conn,
+        source_type=source_type,
+        source_id=source_id,
+        type=type,
+        by=service.ENGINE_ACTOR,
+        at=at,
+        reason=reason,
+    )
+    if cleared is None:
+        return
+    log.append(
+        conn,
+        kind="alarm.cleared",
+        subject_type=source_type,
+        subject_id=source_id,
+        body={"alarm_id": cleared.id, "type": type, "reason": reason},
+        actor=service.ENGINE_ACTOR,
+        at=at,
+    )
+
+
+# Who hears about a lapse in self-monitoring: firm, user unit and manufacturer (M5, M7).
+SELF_MONITORING_AUDIENCE = ("firm", "user_unit", "manufacturer")
+MAINTENANCE_ALARMS = (
+    "maintenance.overdue",
+    "maintenance.lockout",
+    "maintenance.lockout_recommended",
+)
 
 
 # ---------------------------------------------------------------- records (rules M2, M4, M9, M10)
@@ -188,8 +252,10 @@ def _check_parts(
             kind = "modification_booked_as_repair"
         else:
             kind = "component_mismatch"
-        service.open_finding(
+        _flag(
             conn,
+            device_id=record.device_id,
+            audience=("firm", "user_unit", "manufacturer"),
             rule="M9",
             kind=kind,
             subject_type="maintenance_record",
@@ -205,13 +271,57 @@ def _check_parts(
         )
 
 
+def _flag(
+    conn: psycopg.Connection,
+    *,
+    device_id: str,
+    audience: Sequence[str],
+    rule: str,
+    kind: str,
+    subject_type: str,
+    subject_id: str,
+    detail: dict[str, Any],
+    at: datetime,
+) -> None:
+    """Open a finding about a record and alarm the parties of its elevator."""
+    opened = service.open_finding(
+        conn,
+        rule=rule,
+        kind=kind,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        detail=detail,
+        at=at,
+    )
+    if opened is None:
+        return
+    raise_alarm(
+        conn,
+        type=f"{rule.lower()}.{kind}",
+        source_type="device",
+        source_id=device_id,
+        severity="warning",
+        message=f"{device_id}: {kind.replace('_', ' ')} (rule {rule}, {subject_type} {subject_id})",
+        audience=audience,
+        body={
+            "finding_id": opened,
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            **detail,
+        },
+        at=at,
+    )
+
+
 def _check_technician(conn: psycopg.Connection, *, record: Record, at: datetime) -> None:
     """Rule M10: a visit by an unqualified technician (or firm) is flagged."""
     on = record.claimed_start.date()
     if service.is_qualified(conn, technician_id=record.technician_id, on=on):
         return
-    service.open_finding(
+    _flag(
         conn,
+        device_id=record.device_id,
+        audience=("firm",),
         rule="M10",
         kind="unqualified_technician",
         subject_type="maintenance_record",
@@ -394,13 +504,21 @@ def _act_on(
         rules = detail["rule_values"]
         lockout_id: str | None = None
         release_id: str | None = None
+        alarm_body = {
+            "overdue_since": detail["overdue_since"],
+            "overdue_tiers": detail["overdue_tiers"],
+            "rule_values": rules,
+        }
         if state is EscalationState.OVERDUE:
             raise_alarm(  # rules M5, M7
                 conn,
-                kind="maintenance_overdue",
-                device_id=device_id,
-                recipients=detail["recipients"],
-                body={"overdue_tiers": detail["overdue_tiers"], "rule_values": rules},
+                type="maintenance.overdue",
+                source_type="device",
+                source_id=device_id,
+                severity="major",
+                message=f"{device_id}: maintenance overdue ({', '.join(detail['overdue_tiers'])})",
+                audience=SELF_MONITORING_AUDIENCE,
+                body=alarm_body,
                 at=now,
             )
         elif state is EscalationState.LOCKOUT_PENDING:
@@ -417,25 +535,50 @@ def _act_on(
                 "lockout_issued_at = %s, release_command_id = NULL WHERE device_id = %s",
                 (lockout_id, now, device_id),
             )
+            raise_alarm(
+                conn,
+                type="maintenance.lockout",
+                source_type="device",
+                source_id=device_id,
+                severity="critical",
+                message=f"{device_id}: taken out of service until verified maintenance",
+                audience=SELF_MONITORING_AUDIENCE,
+                body={**alarm_body, "lockout_command_id": lockout_id},
+                at=now,
+            )
         elif state is EscalationState.LOCKOUT_RECOMMENDED:
             raise_alarm(  # rule M6, recommend: alarms and log only
                 conn,
-                kind="lockout_recommended",
-                device_id=device_id,
-                recipients=detail["recipients"],
-                body={"overdue_tiers": detail["overdue_tiers"], "rule_values": rules},
+                type="maintenance.lockout_recommended",
+                source_type="device",
+                source_id=device_id,
+                severity="critical",
+                message=f"{device_id}: lockout recommended, maintenance still overdue",
+                audience=SELF_MONITORING_AUDIENCE,
+                body=alarm_body,
                 at=now,
             )
         elif state is EscalationState.LOCKED_OUT and row["lockout_command_id"]:
             service.close_outbox(conn, command_id=row["lockout_command_id"])
-        elif state in (EscalationState.OK, EscalationState.DUE_SOON) and row["lockout_command_id"]:
-            release_id = _release(
-                conn,
-                device_id=device_id,
-                lockout_id=row["lockout_command_id"],
-                reason="M6 verified maintenance",
-                now=now,
-            )
+        elif state in (EscalationState.OK, EscalationState.DUE_SOON):
+            if row["lockout_command_id"]:
+                release_id = _release(
+                    conn,
+                    device_id=device_id,
+                    lockout_id=row["lockout_command_id"],
+                    reason="M6 verified maintenance",
+                    now=now,
+                )
+            if previous not in (None, EscalationState.OK, EscalationState.DUE_SOON):
+                for alarm_type in MAINTENANCE_ALARMS:
+                    clear_alarm(
+                        conn,
+                        type=alarm_type,
+                        source_type="device",
+                        source_id=device_id,
+                        reason="verified maintenance",
+                        at=now,
+                    )
         transitions.append(Transition(device_id, state, previous, detail, lockout_id, release_id))
         entries.append(
             {
@@ -642,6 +785,17 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+# Alarm severity and audience of each finding the sweep checks.
+_FINDING_ALARMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "drill_missing": ("warning", ("firm", "user_unit")),
+    "alarm_selftest_missed": ("major", ("firm", "user_unit")),
+    "certificate_expired": ("major", ("firm",)),
+    "certificate_expiring": ("info", ("firm",)),
+    "licence_expired": ("major", ("firm", "regulator")),
+    "licence_expiring": ("warning", ("firm",)),
+}
+
+
 def check_findings(conn: psycopg.Connection, *, now: datetime) -> tuple[int, int]:
     """Open findings for breaches of M8, M10, M11 and close the ones resolved, set-based."""
     warning = conn.execute(
@@ -678,9 +832,33 @@ def check_findings(conn: psycopg.Connection, *, now: datetime) -> tuple[int, int
                 """,
                 {**params, **key},
             ).fetchall()
+            severity, audience = _FINDING_ALARMS[kind]
             for row in rows:
                 opened += row["change"] == "opened"
                 closed += row["change"] == "closed"
+                alarm_type = f"{rule.lower()}.{kind}"
+                if row["change"] == "opened":
+                    raise_alarm(
+                        conn,
+                        type=alarm_type,
+                        source_type=subject_type,
+                        source_id=row["subject_id"],
+                        severity=severity,
+                        message=f"{subject_type} {row['subject_id']}: "
+                        f"{kind.replace('_', ' ')} (rule {rule})",
+                        audience=audience,
+                        body={"finding_id": row["id"], **row["detail"]},
+                        at=now,
+                    )
+                else:
+                    clear_alarm(
+                        conn,
+                        type=alarm_type,
+                        source_type=subject_type,
+                        source_id=row["subject_id"],
+                        reason="resolved",
+                        at=now,
+                    )
                 entries.append(
                     {
                         "kind": f"finding.{row['change']}",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from alerts import service as alerts
 from compliance.log import flows as log_flows
 from compliance.log import service as log_service
 from compliance.maintenance import flows, service
@@ -18,6 +19,11 @@ SHANGHAI = timedelta(hours=8)
 
 def _state(estate, device="lift-1") -> str:
     return service.escalation(estate.conn, device_id=device)["state"]
+
+
+def _maintenance_alarms(estate, kind="alarm.raised"):
+    entries = log_service.entries(estate.conn, kind=kind)
+    return [e for e in entries if e.body["type"].startswith("maintenance.")]
 
 
 def _verified_visit(estate, clock, device="lift-1", tier=Tier.HALF_MONTHLY):
@@ -109,12 +115,14 @@ def test_overdue_alarm_then_lockout_after_the_grace_period(estate, clock):
     clock.advance(timedelta(days=16))
     flows.sweep(estate.conn, now=clock.now())
     assert _state(estate) == "overdue"
-    [alarm] = log_service.entries(estate.conn, kind="alarm.maintenance_overdue")
-    assert alarm.body["recipients"] == {
-        "firm_id": estate.firm_id,
-        "user_unit_id": estate.user_unit_id,
-        "manufacturer_id": estate.manufacturer_id,
-    }
+    [alarm] = _maintenance_alarms(estate)
+    assert alarm.body["type"] == "maintenance.overdue"
+    assert alarm.body["audience"] == ["firm", "user_unit", "manufacturer"]
+    assert alarm.body["rule_values"]["half_monthly_days"] == 15
+    raised = alerts.open_alarm(
+        estate.conn, source_type="device", source_id="lift-1", type="maintenance.overdue"
+    )
+    assert raised is not None and raised.severity == "major"
     clock.advance(timedelta(hours=71, minutes=59))
     flows.sweep(estate.conn, now=clock.now())
     assert _state(estate) == "overdue"
@@ -230,6 +238,15 @@ def test_a_verified_visit_clears_the_lockout_an_unverified_one_does_not(estate, 
     assert estate.conn.execute(
         "SELECT done FROM compliance_outbox WHERE command_id = %s", (command_id,)
     ).fetchone()["done"]
+    for alarm_type in ("maintenance.overdue", "maintenance.lockout"):
+        assert (
+            alerts.open_alarm(
+                estate.conn, source_type="device", source_id="lift-1", type=alarm_type
+            )
+            is None
+        )
+    cleared = _maintenance_alarms(estate, kind="alarm.cleared")
+    assert sorted(e.body["type"] for e in cleared) == ["maintenance.lockout", "maintenance.overdue"]
     assert log_flows.verify(estate.conn).ok
 
 
@@ -243,8 +260,12 @@ def test_recommend_mode_alarms_and_logs_but_sends_no_command(estate, clock):
     flows.sweep(estate.conn, now=clock.now())
     assert _state(estate) == "lockout_recommended"
     assert estate.conn.execute("SELECT count(*) AS n FROM commands").fetchone()["n"] == 0
-    [alarm] = log_service.entries(estate.conn, kind="alarm.lockout_recommended")
-    assert alarm.body["rule_values"]["lockout_mode"] == "recommend"
+    alarms = _maintenance_alarms(estate)
+    assert [a.body["type"] for a in alarms] == [
+        "maintenance.overdue",
+        "maintenance.lockout_recommended",
+    ]
+    assert alarms[-1].body["rule_values"]["lockout_mode"] == "recommend"
 
 
 def test_a_contract_can_set_its_own_values(estate, clock):
@@ -321,6 +342,6 @@ def test_state_survives_a_restart_and_two_concurrent_sweeps_decide_once(estate, 
     for thread in threads:
         thread.join()
     assert sorted(len(r.transitions) for r in results) == [0, 29]
-    alarms = log_service.entries(estate.conn, kind="alarm.maintenance_overdue")
+    alarms = _maintenance_alarms(estate)
     assert len(alarms) == 29
     assert log_flows.verify(estate.conn).ok

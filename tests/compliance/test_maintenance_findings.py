@@ -1,0 +1,119 @@
+"""Rules M8 (drills), M10 (qualification expiry warnings) and M11 (in-car alarm self-test)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from alerts import service as alerts
+from compliance.log import service as log_service
+from compliance.maintenance import flows, service
+
+
+def _kinds(conn, subject_type):
+    return sorted(
+        (f["rule"], f["kind"], f["subject_id"])
+        for f in service.open_findings(conn, subject_type=subject_type)
+    )
+
+
+def _selftest(estate, device, at):
+    estate.conn.execute(
+        "INSERT INTO device_state (device_id, metric, value, ts) "
+        "VALUES (%s, 'alarm_selftest_at', %s, %s) "
+        "ON CONFLICT (device_id, metric) DO UPDATE SET value = excluded.value, ts = excluded.ts",
+        (device, at.timestamp(), at),
+    )
+
+
+def test_a_missed_in_car_alarm_self_test_is_a_fault_until_the_next_test(estate, clock):
+    # rule M11: an automatic test at least every 3 days (EN 81-28)
+    _selftest(estate, "lift-1", clock.now())
+    flows.check_findings(estate.conn, now=clock.now())
+    assert _kinds(estate.conn, "device") == []
+    clock.advance(timedelta(hours=71))
+    flows.check_findings(estate.conn, now=clock.now())
+    assert _kinds(estate.conn, "device") == []
+    clock.advance(timedelta(hours=2))
+    opened, _ = flows.check_findings(estate.conn, now=clock.now())
+    assert opened == 1
+    assert _kinds(estate.conn, "device") == [("M11", "alarm_selftest_missed", "lift-1")]
+    alarm = alerts.open_alarm(
+        estate.conn, source_type="device", source_id="lift-1", type="m11.alarm_selftest_missed"
+    )
+    assert alarm is not None and alarm.severity == "major"
+    assert flows.check_findings(estate.conn, now=clock.now()) == (0, 0)  # idempotent
+    _selftest(estate, "lift-1", clock.now())
+    assert flows.check_findings(estate.conn, now=clock.now()) == (0, 1)
+    assert _kinds(estate.conn, "device") == []
+    assert (
+        alerts.open_alarm(
+            estate.conn, source_type="device", source_id="lift-1", type="m11.alarm_selftest_missed"
+        )
+        is None
+    )
+
+
+def test_a_missing_yearly_rescue_drill_is_flagged(estate, clock):
+    # rule M8
+    _selftest(estate, "lift-1", clock.now() + timedelta(days=400))  # keep M11 quiet
+    flows.record_drill(
+        estate.conn,
+        device_id="lift-1",
+        held_at=clock.now(),
+        technician_id=estate.technician_id,
+        recorded_by="tech-1",
+        at=clock.now(),
+    )
+    clock.advance(timedelta(days=364))
+    flows.check_findings(estate.conn, now=clock.now())
+    assert _kinds(estate.conn, "device") == []
+    clock.advance(timedelta(days=2))
+    flows.check_findings(estate.conn, now=clock.now())
+    assert _kinds(estate.conn, "device") == [("M8", "drill_missing", "lift-1")]
+    [finding] = service.open_findings(estate.conn, subject_type="device")
+    assert finding["detail"]["drill_interval_days"] == 365
+    flows.record_drill(
+        estate.conn,
+        device_id="lift-1",
+        held_at=clock.now(),
+        technician_id=estate.technician_id,
+        recorded_by="tech-1",
+        at=clock.now(),
+    )
+    flows.check_findings(estate.conn, now=clock.now())
+    assert _kinds(estate.conn, "device") == []
+    assert [e.kind for e in log_service.entries(estate.conn, subject_id="lift-1")].count(
+        "drill.held"
+    ) == 2
+
+
+def test_expiring_certificates_and_licences_are_warned_30_days_ahead(estate, clock):
+    # rule M10
+    today = clock.now().date()
+    conn = estate.conn
+    conn.execute(
+        "UPDATE technicians SET certificate_expires_on = %s WHERE id = %s",
+        (today + timedelta(days=20), estate.technician_id),
+    )
+    late = conn.execute(
+        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
+        "VALUES (%s, 'Zhao', 'CERT-2', %s) RETURNING id",
+        (estate.firm_id, today - timedelta(days=1)),
+    ).fetchone()["id"]
+    conn.execute(
+        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
+        "VALUES (%s, 'Sun', 'CERT-3', %s)",
+        (estate.firm_id, today + timedelta(days=31)),
+    )
+    conn.execute("UPDATE maintenance_firms SET licence_expires_on = %s", (date(2026, 1, 30),))
+    flows.check_findings(conn, now=clock.now())
+    assert _kinds(conn, "technician") == [
+        ("M10", "certificate_expired", str(late)),
+        ("M10", "certificate_expiring", str(estate.technician_id)),
+    ]
+    assert _kinds(conn, "firm") == [("M10", "licence_expiring", str(estate.firm_id))]
+    clock.advance(timedelta(days=26))  # the licence lapses on 2026-01-30
+    flows.check_findings(conn, now=clock.now())
+    assert ("M10", "licence_expired", str(estate.firm_id)) in _kinds(conn, "firm")
+    assert ("M10", "licence_expiring", str(estate.firm_id)) not in _kinds(conn, "firm")
+    assert service.qualified_technicians(conn, firm_id=estate.firm_id, on=clock.now().date()) == []
