@@ -11,8 +11,10 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
+from ingest import flows, service
 from ingest.consumer import broker_address
-from ingest.models import IngestStats
+from ingest.models import Batch, Delivery, IngestStats, Received
+from ingest.registry import DeviceRegistry
 from ingest.worker import IngestWorker
 from vigil import notify, wire
 from vigil.clock import Clock
@@ -164,3 +166,23 @@ def wait_for_count(url: str, query: str, expected: int, *, timeout: float = 30.0
         finally:
             timer.cancel()
         return have
+
+
+def make_batch(clock: Clock, *messages: tuple[str, bytes], redelivered: bool = False) -> Batch:
+    """A batch as the collector builds it, from (topic, payload) pairs."""
+    batch = Batch()
+    for mid, (topic, payload) in enumerate(messages, start=1):
+        delivery = Delivery(topic, payload, mid, 1, 0, redelivered)
+        decoded = wire.decode(topic, payload, now_ms=clock.now_ms())
+        batch.items.append(Received(delivery, decoded, clock.now()))
+        batch.points += len(getattr(decoded, "samples", ())) or 1
+    return batch
+
+
+def make_writer(db_url: str, clock: Clock) -> flows.Writer:
+    """A writer on its own connection, with the registry loaded."""
+    conn = service.connect_writer(db_url)
+    registry = DeviceRegistry()
+    registry.load(conn)
+    conn.commit()
+    return flows.Writer(conn=conn, registry=registry, clock=clock)

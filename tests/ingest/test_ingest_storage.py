@@ -1,0 +1,238 @@
+"""Storage paths: partitions ahead and retention, hourly rollups, the same queries on both paths."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from ingest import flows, service
+from tests.ingest.conftest import ingest_settings, make_batch, make_writer, register_fleet
+from vigil import wire
+from vigil.catalog import METRICS, DeviceKind
+from vigil.clock import from_ms
+from vigil.db import has_timescaledb
+from vigil.wire import Sample, TelemetryBatch
+
+NO_TIMESCALE = (
+    "TimescaleDB is not installed on this PostgreSQL server (no 'timescaledb' extension "
+    "available); the plain-PostgreSQL path is tested instead"
+)
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def plain(db):
+    if has_timescaledb(db):
+        pytest.skip("this database uses the TimescaleDB path; the plain path is not active")
+    return db
+
+
+def _partitions(conn) -> list[str]:
+    return [
+        r["relname"]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'telemetry'::regclass ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def test_partitions_are_created_ahead_and_dropped_after_retention(plain, db_url, clock):
+    today = clock.now().date()
+    settings = ingest_settings(partitions_ahead_days=3, retention_days=100)
+    old = today - timedelta(days=150)
+    plain.execute("SELECT ensure_telemetry_partitions(%s, %s)", (old, old + timedelta(days=1)))
+    with psycopg.connect(db_url) as conn:
+        upkeep = flows.maintain_storage(conn, today=today, settings=settings)
+    names = _partitions(plain)
+    expected = [f"telemetry_p{(today + timedelta(days=d)):%Y%m%d}" for d in range(-1, 4)]
+    assert names == expected
+    assert upkeep.partitions_created == 5
+    assert set(upkeep.partitions_dropped) == {
+        f"telemetry_p{old:%Y%m%d}",
+        f"telemetry_p{old + timedelta(days=1):%Y%m%d}",
+    }
+    brin = plain.execute(
+        "SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'telemetry' AND indexdef ~* 'brin'"
+    ).fetchone()
+    assert brin["n"] == 1
+
+
+def test_rollup_metrics_match_the_catalogue(db):
+    rolled = {
+        DeviceKind.ENERGY_METER,
+        DeviceKind.WATER_METER,
+        DeviceKind.LIGHT_POLE,
+        DeviceKind.HIGH_MAST,
+    }
+    for kind, metrics in METRICS.items():
+        for name in metrics:
+            row = db.execute("SELECT is_rollup_metric(%s) AS r", (name,)).fetchone()
+            assert row["r"] is (kind in rolled), (kind, name)
+    assert db.execute("SELECT is_rollup_metric('lamp_3_power') AS r").fetchone()["r"]
+
+
+def test_hourly_rollups_follow_late_data_and_skip_bad_values(plain, db_url, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    meter = fleet.meters[0]
+    hour = (clock.now_ms() // HOUR - 2) * HOUR  # two hours ago, on the hour
+
+    def msg(seq: int, *samples: Sample) -> tuple[str, bytes]:
+        return wire.encode(TelemetryBatch(fleet.gateway, meter, seq, samples))
+
+    writer = make_writer(db_url, clock)
+    settings = ingest_settings()
+    try:
+        writer.store(
+            make_batch(
+                clock,
+                msg(
+                    1,
+                    Sample("power_total", hour + 1000, 10.0),
+                    Sample("power_total", hour + 2000, 30.0),
+                    Sample("power_total", hour + 3000, 1e6, good=False),
+                    Sample("power_total", hour + HOUR + 5, 7.0),
+                ),
+            )
+        )
+        with psycopg.connect(db_url) as conn:
+            assert (
+                flows.maintain_storage(
+                    conn, today=clock.now().date(), settings=settings
+                ).hours_rolled_up
+                == 2
+            )
+            rows = service.hourly_rollups(
+                conn,
+                device_id=meter,
+                metric="power_total",
+                start=from_ms(hour),
+                end=from_ms(hour + 2 * HOUR),
+            )
+        assert [r[1:] for r in rows] == [
+            (2, 10.0, 30.0, 20.0, 10.0, 30.0),
+            (1, 7.0, 7.0, 7.0, 7.0, 7.0),
+        ]
+        # late data for an hour already rolled up is rolled up again
+        writer.store(make_batch(clock, msg(2, Sample("power_total", hour + 500, 2.0))))
+        with psycopg.connect(db_url) as conn:
+            assert (
+                flows.maintain_storage(
+                    conn, today=clock.now().date(), settings=settings
+                ).hours_rolled_up
+                == 1
+            )
+            rows = service.hourly_rollups(
+                conn,
+                device_id=meter,
+                metric="power_total",
+                start=from_ms(hour),
+                end=from_ms(hour + HOUR),
+            )
+            raw = service.telemetry_between(
+                conn,
+                device_id=meter,
+                metric="power_total",
+                start=from_ms(hour),
+                end=from_ms(hour + HOUR),
+            )
+        assert [r[1:] for r in rows] == [(3, 2.0, 30.0, 14.0, 2.0, 30.0)]
+        assert [(r[1], r[2]) for r in raw] == [
+            (2.0, True),
+            (10.0, True),
+            (30.0, True),
+            (1e6, False),
+        ]
+    finally:
+        writer.conn.close()
+
+
+def test_elevators_are_not_rolled_up(plain, db_url, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    writer = make_writer(db_url, clock)
+    try:
+        writer.store(
+            make_batch(
+                clock,
+                wire.encode(
+                    TelemetryBatch(
+                        fleet.gateway,
+                        fleet.elevator,
+                        1,
+                        (Sample("trip_count", clock.now_ms(), 5.0),),
+                    )
+                ),
+            )
+        )
+    finally:
+        writer.conn.close()
+    assert plain.execute("SELECT count(*) AS n FROM telemetry_hourly_pending").fetchone()["n"] == 0
+    assert plain.execute("SELECT count(*) AS n FROM telemetry").fetchone()["n"] == 1
+
+
+def test_storage_size_is_measured(db_url, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    writer = make_writer(db_url, clock)
+    try:
+        writer.store(
+            make_batch(
+                clock,
+                wire.encode(
+                    TelemetryBatch(
+                        fleet.gateway,
+                        fleet.meters[0],
+                        1,
+                        tuple(Sample("voltage_l1", clock.now_ms() - i, 230.0) for i in range(500)),
+                    )
+                ),
+            )
+        )
+    finally:
+        writer.conn.close()
+    with psycopg.connect(db_url) as conn:
+        size, rows = service.telemetry_storage(conn)
+    assert rows == 500
+    assert size > 0
+
+
+def test_timescaledb_path(db, db_url, clock, unique_id):
+    if not has_timescaledb(db):
+        pytest.skip(NO_TIMESCALE)
+    jobs = {
+        r["proc_name"]
+        for r in db.execute("SELECT proc_name FROM timescaledb_information.jobs").fetchall()
+    }
+    assert {"policy_compression", "policy_retention", "policy_refresh_continuous_aggregate"} <= jobs
+    fleet = register_fleet(db_url, gateway=unique_id)
+    hour = (clock.now_ms() // HOUR - 2) * HOUR
+    writer = make_writer(db_url, clock)
+    try:
+        writer.store(
+            make_batch(
+                clock,
+                wire.encode(
+                    TelemetryBatch(
+                        fleet.gateway,
+                        fleet.meters[0],
+                        1,
+                        (
+                            Sample("power_total", hour + 1000, 10.0),
+                            Sample("power_total", hour + 2000, 30.0),
+                        ),
+                    )
+                ),
+            )
+        )
+    finally:
+        writer.conn.close()
+    db.execute("CALL refresh_continuous_aggregate('telemetry_hourly', NULL, NULL)")
+    rows = service.hourly_rollups(
+        db,
+        device_id=fleet.meters[0],
+        metric="power_total",
+        start=from_ms(hour),
+        end=from_ms(hour + HOUR),
+    )
+    assert [(r["samples"], r["min_value"], r["max_value"]) for r in rows] == [(2, 10.0, 30.0)]
