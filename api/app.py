@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -19,11 +20,11 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import ApiContext
 from api.live.service import Broadcaster
-from vigil.clock import Clock, RealClock
+from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock
 from vigil.db.pool import open_async_pool, open_pool
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,22 @@ TAGS = [
 ]
 
 
+class ClockOut(BaseModel):
+    """The platform clock: deadlines count down on it (it may run accelerated in the demo)."""
+
+    now: datetime
+    rate: float = Field(description="platform seconds per real second (0: stopped, in tests)")
+
+
+def clock_rate(clock: Clock) -> float:
+    """How fast ``clock`` runs against real time."""
+    if isinstance(clock, FakeClock):
+        return 0.0
+    if isinstance(clock, AcceleratedClock):
+        return clock.factor
+    return 1.0
+
+
 class Health(BaseModel):
     """Liveness of this worker."""
 
@@ -63,6 +80,28 @@ class Health(BaseModel):
     database: bool
     listening: bool
     streams: int
+
+
+# Routers over other domains join when their domain package is present.
+OPTIONAL_ROUTERS = {
+    "incidents": "api.incidents.views",
+    "maintenance": "api.maintenance.views",
+    "reports": "api.reports.views",
+}
+
+
+def _optional_routers() -> dict[str, APIRouter]:
+    found: dict[str, APIRouter] = {}
+    for feature, module_name in OPTIONAL_ROUTERS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module_name.startswith(exc.name) or not exc.name.startswith("api")):
+                log.info("API without %s: %s is not available", feature, exc.name)
+                continue
+            raise
+        found[feature] = module.router
+    return found
 
 
 def _routers() -> list[APIRouter]:
@@ -118,6 +157,25 @@ def create_app(
     app.state.ctx = ctx
     for router in _routers():
         app.include_router(router, prefix=API_PREFIX)
+    optional = _optional_routers()
+    for router in optional.values():
+        app.include_router(router, prefix=API_PREFIX)
+    features = {feature: feature in optional for feature in OPTIONAL_ROUTERS}
+
+    @app.get(f"{API_PREFIX}/clock", response_model=ClockOut, tags=["system"], summary="Clock")
+    async def platform_clock() -> ClockOut:
+        """The platform's time and rate, for live countdowns in the console."""
+        return ClockOut(now=ctx.clock.now(), rate=clock_rate(ctx.clock))
+
+    @app.get(
+        f"{API_PREFIX}/features",
+        response_model=dict[str, bool],
+        tags=["system"],
+        summary="Which optional domains this API serves",
+    )
+    async def list_features() -> dict[str, bool]:
+        """Incidents, maintenance and reports join as their domain packages are installed."""
+        return features
 
     @app.get(f"{API_PREFIX}/health", response_model=Health, tags=["system"], summary="Health")
     async def health() -> Health:

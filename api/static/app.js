@@ -1,0 +1,564 @@
+// Vigil console: plain JavaScript over the REST API and the live stream. No build step.
+"use strict";
+
+const API = "/api/v1";
+const RESPONDERS = ["admin", "firm_manager", "dispatcher", "technician"];
+const AUDITORS = ["admin", "regulator"];
+const KEY_METRICS = {
+  elevator: ["floor", "service_mode", "door_state", "passengers", "fault_code", "trip_count"],
+  energy_meter: ["power_total", "voltage_l1", "current_l1", "frequency", "import_energy"],
+  water_meter: ["flow_rate", "forward_volume", "battery"],
+  light_pole: ["lamp_power", "dim_level", "supply_voltage", "lux"],
+  high_mast: ["lamp_power", "lamps_out", "supply_voltage", "lux"],
+};
+const CONDITIONS = ["ok", "inspection", "fault", "alarm", "locked_out", "out_of_service", "unknown"];
+
+const S = {
+  token: sessionStorage.getItem("vigil.token"),
+  user: null,
+  assets: new Map(),         // id -> asset
+  incidentDevices: new Set(), // devices with an open incident
+  clock: { server: Date.now(), perf: performance.now(), rate: 1 },
+  stream: null,
+  view: null,                // {name, arg, onState?, onAlert?, timer?}
+  available: {},             // which optional domains the server offers
+};
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function toast(message) {
+  const box = h("div", {}, message);
+  document.getElementById("toast").append(box);
+  setTimeout(() => box.remove(), 4000);
+}
+
+class ApiError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (S.token) headers.Authorization = `Bearer ${S.token}`;
+  let body = options.body;
+  if (body !== undefined && typeof body !== "string") {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(body);
+  }
+  const response = await fetch(API + path, { ...options, headers, body });
+  if (response.status === 401 && S.token) { logout("Your session has ended."); throw new ApiError(401, "logged out"); }
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      const data = await response.json();
+      detail = typeof data.detail === "string" ? data.detail
+        : (data.detail || []).map(d => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+    } catch (_) { /* not JSON */ }
+    throw new ApiError(response.status, detail);
+  }
+  if (response.status === 204) return null;
+  const type = response.headers.get("content-type") || "";
+  return type.includes("json") ? response.json() : response.text();
+}
+
+// Platform time: the server's clock may be accelerated (demo) or stopped (tests).
+function platformNow() {
+  return S.clock.server + (performance.now() - S.clock.perf) * S.clock.rate;
+}
+
+async function syncClock() {
+  const c = await api("/clock");
+  S.clock = { server: Date.parse(c.now), perf: performance.now(), rate: c.rate };
+}
+
+function fmtTime(iso) {
+  if (!iso) return "—";
+  return new Date(iso).toISOString().replace("T", " ").slice(0, 19) + "Z";
+}
+
+function fmtDuration(ms) {
+  const sign = ms < 0 ? "-" : "";
+  let s = Math.floor(Math.abs(ms) / 1000);
+  const hh = Math.floor(s / 3600); s -= hh * 3600;
+  const mm = Math.floor(s / 60); s -= mm * 60;
+  return `${sign}${hh ? hh + ":" : ""}${String(mm).padStart(2, "0")}:${String(s).padStart(2, "0")}`;
+}
+
+function badge(text) { return h("span", { class: `badge ${text}` }, String(text).replace(/_/g, " ")); }
+
+function can(roles) { return S.user && roles.includes(S.user.role); }
+
+// ---- session ----------------------------------------------------------------------------------
+
+function showLogin(message) {
+  document.getElementById("top").hidden = true;
+  const view = document.getElementById("view");
+  view.textContent = "";
+  view.append(document.getElementById("login-template").content.cloneNode(true));
+  document.getElementById("login-error").textContent = message || "";
+  document.getElementById("login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    try {
+      const session = await api("/auth/login", {
+        method: "POST", body: { username: form.get("username"), password: form.get("password") } });
+      S.token = session.token;
+      sessionStorage.setItem("vigil.token", S.token);
+      await start();
+    } catch (err) {
+      document.getElementById("login-error").textContent = err.message;
+    }
+  });
+}
+
+function logout(message) {
+  if (S.token) fetch(API + "/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${S.token}` } }).catch(() => {});
+  S.token = null; S.user = null;
+  sessionStorage.removeItem("vigil.token");
+  if (S.stream) S.stream.abort();
+  location.hash = "";
+  showLogin(message);
+}
+
+// ---- live stream ------------------------------------------------------------------------------
+
+function setLive(on) {
+  const badgeEl = document.getElementById("live");
+  badgeEl.className = on ? "live on" : "live off";
+  badgeEl.title = on ? "live updates on" : "live updates reconnecting";
+}
+
+async function openStream() {
+  if (S.stream) S.stream.abort();
+  const controller = new AbortController();
+  S.stream = controller;
+  let delay = 500;
+  while (!controller.signal.aborted && S.token) {
+    try {
+      const response = await fetch(API + "/stream", {
+        headers: { Authorization: `Bearer ${S.token}` }, signal: controller.signal });
+      if (response.status === 401) { logout("Your session has ended."); return; }
+      if (!response.ok) throw new Error(response.statusText);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      delay = 500;
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          let name = "", data = "";
+          for (const line of block.split("\n")) {
+            if (line.startsWith("event: ")) name = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (name) onMessage(name, data ? JSON.parse(data) : {});
+        }
+      }
+    } catch (err) {
+      if (controller.signal.aborted) return;
+    }
+    setLive(false);
+    await new Promise(r => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 8000);
+  }
+}
+
+function onMessage(name, data) {
+  if (name === "hello") { setLive(true); if (S.view && S.view.reload) S.view.reload(); return; }
+  if (name === "resync") { loadAssets().then(() => S.view && S.view.reload && S.view.reload()); return; }
+  if (name === "state") {
+    S.assets.set(data.asset.id, data.asset);
+    if (S.view && S.view.onState) S.view.onState(data.asset);
+    return;
+  }
+  if (name === "alert") {
+    if (S.view && S.view.onAlert) S.view.onAlert(data.alert);
+    if (data.alert.kind === "incident") refreshIncidentDevices();
+    return;
+  }
+  if (name === "event" && S.view && S.view.onEvent) S.view.onEvent(data.event);
+}
+
+// ---- data -------------------------------------------------------------------------------------
+
+async function loadAssets() {
+  const page = await api("/assets?limit=2000");
+  S.assets = new Map(page.items.map(a => [a.id, a]));
+}
+
+async function refreshIncidentDevices() {
+  if (!S.available.incidents) return;
+  try {
+    const open = await api("/incidents");
+    S.incidentDevices = new Set(open.filter(i => !["closed", "false_alarm"].includes(i.state)).map(i => i.device_id));
+    if (S.view && S.view.name === "fleet") S.view.reload();
+  } catch (_) { /* shown elsewhere */ }
+}
+
+// ---- views ------------------------------------------------------------------------------------
+
+const VIEWS = {
+  fleet: { label: "Fleet", roles: null, render: renderFleet },
+  incidents: { label: "Incidents", roles: null, render: renderIncidents, needs: "incidents" },
+  alarms: { label: "Alarms", roles: null, render: renderAlarms },
+  maintenance: { label: "Maintenance", roles: null, render: renderMaintenance, needs: "maintenance" },
+  audit: { label: "Audit log", roles: AUDITORS, render: renderAudit },
+  asset: { label: null, roles: null, render: renderAsset },
+};
+
+function buildNav() {
+  const nav = document.getElementById("nav");
+  nav.textContent = "";
+  for (const [name, view] of Object.entries(VIEWS)) {
+    if (!view.label || (view.roles && !can(view.roles))) continue;
+    if (view.needs && !S.available[view.needs]) continue;
+    nav.append(h("a", { href: `#/${name}`, id: `nav-${name}`, dataset: { view: name } }, view.label));
+  }
+}
+
+function route() {
+  if (!S.user) return;
+  const [, name = "fleet", ...rest] = (location.hash || "#/fleet").split("/");
+  const view = VIEWS[name] || VIEWS.fleet;
+  if (S.view && S.view.timer) clearInterval(S.view.timer);
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.classList.toggle("active", link.dataset.view === name);
+  }
+  const main = document.getElementById("view");
+  main.textContent = "";
+  S.view = { name, arg: decodeURIComponent(rest.join("/")) };
+  view.render(main, S.view);
+}
+
+// Fleet grid with state colours.
+function renderFleet(main, ctx) {
+  const kind = h("select", { id: "kind-filter", onchange: () => draw() },
+    h("option", { value: "" }, "all kinds"),
+    ...Object.keys(KEY_METRICS).map(k => h("option", { value: k }, k.replace("_", " "))));
+  const search = h("input", { id: "search", placeholder: "search id", oninput: () => draw() });
+  const counts = h("span", { class: "muted", id: "fleet-count" });
+  const legend = h("span", { class: "legend" },
+    ...CONDITIONS.map(c => h("span", {}, h("i", { class: `dot c-${c}` }), c.replace(/_/g, " "))));
+  const grid = h("div", { class: "grid", id: "fleet-grid" });
+  main.append(h("h1", {}, "Fleet"), h("div", { class: "toolbar" }, kind, search, counts, legend), grid);
+
+  function tile(asset) {
+    const cond = S.incidentDevices.has(asset.id) ? "entrapment" : asset.condition;
+    const sub = asset.kind === "elevator" && asset.state.floor
+      ? `floor ${asset.state.floor.value}` : asset.kind.replace("_", " ");
+    return h("a", { class: `tile c-${cond}`, href: `#/asset/${encodeURIComponent(asset.id)}`,
+                    dataset: { device: asset.id, condition: cond }, title: cond },
+      h("span", { class: "id" }, asset.id),
+      h("span", { class: "sub" }, asset.site_name),
+      h("span", { class: "sub" }, `${sub} · ${cond.replace(/_/g, " ")}`));
+  }
+  function draw() {
+    const k = kind.value, q = search.value.toLowerCase();
+    const shown = [...S.assets.values()].filter(a => (!k || a.kind === k) && a.id.toLowerCase().includes(q));
+    grid.replaceChildren(...shown.map(tile));
+    counts.textContent = `${shown.length} of ${S.assets.size} assets`;
+  }
+  ctx.onState = (asset) => {
+    const old = grid.querySelector(`[data-device="${CSS.escape(asset.id)}"]`);
+    if (old) old.replaceWith(tile(asset)); else draw();
+  };
+  ctx.reload = () => loadAssets().then(draw);
+  draw();
+}
+
+// Alarms to acknowledge and clear.
+function renderAlarms(main, ctx) {
+  const which = h("select", { id: "alarm-state", onchange: () => ctx.reload() },
+    h("option", { value: "open" }, "open"), h("option", { value: "cleared" }, "cleared"));
+  const body = h("tbody", { id: "alarm-rows" });
+  main.append(h("h1", {}, "Alarms"), h("div", { class: "toolbar" }, which),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["raised", "source", "type", "severity", "state", "message", ""].map(t => h("th", {}, t)))), body));
+
+  async function act(alarm, action) {
+    try {
+      let payload;
+      if (action === "clear") {
+        const reason = prompt(`Clear alarm ${alarm.id}: reason`, "");
+        if (reason === null) return;
+        payload = { reason };
+      }
+      await api(`/alarms/${alarm.id}/${action}`, { method: "POST", body: payload });
+      toast(`alarm ${alarm.id} ${action === "clear" ? "cleared" : "acknowledged"}`);
+      ctx.reload();
+    } catch (err) { toast(err.message); }
+  }
+  function row(alarm) {
+    const source = alarm.device_id
+      ? h("a", { href: `#/asset/${encodeURIComponent(alarm.device_id)}` }, alarm.device_id)
+      : `${alarm.source_type} ${alarm.source_id}`;
+    return h("tr", { dataset: { alarm: alarm.id } },
+      h("td", {}, fmtTime(alarm.last_triggered_at)), h("td", {}, source), h("td", {}, alarm.type),
+      h("td", {}, badge(alarm.severity)), h("td", {}, badge(alarm.state)), h("td", {}, alarm.message),
+      h("td", { class: "actions" },
+        can(RESPONDERS) && alarm.state === "active" ? h("button", { onclick: () => act(alarm, "acknowledge") }, "Acknowledge") : null,
+        can(RESPONDERS) && alarm.state !== "cleared" ? h("button", { class: "secondary", onclick: () => act(alarm, "clear") }, "Clear") : null));
+  }
+  ctx.reload = async () => {
+    const q = which.value === "open" ? "" : "?state=cleared";
+    const alarms = await api(`/alarms${q}`);
+    body.replaceChildren(...(alarms.length ? alarms.map(row) : [h("tr", {}, h("td", { colspan: 7, class: "muted" }, "no alarms"))]));
+  };
+  ctx.onAlert = (alert) => { if (alert.kind === "alarm") ctx.reload(); };
+  ctx.reload();
+}
+
+// Open incidents with a live countdown to the arrival deadline (rule R2), and their actions.
+function renderIncidents(main, ctx) {
+  const body = h("tbody", { id: "incident-rows" });
+  const report = h("button", { id: "report-incident", onclick: () => reportDialog() }, "Report entrapment");
+  main.append(h("h1", {}, "Rescue incidents"),
+    h("div", { class: "toolbar" }, can(["admin", "firm_manager", "dispatcher"]) ? report : null,
+      h("span", { class: "muted" }, "arrival deadlines count down on the platform clock")),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["asset", "reported", "state", "technician", "arrival deadline", "time left", ""].map(t => h("th", {}, t)))), body));
+
+  function reportDialog() {
+    const elevators = [...S.assets.values()].filter(a => a.kind === "elevator");
+    const device = h("select", { name: "device_id", id: "report-device" }, ...elevators.map(a => h("option", { value: a.id }, `${a.id} · ${a.site_name}`)));
+    const note = h("input", { name: "note", id: "report-note", placeholder: "caller, details" });
+    const dialog = h("dialog", { id: "report-dialog" }, h("form", { method: "dialog" },
+      h("h2", {}, "Report an entrapment (phone call)"), device, note,
+      h("div", { class: "toolbar" }, h("button", { value: "ok", id: "report-submit" }, "Report"), h("button", { value: "cancel", class: "secondary" }, "Cancel"))));
+    dialog.addEventListener("close", async () => {
+      dialog.remove();
+      if (dialog.returnValue !== "ok") return;
+      try {
+        await api("/incidents", { method: "POST", body: { device_id: device.value, note: note.value } });
+        toast(`entrapment reported at ${device.value}`);
+        ctx.reload();
+      } catch (err) { toast(err.message); }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  }
+
+  async function act(incident, action) {
+    let payload = {};
+    if (action === "accept" && incident.technicians && incident.technicians.length) {
+      payload.technician_id = incident.technician_id || incident.technicians[0].id;
+    }
+    if (action === "close") {
+      const outcome = prompt(`Close incident ${incident.id}: outcome note`, "passengers released, lift back in service");
+      if (outcome === null) return;
+      payload.note = outcome;
+    }
+    try {
+      await api(`/incidents/${incident.id}/${action}`, { method: "POST", body: payload });
+      toast(`incident ${incident.id}: ${action.replace("_", " ")}`);
+      ctx.reload();
+    } catch (err) { toast(err.message); }
+  }
+
+  const NEXT = { reported: ["accept"], dispatched: ["accept"], accepted: ["check_in"],
+                 arrived: ["release"], released: ["close"] };
+  function row(incident) {
+    const deadline = Date.parse(incident.arrival_deadline);
+    const left = h("span", { class: "countdown", dataset: { deadline } });
+    const actions = can(RESPONDERS) ? (NEXT[incident.state] || []).map(a =>
+      h("button", { onclick: () => act(incident, a), dataset: { action: a } }, a.replace("_", " "))) : [];
+    return h("tr", { dataset: { incident: incident.id, state: incident.state } },
+      h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(incident.device_id)}` }, incident.device_id)),
+      h("td", {}, fmtTime(incident.reported_at)),
+      h("td", {}, badge(incident.state), incident.breached ? [" ", badge("breached")] : null),
+      h("td", {}, incident.technician_name || "—"),
+      h("td", {}, fmtTime(incident.arrival_deadline)),
+      h("td", {}, incident.arrived_at ? `arrived ${fmtTime(incident.arrived_at)}` : left),
+      h("td", { class: "actions" }, actions));
+  }
+  function tick() {
+    const now = platformNow();
+    for (const el of body.querySelectorAll(".countdown")) {
+      const left = Number(el.dataset.deadline) - now;
+      el.textContent = left >= 0 ? fmtDuration(left) : `late ${fmtDuration(-left)}`;
+      el.classList.toggle("late", left < 0);
+    }
+  }
+  ctx.reload = async () => {
+    const incidents = await api("/incidents");
+    body.replaceChildren(...(incidents.length ? incidents.map(row) : [h("tr", {}, h("td", { colspan: 7, class: "muted" }, "no open incidents"))]));
+    tick();
+  };
+  ctx.onAlert = (alert) => { if (alert.kind === "incident") ctx.reload(); };
+  ctx.timer = setInterval(tick, 250);
+  ctx.reload();
+}
+
+// Maintenance due and overdue lists.
+function renderMaintenance(main, ctx) {
+  const due = h("tbody", { id: "due-rows" });
+  const header = ["asset", "site", "tier", "state", "due", "overdue since"];
+  main.append(h("h1", {}, "Maintenance"),
+    h("table", {}, h("thead", {}, h("tr", {}, ...header.map(t => h("th", {}, t)))), due));
+  function row(item) {
+    return h("tr", { dataset: { device: item.device_id } },
+      h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(item.device_id)}` }, item.device_id)),
+      h("td", {}, item.site_name || ""), h("td", {}, item.tier || ""), h("td", {}, badge(item.state)),
+      h("td", {}, fmtTime(item.due_at)), h("td", {}, fmtTime(item.overdue_since)));
+  }
+  ctx.reload = async () => {
+    const items = await api("/maintenance/due");
+    due.replaceChildren(...(items.length ? items.map(row) : [h("tr", {}, h("td", { colspan: 6, class: "muted" }, "nothing due"))]));
+  };
+  ctx.reload();
+}
+
+// One asset: live state, events, charts of recent telemetry.
+function renderAsset(main, ctx) {
+  const id = ctx.arg;
+  const title = h("h1", {}, id);
+  const info = h("div", { class: "card kv", id: "asset-info" });
+  const stateTable = h("tbody", { id: "asset-state" });
+  const events = h("tbody", { id: "asset-events" });
+  const charts = h("div", { class: "charts", id: "asset-charts" });
+  const range = h("select", { id: "chart-range", onchange: () => drawCharts() },
+    h("option", { value: "3600" }, "last hour"), h("option", { value: "21600" }, "last 6 hours"),
+    h("option", { value: "86400" }, "last day"), h("option", { value: "604800" }, "last week"));
+  main.append(title, h("div", { class: "split" },
+    h("div", {}, info, h("h2", {}, "Live state"), h("table", {}, h("tbody", {}, stateTable))),
+    h("div", {}, h("h2", {}, "Recent events"), h("table", {}, events))),
+    h("h2", {}, "Telemetry ", range), charts);
+
+  function drawInfo(asset) {
+    const rows = [["kind", asset.kind], ["model", asset.model], ["site", asset.site_name],
+      ["firm", asset.firm_name || "—"], ["condition", badge(asset.condition)], ["last seen", fmtTime(asset.last_seen)]];
+    info.replaceChildren(...rows.flatMap(([k, v]) => [h("span", { class: "muted" }, k), h("span", {}, v)]));
+    stateTable.replaceChildren(...Object.entries(asset.state).sort().map(([metric, s]) =>
+      h("tr", { dataset: { metric } }, h("td", {}, metric), h("td", { class: "num" }, s.value), h("td", { class: "muted" }, fmtTime(s.ts)))));
+  }
+  async function drawEvents() {
+    const list = await api(`/assets/${encodeURIComponent(id)}/events?limit=30`);
+    events.replaceChildren(...list.map(e => h("tr", {}, h("td", {}, fmtTime(e.ts)), h("td", {}, e.metric),
+      h("td", { class: "num" }, `${e.previous ?? "—"} → ${e.value ?? "—"}`))));
+  }
+  async function drawCharts() {
+    const asset = S.assets.get(id);
+    if (!asset) return;
+    const span = Number(range.value) * 1000;
+    const end = new Date(platformNow()).toISOString();
+    const start = new Date(platformNow() - span).toISOString();
+    const metrics = KEY_METRICS[asset.kind] || [];
+    charts.replaceChildren(...metrics.map(metric => {
+      const box = h("div", { class: "chart card", dataset: { metric } });
+      const plot = h("div");
+      box.append(h("div", { class: "title" }, h("strong", {}, metric), h("span", { class: "muted" })), plot);
+      api(`/assets/${encodeURIComponent(id)}/telemetry?metric=${metric}&start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}`)
+        .then(series => { box.querySelector(".title .muted").textContent = series.unit; VigilChart.render(plot, series); })
+        .catch(err => { plot.textContent = err.message; });
+      return box;
+    }));
+  }
+  ctx.reload = async () => {
+    try {
+      const asset = await api(`/assets/${encodeURIComponent(id)}`);
+      S.assets.set(id, asset);
+      title.textContent = `${asset.id} · ${asset.kind.replace("_", " ")}`;
+      drawInfo(asset);
+      drawEvents();
+      drawCharts();
+    } catch (err) { main.replaceChildren(h("h1", {}, id), h("p", { class: "error" }, err.message)); }
+  };
+  let lastCharts = 0;
+  ctx.onState = (asset) => {
+    if (asset.id !== id) return;
+    drawInfo(asset);
+    if (performance.now() - lastCharts > 5000) { lastCharts = performance.now(); drawCharts(); }
+  };
+  ctx.onEvent = (event) => { if (event.device === id) drawEvents(); };
+  ctx.reload();
+}
+
+// Regulator view of the compliance log.
+function renderAudit(main, ctx) {
+  const status = h("div", { class: "card", id: "audit-verify" }, "verifying the chain…");
+  const kind = h("input", { id: "audit-kind", placeholder: "kind, e.g. maintenance.verdict" });
+  const rows = h("tbody", { id: "audit-rows" });
+  const more = h("button", { class: "secondary", onclick: () => load(true) }, "Older entries →");
+  let after = 0;
+  async function download(format) {
+    try {
+      const response = await fetch(`${API}/audit/export?format=${format}`, { headers: { Authorization: `Bearer ${S.token}` } });
+      if (!response.ok) throw new Error(response.statusText);
+      const blob = await response.blob();
+      const link = h("a", { href: URL.createObjectURL(blob), download: `compliance-log.${format}` });
+      document.body.append(link); link.click(); link.remove();
+    } catch (err) { toast(err.message); }
+  }
+  main.append(h("h1", {}, "Compliance log"), status,
+    h("div", { class: "toolbar" }, kind, h("button", { onclick: () => { after = 0; load(false); } }, "Filter"),
+      h("button", { class: "secondary", onclick: () => download("jsonl") }, "Export JSONL"),
+      h("button", { class: "secondary", onclick: () => download("csv") }, "Export CSV")),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["#", "at", "kind", "subject", "asset", "actor", "body", "hash"].map(t => h("th", {}, t)))), rows),
+    h("div", { class: "toolbar" }, more));
+  async function load(append) {
+    const q = new URLSearchParams({ after_seq: String(after), limit: "100" });
+    if (kind.value) q.set("kind", kind.value.trim());
+    try {
+      const page = await api(`/audit/log?${q}`);
+      const trs = page.items.map(e => h("tr", { dataset: { seq: e.seq } }, h("td", { class: "num" }, e.seq), h("td", {}, fmtTime(e.at)),
+        h("td", {}, e.kind), h("td", {}, `${e.subject_type} ${e.subject_id}`), h("td", {}, e.device_id || "—"), h("td", {}, e.actor),
+        h("td", {}, h("pre", { class: "body" }, JSON.stringify(e.body))), h("td", { class: "muted", title: e.hash }, e.hash.slice(0, 12) + "…")));
+      if (append) rows.append(...trs); else rows.replaceChildren(...trs);
+      after = page.next_after_seq || after;
+      more.disabled = !page.next_after_seq;
+    } catch (err) { toast(err.message); }
+  }
+  ctx.reload = async () => {
+    try {
+      const v = await api("/audit/verify");
+      status.replaceChildren(v.ok ? badge("ok") : badge("breached"), " ",
+        v.ok ? `chain verified: ${v.entries} entries, head ${v.head_hash.slice(0, 16)}…, ${v.checkpoints} signed checkpoints`
+             : `TAMPERED: ${v.problem || v.checkpoint_problems.join("; ")}`);
+    } catch (err) { status.textContent = err.message; }
+    after = 0; load(false);
+  };
+  ctx.reload();
+}
+
+// ---- start ------------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    S.user = await api("/me");
+  } catch (_) { showLogin(); return; }
+  const features = await api("/features").catch(() => ({}));
+  S.available = features;
+  document.getElementById("top").hidden = false;
+  document.getElementById("who").textContent = `${S.user.username} (${S.user.role.replace("_", " ")})`;
+  buildNav();
+  await Promise.all([syncClock(), loadAssets()]);
+  refreshIncidentDevices();
+  route();
+  openStream();
+}
+
+window.addEventListener("hashchange", route);
+document.getElementById("logout").addEventListener("click", () => logout());
+setInterval(() => {
+  const c = document.getElementById("clock");
+  if (S.user) c.textContent = new Date(platformNow()).toISOString().slice(0, 19).replace("T", " ") + "Z";
+}, 500);
+setInterval(() => { if (S.user) syncClock().catch(() => {}); }, 30000);
+if (S.token) start(); else showLogin();

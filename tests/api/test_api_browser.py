@@ -1,0 +1,120 @@
+"""The console in a real headless Chromium (Debian's), driven by Playwright: nothing mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import PASSWORD
+from tests.api.test_api_alarms import raise_alarms
+from tests.api.test_api_live import change_state
+
+CHROMIUM = os.environ.get("VIGIL_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+SHOTS = os.environ.get("VIGIL_SCREENSHOTS")  # a folder to save screenshots in, when set
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's Chromium; scripts/ensure-services.sh installs it where apt-get can."""
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        pytest.skip(f"no Chromium at {CHROMIUM} and it could not be installed (apt-get chromium)")
+    with playwright_api.sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser, running_api):
+    """A fresh browser page on the console, with short waits."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.goto(f"{running_api.url}/")
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def log_in(page, username: str) -> None:
+    """Fill the login form and wait for the console."""
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live.on")  # the live stream is subscribed
+
+
+def shot(page, name: str) -> None:
+    """Save a screenshot when VIGIL_SCREENSHOTS names a folder."""
+    if SHOTS:
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def test_wrong_password_shows_an_error(page):
+    page.fill("input[name=username]", "disp_a")
+    page.fill("input[name=password]", "wrong")
+    page.click("button[type=submit]")
+    assert page.wait_for_selector("#login-error:has-text('wrong username')")
+
+
+def test_fleet_grid_updates_live_and_alarm_is_acknowledged(page, db_url, fleet):
+    log_in(page, "disp_a")
+    tiles = page.locator("#fleet-grid .tile")
+    assert sorted(tiles.evaluate_all("ts => ts.map(t => t.dataset.device)")) == [
+        "a-el-1",
+        "a-el-2",
+        "a-em-1",
+    ]
+    assert page.get_attribute("[data-device=a-el-1]", "data-condition") == "unknown"
+
+    # ingest commits new state and NOTIFYs: the tile changes colour without a reload
+    change_state(db_url, {"a-el-1": {"service_mode": 1, "floor": 3}})
+    page.wait_for_selector("[data-device=a-el-1][data-condition=ok]")
+    change_state(db_url, {"a-el-1": {"alarm_button": 1}, "b-el-1": {"alarm_button": 1}})
+    page.wait_for_selector("[data-device=a-el-1][data-condition=alarm]")
+    assert page.locator("[data-device=b-el-1]").count() == 0  # firm B's lift never shows
+    shot(page, "fleet")
+
+    ids = raise_alarms(db_url, fleet)
+    page.click("#nav-alarms")
+    row = page.locator(f"tr[data-alarm='{ids['a']}']")
+    row.get_by_role("button", name="Acknowledge").click()
+    page.wait_for_selector(f"tr[data-alarm='{ids['a']}'] .badge.acknowledged")
+    assert page.locator(f"tr[data-alarm='{ids['b']}']").count() == 0
+    shot(page, "alarms")
+
+
+def test_asset_page_draws_telemetry_charts(page, db):
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 1, 5, 7, 10, tzinfo=UTC)
+    db.execute("SELECT ensure_telemetry_partitions('2026-01-05', '2026-01-05')")
+    with db.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO telemetry (device_id, metric, ts, value) VALUES ('a-em-1', %s, %s, %s)",
+            [("power_total", start + timedelta(seconds=30 * i), 1000 + 10 * i) for i in range(80)],
+        )
+    log_in(page, "reg_j1")
+    page.click("[data-device=a-em-1]")
+    chart = page.locator(".chart[data-metric=power_total] svg path")
+    chart.first.wait_for()
+    assert chart.count() == 2  # the min..max band and the average line
+    assert page.locator("#nav-audit").count() == 1  # regulators get the log view
+    shot(page, "asset")
