@@ -41,6 +41,9 @@ from compliance.maintenance.models import (
 # NOTIFY channel: a maintenance record was saved for {"device": id}.
 MAINTENANCE_CHANNEL = "vigil_maintenance"
 
+# NOTIFY channel: an elevator's escalation state changed, {"device": id, "state": s, "from": s}.
+ESCALATIONS_CHANNEL = "vigil_escalations"
+
 # pg_try_advisory_xact_lock key: one sweep at a time across all engines ("MSWP").
 SWEEP_LOCK_KEY = 0x4D53_5750
 
@@ -597,7 +600,19 @@ def _act_on(
             }
         )
     log.append_many(conn, items=entries)
+    for transition in transitions:
+        _notify_transition(conn, transition=transition)
     return transitions
+
+
+def _notify_transition(conn: psycopg.Connection, *, transition: Transition) -> None:
+    """Tell listeners (the live console, tests) that an elevator changed state."""
+    payload = {
+        "device": transition.device_id,
+        "state": str(transition.state),
+        "from": str(transition.previous_state) if transition.previous_state else None,
+    }
+    conn.execute("SELECT pg_notify(%s, %s)", (ESCALATIONS_CHANNEL, json.dumps(payload)))
 
 
 def _release(
@@ -660,6 +675,16 @@ def override_lockout(
             "UPDATE maintenance_escalations SET state = 'overridden', previous_state = state, "
             "since = %s WHERE device_id = %s",
             (at, device_id),
+        )
+        _notify_transition(
+            conn,
+            transition=Transition(
+                device_id,
+                EscalationState.OVERRIDDEN,
+                EscalationState(row["state"]),
+                {"reason": reason},
+                release_command_id=release_id,
+            ),
         )
         log.append(
             conn,

@@ -481,7 +481,9 @@ def unjudged_records(conn: psycopg.Connection, *, now: datetime) -> list[Record]
     """Records whose claimed window has ended and that have no verdict yet."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            "SELECT r.* FROM maintenance_records r WHERE r.claimed_end <= %s "
+            # only a record saved before its claimed end can lack a verdict (partial index)
+            "SELECT r.* FROM maintenance_records r WHERE r.claimed_end > r.recorded_at "
+            "AND r.claimed_end <= %s "
             "AND NOT EXISTS (SELECT 1 FROM maintenance_verdicts v WHERE v.record_id = r.id) "
             "ORDER BY r.id",
             (now,),

@@ -102,7 +102,7 @@ class Estate:
 
 
 @pytest.fixture
-def estate(db, clock) -> Estate:
+def estate(db, clock, unique_id) -> Estate:
     """One jurisdiction, user unit, site (Asia/Shanghai), firm, technician and gateway."""
     j = db.execute(
         "INSERT INTO jurisdictions (code, name) VALUES ('sh', 'Shanghai') RETURNING id"
@@ -127,7 +127,8 @@ def estate(db, clock) -> Estate:
         (f, date(2030, 1, 1)),
     ).fetchone()["id"]
     m = db.execute("INSERT INTO manufacturers (name) VALUES ('Otis') RETURNING id").fetchone()["id"]
-    db.execute("INSERT INTO gateways (id, site_id) VALUES ('gw-1', %s)", (s,))
-    estate = Estate(db, j, u, s, f, t, m, "gw-1", clock.now() - timedelta(days=1))
+    gateway = f"gw-{unique_id}"  # unique: tests share one broker
+    db.execute("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (gateway, s))
+    estate = Estate(db, j, u, s, f, t, m, gateway, clock.now() - timedelta(days=1))
     estate.add_elevator("lift-1")
     return estate

@@ -1,0 +1,152 @@
+"""The compliance engine on a fake clock: sweeps, reacts to events, publishes lockout/release
+commands over real MQTT (rules M5, M6), and two engines at once decide everything once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from compliance import engine
+from compliance.log import flows as log_flows
+from compliance.log import service as log_service
+from compliance.maintenance import flows
+from vigil import notify
+from vigil.config import ComplianceSettings, Settings
+from vigil.testing import MqttProbe
+from vigil.wire import Command, CommandAction, decode
+
+MODULES = ("compliance.maintenance.scheduled", "compliance.log.scheduled")
+
+
+def _settings(tmp_path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        compliance=ComplianceSettings(sweep_interval_s=60, checkpoint_interval_s=3600),
+    )
+
+
+@contextlib.asynccontextmanager
+async def _engines(n, *, db_url, mqtt_url, clock, settings):
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            engine.run(
+                database_url=db_url,
+                mqtt_url=mqtt_url,
+                clock=clock,
+                settings=settings,
+                stop=stop,
+                modules=MODULES,
+            )
+        )
+        for _ in range(n)
+    ]
+    try:
+        yield tasks
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+
+async def _states(listener, wanted: dict[str, str], *, timeout: float = 15.0) -> None:
+    """Wait until every device in ``wanted`` has reported its wanted state."""
+    pending = dict(wanted)
+
+    async def consume() -> None:
+        async for notice in listener:
+            if pending.get(notice["device"]) == notice["state"]:
+                del pending[notice["device"]]
+                if not pending:
+                    return
+
+    await asyncio.wait_for(consume(), timeout)
+
+
+async def _asleep(clock, count: int) -> None:
+    """Wait until ``count`` engine timers sleep on the fake clock (every engine is idle)."""
+
+    async def idle() -> None:
+        while clock.sleepers < count:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(idle(), 15)
+
+
+def _commands(probe: MqttProbe, count: int, now_ms: int) -> list[Command]:
+    messages = probe.wait_for(count, timeout=15)
+    out = []
+    for message in messages:
+        decoded = decode(message.topic, message.payload, now_ms=now_ms)
+        assert isinstance(decoded, Command), decoded
+        out.append(decoded)
+    return out
+
+
+async def test_engine_locks_out_an_overdue_lift_and_releases_it_after_a_verified_visit(
+    estate, db_url, mqtt_url, clock, tmp_path
+):
+    settings = _settings(tmp_path)
+    probe = MqttProbe(mqtt_url, f"vigil/v1/cmd/{estate.gateway}/#")
+    async with notify.Listener(db_url, [flows.ESCALATIONS_CHANNEL]) as listener:
+        async with _engines(1, db_url=db_url, mqtt_url=mqtt_url, clock=clock, settings=settings):
+            await _asleep(clock, 2)  # maintenance and checkpoint runners
+            clock.advance(timedelta(days=16))
+            await _states(listener, {"lift-1": "overdue"})
+            clock.advance(timedelta(hours=72))
+            await _states(listener, {"lift-1": "lockout_pending"})
+            [lockout] = await asyncio.to_thread(_commands, probe, 1, clock.now_ms())
+            assert lockout.action is CommandAction.LOCKOUT and lockout.device == "lift-1"
+            assert lockout.gateway == estate.gateway
+
+            # The controller applies the lockout when safe; ingest stores the event and notifies.
+            event_id = estate.event("lift-1", "lockout_state", clock.now(), 2)
+            notify.send(
+                estate.conn,
+                notify.EVENTS,
+                [
+                    notify.event_payload(
+                        notify.EventNotice(event_id, "lift-1", "lockout_state", 0, 2.0, 1.0)
+                    )
+                ],
+            )
+            await _states(listener, {"lift-1": "locked_out"})
+
+            # A verified visit: the record alone wakes the engine, which releases the lift.
+            clock.advance(timedelta(hours=3))
+            start, end = estate.visit("lift-1", clock.now() - timedelta(hours=2))
+            estate.record("lift-1", start, end, at=clock.now())
+            await _states(listener, {"lift-1": "ok"})
+            commands = await asyncio.to_thread(_commands, probe, 2, clock.now_ms())
+            assert [c.action for c in commands] == [CommandAction.LOCKOUT, CommandAction.RELEASE]
+    probe.close()
+    assert log_flows.verify(estate.conn).ok
+    # the checkpoint runner signed the log on start
+    assert estate.conn.execute("SELECT count(*) AS n FROM compliance_checkpoints").fetchone()["n"]
+
+
+async def test_two_engines_at_once_decide_and_send_everything_exactly_once(
+    estate, db_url, mqtt_url, clock, tmp_path
+):
+    devices = [estate.add_elevator(f"lift-{n}") for n in range(2, 13)] + ["lift-1"]
+    settings = _settings(tmp_path)
+    probe = MqttProbe(mqtt_url, f"vigil/v1/cmd/{estate.gateway}/#")
+    async with notify.Listener(db_url, [flows.ESCALATIONS_CHANNEL]) as listener:
+        async with _engines(2, db_url=db_url, mqtt_url=mqtt_url, clock=clock, settings=settings):
+            await _asleep(clock, 4)
+            clock.advance(timedelta(days=16))
+            await _states(listener, dict.fromkeys(devices, "overdue"))
+            await _asleep(clock, 4)
+            clock.advance(timedelta(hours=72))
+            await _states(listener, dict.fromkeys(devices, "lockout_pending"))
+            commands = await asyncio.to_thread(_commands, probe, len(devices), clock.now_ms())
+            await _asleep(clock, 4)
+    assert sorted(c.device for c in commands) == sorted(devices)
+    assert len({c.command_id for c in commands}) == len(devices)
+    conn = estate.conn
+    assert conn.execute("SELECT count(*) AS n FROM commands").fetchone()["n"] == len(devices)
+    transitions = log_service.entries(conn, kind="escalation.transition")
+    assert len(transitions) == 2 * len(devices)
+    assert len({(e.subject_id, e.body["to"]) for e in transitions}) == 2 * len(devices)
+    assert log_flows.verify(conn).ok
+    probe.close()
