@@ -22,20 +22,23 @@ _TAIL = struct.Struct(">iqidi?")  # ts (len, µs), value (len, float8), good (le
 class TelemetryEncoder:
     """Encodes telemetry rows for ``COPY ... FROM STDIN (FORMAT BINARY)``."""
 
-    def __init__(self, *, max_prefixes: int = 200_000) -> None:
-        self._prefixes: dict[tuple[str, str], bytes] = {}
-        self._max_prefixes = max_prefixes
+    def __init__(self, *, max_devices: int = 100_000) -> None:
+        # device -> metric -> the row's bytes up to the timestamp
+        self._prefixes: dict[str, dict[str, bytes]] = {}
+        self._max_devices = max_devices
 
-    def _prefix(self, device: str, metric: str) -> bytes:
-        key = (device, metric)
-        found = self._prefixes.get(key)
+    def _device_prefixes(self, device: str) -> dict[str, bytes]:
+        found = self._prefixes.get(device)
         if found is None:
-            if len(self._prefixes) >= self._max_prefixes:
+            if len(self._prefixes) >= self._max_devices:
                 self._prefixes.clear()
-            d, m = device.encode(), metric.encode()
-            found = struct.pack(">hi", 5, len(d)) + d + struct.pack(">i", len(m)) + m
-            self._prefixes[key] = found
+            found = self._prefixes[device] = {}
         return found
+
+    @staticmethod
+    def _prefix(device: str, metric: str) -> bytes:
+        d, m = device.encode(), metric.encode()
+        return struct.pack(">hi", 5, len(d)) + d + struct.pack(">i", len(m)) + m
 
     def encode(self, rows: Iterable[tuple[str, Iterable[Sample]]]) -> bytes:
         """One complete COPY stream (header, rows, trailer) for samples grouped by device."""
@@ -43,8 +46,12 @@ class TelemetryEncoder:
         append = parts.append
         pack = _TAIL.pack
         for device, samples in rows:
+            prefixes = self._device_prefixes(device)
             for sample in samples:
-                append(self._prefix(device, sample.metric))
+                prefix = prefixes.get(sample.metric)
+                if prefix is None:
+                    prefix = prefixes[sample.metric] = self._prefix(device, sample.metric)
+                append(prefix)
                 append(pack(8, (sample.ts - PG_EPOCH_MS) * 1000, 8, sample.value, 1, sample.good))
         append(TRAILER)
         return b"".join(parts)

@@ -36,6 +36,7 @@ from vigil.wire import (
     EventBatch,
     Health,
     Rejected,
+    Sample,
     Status,
     TelemetryBatch,
 )
@@ -146,14 +147,24 @@ def plan_writes(accepted: Sequence[Accepted]) -> Plan:
         if isinstance(message, TelemetryBatch):
             plan.telemetry.append((message.device, message.samples))
             plan.points += len(message.samples)
-            times = [s.ts for s in message.samples]
-            first, last = min(times), max(times)
+            # one pass per message: time span and newest sample per metric (hot path)
+            newest: dict[str, Sample] = {}
+            first = last = message.samples[0].ts
+            for s in message.samples:
+                ts = s.ts
+                if ts < first:
+                    first = ts
+                elif ts > last:
+                    last = ts
+                known = newest.get(s.metric)
+                if known is None or known.ts < ts:
+                    newest[s.metric] = s
             plan.days.update(range(first // DAY_MS, last // DAY_MS + 1))
             if item.kind in ROLLUP_KINDS:
                 plan.rollup_hours.update(
                     h * HOUR_MS for h in range(first // HOUR_MS, last // HOUR_MS + 1)
                 )
-            for s in message.samples:
+            for s in newest.values():
                 _keep_newest(plan, message.device, s.metric, s.ts, s.value, s.good)
         elif isinstance(message, EventBatch):
             for e in message.events:

@@ -1,0 +1,496 @@
+"""bench/ingest: MQTT QoS 1 to committed rows, end to end, against a raw binary COPY of them.
+
+``vigil bench ingest [--duration 60] [--workers 2] [--publishers 2] [--rate 150000] ...``
+
+Self-contained: it starts a private PostgreSQL and a private Mosquitto, registers energy meters,
+runs N ingest workers (separate processes, shared subscription) and P publisher processes that
+publish batches of samples at QoS 1 for ``--duration`` seconds. It measures committed points/s
+from the first publish to the last commit, then COPYs the very same rows (pre-encoded, binary)
+into an identical empty table over one connection and prints both rates and their ratio, the
+bytes per stored point, and the TimescaleDB compression ratio where TimescaleDB is present.
+
+The machine is shared and small (2 cores for broker, database, publishers and ingest): the
+figures are noisy; run it more than once before drawing conclusions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+METRICS = (
+    "voltage_l1",
+    "voltage_l2",
+    "voltage_l3",
+    "current_l1",
+    "current_l2",
+    "current_l3",
+    "power_total",
+    "power_factor",
+    "frequency",
+    "import_energy",
+)
+TICK_MS = 100  # sample spacing per device
+
+
+# -- deterministic data: publishers and the raw COPY generate the same rows ----------------------
+
+
+def device_id(index: int) -> str:
+    return f"bench-m{index:05d}"
+
+
+def gateway_id(index: int) -> str:
+    return f"bench-gw{index:02d}"
+
+
+class Layout:
+    """Which device each message is for, and its samples (no dataclass: vigil.bench loads this
+    file without registering it in sys.modules, which dataclasses need)."""
+
+    def __init__(self, devices: int, gateways: int, publishers: int, ticks: int, base_ms: int):
+        self.devices = devices
+        self.gateways = gateways
+        self.publishers = publishers
+        self.ticks = ticks  # timestamps per message; samples per message = ticks * len(METRICS)
+        self.base_ms = base_ms
+
+    def devices_of(self, publisher: int) -> list[int]:
+        return [d for d in range(self.devices) if d % self.publishers == publisher]
+
+    def message(self, mine: list[int], k: int) -> tuple[str, str, int, list[tuple]]:
+        """The k-th message of a publisher owning ``mine``: gateway, device, seq, samples."""
+        device = mine[k % len(mine)]
+        round_ = k // len(mine)
+        first = self.base_ms + round_ * self.ticks * TICK_MS
+        base = 200.0 + (device % 50)
+        samples = [
+            (metric, first + t * TICK_MS, base + t * 0.25 + i)
+            for t in range(self.ticks)
+            for i, metric in enumerate(METRICS)
+        ]
+        return gateway_id(device % self.gateways), device_id(device), round_, samples
+
+
+def payload(seq: int, samples: list[tuple]) -> bytes:
+    """The wire JSON of a telemetry batch, built directly (cheap: publishers share the CPU)."""
+    body = {"v": 1, "seq": seq, "samples": [{"m": m, "t": t, "v": v} for m, t, v in samples]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+# -- roles run as subprocesses -------------------------------------------------------------------
+
+
+def run_publisher(args: argparse.Namespace) -> int:
+    import paho.mqtt.client as mqtt
+
+    from ingest.consumer import broker_address
+    from vigil import wire
+
+    layout = Layout(args.devices, args.gateways, args.publishers, args.ticks, args.base_ms)
+    host, port = broker_address(args.mqtt_url)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{args.index}", protocol=mqtt.MQTTv5
+    )
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(400)
+    client.connect(host, port)
+    client.loop_start()
+    per_message = args.ticks * len(METRICS)
+    mine = layout.devices_of(args.index)
+    rate = args.rate / args.publishers / per_message if args.rate else 0.0  # messages/s
+    start = time.monotonic()
+    print(f"start {start}", flush=True)
+    k = 0
+    infos = []
+    while True:
+        now = time.monotonic()
+        if now - start >= args.duration:
+            break
+        if rate and k > (now - start) * rate:
+            time.sleep(min(0.01, k / rate - (now - start)))
+            continue
+        gateway, device, seq, samples = layout.message(mine, k)
+        topic = wire.topic(wire.Channel.TELEMETRY, gateway, device)
+        body = payload(seq, samples)
+        info = client.publish(topic, body, qos=1)
+        while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho's own queue is full: wait for acks
+            time.sleep(0.002)
+            info = client.publish(topic, body, qos=1)
+        infos.append(info)
+        k += 1
+        if len(infos) > 1000:
+            infos = [i for i in infos if not i.is_published()]
+    for info in infos:
+        info.wait_for_publish(timeout=120)
+    client.disconnect()
+    client.loop_stop()
+    print(f"published {k} {k * per_message} {time.monotonic()}", flush=True)
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from ingest.models import IngestStats
+    from ingest.worker import IngestWorker
+    from vigil.clock import RealClock
+    from vigil.config import IngestSettings
+
+    stats = IngestStats()
+    worker = IngestWorker(
+        database_url=args.database_url,
+        mqtt_url=args.mqtt_url,
+        settings=IngestSettings(
+            batch_size=args.batch_size,
+            receive_maximum=args.receive_maximum,
+            client_id="bench-ingest",
+        ),
+        clock=RealClock(),
+        worker_index=args.index,
+        stats=stats,
+    )
+    worker.start()
+    if not worker.wait_subscribed(30):
+        print("error: not subscribed", flush=True)
+        return 1
+    print("subscribed", flush=True)
+    last = [-1]
+    try:
+        while True:
+            stats.wait_for(lambda s: s.points_stored != last[0], timeout=0.5)
+            if stats.points_stored != last[0]:
+                last[0] = stats.points_stored
+                print(f"committed {last[0]} {time.monotonic()} {stats.dead_letters}", flush=True)
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass
+    finally:
+        worker.stop()
+    return 0
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+class Child:
+    """A subprocess of this script whose stdout lines are parsed as they come."""
+
+    def __init__(self, role: str, argv: list[str], on_line) -> None:
+        self.process = subprocess.Popen(
+            # -P: bench/ must not shadow the ``ingest`` package on sys.path
+            [sys.executable, "-P", __file__, role, *argv],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(on_line,), daemon=True)
+        self._thread.start()
+
+    def _read(self, on_line) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            on_line(self, line.split())
+        self.done.set()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def register(url: str, layout: Layout) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        j = conn.execute("INSERT INTO jurisdictions (code, name) VALUES ('b', 'B') RETURNING id")
+        u = conn.execute("INSERT INTO user_units (name) VALUES ('bench') RETURNING id")
+        jid, uid = j.fetchone()[0], u.fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+            "VALUES (%s, %s, 'bench', 31, 121, 'city') RETURNING id",
+            (uid, jid),
+        ).fetchone()[0]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO gateways (id, site_id) VALUES (%s, %s)",
+                [(gateway_id(g), site) for g in range(layout.gateways)],
+            )
+            cur.executemany(
+                "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
+                "VALUES (%s, 'energy_meter', 'bench', %s, %s)",
+                [
+                    (device_id(d), site, gateway_id(d % layout.gateways))
+                    for d in range(layout.devices)
+                ],
+            )
+
+
+def raw_copy(url: str, layout: Layout, published: dict[int, int], batch_rows: int) -> tuple:
+    """Rows/s of a binary COPY of the same rows into an identical, empty table."""
+    import psycopg
+
+    from ingest.binary import COLUMNS, TelemetryEncoder
+    from vigil.clock import from_ms
+    from vigil.wire import Sample
+
+    chunks: list[bytes] = []
+    encoder = TelemetryEncoder()
+    pending: list = []
+    size = rows = 0
+    for publisher, messages in published.items():
+        mine = layout.devices_of(publisher)
+        for k in range(messages):
+            _, device, _, samples = layout.message(mine, k)
+            pending.append((device, [Sample(m, t, v) for m, t, v in samples]))
+            size += len(samples)
+            if size >= batch_rows:
+                chunks.append(encoder.encode(pending))
+                rows += size
+                pending, size = [], 0
+    if pending:
+        chunks.append(encoder.encode(pending))
+        rows += size
+    first = from_ms(layout.base_ms).date()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE bench_raw (device_id text NOT NULL, metric text NOT NULL, "
+            "ts timestamptz NOT NULL, value double precision NOT NULL, "
+            "good boolean NOT NULL DEFAULT true, PRIMARY KEY (device_id, metric, ts)) "
+            "PARTITION BY RANGE (ts)"
+        )
+        conn.execute("CREATE INDEX ON bench_raw USING brin (ts)")
+        for offset in range(-1, 3):
+            day = first.toordinal() + offset
+            lo = f"{first.fromordinal(day)}T00:00:00Z"
+            hi = f"{first.fromordinal(day + 1)}T00:00:00Z"
+            conn.execute(
+                f"CREATE TABLE bench_raw_{offset + 1} PARTITION OF bench_raw "
+                f"FOR VALUES FROM ('{lo}') TO ('{hi}')"
+            )
+    with psycopg.connect(url) as conn:
+        start = time.perf_counter()
+        for chunk in chunks:
+            with conn.cursor().copy(f"COPY bench_raw {COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
+                cp.write(chunk)
+            conn.commit()
+        elapsed = time.perf_counter() - start
+    return rows, elapsed
+
+
+def storage_figures(url: str) -> tuple[int, int, float | None]:
+    import psycopg
+
+    from ingest import service
+    from vigil.db import has_timescaledb
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        size, rows = service.telemetry_storage(conn)
+        ratio = None
+        if has_timescaledb(conn):
+            conn.execute("SELECT compress_chunk(c, true) FROM show_chunks('telemetry') c")
+            ratio = service.compression_ratio(conn)
+    return size, rows, ratio
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from vigil.clock import RealClock
+    from vigil.db import migrate
+    from vigil.services import MosquittoBroker, PostgresServer
+
+    scratch = Path(tempfile.mkdtemp(prefix="vigil-bench-ingest-"))
+    scratch.chmod(0o755)
+    postgres = PostgresServer(scratch / "pg", durable=not args.no_fsync)
+    broker = MosquittoBroker(scratch / "mqtt")
+    children: list[Child] = []
+    try:
+        postgres.start()
+        broker.start()
+        with psycopg.connect(postgres.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE vigil")
+        url = postgres.url("vigil")
+        migrate(url)
+        base_ms = RealClock().now_ms() - 3_600_000  # an hour back: far from the future limit
+        layout = Layout(args.devices, args.gateways, args.publishers, args.ticks, base_ms)
+        register(url, layout)
+        per_message = args.ticks * len(METRICS)
+
+        committed: dict[int, int] = {}
+        last_commit = [0.0]
+        lock = threading.Condition()
+
+        def on_worker(child: Child, words: list[str]) -> None:
+            if words[:1] == ["subscribed"]:
+                child.ready.set()
+            elif words[:1] == ["committed"]:
+                with lock:
+                    committed[id(child)] = int(words[1])
+                    last_commit[0] = max(last_commit[0], float(words[2]))
+                    lock.notify_all()
+
+        common = ["--database-url", url, "--mqtt-url", broker.url]
+        for index in range(args.workers):
+            children.append(
+                Child(
+                    "worker",
+                    [
+                        *common,
+                        "--index",
+                        str(index),
+                        "--batch-size",
+                        str(args.batch_size),
+                        "--receive-maximum",
+                        str(args.receive_maximum),
+                    ],
+                    on_worker,
+                )
+            )
+        for child in children:
+            if not child.ready.wait(60):
+                print("an ingest worker did not subscribe", file=sys.stderr)
+                return 1
+
+        starts: list[float] = []
+        published: dict[int, int] = {}
+        published_points = [0]
+
+        def on_publisher(child: Child, words: list[str]) -> None:
+            if words[:1] == ["start"]:
+                starts.append(float(words[1]))
+            elif words[:1] == ["published"]:
+                with lock:
+                    published[child.index] = int(words[1])  # type: ignore[attr-defined]
+                    published_points[0] += int(words[2])
+                    lock.notify_all()
+
+        print(
+            f"publishing for {args.duration:.0f} s: {args.publishers} publishers, "
+            f"{per_message} points per message, target {args.rate or 'unlimited'} points/s, "
+            f"{args.workers} ingest workers, batch {args.batch_size}",
+            flush=True,
+        )
+        publishers = []
+        for index in range(args.publishers):
+            child = Child(
+                "publisher",
+                [
+                    "--mqtt-url",
+                    broker.url,
+                    "--index",
+                    str(index),
+                    "--publishers",
+                    str(args.publishers),
+                    "--devices",
+                    str(args.devices),
+                    "--gateways",
+                    str(args.gateways),
+                    "--ticks",
+                    str(args.ticks),
+                    "--base-ms",
+                    str(base_ms),
+                    "--duration",
+                    str(args.duration),
+                    "--rate",
+                    str(args.rate),
+                ],
+                on_publisher,
+            )
+            child.index = index  # type: ignore[attr-defined]
+            publishers.append(child)
+        children.extend(publishers)
+
+        def total() -> int:
+            return sum(committed.values())
+
+        next_report = time.monotonic() + 10
+        with lock:
+            while len(published) < args.publishers or total() < published_points[0]:
+                lock.wait(1.0)
+                if time.monotonic() >= next_report:
+                    print(f"  ... {total():,} points committed", flush=True)
+                    next_report += 10
+                if all(p.done.is_set() for p in publishers) and len(published) < args.publishers:
+                    print("a publisher failed", file=sys.stderr)
+                    return 1
+        start = min(starts)
+        elapsed = last_commit[0] - start
+        points = total()
+        e2e = points / elapsed
+
+        rows, copy_s = raw_copy(url, layout, published, args.batch_size)
+        copy_rate = rows / copy_s
+        size, stored, ratio = storage_figures(url)
+        print()
+        print(f"points published:          {published_points[0]:,}")
+        print(f"points committed:          {points:,} (rows in telemetry: {stored:,})")
+        print(f"end to end (MQTT→commit):  {e2e:,.0f} points/s over {elapsed:.1f} s")
+        print(f"raw binary COPY:           {copy_rate:,.0f} rows/s ({rows:,} rows, {copy_s:.1f} s)")
+        print(f"ratio end-to-end / COPY:   {e2e / copy_rate:.2f}")
+        print(f"bytes per stored point:    {size / max(stored, 1):.1f} ({size / 2**20:.0f} MiB)")
+        if ratio is None:
+            print("TimescaleDB compression:   n/a (TimescaleDB is not installed on this server)")
+        else:
+            print(f"TimescaleDB compression:   {ratio:.1f}x")
+        print(f"durability:                fsync {'off' if args.no_fsync else 'on'}")
+        return 0 if stored == published_points[0] else 1
+    finally:
+        for child in children:
+            child.stop()
+        broker.kill()
+        postgres.stop(mode="immediate")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vigil bench ingest", description=__doc__.splitlines()[0])
+    roles = parser.add_subparsers(dest="role")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of publishing")
+    parser.add_argument("--workers", type=int, default=2, help="ingest worker processes")
+    parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    parser.add_argument("--rate", type=int, default=150_000, help="points/s to offer (0: max)")
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--gateways", type=int, default=10)
+    parser.add_argument("--ticks", type=int, default=50, help="timestamps per message")
+    parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--receive-maximum", type=int, default=1000)
+    parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL without fsync")
+    pub = roles.add_parser("publisher")
+    wrk = roles.add_parser("worker")
+    for role in (pub, wrk):
+        role.add_argument("--mqtt-url", required=True)
+        role.add_argument("--index", type=int, required=True)
+    wrk.add_argument("--database-url", required=True)
+    wrk.add_argument("--batch-size", type=int, required=True)
+    wrk.add_argument("--receive-maximum", type=int, required=True)
+    for name, kind in (
+        ("--publishers", int),
+        ("--devices", int),
+        ("--gateways", int),
+        ("--ticks", int),
+        ("--base-ms", int),
+        ("--duration", float),
+        ("--rate", int),
+    ):
+        pub.add_argument(name, type=kind, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    if args.role == "publisher":
+        return run_publisher(args)
+    if args.role == "worker":
+        return run_worker(args)
+    return run_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
