@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, HTTPException, Request, status
@@ -15,6 +16,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from api.auth import service as auth_service
 from api.auth.models import Principal, Role
 from vigil.clock import Clock
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,6 +59,22 @@ def sync_connection(ctx: Context) -> Iterator[psycopg.Connection]:
 
 
 SyncConn = Annotated[psycopg.Connection, Depends(sync_connection)]
+
+
+async def run_sync(ctx: ApiContext, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """Run another domain's synchronous service function in a thread, on a pooled connection.
+
+    The connection's transaction commits when ``fn`` returns and rolls back when it raises.
+    """
+    assert ctx.sync_pool is not None
+    pool = ctx.sync_pool
+
+    def call() -> T:
+        with pool.connection() as conn:
+            return fn(conn, **kwargs)
+
+    return await asyncio.to_thread(call)
+
 
 _bearer = HTTPBearer(auto_error=False, description="session token from POST /api/v1/auth/login")
 _api_key = APIKeyHeader(

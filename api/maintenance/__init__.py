@@ -1,0 +1,1 @@
+"""Maintenance through the API: records, verdicts, sign-off, due lists, lockout overrides."""
