@@ -1,0 +1,230 @@
+"""Types of rescue: lift state as detection sees it, incidents, steps, dispatch candidates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Trigger(StrEnum):
+    """What opened an incident (rule R1)."""
+
+    ALARM_BUTTON = "alarm_button"
+    STOPPED_OUTSIDE_DOOR_ZONE = "stopped_outside_door_zone"
+    TRAPPED_AT_FLOOR = "trapped_at_floor"
+    MANUAL = "manual"
+
+
+class Status(StrEnum):
+    """Where an incident stands (rule R6)."""
+
+    REPORTED = "reported"
+    DISPATCHED = "dispatched"
+    ACCEPTED = "accepted"
+    ARRIVED = "arrived"
+    RELEASED = "released"
+    CLOSED = "closed"
+    FALSE_ALARM = "false_alarm"
+
+
+class Step(StrEnum):
+    """An entry of an incident's history (rule R6)."""
+
+    REPORTED = "reported"
+    SIGNAL = "signal"
+    DISPATCHED = "dispatched"
+    DISPATCH_TIMEOUT = "dispatch_timeout"
+    ACCEPTED = "accepted"
+    ESCALATED = "escalated"
+    ARRIVED = "arrived"
+    RELEASED = "released"
+    CLOSED = "closed"
+    FALSE_ALARM = "false_alarm"
+    BREACH = "breach"
+
+
+OPEN_STATUSES = frozenset(
+    {Status.REPORTED, Status.DISPATCHED, Status.ACCEPTED, Status.ARRIVED, Status.RELEASED}
+)
+
+# Metrics detection reads, as the gateway names them (vigil.catalog).
+DETECTION_METRICS = (
+    "car_status",
+    "door_zone",
+    "door_state",
+    "passengers",
+    "alarm_button",
+    "service_mode",
+)
+
+
+class RescueError(Exception):
+    """A rescue action that cannot be taken; the message says why."""
+
+
+class IncidentNotFound(RescueError):
+    """No such incident."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiftState:
+    """The latest detection metrics of one elevator, and when each last changed."""
+
+    device_id: str
+    values: dict[str, float]
+    changed_at: dict[str, datetime]
+
+    def value(self, metric: str) -> float | None:
+        """Latest value of a metric, or None when never reported."""
+        return self.values.get(metric)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A dwell condition that holds now, and since when (rule R1)."""
+
+    trigger: Trigger
+    since: datetime
+    dwell_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One rescue incident."""
+
+    id: int
+    device_id: str
+    site_id: int
+    firm_id: int | None
+    jurisdiction_id: int
+    trigger: Trigger
+    tier: str
+    deadline_minutes: int
+    clock_from: str
+    reported_at: datetime
+    arrival_deadline: datetime | None
+    status: Status
+    alarm_id: int | None
+    closed_at: datetime | None
+
+    @property
+    def open(self) -> bool:
+        """True until closed or found a false alarm."""
+        return self.closed_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentStep:
+    """One step of an incident's history."""
+
+    incident_id: int
+    step: Step
+    at: datetime
+    actor: str
+    technician_id: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """Outcome of a signal: the incident, and whether this signal opened it."""
+
+    incident: Incident
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIn:
+    """Outcome of a technician check-in: whether it proved arrival, and if not, why."""
+
+    incident: Incident | None
+    arrived: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A point on the map."""
+
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A qualified, on-call technician of the contracted firm, and where they are."""
+
+    technician_id: int
+    name: str
+    location: Place
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A candidate with an estimated travel time."""
+
+    candidate: Candidate
+    travel_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """One technician asked to go."""
+
+    id: int
+    incident_id: int
+    technician_id: int
+    rank: int
+    estimated_travel_s: float
+    estimated_arrival: datetime
+    dispatched_at: datetime
+    accept_by: datetime
+    outcome: str | None
+    outcome_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOutcome:
+    """What one dispatch decision did."""
+
+    dispatch: Dispatch | None
+    escalated: bool
+    reason: str = ""
+    ranked: list[Ranked] = field(default_factory=list)
+
+
+class TravelEstimator(Protocol):
+    """Estimates travel time; pluggable (a routing service can replace the default)."""
+
+    def travel_seconds(self, *, origin: Place, destination: Place, tier: str) -> float:
+        """Seconds to travel from ``origin`` to ``destination`` at a site of ``tier``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageRow:
+    """Rule R8: one contracted elevator against its deadline."""
+
+    device_id: str
+    firm_id: int
+    tier: str
+    deadline_minutes: int
+    nearest_point: str | None
+    travel_minutes: float | None
+    within_deadline: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FirmLoad:
+    """Rule R8: elevators per technician of a firm."""
+
+    firm_id: int
+    elevators: int
+    technicians: int
+
+    @property
+    def elevators_per_technician(self) -> float | None:
+        """Contracted elevators per active qualified technician."""
+        return self.elevators / self.technicians if self.technicians else None

@@ -1,0 +1,345 @@
+"""The rescue runner: entrapment detection (R1), dispatch timers (R4) and deadlines (R2, R6).
+
+It reacts to what ingest committed (``vigil_events`` and ``vigil_state`` notices) and to
+incident changes (``vigil_alerts``); dwell, accept and deadline timers sleep on the injected
+clock. Nothing polls the database in a loop. It also runs the alerts workers (deliveries,
+escalation, roster checks), so one ``compliance`` engine carries detection to people.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from psycopg_pool import ConnectionPool
+
+from alerts import scheduled as alerts_scheduled
+from compliance.rescue import flows, service
+from compliance.rescue.models import (
+    Condition,
+    RescueError,
+    Status,
+    Step,
+    TravelEstimator,
+    Trigger,
+)
+from vigil import notify
+from vigil.catalog import ServiceMode
+from vigil.clock import Clock, from_ms
+from vigil.config import Settings
+from vigil.db.pool import open_pool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What ``processed`` receives once the runner listens and has re-armed its timers.
+READY = "ready"
+
+# Metrics whose change can start or end a dwell condition.
+DWELL_METRICS = frozenset({"car_status", "door_zone", "door_state", "passengers"})
+
+
+@dataclass
+class _Dwell:
+    condition: Condition
+    task: asyncio.Task[None]
+
+
+class Rescue:
+    """Detection and dispatch state of one runner; every decision is made in the database."""
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        clock: Clock,
+        estimator: TravelEstimator,
+        accept_within_s: float = flows.ACCEPT_WITHIN_S,
+    ) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._estimator = estimator
+        self._accept_within_s = accept_within_s
+        self._dwell: dict[str, _Dwell] = {}
+        self._timers: dict[tuple[str, int], tuple[Any, asyncio.Task[None]]] = {}
+
+    async def db(self, action: Callable[..., T], **kwargs: Any) -> T:
+        """Run a flow in a worker thread on a pooled connection; commits on success."""
+
+        def call() -> T:
+            with self._pool.connection() as conn:
+                return action(conn, **kwargs)
+
+        return await asyncio.to_thread(call)
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    async def rearm(self) -> None:
+        """After (re)start: re-evaluate lifts with passengers and restore incident timers."""
+        states = await self.db(service.lift_states, device_ids=None)
+        await self._evaluate_states(states, devices=[s.device_id for s in states])
+        for incident in await self.db(lambda conn: service.open_incidents(conn)):
+            if incident.status is Status.REPORTED:
+                await self.dispatch(incident.id)
+            await self.refresh(incident.id)
+
+    # -- notices ---------------------------------------------------------------------------------
+
+    async def on_notice(self, notice: Any) -> None:
+        """Handle one notice from ingest or from an incident change."""
+        if isinstance(notice, notify.EventNotice):
+            await self.on_event(notice)
+        elif isinstance(notice, notify.StateNotice):
+            await self.evaluate(notice.devices)
+        elif isinstance(notice, dict) and notice.get("kind") == "incident":
+            if notice.get("change") == "reported":
+                await self.dispatch(int(notice["id"]))
+            await self.refresh(int(notice["id"]))
+
+    async def on_event(self, notice: notify.EventNotice) -> None:
+        """An event committed by ingest."""
+        if notice.metric == "alarm_button" and notice.value == 1:
+            [state] = await self.db(service.lift_states, device_ids=[notice.device]) or [None]
+            # rule R1: unless people can walk out (landing, doors open), a press is an entrapment;
+            # with no state known at all we assume the worst
+            if state is None or flows.alarm_button_means_entrapment(state):
+                await self.signal(
+                    notice.device,
+                    Trigger.ALARM_BUTTON,
+                    detail={"event_id": notice.id, "device_ts": from_ms(notice.ts)},
+                )
+        elif notice.metric == "service_mode" and notice.value == ServiceMode.INSPECTION:
+            # rule R6: inspection mode at the car proves that someone arrived
+            incident = await self.db(
+                flows.inspection_arrival, device_id=notice.device, at=self._clock.now()
+            )
+            if incident is not None:
+                await self.refresh(incident.id)
+        if notice.metric in DWELL_METRICS:
+            await self.evaluate([notice.device])
+
+    # -- detection (rule R1) ---------------------------------------------------------------------
+
+    async def evaluate(self, devices: Sequence[str]) -> None:
+        """Start or stop dwell timers from the latest state of these devices."""
+        states = await self.db(service.lift_states, device_ids=list(devices))
+        await self._evaluate_states(states, devices=devices)
+
+    async def _evaluate_states(self, states: Sequence[Any], *, devices: Sequence[str]) -> None:
+        by_device = {s.device_id: s for s in states}
+        now = self._clock.now()
+        for device in devices:
+            state = by_device.get(device)
+            condition = flows.dwell_condition(state, now=now) if state is not None else None
+            current = self._dwell.get(device)
+            if current is not None and current.condition == condition:
+                continue
+            if current is not None:
+                current.task.cancel()
+                del self._dwell[device]
+            if condition is not None:
+                task = asyncio.create_task(self._dwell_timer(device, condition))
+                self._dwell[device] = _Dwell(condition, task)
+
+    async def _dwell_timer(self, device: str, condition: Condition) -> None:
+        try:
+            await self._clock.sleep_until(condition.since + timedelta(seconds=condition.dwell_s))
+            [state] = await self.db(service.lift_states, device_ids=[device]) or [None]
+            now = self._clock.now()
+            still = flows.dwell_condition(state, now=now) if state is not None else None
+            if still is not None and still.trigger is condition.trigger:
+                await self.signal(
+                    device,
+                    condition.trigger,
+                    detail={"condition_since": condition.since, "dwell_s": condition.dwell_s},
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dwell timer of %s failed", device)
+        finally:
+            current = self._dwell.get(device)
+            if current is not None and current.task is asyncio.current_task():
+                del self._dwell[device]
+
+    async def signal(
+        self, device: str, trigger: Trigger, *, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Open (or attach to) the elevator's incident, and dispatch when it is new."""
+        opened = await self.db(
+            flows.report,
+            device_id=device,
+            trigger=trigger,
+            at=self._clock.now(),
+            actor="detector",
+            detail=detail,
+        )
+        if opened.created:
+            log.warning("entrapment on %s (%s): incident %s", device, trigger, opened.incident.id)
+            await self.dispatch(opened.incident.id)
+
+    # -- dispatch and deadlines (rules R2, R4, R5, R6) -------------------------------------------
+
+    async def dispatch(self, incident_id: int) -> None:
+        """Dispatch the best remaining candidate of an incident."""
+        await self.db(
+            flows.dispatch_next,
+            incident_id=incident_id,
+            now=self._clock.now(),
+            estimator=self._estimator,
+            accept_within_s=self._accept_within_s,
+        )
+        await self.refresh(incident_id)
+
+    async def refresh(self, incident_id: int) -> None:
+        """Arm the accept and deadline timers an incident needs now; drop the others."""
+
+        def load(conn: Any) -> tuple[Any, Any, bool]:
+            incident = service.get_incident(conn, incident_id=incident_id)
+            waiting = service.awaiting_answer(conn, incident_id=incident_id)
+            done = service.has_step(conn, incident_id=incident_id, step=Step.ARRIVED) or bool(
+                service.breaches(conn, incident_id=incident_id)
+            )
+            return incident, waiting, done
+
+        incident, waiting, arrived_or_breached = await self.db(load)
+        accept_at = waiting.accept_by if (waiting is not None and incident.open) else None
+        self._arm(
+            ("accept", incident_id),
+            key=waiting.id if waiting else None,
+            when=accept_at,
+            action=lambda: self._accept_timeout(waiting.id),
+        )
+        deadline = incident.arrival_deadline
+        due = deadline if incident.open and not arrived_or_breached else None
+        self._arm(
+            ("deadline", incident_id),
+            key=deadline,
+            when=due,
+            action=lambda: self.db(
+                flows.deadline_passed, incident_id=incident_id, now=self._clock.now()
+            ),
+        )
+
+    def _arm(
+        self, name: tuple[str, int], *, key: Any, when: Any, action: Callable[[], Any]
+    ) -> None:
+        current = self._timers.get(name)
+        if when is None:
+            if current is not None:
+                current[1].cancel()
+                del self._timers[name]
+            return
+        if current is not None and current[0] == key and not current[1].done():
+            return
+        if current is not None:
+            current[1].cancel()
+        self._timers[name] = (key, asyncio.create_task(self._timer(name, when, action)))
+
+    async def _timer(self, name: tuple[str, int], when: Any, action: Callable[[], Any]) -> None:
+        try:
+            await self._clock.sleep_until(when)
+            await action()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("rescue timer %s failed", name)
+
+    async def _accept_timeout(self, dispatch_id: int) -> None:
+        outcome = await self.db(
+            flows.accept_timed_out,
+            dispatch_id=dispatch_id,
+            now=self._clock.now(),
+            estimator=self._estimator,
+            accept_within_s=self._accept_within_s,
+        )
+        if outcome is not None and outcome.dispatch is not None:
+            await self.refresh(outcome.dispatch.incident_id)
+
+    async def close(self) -> None:
+        """Cancel every timer."""
+        tasks = [d.task for d in self._dwell.values()] + [t for _, t in self._timers.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def detect_and_dispatch(
+    *,
+    database_url: str,
+    clock: Clock,
+    settings: Settings,
+    stop: asyncio.Event,
+    estimator: TravelEstimator | None = None,
+    processed: Callable[[Any], None] | None = None,
+) -> None:
+    """Listen for ingest and incident notices and act on them until ``stop``.
+
+    ``processed`` (for tests and benchmarks) is called with each notice once it is handled.
+    """
+    pool = await asyncio.to_thread(open_pool, database_url, min_size=1, max_size=4)
+    rescue = Rescue(
+        pool=pool,
+        clock=clock,
+        estimator=estimator or flows.StraightLineEstimator(),
+        accept_within_s=settings.alerts.accept_timeout_s,
+    )
+    try:
+        async with notify.Listener(
+            database_url, [notify.EVENTS, notify.STATE, notify.ALERTS]
+        ) as listener:
+            # LISTEN is in force before the scan, so nothing committed in between is missed
+            await rescue.rearm()
+            if processed is not None:
+                processed(READY)
+            notices = aiter(listener)
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                while not stop.is_set():
+                    following = asyncio.ensure_future(anext(notices))
+                    await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await following
+                        break
+                    try:
+                        await rescue.on_notice(following.result())
+                    except RescueError as exc:
+                        log.warning("rescue: %s", exc)
+                    if processed is not None:
+                        processed(following.result())
+            finally:
+                stopping.cancel()
+    finally:
+        await rescue.close()
+        await asyncio.to_thread(pool.close)
+
+
+async def run(
+    *,
+    database_url: str,
+    mqtt_url: str,
+    clock: Clock,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    """The compliance engine's rescue runner: detection, dispatch and the alerts workers."""
+    await asyncio.gather(
+        detect_and_dispatch(database_url=database_url, clock=clock, settings=settings, stop=stop),
+        alerts_scheduled.run(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            clock=clock,
+            settings=settings,
+            stop=stop,
+        ),
+    )
