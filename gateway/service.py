@@ -1,0 +1,165 @@
+"""The gateway process: coordinators, reporter, command executor and broker link, wired together.
+
+``run_gateway(config=..., clock=..., stop=...)`` is the importable runner (the CLI and the demo
+use it); ``GatewayService`` exposes the parts for tests and benchmarks (stats, outbox, link).
+Every long-lived task is supervised: should one ever end with an error, it is logged, counted
+and started again, so no part of the gateway dies for good while the process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from gateway.commands import CommandExecutor
+from gateway.link import BrokerLink
+from gateway.models import Device, Gateway, Stats, load_config
+from gateway.polling import Coordinator
+from gateway.reporting import Reporter
+from gateway.store import Outbox
+from vigil.clock import Clock
+from vigil.wire import Health
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_S = 1.0
+
+
+class GatewayService:
+    """One gateway: everything it runs, built from a validated configuration."""
+
+    def __init__(self, *, config: Gateway, clock: Clock, stagger: bool = True) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats = Stats()
+        self.outbox = Outbox(config.buffer_path, max_messages=config.settings.buffer.max_messages)
+        self.devices: dict[str, Device] = {d.id: d for d in config.devices}
+        by_connection: dict[tuple[str, int], list[Device]] = defaultdict(list)
+        for device in config.devices:
+            by_connection[device.connection].append(device)
+        self.reporter = Reporter(
+            gateway_id=config.gateway_id,
+            devices=config.devices,
+            outbox=self.outbox,
+            stats=self.stats,
+        )
+        self.coordinators = [
+            Coordinator(
+                host=host,
+                port=port,
+                devices=devices,
+                clock=clock,
+                defaults=config.settings.polling,
+                handler=self.reporter,
+                stats=self.stats,
+                stagger=stagger,
+            )
+            for (host, port), devices in by_connection.items()
+        ]
+        coordinator_of = {d.id: c for c in self.coordinators for d in c.devices}
+        self.commands = CommandExecutor(
+            gateway_id=config.gateway_id,
+            devices=self.devices,
+            coordinators=coordinator_of,
+            outbox=self.outbox,
+            clock=clock,
+            max_age_s=config.settings.commands.max_age_s,
+        )
+        self.reporter.after_poll = self.commands.after_poll
+        self.link = BrokerLink(
+            gateway_id=config.gateway_id,
+            broker=config.settings.broker,
+            outbox=self.outbox,
+            clock=clock,
+            on_command=self._on_command,
+            health=self.health,
+            health_interval_s=config.settings.health_interval_s,
+        )
+        self._last_health: tuple[int, int] = (clock.now_ms(), 0)
+
+    async def _on_command(self, topic: str, payload: bytes, retained: bool) -> None:
+        await self.commands.handle(topic, payload, retained=retained)
+
+    def health(self) -> Health:
+        """Current health figures (polls/s since the previous call)."""
+        now = self.clock.now_ms()
+        since, polls = self._last_health
+        elapsed_s = max((now - since) / 1000, 1e-9)
+        rate = (self.stats.polls - polls) / elapsed_s if now > since else 0.0
+        self._last_health = (now, self.stats.polls)
+        return Health(
+            self.config.gateway_id,
+            now,
+            round(rate, 3),
+            self.stats.errors,
+            self.outbox.depth,
+            self.outbox.dropped,
+            len(self.stats.unavailable),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll and publish until ``stop`` is set, then shut down cleanly."""
+        pollers = [
+            asyncio.create_task(
+                supervise(f"poller {c.name}", c.run, clock=self.clock), name=f"poll {c.name}"
+            )
+            for c in self.coordinators
+        ]
+        link = asyncio.create_task(
+            supervise("broker link", lambda: self.link.run(stop), clock=self.clock, stop=stop),
+            name="broker link",
+        )
+        log.info(
+            "gateway %s: %d devices on %d connections, buffer %s (%d queued)",
+            self.config.gateway_id,
+            len(self.devices),
+            len(self.coordinators),
+            self.outbox.path,
+            self.outbox.depth,
+        )
+        try:
+            await stop.wait()
+        finally:
+            for task in pollers:
+                task.cancel()
+            await asyncio.gather(*pollers, return_exceptions=True)
+            try:
+                await asyncio.wait_for(asyncio.shield(link), timeout=30)
+            except (TimeoutError, asyncio.CancelledError):
+                link.cancel()
+                await asyncio.gather(link, return_exceptions=True)
+            self.outbox.close()
+
+
+async def supervise(
+    name: str,
+    start: Callable[[], Awaitable[None]],
+    *,
+    clock: Clock,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run ``start()`` again whenever it ends with an error (until cancelled or stopped)."""
+    while stop is None or not stop.is_set():
+        try:
+            await start()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s ended with an error; restarting it", name)
+            await clock.sleep(RESTART_DELAY_S)
+            continue
+        if stop is not None:
+            return
+
+
+async def run_gateway(
+    *, config: Gateway | str | Path, clock: Clock, stop: asyncio.Event
+) -> GatewayService:
+    """Run a gateway until ``stop`` is set (config: a loaded Gateway or a TOML file)."""
+    loaded = config if isinstance(config, Gateway) else load_config(config)
+    service = GatewayService(config=loaded, clock=clock)
+    await service.run(stop)
+    return service

@@ -1,0 +1,186 @@
+"""Gateway test helpers: configs for simulated fleets, a running gateway, an MQTT collector."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gateway.models import (
+    BrokerConfig,
+    BufferConfig,
+    DeviceConfig,
+    Gateway,
+    GatewayConfig,
+    PollingDefaults,
+    build_config,
+)
+from gateway.service import GatewayService
+from simulators.server import Placement
+from vigil.clock import FakeClock
+from vigil.wire import Message, Rejected, decode
+
+
+def fleet_config(
+    tmp_path: Path,
+    *,
+    gateway_id: str,
+    mqtt_url: str,
+    placements: Iterable[Placement],
+    poll_s: float = 1.0,
+    timeout_s: float = 0.3,
+    max_messages: int = 1_000_000,
+    health_interval_s: float = 3600.0,
+    backoff_max_s: float = 8.0,
+    **device_options: Any,
+) -> Gateway:
+    """A gateway config polling every simulated device in ``placements``."""
+    settings = GatewayConfig(
+        gateway_id=gateway_id,
+        data_dir=tmp_path / "gateway",
+        health_interval_s=health_interval_s,
+        broker=BrokerConfig(url=mqtt_url, backoff_initial_s=0.5, backoff_max_s=2.0, timeout_s=5),
+        buffer=BufferConfig(max_messages=max_messages),
+        polling=PollingDefaults(
+            poll_s=poll_s, timeout_s=timeout_s, backoff_initial_s=1.0, backoff_max_s=backoff_max_s
+        ),
+        devices=[
+            DeviceConfig(
+                id=p.device_id,
+                profile=p.model,
+                host=p.host,
+                port=p.port,
+                unit=p.unit,
+                **device_options,
+            )
+            for p in placements
+        ],
+    )
+    return build_config(settings)
+
+
+@contextlib.asynccontextmanager
+async def running(config: Gateway, clock: FakeClock) -> AsyncIterator[GatewayService]:
+    """A gateway running in this event loop until the block ends (then stopped cleanly)."""
+    service = GatewayService(config=config, clock=clock, stagger=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def tick(service: GatewayService, clock: FakeClock, *, seconds: float = 1.0) -> None:
+    """Advance the clock and wait until every device of the gateway has been polled again."""
+    target = service.stats.polls + len(service.devices)
+    clock.advance(seconds)
+    await asyncio.wait_for(service.stats.wait_polls(target), timeout=20)
+
+
+async def first_polls(service: GatewayService) -> None:
+    """Wait for the polls made at start."""
+    await asyncio.wait_for(service.stats.wait_polls(len(service.devices)), timeout=20)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message the collector got."""
+
+    topic: str
+    payload: bytes
+    message: Message | Rejected
+
+
+class Collector:
+    """An MQTT subscriber with a persistent session: survives broker restarts, decodes all."""
+
+    def __init__(self, url: str, topic_filter: str, *, clock: FakeClock) -> None:
+        self.clock = clock
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        self._subscribed = threading.Event()
+        self._filter = topic_filter
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"collector-{uuid.uuid4().hex[:8]}",
+            clean_session=False,
+        )
+        self._client.on_message = self._on_message
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
+        host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+        self._client.connect(host, int(port))
+        self._client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, *_: object) -> None:
+        client.subscribe(self._filter, qos=1)
+
+    def _on_message(self, _client: object, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        decoded = decode(msg.topic, bytes(msg.payload), now_ms=self.clock.now_ms())
+        with self._lock:
+            self.received.append(Received(msg.topic, bytes(msg.payload), decoded))
+        self._loop.call_soon_threadsafe(self._arrived.set)
+
+    async def subscribed(self) -> None:
+        """Wait for the SUBACK."""
+        await asyncio.to_thread(self._subscribed.wait, 10)
+
+    def messages(self) -> list[Received]:
+        """Everything received so far."""
+        with self._lock:
+            return list(self.received)
+
+    def of(self, kind: type) -> list[Any]:
+        """Decoded messages of one type."""
+        return [r.message for r in self.messages() if isinstance(r.message, kind)]
+
+    async def wait_until(
+        self, condition: Callable[[Collector], bool], *, timeout: float = 15.0
+    ) -> None:
+        """Wait until ``condition(self)`` holds (checked on every arrival)."""
+        async with asyncio.timeout(timeout):
+            while not condition(self):
+                self._arrived.clear()
+                if condition(self):
+                    return
+                await self._arrived.wait()
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+@pytest.fixture
+async def collect():
+    """Factory of collectors, closed after the test."""
+    made: list[Collector] = []
+
+    async def make(url: str, topic_filter: str, *, clock: FakeClock) -> Collector:
+        collector = Collector(url, topic_filter, clock=clock)
+        await collector.subscribed()
+        made.append(collector)
+        return collector
+
+    yield make
+    for collector in made:
+        collector.close()
+
+
+def payload_of(received: Received) -> dict[str, Any]:
+    """The JSON body of a message."""
+    return json.loads(received.payload)

@@ -1,0 +1,87 @@
+"""Polling simulated devices over real Modbus TCP and publishing to a real Mosquitto."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from simulators.models import Fault
+from tests.gateway.conftest import first_polls, fleet_config, running, tick
+from vigil.wire import EventBatch, TelemetryBatch
+
+
+async def test_samples_of_every_device_arrive_with_poll_timestamps(
+    sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
+):
+    runner = sim_fleet(elevators=2, meters=2)
+    config = fleet_config(
+        tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=runner.placements()
+    )
+    collector = await collect(mqtt_url, f"vigil/v1/telemetry/{unique_id}/+", clock=clock)
+    async with running(config, clock) as gateway:
+        await first_polls(gateway)
+        poll_times = [clock.now_ms()]
+        for _ in range(2):
+            await tick(gateway, clock)
+            poll_times.append(clock.now_ms())
+        await collector.wait_until(lambda c: len(c.of(TelemetryBatch)) == 4 * 3)
+    batches = collector.of(TelemetryBatch)
+    for device in config.devices:
+        mine = [b for b in batches if b.device == device.id]
+        assert [b.seq for b in mine] == sorted(b.seq for b in mine)
+        assert sorted({s.ts for b in mine for s in b.samples}) == poll_times
+        assert {s.metric for s in mine[0].samples} == set(device.profile.metrics)
+
+
+def availability(collector, device_id):
+    """The (value, previous) pairs of the device's ``available`` events, in order."""
+    return [
+        (e.value, e.previous)
+        for batch in collector.of(EventBatch)
+        if batch.device == device_id
+        for e in batch.events
+        if e.metric == "available"
+    ]
+
+
+async def test_a_silent_device_is_unavailable_once_and_comes_back_by_itself(
+    sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
+):
+    runner = sim_fleet(meters=2)  # both on one connection: units 1 and 2
+    silent, neighbour = (p.device_id for p in runner.placements())
+    config = fleet_config(
+        tmp_path,
+        gateway_id=unique_id,
+        mqtt_url=mqtt_url,
+        placements=runner.placements(),
+        timeout_s=0.2,
+        backoff_max_s=60.0,
+    )
+    collector = await collect(mqtt_url, f"vigil/v1/+/{unique_id}/+", clock=clock)
+    async with running(config, clock) as gateway:
+        await first_polls(gateway)
+        # The server keeps the connection open and simply stops answering that unit.
+        runner.inject(silent, Fault.COMM_LOSS)
+        for _ in range(600):  # ten minutes of 1 Hz polls
+            await tick(gateway, clock)
+        assert gateway.stats.unavailable == {silent}
+        runner.clear(silent, Fault.COMM_LOSS)
+        for _ in range(61):  # at most one capped backoff (60 s) until the next attempt
+            await tick(gateway, clock)
+        assert gateway.stats.unavailable == set()
+        await collector.wait_until(lambda c: len(availability(c, silent)) == 3)
+        await collector.wait_until(
+            lambda c: sum(1 for b in c.of(TelemetryBatch) if b.device == neighbour) == 662
+        )
+    assert availability(collector, silent) == [(1.0, None), (0.0, 1.0), (1.0, 0.0)]
+    assert availability(collector, neighbour) == [(1.0, None)]
+    # The neighbour on the same line kept its 1 Hz schedule throughout.
+    neighbour_ts = sorted(
+        b.samples[0].ts for b in collector.of(TelemetryBatch) if b.device == neighbour
+    )
+    assert all(later - earlier == 1000 for earlier, later in pairwise(neighbour_ts))
+    # A silent unit is retried with capped exponential backoff (1, 2, 4... 60 s), not every
+    # second: about 16 attempts in ten minutes, each holding the line for one timeout.
+    assert 10 <= gateway.stats.timeouts <= 20
+    # Block reads: the SDM630 map is two requests per poll, for every successful poll.
+    served_polls = sum(1 for b in collector.of(TelemetryBatch))
+    assert runner.fleet.requests_served == 2 * served_polls
