@@ -27,13 +27,14 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def hash_password(password: str) -> str:
-    """A salted scrypt hash of ``password``: ``scrypt$n$r$p$salt$hash``."""
+def hash_password(password: str, *, cost: int = _SCRYPT_N) -> str:
+    """A salted scrypt hash of ``password``: ``scrypt$n$r$p$salt$hash`` (the cost travels with it,
+    so it can be raised later without invalidating stored hashes)."""
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=_SCRYPT_LEN
+        password.encode(), salt=salt, n=cost, r=_SCRYPT_R, p=_SCRYPT_P, dklen=_SCRYPT_LEN
     )
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+    return f"scrypt${cost}${_SCRYPT_R}${_SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
 def verify_password(password: str, stored: str) -> bool:
