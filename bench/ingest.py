@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -131,16 +132,17 @@ def run_publisher(args: argparse.Namespace) -> int:
         info.wait_for_publish(timeout=120)
     client.disconnect()
     client.loop_stop()
-    print(f"published {k} {k * per_message} {time.monotonic()}", flush=True)
+    print(f"published {k} {k * per_message} {time.monotonic()} {time.process_time()}", flush=True)
     return 0
 
 
 def run_worker(args: argparse.Namespace) -> int:
     from ingest.models import IngestStats
-    from ingest.worker import IngestWorker
+    from ingest.worker import IngestWorker, tune_gc
     from vigil.clock import RealClock
     from vigil.config import IngestSettings
 
+    tune_gc()
     stats = IngestStats()
     worker = IngestWorker(
         database_url=args.database_url,
@@ -171,6 +173,53 @@ def run_worker(args: argparse.Namespace) -> int:
     finally:
         worker.stop()
     return 0
+
+
+# -- CPU accounting (Linux /proc): where the machine's time went ---------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> list[str]:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_of(pid: int, *, with_children: bool = False) -> float:
+    """CPU seconds used by a process (and its reaped children)."""
+    fields = _stat(pid)
+    if not fields:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICK
+
+
+def cluster_cpu(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL cluster: postmaster, exited backends and live backends."""
+    total = cpu_of(postmaster, with_children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields and int(fields[1]) == postmaster:
+                total += cpu_of(int(entry.name))
+    return total
+
+
+def pid_running(needle: str) -> int | None:
+    """PID of the process whose command line contains ``needle``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
 
 
 # -- the benchmark -------------------------------------------------------------------------------
@@ -362,6 +411,14 @@ def run_bench(args: argparse.Namespace) -> int:
         starts: list[float] = []
         published: dict[int, int] = {}
         published_points = [0]
+        publisher_cpu = [0.0]
+        mosquitto = pid_running(str(scratch / "mqtt" / "mosquitto.conf"))
+        postmaster = postgres.pid or 0
+        cpu_before = {
+            "database": cluster_cpu(postmaster),
+            "broker": cpu_of(mosquitto) if mosquitto else 0.0,
+            "ingest": sum(cpu_of(c.process.pid) for c in children),
+        }
 
         def on_publisher(child: Child, words: list[str]) -> None:
             if words[:1] == ["start"]:
@@ -370,6 +427,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 with lock:
                     published[child.index] = int(words[1])  # type: ignore[attr-defined]
                     published_points[0] += int(words[2])
+                    publisher_cpu[0] += float(words[4])
                     lock.notify_all()
 
         print(
@@ -425,6 +483,13 @@ def run_bench(args: argparse.Namespace) -> int:
         elapsed = last_commit[0] - start
         points = total()
         e2e = points / elapsed
+        cpu = {
+            "ingest": sum(cpu_of(c.process.pid) for c in children[: args.workers])
+            - cpu_before["ingest"],
+            "database": cluster_cpu(postmaster) - cpu_before["database"],
+            "broker": (cpu_of(mosquitto) if mosquitto else 0.0) - cpu_before["broker"],
+            "publishers": publisher_cpu[0],
+        }
 
         rows, copy_s = raw_copy(url, layout, published, args.batch_size)
         copy_rate = rows / copy_s
@@ -441,6 +506,13 @@ def run_bench(args: argparse.Namespace) -> int:
         else:
             print(f"TimescaleDB compression:   {ratio:.1f}x")
         print(f"durability:                fsync {'off' if args.no_fsync else 'on'}")
+        print("CPU during the end-to-end run (seconds, and µs per point):")
+        for name, seconds in cpu.items():
+            print(f"  {name:<12} {seconds:7.1f} s  {seconds / max(points, 1) * 1e6:6.2f} µs/point")
+        print(
+            f"  (machine: {os.cpu_count()} cores x {elapsed:.1f} s = "
+            f"{(os.cpu_count() or 1) * elapsed:.0f} core-seconds; the rest went to other work)"
+        )
         return 0 if stored == published_points[0] else 1
     finally:
         for child in children:

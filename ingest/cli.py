@@ -54,7 +54,9 @@ def _stop_on_signals() -> threading.Event:
 
 def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int = 0) -> int:
     from ingest.flows import run_ingest
+    from ingest.worker import tune_gc
 
+    tune_gc()  # this process only runs ingest
     stop = _stop_on_signals()
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start

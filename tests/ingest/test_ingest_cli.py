@@ -1,0 +1,104 @@
+"""`vigil ingest --workers N` and the embeddable `run_ingest` entry point."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+from ingest.flows import run_ingest
+from tests.ingest.conftest import (
+    Publisher,
+    count,
+    ingest_settings,
+    register_fleet,
+    telemetry,
+    wait_for_count,
+)
+from vigil.clock import RealClock
+
+
+def test_cli_runs_n_workers_that_split_the_load_and_stop_cleanly(db_url, broker, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id, meters=4)
+    env = {
+        **os.environ,
+        "VIGIL_DATABASE_URL": db_url,
+        "VIGIL_MQTT_URL": broker.url,
+        "VIGIL_INGEST__FLUSH_INTERVAL_MS": "20",
+    }
+    env.pop("VIGIL_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "ingest", "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    subscribed = threading.Semaphore(0)
+    errors: list[str] = []
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            errors.append(line)
+            if "subscribed to" in line:
+                subscribed.release()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        for _ in range(2):
+            assert subscribed.acquire(timeout=60), "".join(errors[-20:])
+        now = RealClock().now_ms()
+        pub = Publisher(broker.url)
+        for i in range(40):
+            pub.publish(*telemetry(fleet, device=fleet.meters[i % 4], seq=i, start_ms=now - i * 50))
+        pub.close()
+        assert wait_for_count(db_url, "SELECT count(*) FROM telemetry", 400) == 400
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    stored = [int(n) for n in re.findall(r"ingest worker \d stopped: (\d+) points", out)]
+    assert len(stored) == 2, out
+    assert sum(stored) == 400 and min(stored) > 0, stored
+    assert count(db_url, "SELECT count(*) FROM telemetry") == 400
+
+
+def test_run_ingest_is_embeddable(db_url, broker, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    stop = threading.Event()
+    result: list = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            run_ingest(
+                database_url=db_url,
+                mqtt_url=broker.url,
+                settings=ingest_settings(client_id=f"embedded-{unique_id}"),
+                clock=clock,
+                stop_event=stop,
+            )
+        )
+    )
+    thread.start()
+    try:
+        pub = Publisher(broker.url)
+        # the worker may still be subscribing: publish until the first message lands
+        for seq in range(1, 200):
+            pub.publish(
+                *telemetry(
+                    fleet, device=fleet.meters[0], seq=seq, start_ms=clock.now_ms() - seq * 10
+                )
+            )
+            if wait_for_count(db_url, "SELECT count(*) FROM telemetry", 1, timeout=0.2) >= 1:
+                break
+        pub.close()
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    stats = result[0]
+    assert stats.points_stored == count(db_url, "SELECT count(*) FROM telemetry") > 0
+    assert stats.dead_letters == 0
