@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 ROLLUP_KINDS = frozenset(
     {DeviceKind.ENERGY_METER, DeviceKind.WATER_METER, DeviceKind.LIGHT_POLE, DeviceKind.HIGH_MAST}
 )
+# Metrics every device has, whatever its kind: the gateway's reachability event
+# (docs/wire-format.md: {"m": "available", "v": 0} when a device stops answering).
+DEVICE_WIDE_METRICS = frozenset({"available"})
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
@@ -98,7 +101,9 @@ def judge(item: Received, registry: DeviceRegistry) -> Accepted | DeadLetter:
         names = {s.metric for s in decoded.samples}
     elif isinstance(decoded, EventBatch):
         names = {e.metric for e in decoded.events}
-    foreign = sorted(n for n in names if not is_metric(info.kind, n))
+    foreign = sorted(
+        n for n in names if n not in DEVICE_WIDE_METRICS and not is_metric(info.kind, n)
+    )
     if foreign:
         detail = f"not metrics of a {info.kind}: {foreign[:10]}"
         return _dead(item, IngestReason.UNKNOWN_METRIC, detail, gateway, device)

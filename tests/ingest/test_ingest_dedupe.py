@@ -95,3 +95,29 @@ def test_redelivered_message_is_not_notified_twice(
     listener.close()
     assert len(notices) == 1
     assert count(db_url, "SELECT count(*) FROM events") == 1
+
+
+def test_availability_events_are_accepted_for_every_kind(db_url, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    now = clock.now_ms()
+    writer = make_writer(db_url, clock)
+    try:
+        result = writer.store(
+            make_batch(
+                clock,
+                wire.encode(
+                    EventBatch(
+                        fleet.gateway, fleet.meters[0], 1, (Event("available", now, 0.0, 1.0),)
+                    )
+                ),
+                wire.encode(
+                    EventBatch(
+                        fleet.gateway, fleet.elevator, 1, (Event("available", now, 1.0, None),)
+                    )
+                ),
+            )
+        )
+    finally:
+        writer.conn.close()
+    assert result.events_stored == 2 and result.dead_letters == 0
+    assert count(db_url, "SELECT count(*) FROM device_state WHERE metric = 'available'") == 2
