@@ -112,7 +112,7 @@ class BrokerLink:
             tls = ssl.create_default_context(
                 cafile=str(self.broker.ca_file) if self.broker.ca_file else None
             )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.broker.host,
             self.broker.port,
             username=self.broker.username,
@@ -125,6 +125,8 @@ class BrokerLink:
             max_inflight_messages=self.broker.inflight,
             tls_context=tls,
         )
+        client.pending_calls_threshold = self.broker.inflight + 10  # our window, not a leak
+        return client
 
     async def _session(self, stop: asyncio.Event) -> None:
         client = self._client()  # a fresh client: nothing of an old session is resent by paho
@@ -216,6 +218,8 @@ class _Pump:
         self.window = asyncio.Semaphore(link.broker.inflight)
         self.sends: set[asyncio.Task[None]] = set()
         self.failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The first failure ends the session; later ones (or one nobody awaited) are expected.
+        self.failure.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def run(self) -> None:
         outbox = self.link.outbox

@@ -7,6 +7,7 @@ import contextlib
 import json
 import threading
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from gateway.models import (
 from gateway.service import GatewayService
 from simulators.server import Placement
 from vigil.clock import FakeClock
-from vigil.wire import Message, Rejected, decode
+from vigil.wire import EventBatch, Message, Rejected, TelemetryBatch, decode
 
 
 def fleet_config(
@@ -108,6 +109,7 @@ class Collector:
     def __init__(self, url: str, topic_filter: str, *, clock: FakeClock) -> None:
         self.clock = clock
         self.received: list[Received] = []
+        self.seqs: dict[str, set[int]] = defaultdict(set)  # distinct seqs seen per device
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self._arrived = asyncio.Event()
@@ -133,6 +135,8 @@ class Collector:
         decoded = decode(msg.topic, bytes(msg.payload), now_ms=self.clock.now_ms())
         with self._lock:
             self.received.append(Received(msg.topic, bytes(msg.payload), decoded))
+            if isinstance(decoded, TelemetryBatch | EventBatch):
+                self.seqs[decoded.device].add(decoded.seq)
         self._loop.call_soon_threadsafe(self._arrived.set)
 
     async def subscribed(self) -> None:
