@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import psycopg
+import psycopg_pool
 from psycopg_pool import ConnectionPool
 
 from alerts import scheduled as alerts_scheduled
@@ -41,6 +43,11 @@ T = TypeVar("T")
 # What ``processed`` receives once the runner listens and has re-armed its timers.
 READY = "ready"
 
+# At start, alarm presses this recent without an incident are acted on (rule R1: never missed).
+MISSED_PRESS_LOOKBACK_S = 900.0
+# A notice whose handling fails (the database is away) is retried after these delays.
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+
 # Metrics whose change can start or end a dwell condition.
 DWELL_METRICS = frozenset({"car_status", "door_zone", "door_state", "passengers"})
 
@@ -48,7 +55,7 @@ DWELL_METRICS = frozenset({"car_status", "door_zone", "door_state", "passengers"
 @dataclass
 class _Dwell:
     condition: Condition
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None  # None once signalled
 
 
 class Rescue:
@@ -81,10 +88,25 @@ class Rescue:
     # -- start-up --------------------------------------------------------------------------------
 
     async def rearm(self) -> None:
-        """After (re)start: re-evaluate lifts with passengers and restore incident timers."""
+        """After (re)start: re-evaluate lifts with passengers or a held alarm button, answer
+        alarm presses nobody acted on while we were down, and restore incident timers."""
         states = await self.db(service.lift_states, device_ids=None)
         await self._evaluate_states(states, devices=[s.device_id for s in states])
-        for incident in await self.db(lambda conn: service.open_incidents(conn)):
+        opened = await self.db(lambda conn: service.open_incidents(conn))
+        busy = {incident.device_id for incident in opened}
+        pressed = {s.device_id for s in states if s.value("alarm_button") == 1}
+        pressed |= set(
+            await self.db(
+                service.unanswered_alarm_presses,
+                since=self._clock.now() - timedelta(seconds=MISSED_PRESS_LOOKBACK_S),
+            )
+        )
+        by_device = {s.device_id: s for s in states}
+        for device in sorted(pressed - busy):
+            state = by_device.get(device)
+            if state is None or flows.alarm_button_means_entrapment(state):
+                await self.signal(device, Trigger.ALARM_BUTTON, detail={"found_at_start": True})
+        for incident in opened:
             if incident.status is Status.REPORTED:
                 await self.dispatch(incident.id)
             await self.refresh(incident.id)
@@ -141,11 +163,23 @@ class Rescue:
             if current is not None and current.condition == condition:
                 continue
             if current is not None:
-                current.task.cancel()
+                if current.task is not None:
+                    current.task.cancel()
                 del self._dwell[device]
-            if condition is not None:
-                task = asyncio.create_task(self._dwell_timer(device, condition))
-                self._dwell[device] = _Dwell(condition, task)
+            if condition is None:
+                continue
+            # remembered until the condition ends, so that it signals once, not on every notice
+            if condition.since + timedelta(seconds=condition.dwell_s) <= now:
+                # it has held long enough already (found at start, or notices came late)
+                self._dwell[device] = _Dwell(condition, None)
+                await self.signal(
+                    device,
+                    condition.trigger,
+                    detail={"condition_since": condition.since, "dwell_s": condition.dwell_s},
+                )
+                continue
+            task = asyncio.create_task(self._dwell_timer(device, condition))
+            self._dwell[device] = _Dwell(condition, task)
 
     async def _dwell_timer(self, device: str, condition: Condition) -> None:
         try:
@@ -163,10 +197,6 @@ class Rescue:
             raise
         except Exception:
             log.exception("dwell timer of %s failed", device)
-        finally:
-            current = self._dwell.get(device)
-            if current is not None and current.task is asyncio.current_task():
-                del self._dwell[device]
 
     async def signal(
         self, device: str, trigger: Trigger, *, detail: dict[str, Any] | None = None
@@ -264,12 +294,30 @@ class Rescue:
 
     async def close(self) -> None:
         """Cancel every timer."""
-        tasks = [d.task for d in self._dwell.values()] + [t for _, t in self._timers.values()]
+        tasks = [d.task for d in self._dwell.values() if d.task is not None]
+        tasks += [t for _, t in self._timers.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _handle(rescue: Rescue, notice: Any) -> None:
+    """Handle one notice; retry while the database is away, then fail (the engine restarts
+    the runner, whose start-up scan finds whatever this notice was about)."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            await rescue.on_notice(notice)
+            return
+        except RescueError as exc:
+            log.warning("rescue: %s", exc)
+            return
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            if delay is None:
+                raise
+            log.warning("rescue: database unavailable (%s); retrying in %ss", exc, delay)
+            await asyncio.sleep(delay)  # real time: the database comes back in real time
 
 
 async def detect_and_dispatch(
@@ -311,10 +359,7 @@ async def detect_and_dispatch(
                         with contextlib.suppress(asyncio.CancelledError):
                             await following
                         break
-                    try:
-                        await rescue.on_notice(following.result())
-                    except RescueError as exc:
-                        log.warning("rescue: %s", exc)
+                    await _handle(rescue, following.result())
                     if processed is not None:
                         processed(following.result())
             finally:

@@ -94,11 +94,12 @@ def announce(conn: psycopg.Connection, *, incident: Incident, change: str) -> No
 def lift_states(
     conn: psycopg.Connection, *, device_ids: Sequence[str] | None = None
 ) -> list[LiftState]:
-    """Detection metrics of elevators (all with passengers when ``device_ids`` is None)."""
+    """Detection metrics of elevators (when ``device_ids`` is None: all with passengers or with
+    the alarm button held)."""
     if device_ids is None:
         where = (
             "s.device_id IN (SELECT device_id FROM device_state "
-            "WHERE metric = 'passengers' AND value = 1)"
+            "WHERE metric IN ('passengers', 'alarm_button') AND value = 1)"
         )
         params: dict[str, Any] = {"metrics": list(DETECTION_METRICS)}
     else:
@@ -120,6 +121,19 @@ def lift_states(
             if row["changed_at"] is not None:
                 changes[row["metric"]] = row["changed_at"]
     return [LiftState(d, values[d], changed.get(d, {})) for d in sorted(values)]
+
+
+def unanswered_alarm_presses(conn: psycopg.Connection, *, since: datetime) -> list[str]:
+    """Elevators whose alarm button was pressed since ``since`` with no incident reported after."""
+    rows = conn.execute(
+        "SELECT DISTINCT e.device_id FROM events e JOIN devices d ON d.id = e.device_id "
+        "WHERE d.kind = 'elevator' AND e.metric = 'alarm_button' AND e.value = 1 "
+        "AND e.ts >= %s AND NOT EXISTS (SELECT 1 FROM rescue_incidents i "
+        "  WHERE i.device_id = e.device_id AND (i.closed_at IS NULL OR i.reported_at >= e.ts)) "
+        "ORDER BY e.device_id",
+        (since,),
+    ).fetchall()
+    return [_first(row) for row in rows]
 
 
 # -- incidents ------------------------------------------------------------------------------------

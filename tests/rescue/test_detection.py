@@ -66,10 +66,16 @@ async def test_stopped_outside_door_zone_with_passengers_for_30_s(db_url, db, cl
         clock.advance(29)
         clock.advance(1)
         await notices.wait(reported)
+        # the car keeps reporting the same state: that is one entrapment, not many signals
+        for _ in range(3):
+            push(db, world.city_lift, clock.advance(1), passengers=1)
+        await progress.state_of(world.city_lift, count=4)
         clock.advance(300)
     [incident] = incidents(db)
     assert incident["device_id"] == world.city_lift
     assert incident["trigger"] == "stopped_outside_door_zone"
+    steps = [s.step for s in service.steps(db, incident_id=incident["id"])]
+    assert Step.SIGNAL not in steps and steps[0] is Step.REPORTED
     assert incident["reported_at"] == stopped_at + timedelta(seconds=30)
 
 
@@ -183,3 +189,24 @@ def test_one_open_incident_per_elevator_is_a_database_rule(db, clock):
         flows.report(
             db, device_id="no-such-lift", trigger=Trigger.MANUAL, at=clock.now(), actor="phone"
         )
+
+
+async def test_a_restarted_runner_misses_no_entrapment(db_url, db, clock):
+    # rule R1: what happened while no runner listened is found by the start-up scan
+    world = seed(db)
+    _add_lift(db, world, "lift-pressed")
+    _add_lift(db, world, "lift-landing")
+    for lift in ("lift-pressed", "lift-landing", world.city_lift):
+        push(db, lift, clock.now(), **IDLE)
+    stopped_at = clock.advance(10)
+    push(db, world.city_lift, stopped_at, door_zone=0, door_state=0, passengers=1)
+    push(db, "lift-pressed", stopped_at, door_state=0, passengers=1, alarm_button=1)
+    push(db, "lift-pressed", clock.advance(3), alarm_button=0)  # a short press, released
+    push(db, "lift-landing", clock.now(), alarm_button=1)  # doors open at a landing
+    clock.advance(40)
+    async with detector(database_url=db_url, clock=clock):
+        pass
+    found = {i["device_id"]: i for i in incidents(db)}
+    assert set(found) == {world.city_lift, "lift-pressed"}
+    assert found["lift-pressed"]["trigger"] == "alarm_button"
+    assert found[world.city_lift]["trigger"] == "stopped_outside_door_zone"
