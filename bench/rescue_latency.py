@@ -1,0 +1,540 @@
+"""bench/rescue_latency: entrapment seen at the edge → technician notified by webhook.
+
+``vigil bench rescue_latency [--samples 60] [--load 20000] [--lifts 20]``
+
+Self-contained: a private PostgreSQL and Mosquitto, one ingest worker and the rescue runner
+(``compliance.rescue.scheduled.run``, which also runs the alerts delivery worker) as separate
+processes, and a webhook receiver (a real HTTP server) in this process. For each sample it
+publishes, as the gateway would after the poll that saw it, an event batch of a lift stopped
+between floors with passengers and the alarm button pressed (rule R1: no dwell), and times:
+
+* poll → webhook: from that publish to the technician's dispatch webhook arriving, and to the
+  firm's entrapment-alarm webhook;
+* notice → webhook: from the ``vigil_events`` notice (seen by a listener here, i.e. once ingest
+  committed) to the dispatch webhook: detection, dispatch and delivery alone.
+
+It runs the samples twice: idle, then under a background load of ``--load`` points/s of energy
+meter telemetry published at QoS 1 through the same broker and ingest. The goal is p99 < 500 ms
+beyond the detection dwell time (zero for the alarm button). Controller registers and the
+gateway's Modbus poll are not in this path (see docs/rescue.md).
+
+The machine is small and shared (2 cores for broker, database, ingest, rescue and the load
+publisher): the figures are noisy; run it more than once before drawing conclusions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+LOAD_METRICS = ("voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "power_total")
+LIFT_STATE = {"service_mode": 1, "car_status": 0, "door_zone": 1, "door_state": 2}
+
+
+def lift_id(index: int) -> str:
+    return f"bench-lift{index:03d}"
+
+
+def meter_id(index: int) -> str:
+    return f"bench-meter{index:04d}"
+
+
+# -- roles run as subprocesses -------------------------------------------------------------------
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from ingest.models import IngestStats
+    from ingest.worker import IngestWorker
+    from vigil.clock import RealClock
+    from vigil.config import IngestSettings
+
+    worker = IngestWorker(
+        database_url=args.database_url,
+        mqtt_url=args.mqtt_url,
+        settings=IngestSettings(client_id="bench-rescue-ingest"),
+        clock=RealClock(),
+        worker_index=0,
+        stats=IngestStats(),
+    )
+    worker.start()
+    if not worker.wait_subscribed(30):
+        print("error: not subscribed", flush=True)
+        return 1
+    print("ready", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
+    worker.stop()
+    return 0
+
+
+def run_rescue(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from compliance.rescue import scheduled
+    from vigil.clock import RealClock
+    from vigil.config import Settings
+
+    logging.basicConfig(level=logging.ERROR)
+    base = Settings()
+    settings = base.model_copy(
+        update={"alerts": base.alerts.model_copy(update={"webhook_secret": "bench"})}
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        task = asyncio.create_task(
+            scheduled.run(
+                database_url=args.database_url,
+                mqtt_url=args.mqtt_url,
+                clock=RealClock(),
+                settings=settings,
+                stop=stop,
+            )
+        )
+        await asyncio.sleep(2)  # let it LISTEN and scan before samples start
+        print("ready", flush=True)
+        await task
+
+    asyncio.run(main())
+    return 0
+
+
+def run_load(args: argparse.Namespace) -> int:
+    import paho.mqtt.client as mqtt
+
+    from vigil import wire
+
+    host, port = args.mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="bench-load", protocol=mqtt.MQTTv5
+    )
+    client.max_inflight_messages_set(200)
+    client.max_queued_messages_set(400)
+    client.connect(host, int(port))
+    client.loop_start()
+    ticks = 10
+    per_message = ticks * len(LOAD_METRICS)
+    rate = args.load / per_message  # messages/s
+    print("ready", flush=True)
+    start = time.monotonic()
+    base_ms = int(time.time() * 1000) - 600_000
+    k = 0
+    while True:
+        elapsed = time.monotonic() - start
+        if k > elapsed * rate:
+            time.sleep(min(0.01, k / rate - elapsed))
+            continue
+        meter = k % args.meters
+        round_ = k // args.meters
+        first = base_ms + round_ * ticks * 100
+        samples = [
+            {"m": m, "t": first + t * 100, "v": 220.0 + t + i}
+            for t in range(ticks)
+            for i, m in enumerate(LOAD_METRICS)
+        ]
+        body = json.dumps({"v": 1, "seq": round_, "samples": samples}, separators=(",", ":"))
+        topic = wire.topic(wire.Channel.TELEMETRY, "bench-gw", meter_id(meter))
+        info = client.publish(topic, body.encode(), qos=1)
+        while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            time.sleep(0.002)
+            info = client.publish(topic, body.encode(), qos=1)
+        k += 1
+        if k % 200 == 0:
+            print(f"published {k * per_message} {time.monotonic() - start:.3f}", flush=True)
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+class Child:
+    """A subprocess of this script; ``ready`` is set when it prints 'ready'."""
+
+    def __init__(self, role: str, argv: list[str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", __file__, "--role", role, *argv],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.ready = threading.Event()
+        self.last: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            words = line.split()
+            if words[:1] == ["ready"]:
+                self.ready.set()
+            self.last = words
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class Receiver:
+    """Webhook receiver: records each delivery's path, incident and arrival time."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, list[tuple[int, float]]] = {}
+        self.cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                at = time.monotonic()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                incident = body.get("incident_id") or body.get("details", {}).get("incident_id")
+                with receiver.cond:
+                    receiver.arrivals.setdefault(self.path, []).append((int(incident or 0), at))
+                    receiver.cond.notify_all()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def wait(self, path: str, count: int, timeout: float = 30.0) -> tuple[int, float]:
+        """The ``count``-th delivery to ``path`` (1-based): incident id and arrival time."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.arrivals.get(path, [])) >= count, timeout):
+                raise TimeoutError(f"webhook {path}: {len(self.arrivals.get(path, []))} of {count}")
+            return self.arrivals[path][count - 1]
+
+
+def seed(conn, *, lifts: int, meters: int, hook: str) -> int:
+    """Site, firm, one on-call technician per lift, lifts and meters on one gateway."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from alerts import service as alerts
+
+    cur = conn.cursor()
+    jurisdiction = cur.execute(
+        "INSERT INTO jurisdictions (code, name) VALUES ('bench', 'Bench') RETURNING id"
+    ).fetchone()[0]
+    unit = cur.execute("INSERT INTO user_units (name) VALUES ('Bench') RETURNING id").fetchone()[0]
+    site = cur.execute(
+        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+        "VALUES (%s, %s, 'Bench Tower', 31.23, 121.47, 'city') RETURNING id",
+        (unit, jurisdiction),
+    ).fetchone()[0]
+    firm = cur.execute(
+        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
+        "VALUES ('Bench Lifts', 'B-1', %s) RETURNING id",
+        (date(2099, 1, 1),),
+    ).fetchone()[0]
+    cur.execute("INSERT INTO gateways (id, site_id) VALUES ('bench-gw', %s)", (site,))
+    roster = alerts.create_roster(conn, firm_id=firm, name="bench")
+    now = datetime.now(UTC)
+    for i in range(lifts):
+        cur.execute(
+            "INSERT INTO devices (id, kind, model, site_id, firm_id, gateway_id) "
+            "VALUES (%s, 'elevator', 'traction', %s, %s, 'bench-gw')",
+            (lift_id(i), site, firm),
+        )
+    for i in range(meters):
+        cur.execute(
+            "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
+            "VALUES (%s, 'energy_meter', 'sdm630', %s, 'bench-gw')",
+            (meter_id(i), site),
+        )
+    technician = cur.execute(
+        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on, "
+        "home_latitude, home_longitude) VALUES (%s, 'tech', 'C-1', %s, 31.24, 121.47) "
+        "RETURNING id",
+        (firm, date(2099, 1, 1)),
+    ).fetchone()[0]
+    alerts.add_shift(
+        conn,
+        roster_id=roster,
+        technician_id=technician,
+        start=now - timedelta(days=1),
+        end=now + timedelta(days=2),
+    )
+    alerts.add_contact(
+        conn,
+        party_type="technician",
+        party_id=technician,
+        audience="technician",
+        channel="webhook",
+        address=f"{hook}/technician",
+    )
+    alerts.add_contact(
+        conn,
+        party_type="firm",
+        party_id=firm,
+        audience="firm",
+        channel="webhook",
+        address=f"{hook}/firm",
+    )
+    return technician
+
+
+def publish_events(client, lift: str, seq: int, ts: int, changes: dict[str, float]) -> None:
+    from vigil import wire
+
+    events = [{"m": m, "t": ts, "v": v} for m, v in changes.items()]
+    body = json.dumps({"v": 1, "seq": seq, "events": events}, separators=(",", ":"))
+    client.publish(wire.topic(wire.Channel.EVENTS, "bench-gw", lift), body.encode(), qos=1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def run_phase(*, name: str, args, conn, client, receiver, watch, counters: dict) -> dict:
+    """Inject ``--samples`` entrapments one after another; returns the latencies (ms)."""
+    from compliance.rescue import flows
+    from vigil.clock import RealClock
+
+    clock = RealClock()
+    to_technician, to_firm, detection = [], [], []
+    for k in range(args.samples):
+        lift = lift_id(k % args.lifts)
+        counters["seq"] += 1
+        sent = time.monotonic()
+        # what the gateway publishes right after the poll that saw the entrapment
+        publish_events(
+            client,
+            lift,
+            counters["seq"],
+            clock.now_ms(),
+            {
+                "door_zone": 0,
+                "door_state": 0,
+                "passengers": 1,
+                "car_status": 0,
+                "alarm_button": 1,
+            },
+        )
+        counters[lift] = counters.get(lift, 0) + 1
+        noticed = watch.wait(lift, counters[lift])
+        counters["technician"] += 1
+        incident, technician_at = receiver.wait("/technician", counters["technician"])
+        counters["firm"] += 1
+        firm_incident, firm_at = receiver.wait("/firm", counters["firm"])
+        assert firm_incident == incident, (firm_incident, incident)
+        to_technician.append((technician_at - sent) * 1000)
+        to_firm.append((firm_at - sent) * 1000)
+        detection.append((technician_at - noticed) * 1000)
+        # close the incident and put the lift back at a landing for the next round
+        flows.close_false_alarm(
+            conn, incident_id=incident, at=clock.now(), actor="bench", reason="benchmark sample"
+        )
+        counters["seq"] += 1
+        publish_events(
+            client,
+            lift,
+            counters["seq"],
+            clock.now_ms() + 1,
+            {
+                "alarm_button": 0,
+                "door_zone": 1,
+                "door_state": 2,
+                "passengers": 0,
+            },
+        )
+        counters[lift] += 1
+        watch.wait(lift, counters[lift])
+        time.sleep(args.gap_ms / 1000)
+    result: dict = {"phase": name, "samples": args.samples}
+    for label, values in (
+        ("poll_to_technician_ms", to_technician),
+        ("poll_to_firm_ms", to_firm),
+        ("notice_to_technician_ms", detection),
+    ):
+        result[label] = {
+            "p50": round(statistics.median(values), 1),
+            "p99": round(percentile(values, 0.99), 1),
+            "max": round(max(values), 1),
+        }
+    return result
+
+
+class EventWatch:
+    """LISTEN on vigil_events in a thread; records when each lift's alarm-button event landed."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("LISTEN vigil_events")
+        self.seen: dict[str, list[float]] = {}
+        self.cond = threading.Condition()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        import psycopg
+
+        try:
+            self._listen()
+        except psycopg.OperationalError:
+            pass  # the database stopped at the end of the run
+
+    def _listen(self) -> None:
+        for note in self.conn.notifies():
+            body = json.loads(note.payload)
+            if body["metric"] == "alarm_button":
+                with self.cond:
+                    self.seen.setdefault(body["device"], []).append(time.monotonic())
+                    self.cond.notify_all()
+
+    def wait(self, lift: str, count: int, timeout: float = 30.0) -> float:
+        """When the ``count``-th alarm-button notice of ``lift`` arrived (1-based)."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.seen.get(lift, [])) >= count, timeout):
+                raise TimeoutError(f"no event notice for {lift}")
+            return self.seen[lift][count - 1]
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import paho.mqtt.client as mqtt
+    import psycopg
+
+    from vigil.db import migrate
+    from vigil.services import MosquittoBroker, PostgresServer
+
+    scratch = Path(tempfile.mkdtemp(prefix="vigil-bench-rescue-"))
+    scratch.chmod(0o755)  # PostgreSQL runs as another user when we are root
+    postgres = PostgresServer(scratch / "pg", durable=False)
+    broker = MosquittoBroker(scratch / "mqtt")
+    children: list[Child] = []
+    receiver = Receiver()
+    try:
+        postgres.start()
+        broker.start()
+        with psycopg.connect(postgres.url(), autocommit=True) as admin:
+            admin.execute("CREATE DATABASE vigil")
+        url = postgres.url("vigil")
+        migrate(url)
+        conn = psycopg.connect(url, autocommit=True)
+        seed(conn, lifts=args.lifts, meters=args.meters, hook=receiver.url)
+        common = ["--database-url", url, "--mqtt-url", broker.url]
+        children.append(Child("ingest", common))
+        children.append(Child("rescue", common))
+        for child in children:
+            if not child.ready.wait(60):
+                print("a child process did not start", file=sys.stderr)
+                return 1
+        watch = EventWatch(url)
+        host, port = broker.url.removeprefix("mqtt://").rsplit(":", 1)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway", protocol=mqtt.MQTTv5
+        )
+        client.connect(host, int(port))
+        client.loop_start()
+        counters = {"seq": 0, "technician": 0, "firm": 0}
+        # every lift starts idle at a landing
+        for i in range(args.lifts):
+            counters["seq"] += 1
+            publish_events(
+                client,
+                lift_id(i),
+                counters["seq"],
+                int(time.time() * 1000) - 5000,
+                {**LIFT_STATE, "passengers": 0, "alarm_button": 0},
+            )
+            counters[lift_id(i)] = 1
+            watch.wait(lift_id(i), 1)
+        results = [
+            run_phase(
+                name="idle",
+                args=args,
+                conn=conn,
+                client=client,
+                receiver=receiver,
+                watch=watch,
+                counters=counters,
+            )
+        ]
+        if args.load:
+            load = Child("load", [*common, "--load", str(args.load), "--meters", str(args.meters)])
+            children.append(load)
+            load.ready.wait(30)
+            time.sleep(args.warmup)
+            began = time.monotonic()
+            published_before = int(load.last[1]) if load.last[:1] == ["published"] else 0
+            results.append(
+                run_phase(
+                    name=f"load {args.load} points/s",
+                    args=args,
+                    conn=conn,
+                    client=client,
+                    receiver=receiver,
+                    watch=watch,
+                    counters=counters,
+                )
+            )
+            elapsed = time.monotonic() - began
+            published_after = int(load.last[1]) if load.last[:1] == ["published"] else 0
+            results[-1]["load_published_points_per_s"] = round(
+                (published_after - published_before) / elapsed
+            )
+            stored = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+            results[-1]["telemetry_rows_stored"] = stored
+        client.loop_stop()
+        client.disconnect()
+        for result in results:
+            print(json.dumps(result))
+        print(
+            "note: 2 shared cores run broker, database, ingest, rescue, the load publisher and "
+            "this process; figures are noisy. Goal: p99 < 500 ms (alarm button: no dwell)."
+        )
+        return 0
+    finally:
+        for child in reversed(children):
+            child.stop()
+        broker.stop()
+        postgres.stop(mode="immediate")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vigil bench rescue_latency")
+    parser.add_argument("--role", choices=["bench", "ingest", "rescue", "load"], default="bench")
+    parser.add_argument("--samples", type=int, default=60, help="entrapments per phase")
+    parser.add_argument("--lifts", type=int, default=20)
+    parser.add_argument("--load", type=int, default=20_000, help="background points/s (0: none)")
+    parser.add_argument("--meters", type=int, default=400)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before sampling")
+    parser.add_argument("--gap-ms", type=float, default=100.0, help="pause between samples")
+    parser.add_argument("--database-url")
+    parser.add_argument("--mqtt-url")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.role == "ingest":
+        return run_ingest(args)
+    if args.role == "rescue":
+        return run_rescue(args)
+    if args.role == "load":
+        return run_load(args)
+    return run_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
