@@ -25,7 +25,7 @@ from api.scope import device_scope
 # subject types whose rows carry a device_id column (checked at query time: domains land apart)
 SUBJECT_TABLES: dict[str, str] = {
     "maintenance_record": "maintenance_records",
-    "incident": "rescue_incidents",
+    "rescue_incident": "rescue_incidents",
     "alarm": "alarms",
 }
 

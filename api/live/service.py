@@ -25,7 +25,9 @@ from vigil import notify
 
 log = logging.getLogger(__name__)
 
-CHANNELS = (notify.STATE, notify.EVENTS, notify.COMMANDS, notify.ALERTS)
+# the kernel's channels, and the compliance engine's maintenance and escalation changes
+MAINTENANCE_CHANNELS = ("vigil_maintenance", "vigil_escalations")
+CHANNELS = (notify.STATE, notify.EVENTS, notify.COMMANDS, notify.ALERTS, *MAINTENANCE_CHANNELS)
 _MAX_BATCH = 2000
 _QUEUE_SIZE = 5000
 _RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -219,4 +221,6 @@ def _message(notice: Notice, visible: set[str], alarms: set[int]) -> Message | N
         return {"type": "event", "event": asdict(notice)}
     if isinstance(notice, notify.CommandNotice):
         return {"type": "command", "command": asdict(notice)}
+    if "kind" not in notice:  # the maintenance channels carry no kind: a record or escalation
+        return {"type": "maintenance", "maintenance": notice}
     return {"type": "alert", "alert": notice}

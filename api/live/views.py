@@ -51,6 +51,7 @@ async def _stream(broadcaster: Broadcaster, sub: Subscription) -> AsyncIterator[
 )
 async def stream(principal: CurrentPrincipal, ctx: Context) -> StreamingResponse:
     """Events ``hello`` (subscribed), ``state`` (an asset changed), ``event``, ``command``,
+    ``maintenance`` (a record or escalation changed),
     ``alert`` (alarm or incident changed) and ``resync`` (reload: something may have been
     missed). Only assets in the caller's scope appear. Read it with ``fetch`` and a bearer
     token, or with ``X-API-Key``."""

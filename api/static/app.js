@@ -195,6 +195,7 @@ function onMessage(name, data) {
     if (data.alert.kind === "incident") refreshIncidentDevices();
     return;
   }
+  if (name === "maintenance" && S.view && S.view.name === "maintenance") { S.view.reload(); return; }
   if (name === "event" && S.view && S.view.onEvent) S.view.onEvent(data.event);
 }
 
@@ -209,7 +210,7 @@ async function refreshIncidentDevices() {
   if (!S.available.incidents) return;
   try {
     const open = await api("/incidents");
-    S.incidentDevices = new Set(open.filter(i => !["closed", "false_alarm"].includes(i.state)).map(i => i.device_id));
+    S.incidentDevices = new Set(open.map(i => i.device_id));
     if (S.view && S.view.name === "fleet") S.view.reload();
   } catch (_) { /* shown elsewhere */ }
 }
@@ -331,14 +332,14 @@ function renderIncidents(main, ctx) {
   const body = h("tbody", { id: "incident-rows" });
   const report = h("button", { id: "report-incident", onclick: () => reportDialog() }, "Report entrapment");
   main.append(h("h1", {}, "Rescue incidents"),
-    h("div", { class: "toolbar" }, can(["admin", "firm_manager", "dispatcher"]) ? report : null,
+    h("div", { class: "toolbar" }, can(["admin", "firm_manager", "dispatcher", "technician", "safety_manager"]) ? report : null,
       h("span", { class: "muted" }, "arrival deadlines count down on the platform clock")),
-    h("table", {}, h("thead", {}, h("tr", {}, ...["asset", "reported", "state", "technician", "arrival deadline", "time left", ""].map(t => h("th", {}, t)))), body));
+    h("table", {}, h("thead", {}, h("tr", {}, ...["#", "asset", "reported", "status", "technician", "arrival deadline", "time left", ""].map(t => h("th", {}, t)))), body));
 
   function reportDialog() {
     const elevators = [...S.assets.values()].filter(a => a.kind === "elevator");
     const device = h("select", { name: "device_id", id: "report-device" }, ...elevators.map(a => h("option", { value: a.id }, `${a.id} · ${a.site_name}`)));
-    const note = h("input", { name: "note", id: "report-note", placeholder: "caller, details" });
+    const note = h("input", { name: "note", id: "report-note", placeholder: "caller, floor, details" });
     const dialog = h("dialog", { id: "report-dialog" }, h("form", { method: "dialog" },
       h("h2", {}, "Report an entrapment (phone call)"), device, note,
       h("div", { class: "toolbar" }, h("button", { value: "ok", id: "report-submit" }, "Report"), h("button", { value: "cancel", class: "secondary" }, "Cancel"))));
@@ -346,8 +347,8 @@ function renderIncidents(main, ctx) {
       dialog.remove();
       if (dialog.returnValue !== "ok") return;
       try {
-        await api("/incidents", { method: "POST", body: { device_id: device.value, note: note.value } });
-        toast(`entrapment reported at ${device.value}`);
+        const out = await api("/incidents", { method: "POST", body: { device_id: device.value, note: note.value } });
+        toast(out.created ? `entrapment reported at ${device.value}` : `attached to open incident ${out.incident.id}`);
         ctx.reload();
       } catch (err) { toast(err.message); }
     });
@@ -355,38 +356,60 @@ function renderIncidents(main, ctx) {
     dialog.showModal();
   }
 
-  async function act(incident, action) {
-    let payload = {};
-    if (action === "accept" && incident.technicians && incident.technicians.length) {
-      payload.technician_id = incident.technician_id || incident.technicians[0].id;
-    }
-    if (action === "close") {
-      const outcome = prompt(`Close incident ${incident.id}: outcome note`, "passengers released, lift back in service");
-      if (outcome === null) return;
-      payload.note = outcome;
+  function checkInDialog(incident) {
+    // the technician's phone reports where they are; the duty line may enter it from a call
+    const asset = S.assets.get(incident.device_id) || {};
+    const lat = h("input", { name: "latitude", id: "checkin-lat", value: asset.latitude ?? "" });
+    const lon = h("input", { name: "longitude", id: "checkin-lon", value: asset.longitude ?? "" });
+    const dialog = h("dialog", { id: "checkin-dialog" }, h("form", { method: "dialog" },
+      h("h2", {}, `Check in at ${incident.device_id}`),
+      h("label", {}, "Technician's reported latitude ", lat), h("label", {}, "longitude ", lon),
+      h("div", { class: "toolbar" }, h("button", { value: "ok", id: "checkin-submit" }, "Check in"), h("button", { value: "cancel", class: "secondary" }, "Cancel"))));
+    dialog.addEventListener("close", () => {
+      dialog.remove();
+      if (dialog.returnValue === "ok") act(incident, "check-in", { latitude: Number(lat.value), longitude: Number(lon.value) });
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  }
+
+  async function act(incident, action, payload) {
+    if (action === "check-in" && !payload) return checkInDialog(incident);
+    if (action === "false-alarm") {
+      const reason = prompt(`Incident ${incident.id}: why was nobody trapped?`, "");
+      if (!reason) return;
+      payload = { reason };
     }
     try {
-      await api(`/incidents/${incident.id}/${action}`, { method: "POST", body: payload });
-      toast(`incident ${incident.id}: ${action.replace("_", " ")}`);
+      const out = await api(`/incidents/${incident.id}/${action}`, { method: "POST", body: payload });
+      toast(`incident ${incident.id}: ${out.status.replace("_", " ")}`);
       ctx.reload();
     } catch (err) { toast(err.message); }
   }
 
-  const NEXT = { reported: ["accept"], dispatched: ["accept"], accepted: ["check_in"],
+  const NEXT = { reported: ["dispatch"], dispatched: ["accept"], accepted: ["check-in"],
                  arrived: ["release"], released: ["close"] };
+  const LABEL = { dispatch: "Dispatch", accept: "Accept", "check-in": "Check in", release: "Release",
+                  close: "Close", "false-alarm": "False alarm" };
   function row(incident) {
     const deadline = Date.parse(incident.arrival_deadline);
     const left = h("span", { class: "countdown", dataset: { deadline } });
-    const actions = can(RESPONDERS) ? (NEXT[incident.state] || []).map(a =>
-      h("button", { onclick: () => act(incident, a), dataset: { action: a } }, a.replace("_", " "))) : [];
-    return h("tr", { dataset: { incident: incident.id, state: incident.state } },
-      h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(incident.device_id)}` }, incident.device_id)),
+    let actions = [];
+    if (can(RESPONDERS)) {
+      actions = (NEXT[incident.status] || []).filter(a => a !== "dispatch" || S.user.role !== "technician");
+      if (["reported", "dispatched", "accepted", "arrived"].includes(incident.status)) actions = [...actions, "false-alarm"];
+    }
+    const buttons = actions.map(a => h("button", { class: a === "false-alarm" ? "secondary" : null,
+      onclick: () => act(incident, a), dataset: { action: a } }, LABEL[a]));
+    return h("tr", { dataset: { incident: incident.id, status: incident.status } },
+      h("td", { class: "num" }, incident.id),
+      h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(incident.device_id)}` }, incident.device_id), h("div", { class: "muted" }, incident.site_name)),
       h("td", {}, fmtTime(incident.reported_at)),
-      h("td", {}, badge(incident.state), incident.breached ? [" ", badge("breached")] : null),
-      h("td", {}, incident.technician_name || "—"),
+      h("td", {}, badge(incident.status), incident.breached ? [" ", badge("breached")] : null),
+      h("td", {}, incident.technician_name || "—", incident.accept_by ? h("div", { class: "muted" }, `accept by ${fmtTime(incident.accept_by)}`) : null),
       h("td", {}, fmtTime(incident.arrival_deadline)),
       h("td", {}, incident.arrived_at ? `arrived ${fmtTime(incident.arrived_at)}` : left),
-      h("td", { class: "actions" }, actions));
+      h("td", { class: "actions" }, buttons));
   }
   function tick() {
     const now = platformNow();
@@ -398,7 +421,7 @@ function renderIncidents(main, ctx) {
   }
   ctx.reload = async () => {
     const incidents = await api("/incidents");
-    body.replaceChildren(...(incidents.length ? incidents.map(row) : [h("tr", {}, h("td", { colspan: 7, class: "muted" }, "no open incidents"))]));
+    body.replaceChildren(...(incidents.length ? incidents.map(row) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "no open incidents"))]));
     tick();
   };
   ctx.onAlert = (alert) => { if (alert.kind === "incident") ctx.reload(); };
@@ -406,21 +429,57 @@ function renderIncidents(main, ctx) {
   ctx.reload();
 }
 
-// Maintenance due and overdue lists.
+// Maintenance: due and overdue lists (M1, M5, M6), records with verdicts (M3) and sign-off (M4).
 function renderMaintenance(main, ctx) {
   const due = h("tbody", { id: "due-rows" });
-  const header = ["asset", "site", "tier", "state", "due", "overdue since"];
+  const records = h("tbody", { id: "record-rows" });
   main.append(h("h1", {}, "Maintenance"),
-    h("table", {}, h("thead", {}, h("tr", {}, ...header.map(t => h("th", {}, t)))), due));
-  function row(item) {
-    return h("tr", { dataset: { device: item.device_id } },
+    h("h2", {}, "Due, overdue and locked out"),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["asset", "site", "firm", "state", "since", "overdue since", "overdue tiers", ""].map(t => h("th", {}, t)))), due),
+    h("h2", {}, "Recent records"),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["#", "asset", "tier", "visit", "technician", "verdict", "signed off", ""].map(t => h("th", {}, t)))), records));
+
+  async function override(item) {
+    const reason = prompt(`Override the ${item.state.replace(/_/g, " ")} of ${item.device_id}: reason (logged)`, "");
+    if (!reason) return;
+    try {
+      const out = await api(`/maintenance/lockouts/${encodeURIComponent(item.device_id)}/override`, { method: "POST", body: { reason } });
+      toast(`${out.device_id}: ${out.state}`);
+      ctx.reload();
+    } catch (err) { toast(err.message); }
+  }
+  async function signOff(record) {
+    try {
+      await api(`/maintenance/records/${record.id}/sign-off`, { method: "POST" });
+      toast(`record ${record.id} signed off`);
+      ctx.reload();
+    } catch (err) { toast(err.message); }
+  }
+  function dueRow(item) {
+    const overridable = can(AUDITORS) && ["overdue", "lockout_pending", "lockout_recommended", "locked_out"].includes(item.state);
+    return h("tr", { dataset: { device: item.device_id, state: item.state } },
       h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(item.device_id)}` }, item.device_id)),
-      h("td", {}, item.site_name || ""), h("td", {}, item.tier || ""), h("td", {}, badge(item.state)),
-      h("td", {}, fmtTime(item.due_at)), h("td", {}, fmtTime(item.overdue_since)));
+      h("td", {}, item.site_name), h("td", {}, item.firm_name || "—"), h("td", {}, badge(item.state)),
+      h("td", {}, fmtTime(item.since)), h("td", {}, fmtTime(item.overdue_since)),
+      h("td", {}, (item.overdue_tiers || []).join(", ") || "—"),
+      h("td", { class: "actions" }, overridable ? h("button", { class: "secondary", onclick: () => override(item) }, "Override lockout") : null));
+  }
+  function recordRow(r) {
+    const canSign = S.user.role === "safety_manager" && !r.signed_off_at && !r.corrected_by_id;
+    return h("tr", { dataset: { record: r.id } },
+      h("td", { class: "num" }, r.id),
+      h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(r.device_id)}` }, r.device_id)),
+      h("td", {}, r.tier.replace("_", "-"), r.corrects_id ? h("div", { class: "muted" }, `corrects #${r.corrects_id}`) : null),
+      h("td", {}, `${fmtTime(r.claimed_start)} → ${fmtTime(r.claimed_end).slice(11)}`),
+      h("td", {}, r.technician_name), h("td", {}, r.verdict ? badge(r.verdict) : h("span", { class: "muted" }, "pending"),
+        r.corrected_by_id ? h("div", { class: "muted" }, `corrected by #${r.corrected_by_id}`) : null),
+      h("td", {}, r.signed_off_at ? `${r.signed_off_by}, ${fmtTime(r.signed_off_at)}` : "—"),
+      h("td", { class: "actions" }, canSign ? h("button", { onclick: () => signOff(r) }, "Sign off") : null));
   }
   ctx.reload = async () => {
-    const items = await api("/maintenance/due");
-    due.replaceChildren(...(items.length ? items.map(row) : [h("tr", {}, h("td", { colspan: 6, class: "muted" }, "nothing due"))]));
+    const [items, recent] = await Promise.all([api("/maintenance/due"), api("/maintenance/records?limit=50")]);
+    due.replaceChildren(...(items.length ? items.map(dueRow) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "nothing due"))]));
+    records.replaceChildren(...(recent.length ? recent.map(recordRow) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "no records"))]));
   };
   ctx.reload();
 }

@@ -7,7 +7,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from tests.api.conftest import PASSWORD
 from tests.api.test_api_alarms import raise_alarms
@@ -118,3 +120,56 @@ def test_asset_page_draws_telemetry_charts(page, db):
     assert chart.count() == 2  # the min..max band and the average line
     assert page.locator("#nav-audit").count() == 1  # regulators get the log view
     shot(page, "asset")
+
+
+def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_url, fleet, clock):
+    from compliance.rescue import flows as rescue_flows
+    from compliance.rescue.models import Trigger
+    from tests.api.test_api_incidents import on_call
+
+    on_call(db_url, fleet, clock)
+    log_in(page, "disp_a")
+    page.click("#nav-incidents")
+    page.wait_for_selector("#incident-rows:has-text('no open incidents')")
+
+    # the rescue engine detects an entrapment (rule R1) and dispatches (rule R4)
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        opened = rescue_flows.report(
+            conn, device_id="a-el-1", trigger=Trigger.ALARM_BUTTON, at=clock.now(), actor="engine"
+        )
+        rescue_flows.dispatch_next(
+            conn,
+            incident_id=opened.incident.id,
+            now=clock.now(),
+            estimator=rescue_flows.StraightLineEstimator(),
+        )
+    row = f"tr[data-incident='{opened.incident.id}']"
+    page.wait_for_selector(f"{row}[data-status=dispatched]")  # appeared without a reload
+    countdown = page.inner_text(f"{row} .countdown")
+    assert countdown == "30:00"  # rule R2: 30 minutes in a city, on the platform clock
+    shot(page, "incident")
+
+    page.click(f"{row} button[data-action=accept]")
+    page.wait_for_selector(f"{row}[data-status=accepted]")
+    page.click(f"{row} button[data-action=check-in]")
+    page.click("#checkin-submit")  # the position the technician reported: at the site
+    page.wait_for_selector(f"{row}[data-status=arrived]")
+    page.click(f"{row} button[data-action=release]")
+    page.wait_for_selector(f"{row}[data-status=released]")
+    page.click(f"{row} button[data-action=close]")
+    page.wait_for_selector("#incident-rows:has-text('no open incidents')")
+
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        steps = conn.execute(
+            "SELECT step, actor FROM rescue_steps WHERE incident_id = %s ORDER BY id",
+            (opened.incident.id,),
+        ).fetchall()
+    assert [s["step"] for s in steps] == [
+        "reported",
+        "dispatched",
+        "accepted",
+        "arrived",
+        "released",
+        "closed",
+    ]
+    assert steps[-1]["actor"] == "disp_a"

@@ -1,0 +1,1 @@
+"""Entrapment rescue incidents through the API (the lifecycle is compliance.rescue's)."""

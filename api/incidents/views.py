@@ -1,0 +1,301 @@
+"""Rescue incidents: report, dispatch, accept, check in, release, close (rules R1-R6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from api.assets import service as assets_service
+from api.auth.models import Principal, Role
+from api.deps import ApiContext, Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync
+from api.incidents import service
+from api.incidents.models import (
+    AcceptRequest,
+    CheckInRequest,
+    FalseAlarmRequest,
+    IncidentDetail,
+    IncidentOut,
+    ReportOut,
+    ReportRequest,
+)
+from compliance.rescue import flows as rescue_flows
+from compliance.rescue.models import IncidentNotFound, RescueError, Trigger
+
+router = APIRouter(prefix="/incidents", tags=["incidents"])
+
+IncidentId = Annotated[int, Path(ge=1, le=2**62)]
+# rule R1: a report by phone or API; the building's safety manager may call one in too
+Reporter = Annotated[
+    Principal,
+    require_roles(
+        Role.ADMIN, Role.FIRM_MANAGER, Role.DISPATCHER, Role.TECHNICIAN, Role.SAFETY_MANAGER
+    ),
+]
+Responder = Annotated[
+    Principal, require_roles(Role.ADMIN, Role.FIRM_MANAGER, Role.DISPATCHER, Role.TECHNICIAN)
+]
+NOT_FOUND = {404: {"description": "no such incident in the caller's scope"}}
+CONFLICT = {409: {"description": "the incident cannot take this step now; the message says why"}}
+
+ESTIMATOR = rescue_flows.StraightLineEstimator()
+
+
+def conflict(exc: RescueError) -> HTTPException:
+    """409 with the rescue domain's reason; 404 for an incident that does not exist."""
+    if isinstance(exc, IncidentNotFound):
+        return not_found("incident")
+    return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
+
+
+async def _scoped(conn: Conn, principal: Principal, incident_id: int) -> IncidentOut:
+    found = await service.get_incident(conn, principal=principal, incident_id=incident_id)
+    if found is None:
+        raise not_found("incident")
+    await conn.commit()  # end the read before the rescue domain writes on its own connection
+    return found
+
+
+async def _fresh(conn: Conn, principal: Principal, incident_id: int) -> IncidentOut:
+    found = await service.get_incident(conn, principal=principal, incident_id=incident_id)
+    assert found is not None
+    return found
+
+
+def _technician(principal: Principal, incident: IncidentOut, given: int | None) -> int:
+    """Who takes the step: the calling technician, or (for the duty line) the one dispatched."""
+    if principal.role is Role.TECHNICIAN:
+        if given not in (None, principal.technician_id):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, detail="a technician answers for itself only"
+            )
+        assert principal.technician_id is not None
+        return principal.technician_id
+    chosen = given or incident.technician_id
+    if chosen is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"incident {incident.id} has no technician dispatched"
+        )
+    return chosen
+
+
+@router.get("", response_model=list[IncidentOut], summary="Incidents in the caller's scope")
+async def list_incidents(
+    principal: CurrentPrincipal,
+    conn: Conn,
+    which: Annotated[Literal["open", "all"], Query(description="open ones, or all")] = "open",
+    device_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 200,
+) -> list[IncidentOut]:
+    """Open incidents by arrival deadline (rule R2), or all of them newest first."""
+    return await service.list_incidents(
+        conn, principal=principal, open_only=which == "open", device_id=device_id, limit=limit
+    )
+
+
+@router.get(
+    "/{incident_id}",
+    response_model=IncidentDetail,
+    summary="One incident with its steps and dispatches",
+    responses=NOT_FOUND,
+)
+async def get_incident(
+    incident_id: IncidentId, principal: CurrentPrincipal, conn: Conn
+) -> IncidentDetail:
+    """404 when missing or outside the caller's scope (rule A2)."""
+    found = await service.get_incident(conn, principal=principal, incident_id=incident_id)
+    if found is None:
+        raise not_found("incident")
+    return IncidentDetail(
+        **found.model_dump(),
+        steps=await service.steps(conn, incident_id=incident_id),
+        dispatches=await service.dispatches(conn, incident_id=incident_id),
+    )
+
+
+@router.post(
+    "",
+    response_model=ReportOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Report an entrapment (phone call or integration)",
+    responses={404: {"description": "no such asset in scope"}, **CONFLICT},
+)
+async def report(body: ReportRequest, principal: Reporter, ctx: Context, conn: Conn) -> ReportOut:
+    """Rule R1: opens an incident, or attaches the report to the lift's open one
+    (``created`` false). The deadline counts from the report (rule R2)."""
+    if await assets_service.get_asset(conn, principal=principal, device_id=body.device_id) is None:
+        raise not_found("asset")
+    await conn.commit()
+    try:
+        opened = await run_sync(
+            ctx,
+            rescue_flows.report,
+            device_id=body.device_id,
+            trigger=Trigger.MANUAL,
+            at=ctx.clock.now(),
+            actor=principal.username,
+            detail={"note": body.note, "via": principal.via},
+        )
+    except RescueError as exc:
+        raise conflict(exc) from None
+    incident = await _fresh(conn, principal, opened.incident.id)
+    return ReportOut(created=opened.created, incident=incident)
+
+
+async def _step(ctx: ApiContext, action: object, **kwargs: object) -> None:
+    try:
+        await run_sync(ctx, action, **kwargs)  # type: ignore[arg-type]
+    except RescueError as exc:
+        raise conflict(exc) from None
+
+
+@router.post(
+    "/{incident_id}/dispatch",
+    response_model=IncidentOut,
+    summary="Dispatch the best on-call technician now",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def dispatch(
+    incident_id: IncidentId,
+    principal: Annotated[Principal, require_roles(Role.ADMIN, Role.FIRM_MANAGER, Role.DISPATCHER)],
+    ctx: Context,
+    conn: Conn,
+) -> IncidentOut:
+    """Rules R4, R5: the qualified on-call technician with the shortest estimated travel; when
+    nobody can make the deadline, escalation. The rescue engine does this by itself; this is
+    the duty line's button for when it has not (or to dispatch the next one)."""
+    await _scoped(conn, principal, incident_id)
+    outcome = await run_sync(
+        ctx,
+        rescue_flows.dispatch_next,
+        incident_id=incident_id,
+        now=ctx.clock.now(),
+        estimator=ESTIMATOR,
+    )
+    if outcome.dispatch is None and not outcome.escalated:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"not dispatched: {outcome.reason}")
+    return await _fresh(conn, principal, incident_id)
+
+
+@router.post(
+    "/{incident_id}/accept",
+    response_model=IncidentOut,
+    summary="Accept the dispatch",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def accept(
+    incident_id: IncidentId,
+    principal: Responder,
+    ctx: Context,
+    conn: Conn,
+    body: AcceptRequest | None = None,
+) -> IncidentOut:
+    """Rule R4: the dispatched technician accepts in time (the duty line may record it)."""
+    incident = await _scoped(conn, principal, incident_id)
+    technician_id = _technician(principal, incident, body.technician_id if body else None)
+    await _step(
+        ctx,
+        rescue_flows.accept,
+        incident_id=incident_id,
+        technician_id=technician_id,
+        at=ctx.clock.now(),
+    )
+    return await _fresh(conn, principal, incident_id)
+
+
+@router.post(
+    "/{incident_id}/check-in",
+    response_model=IncidentOut,
+    summary="Technician check-in: arrival at the site",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def check_in(
+    incident_id: IncidentId,
+    body: CheckInRequest,
+    principal: Responder,
+    ctx: Context,
+    conn: Conn,
+) -> IncidentOut:
+    """Rule R6: a check-in near the site proves arrival; a late arrival is a breach."""
+    incident = await _scoped(conn, principal, incident_id)
+    technician_id = _technician(principal, incident, body.technician_id)
+    outcome = await run_sync(
+        ctx,
+        rescue_flows.check_in,
+        technician_id=technician_id,
+        device_id=incident.device_id,
+        at=ctx.clock.now(),
+        latitude=body.latitude,
+        longitude=body.longitude,
+    )
+    if not outcome.arrived:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"not arrived: {outcome.reason}")
+    return await _fresh(conn, principal, incident_id)
+
+
+@router.post(
+    "/{incident_id}/release",
+    response_model=IncidentOut,
+    summary="The passengers are out",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def release(
+    incident_id: IncidentId, principal: Responder, ctx: Context, conn: Conn
+) -> IncidentOut:
+    """Rule R6: released, with its own time and actor."""
+    await _scoped(conn, principal, incident_id)
+    await _step(
+        ctx,
+        rescue_flows.release,
+        incident_id=incident_id,
+        at=ctx.clock.now(),
+        actor=principal.username,
+    )
+    return await _fresh(conn, principal, incident_id)
+
+
+@router.post(
+    "/{incident_id}/close",
+    response_model=IncidentOut,
+    summary="Close the incident",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def close(
+    incident_id: IncidentId, principal: Responder, ctx: Context, conn: Conn
+) -> IncidentOut:
+    """Rule R6: closed after release; the entrapment alarm clears."""
+    await _scoped(conn, principal, incident_id)
+    await _step(
+        ctx,
+        rescue_flows.close,
+        incident_id=incident_id,
+        at=ctx.clock.now(),
+        actor=principal.username,
+    )
+    return await _fresh(conn, principal, incident_id)
+
+
+@router.post(
+    "/{incident_id}/false-alarm",
+    response_model=IncidentOut,
+    summary="Close as a false alarm",
+    responses={**NOT_FOUND, **CONFLICT},
+)
+async def false_alarm(
+    incident_id: IncidentId,
+    body: FalseAlarmRequest,
+    principal: Responder,
+    ctx: Context,
+    conn: Conn,
+) -> IncidentOut:
+    """Rule R1: nobody was trapped; logged with the reason."""
+    await _scoped(conn, principal, incident_id)
+    await _step(
+        ctx,
+        rescue_flows.close_false_alarm,
+        incident_id=incident_id,
+        at=ctx.clock.now(),
+        actor=principal.username,
+        reason=body.reason,
+    )
+    return await _fresh(conn, principal, incident_id)
