@@ -1,0 +1,97 @@
+"""End to end (rule R1): a simulated controller's registers → gateway poll → broker → ingest →
+detection → dispatch → a webhook delivered to a real HTTP receiver, on one FakeClock."""
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+
+from alerts import scheduled as alerts_scheduled
+from simulators.models import Fault
+from tests.alerts.harness import running, settings_for
+from tests.alerts.receivers import WebhookReceiver
+from tests.alerts.seed import seed
+from tests.gateway.conftest import first_polls, fleet_config, tick
+from tests.gateway.conftest import running as gateway_running
+from tests.ingest.conftest import running_worker
+from tests.rescue.crew import crew
+from tests.rescue.lift import detector
+from vigil import notify
+
+
+async def _event_handled(progress, device, metric, value, timeout=20.0):
+    """Wait until the runner handled ingest's notice of this event."""
+
+    def seen():
+        return any(
+            isinstance(n, notify.EventNotice)
+            and n.device == device
+            and n.metric == metric
+            and n.value == value
+            for n in progress.handled
+        )
+
+    async def wait():
+        async with progress._changed:
+            await progress._changed.wait_for(seen)
+
+    await asyncio.wait_for(wait(), timeout)
+
+
+async def test_simulated_entrapment_reaches_the_technician_by_webhook(
+    sim_elevator, clock, db_url, db, mqtt_url, unique_id, tmp_path
+):
+    world = seed(db)
+    lift = sim_elevator.device_id
+    db.execute(
+        "INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (unique_id, world.city_site_id)
+    )
+    db.execute(
+        "INSERT INTO devices (id, kind, model, site_id, firm_id, gateway_id) "
+        "VALUES (%s, 'elevator', %s, %s, %s, %s)",
+        (lift, sim_elevator.placement.model, world.city_site_id, world.firm_id, unique_id),
+    )
+    config = fleet_config(
+        tmp_path,
+        gateway_id=unique_id,
+        mqtt_url=mqtt_url,
+        placements=[sim_elevator.placement],
+        report_interval_s=3600,
+    )
+    with WebhookReceiver() as hook:
+        team = crew(db, world=world, start=clock.now(), hook=hook.url(""))
+        with running_worker(db_url=db_url, mqtt_url=mqtt_url, clock=clock):
+            async with (
+                detector(database_url=db_url, clock=clock) as progress,
+                running(
+                    alerts_scheduled.run,
+                    database_url=db_url,
+                    mqtt_url=mqtt_url,
+                    clock=clock,
+                    settings=settings_for(),
+                ),
+                gateway_running(config, clock) as gateway,
+            ):
+                await first_polls(gateway)
+                await _event_handled(progress, lift, "passengers", 0)
+                sim_elevator.inject(Fault.ENTRAPMENT_BETWEEN_FLOORS)
+                await tick(gateway, clock)
+                seen_at = clock.now()  # the poll that saw the car stop between floors, occupied
+                await _event_handled(progress, lift, "passengers", 1)
+                for _ in range(29):
+                    await tick(gateway, clock)
+                assert db.execute("SELECT count(*) AS n FROM rescue_incidents").fetchone()["n"] == 0
+                started = time.monotonic()
+                await tick(gateway, clock)  # 30 s: rule R1's dwell is over
+                # the firm's duty line hears of the alarm, the nearest technician is dispatched
+                received = await hook.wait_for(2)
+                [delivered] = [r for r in received if r.path == f"/technician/{team.near}"]
+                latency_ms = (delivered.at_monotonic - started) * 1000
+    incident = db.execute("SELECT * FROM rescue_incidents").fetchone()
+    assert incident["device_id"] == lift
+    assert incident["trigger"] == "stopped_outside_door_zone"
+    assert incident["reported_at"] == seen_at + timedelta(seconds=30)
+    assert {r.path for r in received} == {f"/technician/{team.near}", f"/firm/{world.firm_id}"}
+    body = json.loads(delivered.body)
+    assert body["kind"] == "rescue_dispatch" and body["incident_id"] == incident["id"]
+    print(f"\nend to end: poll at the end of the dwell → technician webhook: {latency_ms:.0f} ms")
