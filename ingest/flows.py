@@ -233,7 +233,7 @@ class Writer:
             if "no partition" not in str(exc):
                 raise
             self.partitioned_days.clear()  # dropped behind our back: ensure again
-            self._rollback()
+            self.rollback()
             raise TransientError(str(exc)) from exc
         except (
             psycopg.OperationalError,
@@ -241,10 +241,11 @@ class Writer:
             psycopg.errors.SerializationFailure,
             psycopg.errors.LockNotAvailable,
         ) as exc:
-            self._rollback()
+            self.rollback()
             raise TransientError(str(exc)) from exc
 
-    def _rollback(self) -> None:
+    def rollback(self) -> None:
+        """End a failed transaction, if the connection still allows it."""
         if not self.conn.closed and not self.conn.broken:
             try:
                 self.conn.rollback()

@@ -138,6 +138,12 @@ class IngestWorker:
             if result is None:
                 continue  # stopping with the database down: the broker redelivers later
             acked = self.consumer.ack(item.delivery for item in batch.items)
+            if result.rejected:
+                log.warning(
+                    "%d message(s) to dead_letters: %s",
+                    len(result.rejected),
+                    ", ".join(sorted(set(result.rejected))),
+                )
             self.stats.update(
                 functools.partial(_count, result=result, acked=acked, messages=len(batch))
             )
@@ -157,16 +163,28 @@ class IngestWorker:
                     log.info("database is back; storing again")
                     self.stats.update(lambda s: setattr(s, "database_up", True))
                 return result, writer
-            except (flows.TransientError, psycopg.OperationalError) as exc:
+            except (flows.TransientError, psycopg.Error) as exc:
                 if self.stats.database_up:
                     log.warning("cannot store a batch, holding acks and retrying: %s", exc)
                 self.stats.update(_database_down)
                 if writer is not None and (writer.conn.broken or writer.conn.closed):
                     writer.conn.close()
                     writer = None
+                elif writer is not None and not isinstance(exc, flows.TransientError):
+                    writer.rollback()
                 if self._stopping.wait(delay):
                     return None, writer
                 delay = min(delay * 2, 2.0)
+            except Exception:
+                # A bug, not an outage: keep the batch unacknowledged (the broker keeps it) and
+                # say so loudly, rather than let the writer thread die and ingest go silent.
+                log.exception("unexpected error storing a batch; holding acks and retrying")
+                self.stats.update(_database_down)
+                if writer is not None:
+                    writer.conn.close()
+                    writer = None
+                if self._stopping.wait(2.0):
+                    return None, writer
 
     def _connect(self) -> flows.Writer:
         conn = service.connect_writer(self.database_url)

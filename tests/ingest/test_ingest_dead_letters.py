@@ -8,7 +8,14 @@ import json
 import psycopg
 
 from ingest.registry import DeviceRegistry
-from tests.ingest.conftest import count, register_fleet, running_worker, telemetry
+from tests.ingest.conftest import (
+    count,
+    make_batch,
+    make_writer,
+    register_fleet,
+    running_worker,
+    telemetry,
+)
 from vigil import wire
 from vigil.wire import CommandOutcome, CommandResult
 
@@ -167,3 +174,34 @@ def test_unknown_device_lookups_are_rate_limited(db, db_url, unique_id):
         assert "ghost" not in registry.devices
         registry.refresh(conn, devices={(fleet.meters[0], fleet.gateway)}, gateways=())
         assert registry.lookups == 2  # known devices cost nothing
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_stored(
+    db_url, clock, unique_id
+):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    now = clock.now_ms()
+    writer = make_writer(db_url, clock)  # caches the registry, then the device is deleted
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM devices WHERE id = %s", (fleet.meters[1],))
+    try:
+        result = writer.store(
+            make_batch(
+                clock,
+                telemetry(fleet, device=fleet.meters[0], seq=1, start_ms=now - 100),
+                telemetry(fleet, device=fleet.meters[1], seq=1, start_ms=now - 100),
+                telemetry(fleet, device=fleet.meters[2], seq=1, start_ms=now - 100),
+            )
+        )
+    finally:
+        writer.conn.close()
+    assert result.rejected == ("storage_error",)
+    assert result.points_stored == 20
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        letter = conn.execute("SELECT reason, device_id, detail FROM dead_letters").fetchone()
+    assert letter[:2] == ("storage_error", fleet.meters[1])
+    assert "foreign key" in letter[2]
+    assert (
+        count(db_url, "SELECT count(*) FROM telemetry WHERE device_id = %s", (fleet.meters[1],))
+        == 0
+    )
