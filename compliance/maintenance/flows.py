@@ -73,8 +73,12 @@ def raise_alarm(
     audience: Sequence[str],
     body: dict[str, Any],
     at: datetime,
+    log_items: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Raise an alarm through the alerts package and log it (rules M5, M7, A1)."""
+    """Raise an alarm through the alerts package and log it (rules M5, M7, A1).
+
+    With ``log_items``, the log entry is added to that list for the caller to append in bulk.
+    """
     details = json.loads(canonical_json(body))
     alarm = alerts.raise_alarm(
         conn,
@@ -88,12 +92,11 @@ def raise_alarm(
         details=details,
         actor=service.ENGINE_ACTOR,
     )
-    log.append(
-        conn,
-        kind="alarm.raised",
-        subject_type=source_type,
-        subject_id=source_id,
-        body={
+    item = {
+        "kind": "alarm.raised",
+        "subject_type": source_type,
+        "subject_id": source_id,
+        "body": {
             "alarm_id": alarm.id,
             "type": type,
             "severity": severity,
@@ -101,9 +104,13 @@ def raise_alarm(
             "message": message,
             **details,
         },
-        actor=service.ENGINE_ACTOR,
-        at=at,
-    )
+        "actor": service.ENGINE_ACTOR,
+        "at": at,
+    }
+    if log_items is not None:
+        log_items.append(item)
+    else:
+        log.append(conn, **item)
 
 
 def clear_alarm(
@@ -523,6 +530,7 @@ def _act_on(
                 audience=SELF_MONITORING_AUDIENCE,
                 body=alarm_body,
                 at=now,
+                log_items=entries,
             )
         elif state is EscalationState.LOCKOUT_PENDING:
             lockout_id = service.insert_command(  # rule M6, enforce
@@ -548,6 +556,7 @@ def _act_on(
                 audience=SELF_MONITORING_AUDIENCE,
                 body={**alarm_body, "lockout_command_id": lockout_id},
                 at=now,
+                log_items=entries,
             )
         elif state is EscalationState.LOCKOUT_RECOMMENDED:
             raise_alarm(  # rule M6, recommend: alarms and log only
@@ -560,6 +569,7 @@ def _act_on(
                 audience=SELF_MONITORING_AUDIENCE,
                 body=alarm_body,
                 at=now,
+                log_items=entries,
             )
         elif state is EscalationState.LOCKED_OUT and row["lockout_command_id"]:
             service.close_outbox(conn, command_id=row["lockout_command_id"])
@@ -600,19 +610,28 @@ def _act_on(
             }
         )
     log.append_many(conn, items=entries)
-    for transition in transitions:
-        _notify_transition(conn, transition=transition)
+    _notify_transitions(conn, transitions=transitions)
     return transitions
 
 
-def _notify_transition(conn: psycopg.Connection, *, transition: Transition) -> None:
-    """Tell listeners (the live console, tests) that an elevator changed state."""
-    payload = {
-        "device": transition.device_id,
-        "state": str(transition.state),
-        "from": str(transition.previous_state) if transition.previous_state else None,
-    }
-    conn.execute("SELECT pg_notify(%s, %s)", (ESCALATIONS_CHANNEL, json.dumps(payload)))
+def _notify_transitions(conn: psycopg.Connection, *, transitions: Sequence[Transition]) -> None:
+    """Tell listeners (the live console, tests) that elevators changed state: one round trip."""
+    if not transitions:
+        return
+    payloads = [
+        json.dumps(
+            {
+                "device": t.device_id,
+                "state": str(t.state),
+                "from": str(t.previous_state) if t.previous_state else None,
+            }
+        )
+        for t in transitions
+    ]
+    conn.execute(
+        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
+        (ESCALATIONS_CHANNEL, payloads),
+    )
 
 
 def _release(
@@ -676,15 +695,17 @@ def override_lockout(
             "since = %s WHERE device_id = %s",
             (at, device_id),
         )
-        _notify_transition(
+        _notify_transitions(
             conn,
-            transition=Transition(
-                device_id,
-                EscalationState.OVERRIDDEN,
-                EscalationState(row["state"]),
-                {"reason": reason},
-                release_command_id=release_id,
-            ),
+            transitions=[
+                Transition(
+                    device_id,
+                    EscalationState.OVERRIDDEN,
+                    EscalationState(row["state"]),
+                    {"reason": reason},
+                    release_command_id=release_id,
+                )
+            ],
         )
         log.append(
             conn,

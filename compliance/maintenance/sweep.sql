@@ -55,7 +55,8 @@ decided AS (
                ELSE c.old_state
            END AS new_state
     FROM clocked c
-)
+),
+upserted AS (
 INSERT INTO maintenance_escalations AS e
     (device_id, state, previous_state, since, overdue_since, alarm_at, lockout_command_id,
      lockout_issued_at, detail)
@@ -94,3 +95,6 @@ ON CONFLICT (device_id) DO UPDATE SET
     alarm_at = excluded.alarm_at,
     detail = excluded.detail
 RETURNING device_id, state, previous_state, detail, lockout_command_id
+)
+-- the first sight of a current elevator only creates its row: nothing to act on or log
+SELECT * FROM upserted WHERE NOT (previous_state IS NULL AND state = 'ok')
