@@ -10,7 +10,7 @@ docs/gateway.md is the reference.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -285,6 +285,7 @@ class Stats:
         self.errors = 0  # failed polls plus internal errors
         self.missed_slots = 0  # poll slots skipped because the previous poll overran
         self.timeouts = 0  # Modbus requests that got no answer in time
+        self.failures: Counter[str] = Counter()  # failed polls by exception type
         self.unavailable: set[str] = set()
         self.lags_s: deque[float] = deque(maxlen=lag_window)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
 from gateway.flows import Decoded, decode_poll, words_of
@@ -93,6 +94,7 @@ class Coordinator:
         self._retry_at: datetime | None = None
         self._backoff_s = defaults.backoff_initial_s
         self._down_logged = False
+        # One pymodbus client serves the connection: the longest device timeout applies.
         self._timeout_s = max(d.timeout_s for d in devices)
         self._device_retry: dict[str, tuple[datetime, float]] = {}  # (next attempt, backoff)
 
@@ -165,6 +167,8 @@ class Coordinator:
             decoded, error = None, exc
             self._device_failed(device, now=started)
         ok = decoded is not None
+        if not ok:
+            self.stats.failures[type(error).__name__] += 1
         if ok:
             self._device_retry.pop(device.id, None)
         self.stats.poll_done(ok=ok, lag_s=lag_s)
@@ -243,15 +247,17 @@ class Coordinator:
         self, client: AsyncModbusTcpClient, device: Device, call: object
     ) -> ModbusPDU:
         try:
-            response = await asyncio.wait_for(call, timeout=device.timeout_s)  # type: ignore[arg-type]
+            # pymodbus times the request out itself (and raises ModbusIOException, as it did
+            # in the ThingsBoard gateway); this outer bound only guards against a hang.
+            response = await asyncio.wait_for(call, timeout=self._timeout_s + 1.0)  # type: ignore[arg-type]
         except Exception as exc:
             # Timeouts, lost connections and garbled frames leave the link in doubt: close it.
             self._drop_connection(reason=f"{type(exc).__name__}: {exc}")
             if isinstance(exc, TimeoutError):
                 self.stats.timeouts += 1
-                raise PollFailed(
-                    f"no answer from unit {device.unit} in {device.timeout_s}s"
-                ) from None
+                raise PollFailed(f"no answer from unit {device.unit} in time") from None
+            if isinstance(exc, ModbusIOException):
+                self.stats.timeouts += 1
             raise
         if response is None:
             raise PollFailed("no response")

@@ -79,6 +79,7 @@ class GatewayService:
             health_interval_s=config.settings.health_interval_s,
         )
         self._last_health: tuple[int, int] = (clock.now_ms(), 0)
+        self.tasks: list[asyncio.Task[None]] = []
 
     async def _on_command(self, topic: str, payload: bytes, retained: bool) -> None:
         await self.commands.handle(topic, payload, retained=retained)
@@ -112,6 +113,7 @@ class GatewayService:
             supervise("broker link", lambda: self.link.run(stop), clock=self.clock, stop=stop),
             name="broker link",
         )
+        self.tasks = [*pollers, link]
         log.info(
             "gateway %s: %d devices on %d connections, buffer %s (%d queued)",
             self.config.gateway_id,

@@ -188,3 +188,73 @@ async def collect():
 def payload_of(received: Received) -> dict[str, Any]:
     """The JSON body of a message."""
     return json.loads(received.payload)
+
+
+class ModbusProxy:
+    """A TCP proxy in front of a real Modbus server that can misbehave on demand.
+
+    Modes: ``forward`` (pass everything through), ``mismatch`` (answer every request itself
+    with a well-formed frame of the wrong transaction id: pymodbus skips it, times out and
+    raises ModbusIOException), ``exception`` (a Modbus exception answer), ``garbage`` (a frame
+    pymodbus cannot decode), ``reset`` (close every connection at once).
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.mode = "forward"
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> ModbusProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            while self.mode != "reset":
+                header = await reader.readexactly(7)
+                body = await reader.readexactly(int.from_bytes(header[4:6], "big") - 1)
+                if self.mode in ("exception", "garbage"):
+                    # A Modbus exception answer (code 4, device failure), or a frame of an
+                    # unknown function code that pymodbus cannot decode.
+                    pdu = bytes([body[0] | 0x80, 4]) if self.mode == "exception" else b"\x7f\x00"
+                    writer.write(
+                        header[0:4] + (len(pdu) + 1).to_bytes(2, "big") + header[6:7] + pdu
+                    )
+                    continue
+                if self.mode == "mismatch":
+                    tid = (int.from_bytes(header[0:2], "big") + 1) % 65536
+                    count = int.from_bytes(body[3:5], "big")
+                    pdu = bytes([body[0], 2 * count]) + bytes(2 * count)
+                    writer.write(
+                        tid.to_bytes(2, "big")
+                        + b"\0\0"
+                        + (len(pdu) + 1).to_bytes(2, "big")
+                        + header[6:7]
+                        + pdu
+                    )
+                    continue
+                if upstream is None:
+                    upstream = await asyncio.open_connection("127.0.0.1", self.target_port)
+                upstream[1].write(header + body)
+                reply = await upstream[0].readexactly(7)
+                reply += await upstream[0].readexactly(int.from_bytes(reply[4:6], "big") - 1)
+                writer.write(reply)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            if upstream is not None:
+                upstream[1].close()
+            self._writers.discard(writer)

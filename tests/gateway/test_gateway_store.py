@@ -1,0 +1,57 @@
+"""The SQLite outbox: order, bound and drop count, persistence of queue and sequence numbers."""
+
+from __future__ import annotations
+
+from gateway.store import CommandRecord, Outbox, Outgoing
+
+
+def message(n: int, device: str = "d1", seq: int | None = None) -> Outgoing:
+    return Outgoing(f"t/{n}", f"payload {n}".encode(), seq_device=device, seq=seq)
+
+
+def test_messages_come_out_in_order_and_leave_on_ack(tmp_path):
+    outbox = Outbox(tmp_path / "q.sqlite3", max_messages=100)
+    outbox.append([message(n) for n in range(5)])
+    rows = outbox.peek(after=0, limit=3)
+    assert [r.topic for r in rows] == ["t/0", "t/1", "t/2"]
+    assert [r.topic for r in outbox.peek(after=rows[-1].id, limit=10)] == ["t/3", "t/4"]
+    assert outbox.ack([rows[0].id, rows[1].id]) == 2
+    assert outbox.ack([rows[0].id]) == 0  # a second PUBACK deletes nothing
+    assert outbox.depth == 3
+    assert [r.topic for r in outbox.peek(after=0, limit=10)] == ["t/2", "t/3", "t/4"]
+
+
+def test_the_oldest_are_dropped_only_past_the_bound_and_counted(tmp_path):
+    outbox = Outbox(tmp_path / "q.sqlite3", max_messages=10)
+    outbox.append([message(n) for n in range(10)])
+    assert (outbox.depth, outbox.dropped) == (10, 0)
+    outbox.append([message(n) for n in range(10, 13)])
+    assert (outbox.depth, outbox.dropped) == (10, 3)
+    assert [r.topic for r in outbox.peek(after=0, limit=1)] == ["t/3"]
+    outbox.close()
+    reopened = Outbox(tmp_path / "q.sqlite3", max_messages=10)
+    assert (reopened.depth, reopened.dropped) == (10, 3)  # both survive a restart
+
+
+def test_sequence_numbers_are_never_reused_after_a_restart(tmp_path):
+    outbox = Outbox(tmp_path / "q.sqlite3", max_messages=100)
+    seqs = [outbox.take_seq("d1") for _ in range(3)]
+    assert seqs == [0, 1, 2]
+    outbox.append([message(n, seq=s) for n, s in enumerate(seqs)])
+    outbox.take_seq("d1")  # taken but never stored (a crash before the append)
+    outbox.close()
+    reopened = Outbox(tmp_path / "q.sqlite3", max_messages=100)
+    assert reopened.take_seq("d1") == 3
+    assert reopened.take_seq("d2") == 0
+
+
+def test_command_records_and_pending_lockouts(tmp_path):
+    outbox = Outbox(tmp_path / "q.sqlite3", max_messages=100)
+    outbox.record_command(CommandRecord("c1", "lift", "lockout", "pending_safety", "", 10))
+    outbox.record_command(CommandRecord("c2", "pole", "dim", "done", "", 11))
+    assert [r.id for r in outbox.pending_commands("lift")] == ["c1"]
+    outbox.record_command(CommandRecord("c1", "lift", "lockout", "done", "applied", 10))
+    assert outbox.pending_commands("lift") == []
+    assert outbox.command("c1").detail == "applied"
+    outbox.forget_commands(before_ms=11)
+    assert outbox.command("c1") is None and outbox.command("c2") is not None
