@@ -61,3 +61,21 @@ def test_ms_round_trip_and_factory():
     assert isinstance(make_clock(kind="fake"), FakeClock)
     with pytest.raises(ValueError):
         make_clock(kind="sundial")
+
+
+async def test_wait_for_sleepers_lets_a_test_advance_without_racing():
+    clock = FakeClock()
+    woke = asyncio.Event()
+
+    async def ticker() -> None:
+        await asyncio.sleep(0)  # the task reaches its sleep only after a few loop turns
+        await clock.sleep(60)
+        woke.set()
+
+    task = asyncio.create_task(ticker())
+    await clock.wait_for_sleepers(1)
+    clock.advance(60)
+    await asyncio.wait_for(woke.wait(), 1)
+    await task
+    with pytest.raises(TimeoutError):
+        await clock.wait_for_sleepers(1, timeout=0.01)

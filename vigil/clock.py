@@ -139,6 +139,15 @@ class FakeClock(_ClockBase):
         """How many tasks are waiting on this clock (lets tests await 'everyone is asleep')."""
         return sum(1 for _, _, f in self._sleepers if not f.done())
 
+    async def wait_for_sleepers(self, count: int = 1, *, timeout: float = 10.0) -> None:
+        """Wait until ``count`` tasks sleep on this clock, so an ``advance()`` reaches them all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.sleepers < count:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{self.sleepers} of {count} sleepers after {timeout}s")
+            await asyncio.sleep(0.001)
+
     def _wake_due(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, future = heapq.heappop(self._sleepers)
