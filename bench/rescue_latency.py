@@ -1,25 +1,29 @@
 """bench/rescue_latency: entrapment seen at the edge → technician notified by webhook.
 
-``vigil bench rescue_latency [--samples 60] [--load 20000] [--lifts 20]``
+``vigil bench rescue_latency [--via gateway|mqtt] [--samples 60] [--load 20000] [--lifts 20]``
 
-Self-contained: a private PostgreSQL and Mosquitto, one ingest worker and the rescue runner
-(``compliance.rescue.scheduled.run``, which also runs the alerts delivery worker) as separate
-processes, and a webhook receiver (a real HTTP server) in this process. For each sample it
-publishes, as the gateway would after the poll that saw it, an event batch of a lift stopped
-between floors with passengers and the alarm button pressed (rule R1: no dwell), and times:
+Self-contained: a private PostgreSQL and Mosquitto; an ingest worker, the rescue runner
+(``compliance.rescue.scheduled.run``, which also runs the alerts delivery worker) and, with
+``--via gateway`` (the default), a real gateway process, each a separate process; simulated
+lift controllers (Modbus TCP servers) and a webhook receiver (a real HTTP server) in this one.
 
-* poll → webhook: from that publish to the technician's dispatch webhook arriving, and to the
-  firm's entrapment-alarm webhook;
-* notice → webhook: from the ``vigil_events`` notice (seen by a listener here, i.e. once ingest
-  committed) to the dispatch webhook: detection, dispatch and delivery alone.
+For each sample a lift gets trapped between floors with passengers and the alarm button pressed
+(rule R1: the alarm button has no dwell). ``--via gateway`` injects that into the simulated
+controller's registers and the gateway's next 1 Hz poll picks it up; ``--via mqtt`` publishes
+the event batch the gateway would publish. It times:
 
-It runs the samples twice: idle, then under a background load of ``--load`` points/s of energy
-meter telemetry published at QoS 1 through the same broker and ingest. The goal is p99 < 500 ms
-beyond the detection dwell time (zero for the alarm button). Controller registers and the
-gateway's Modbus poll are not in this path (see docs/rescue.md).
+* poll → webhook: from the poll that saw it (the event's device timestamp; with ``--via mqtt``
+  the publish) to the technician's dispatch webhook, and to the firm's entrapment-alarm webhook;
+* poll → notice: gateway, broker and ingest (the event committed and announced);
+* notice → webhook: from the ``vigil_events`` notice (seen by a listener here) to the dispatch
+  webhook: detection, dispatch and delivery alone.
 
-The machine is small and shared (2 cores for broker, database, ingest, rescue and the load
-publisher): the figures are noisy; run it more than once before drawing conclusions.
+It runs the samples idle, then under a background load of ``--load`` points/s of energy-meter
+telemetry published at QoS 1 through the same broker and ingest. The goal is p99 < 500 ms beyond
+the detection dwell time.
+
+The machine is small and shared (2 cores for everything above, and other engineers' work): the
+figures are noisy; run it more than once before drawing conclusions.
 """
 
 from __future__ import annotations
@@ -198,7 +202,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                at = time.monotonic()
+                at = time.time()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
@@ -224,7 +228,7 @@ class Receiver:
             return self.arrivals[path][count - 1]
 
 
-def seed(conn, *, lifts: int, meters: int, hook: str) -> int:
+def seed(conn, *, lifts: list[str], meters: int, hook: str) -> int:
     """Site, firm, one on-call technician per lift, lifts and meters on one gateway."""
     from datetime import UTC, date, datetime, timedelta
 
@@ -248,11 +252,11 @@ def seed(conn, *, lifts: int, meters: int, hook: str) -> int:
     cur.execute("INSERT INTO gateways (id, site_id) VALUES ('bench-gw', %s)", (site,))
     roster = alerts.create_roster(conn, firm_id=firm, name="bench")
     now = datetime.now(UTC)
-    for i in range(lifts):
+    for lift in lifts:
         cur.execute(
             "INSERT INTO devices (id, kind, model, site_id, firm_id, gateway_id) "
             "VALUES (%s, 'elevator', 'traction', %s, %s, 'bench-gw')",
-            (lift_id(i), site, firm),
+            (lift, site, firm),
         )
     for i in range(meters):
         cur.execute(
@@ -305,65 +309,96 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_phase(*, name: str, args, conn, client, receiver, watch, counters: dict) -> dict:
+class MqttPath:
+    """Entrapments published as the gateway would, right after the poll that saw them."""
+
+    name = "published as the gateway would"
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.seq = 0
+
+    def lifts(self, count: int) -> list[str]:
+        return [lift_id(i) for i in range(count)]
+
+    def _publish(self, lift: str, changes: dict[str, float]) -> float:
+        self.seq += 1
+        sent = time.time()
+        publish_events(self.client, lift, self.seq, int(sent * 1000), changes)
+        return sent
+
+    def start(self, lift: str) -> float | None:
+        return self._publish(
+            lift,
+            {"door_zone": 0, "door_state": 0, "passengers": 1, "car_status": 0, "alarm_button": 1},
+        )
+
+    def reset(self, lift: str) -> None:
+        self._publish(lift, {"alarm_button": 0, "door_zone": 1, "door_state": 2, "passengers": 0})
+
+
+class GatewayPath:
+    """Entrapments injected into simulated controllers that a real gateway process polls."""
+
+    name = "simulated controller polled by the gateway"
+
+    def __init__(self, runner, lifts: list[str]) -> None:
+        self.runner = runner
+        self._lifts = lifts
+
+    def lifts(self, count: int) -> list[str]:
+        return self._lifts[:count]
+
+    def start(self, lift: str) -> float | None:
+        from simulators.models import Fault
+
+        self.runner.inject(lift, Fault.ENTRAPMENT_BETWEEN_FLOORS)
+        self.runner.inject(lift, Fault.ALARM_BUTTON)
+        return None  # the clock starts at the poll that sees it (the event's timestamp)
+
+    def reset(self, lift: str) -> None:
+        from simulators.models import Fault
+
+        self.runner.clear(lift, Fault.ALARM_BUTTON)
+        self.runner.clear(lift, Fault.ENTRAPMENT_BETWEEN_FLOORS)
+
+
+def run_phase(*, name: str, args, conn, path, receiver, watch, counters: dict) -> dict:
     """Inject ``--samples`` entrapments one after another; returns the latencies (ms)."""
     from compliance.rescue import flows
     from vigil.clock import RealClock
 
     clock = RealClock()
-    to_technician, to_firm, detection = [], [], []
+    lifts = path.lifts(args.lifts)
+    to_technician, to_firm, detection, to_notice = [], [], [], []
     for k in range(args.samples):
-        lift = lift_id(k % args.lifts)
-        counters["seq"] += 1
-        sent = time.monotonic()
-        # what the gateway publishes right after the poll that saw the entrapment
-        publish_events(
-            client,
-            lift,
-            counters["seq"],
-            clock.now_ms(),
-            {
-                "door_zone": 0,
-                "door_state": 0,
-                "passengers": 1,
-                "car_status": 0,
-                "alarm_button": 1,
-            },
-        )
+        lift = lifts[k % len(lifts)]
+        sent = path.start(lift)
         counters[lift] = counters.get(lift, 0) + 1
-        noticed = watch.wait(lift, counters[lift])
+        noticed, polled_ms = watch.wait(lift, counters[lift])
+        origin = sent if sent is not None else polled_ms / 1000
         counters["technician"] += 1
         incident, technician_at = receiver.wait("/technician", counters["technician"])
         counters["firm"] += 1
         firm_incident, firm_at = receiver.wait("/firm", counters["firm"])
         assert firm_incident == incident, (firm_incident, incident)
-        to_technician.append((technician_at - sent) * 1000)
-        to_firm.append((firm_at - sent) * 1000)
+        to_technician.append((technician_at - origin) * 1000)
+        to_firm.append((firm_at - origin) * 1000)
         detection.append((technician_at - noticed) * 1000)
-        # close the incident and put the lift back at a landing for the next round
+        to_notice.append((noticed - origin) * 1000)
+        # close the incident and put the lift back for the next round
         flows.close_false_alarm(
             conn, incident_id=incident, at=clock.now(), actor="bench", reason="benchmark sample"
         )
-        counters["seq"] += 1
-        publish_events(
-            client,
-            lift,
-            counters["seq"],
-            clock.now_ms() + 1,
-            {
-                "alarm_button": 0,
-                "door_zone": 1,
-                "door_state": 2,
-                "passengers": 0,
-            },
-        )
+        path.reset(lift)
         counters[lift] += 1
         watch.wait(lift, counters[lift])
         time.sleep(args.gap_ms / 1000)
-    result: dict = {"phase": name, "samples": args.samples}
+    result: dict = {"phase": name, "path": path.name, "samples": args.samples}
     for label, values in (
         ("poll_to_technician_ms", to_technician),
         ("poll_to_firm_ms", to_firm),
+        ("poll_to_committed_notice_ms", to_notice),
         ("notice_to_technician_ms", detection),
     ):
         result[label] = {
@@ -382,7 +417,7 @@ class EventWatch:
 
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("LISTEN vigil_events")
-        self.seen: dict[str, list[float]] = {}
+        self.seen: dict[str, list[tuple[float, int]]] = {}
         self.cond = threading.Condition()
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -399,21 +434,64 @@ class EventWatch:
             body = json.loads(note.payload)
             if body["metric"] == "alarm_button":
                 with self.cond:
-                    self.seen.setdefault(body["device"], []).append(time.monotonic())
+                    self.seen.setdefault(body["device"], []).append((time.time(), body["ts"]))
                     self.cond.notify_all()
 
-    def wait(self, lift: str, count: int, timeout: float = 30.0) -> float:
-        """When the ``count``-th alarm-button notice of ``lift`` arrived (1-based)."""
+    def wait(self, lift: str, count: int, timeout: float = 30.0) -> tuple[float, int]:
+        """The ``count``-th alarm-button notice of ``lift`` (1-based): when it arrived (wall
+        time, s) and the event's device timestamp (ms: the gateway's poll)."""
         with self.cond:
             if not self.cond.wait_for(lambda: len(self.seen.get(lift, [])) >= count, timeout):
                 raise TimeoutError(f"no event notice for {lift}")
             return self.seen[lift][count - 1]
 
 
+def gateway_toml(path: Path, *, mqtt_url: str, placements, data_dir: Path) -> None:
+    """A gateway config polling every simulated lift once a second."""
+    lines = [
+        'gateway_id = "bench-gw"',
+        f'data_dir = "{data_dir}"',
+        "health_interval_s = 3600",
+        "[broker]",
+        f'url = "{mqtt_url}"',
+        "[polling]",
+        "poll_s = 1.0",
+        "timeout_s = 1.0",
+    ]
+    for p in placements:
+        lines += [
+            "[[devices]]",
+            f'id = "{p.device_id}"',
+            f'profile = "{p.model}"',
+            f'host = "{p.host}"',
+            f"port = {p.port}",
+            f"unit = {p.unit}",
+            "report_interval_s = 60",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_gateway_role(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.service import run_gateway
+    from vigil.clock import RealClock
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await run_gateway(config=Path(args.gateway_config), clock=RealClock(), stop=stop)
+
+    asyncio.run(main())
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
     import psycopg
 
+    from vigil.clock import RealClock
     from vigil.db import migrate
     from vigil.services import MosquittoBroker, PostgresServer
 
@@ -423,6 +501,7 @@ def run_bench(args: argparse.Namespace) -> int:
     broker = MosquittoBroker(scratch / "mqtt")
     children: list[Child] = []
     receiver = Receiver()
+    fleet = None
     try:
         postgres.start()
         broker.start()
@@ -431,7 +510,18 @@ def run_bench(args: argparse.Namespace) -> int:
         url = postgres.url("vigil")
         migrate(url)
         conn = psycopg.connect(url, autocommit=True)
-        seed(conn, lifts=args.lifts, meters=args.meters, hook=receiver.url)
+        if args.via == "gateway":
+            from simulators.server import build_devices
+            from simulators.testing import FleetRunner
+
+            fleet = FleetRunner(
+                build_devices(clock=RealClock(), elevators=args.lifts, prefix="bench-")
+            ).start()
+            placements = fleet.placements()
+            lifts = [p.device_id for p in placements]
+        else:
+            lifts = [lift_id(i) for i in range(args.lifts)]
+        seed(conn, lifts=lifts, meters=args.meters, hook=receiver.url)
         common = ["--database-url", url, "--mqtt-url", broker.url]
         children.append(Child("ingest", common))
         children.append(Child("rescue", common))
@@ -440,80 +530,99 @@ def run_bench(args: argparse.Namespace) -> int:
                 print("a child process did not start", file=sys.stderr)
                 return 1
         watch = EventWatch(url)
-        host, port = broker.url.removeprefix("mqtt://").rsplit(":", 1)
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway", protocol=mqtt.MQTTv5
-        )
-        client.connect(host, int(port))
-        client.loop_start()
-        counters = {"seq": 0, "technician": 0, "firm": 0}
-        # every lift starts idle at a landing
-        for i in range(args.lifts):
-            counters["seq"] += 1
-            publish_events(
-                client,
-                lift_id(i),
-                counters["seq"],
-                int(time.time() * 1000) - 5000,
-                {**LIFT_STATE, "passengers": 0, "alarm_button": 0},
+        counters = {"technician": 0, "firm": 0}
+        client = None
+        if args.via == "gateway":
+            config = scratch / "gateway.toml"
+            gateway_toml(
+                config, mqtt_url=broker.url, placements=placements, data_dir=scratch / "gw"
             )
-            counters[lift_id(i)] = 1
-            watch.wait(lift_id(i), 1)
-        results = [
-            run_phase(
-                name="idle",
+            children.append(Child("gateway", [*common, "--gateway-config", str(config)]))
+            path = GatewayPath(fleet, lifts)
+        else:
+            host, port = broker.url.removeprefix("mqtt://").rsplit(":", 1)
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway", protocol=mqtt.MQTTv5
+            )
+            client.connect(host, int(port))
+            client.loop_start()
+            path = MqttPath(client)
+            for lift in lifts:
+                path.seq += 1
+                publish_events(
+                    client,
+                    lift,
+                    path.seq,
+                    int(time.time() * 1000) - 5000,
+                    {**LIFT_STATE, "passengers": 0, "alarm_button": 0},
+                )
+        # every lift's first alarm-button state has landed (the gateway's first poll reports it)
+        for lift in lifts:
+            counters[lift] = 1
+            watch.wait(lift, 1, timeout=60)
+        phases = [("idle", 0)] + ([(f"load {args.load} points/s", args.load)] if args.load else [])
+        results = []
+        for name, load_rate in phases:
+            load = None
+            if load_rate:
+                load = Child(
+                    "load", [*common, "--load", str(load_rate), "--meters", str(args.meters)]
+                )
+                children.append(load)
+                load.ready.wait(30)
+                time.sleep(args.warmup)
+                published_before = int(load.last[1]) if load.last[:1] == ["published"] else 0
+            began = time.monotonic()
+            result = run_phase(
+                name=name,
                 args=args,
                 conn=conn,
-                client=client,
+                path=path,
                 receiver=receiver,
                 watch=watch,
                 counters=counters,
             )
-        ]
-        if args.load:
-            load = Child("load", [*common, "--load", str(args.load), "--meters", str(args.meters)])
-            children.append(load)
-            load.ready.wait(30)
-            time.sleep(args.warmup)
-            began = time.monotonic()
-            published_before = int(load.last[1]) if load.last[:1] == ["published"] else 0
-            results.append(
-                run_phase(
-                    name=f"load {args.load} points/s",
-                    args=args,
-                    conn=conn,
-                    client=client,
-                    receiver=receiver,
-                    watch=watch,
-                    counters=counters,
+            if load is not None:
+                elapsed = time.monotonic() - began
+                published_after = int(load.last[1]) if load.last[:1] == ["published"] else 0
+                result["load_published_points_per_s"] = round(
+                    (published_after - published_before) / elapsed
                 )
-            )
-            elapsed = time.monotonic() - began
-            published_after = int(load.last[1]) if load.last[:1] == ["published"] else 0
-            results[-1]["load_published_points_per_s"] = round(
-                (published_after - published_before) / elapsed
-            )
-            stored = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
-            results[-1]["telemetry_rows_stored"] = stored
-        client.loop_stop()
-        client.disconnect()
+            results.append(result)
+        stored = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
         for result in results:
             print(json.dumps(result))
+        print(f"telemetry rows stored during the run: {stored}")
         print(
-            "note: 2 shared cores run broker, database, ingest, rescue, the load publisher and "
-            "this process; figures are noisy. Goal: p99 < 500 ms (alarm button: no dwell)."
+            "note: 2 shared cores run broker, database, ingest, rescue, gateway, simulators, the "
+            "load publisher and this process; figures are noisy. Goal: p99 < 500 ms beyond the "
+            "dwell (the alarm button has none)."
         )
         return 0
     finally:
         for child in reversed(children):
             child.stop()
+        if fleet is not None:
+            fleet.stop()
         broker.stop()
         postgres.stop(mode="immediate")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vigil bench rescue_latency")
-    parser.add_argument("--role", choices=["bench", "ingest", "rescue", "load"], default="bench")
+    parser.add_argument(
+        "--role", choices=["bench", "ingest", "rescue", "load", "gateway"], default="bench"
+    )
+    parser.add_argument(
+        "--via",
+        choices=["gateway", "mqtt"],
+        default="gateway",
+        help="gateway: simulated controllers polled by a gateway; mqtt: events published directly",
+    )
+    parser.add_argument("--gateway-config")
     parser.add_argument("--samples", type=int, default=60, help="entrapments per phase")
     parser.add_argument("--lifts", type=int, default=20)
     parser.add_argument("--load", type=int, default=20_000, help="background points/s (0: none)")
@@ -533,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_rescue(args)
     if args.role == "load":
         return run_load(args)
+    if args.role == "gateway":
+        return run_gateway_role(args)
     return run_bench(args)
 
 
