@@ -56,7 +56,7 @@ DAY_MS = 86_400_000
 # -- validation against the registry -------------------------------------------------------------
 
 
-def judge(item: Received, registry: DeviceRegistry) -> Accepted | DeadLetter:
+def judge(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter:
     """Accept a decoded message whose gateway, device and metrics are registered, else refuse."""
     decoded = item.decoded
     if isinstance(decoded, Rejected):
@@ -264,7 +264,7 @@ class Writer:
             gateways={r.decoded.gateway for r in items if not isinstance(r.decoded, Rejected)},
         )
         self.conn.commit()  # end the read-only transaction of the look-ups
-        verdicts = [judge(item, self.registry) for item in items]
+        verdicts = [judge(item, registry=self.registry) for item in items]
         accepted = [v for v in verdicts if isinstance(v, Accepted)]
         letters = [v for v in verdicts if isinstance(v, DeadLetter)]
         plan = plan_writes(accepted)
@@ -303,11 +303,11 @@ class Writer:
         conn = self.conn
         now = self.clock.now()
         stored = self._write_telemetry(plan, redelivery=redelivery)
-        changed = service.upsert_device_state(conn, list(plan.state.values()))
-        event_notices = service.insert_events(conn, plan.events, received_at=now)
+        changed = service.upsert_device_state(conn, rows=list(plan.state.values()))
+        event_notices = service.insert_events(conn, rows=plan.events, received_at=now)
         result_rows, refused = self._check_commands(plan.results)
         letters = letters + refused
-        command_notices = service.insert_command_results(conn, result_rows, received_at=now)
+        command_notices = service.insert_command_results(conn, rows=result_rows, received_at=now)
         for status in plan.statuses.values():
             service.upsert_gateway_state(
                 conn, gateway_id=status.gateway, state=str(status.state), ts=status.ts, now=now
@@ -326,7 +326,7 @@ class Writer:
                 ),
                 now=now,
             )
-        service.insert_dead_letters(conn, letters)
+        service.insert_dead_letters(conn, letters=letters)
         if plan.rollup_hours and not self.timescale:
             service.mark_rollup_hours(conn, hours_ms=plan.rollup_hours, now=now)
         # Queued in this transaction: PostgreSQL delivers them exactly when it commits.
@@ -352,18 +352,18 @@ class Writer:
             # broker did not flag) fails the COPY; the savepoint then takes the dedup path.
             try:
                 with self.conn.transaction():
-                    service.copy_telemetry(self.conn, data)
+                    service.copy_telemetry(self.conn, data=data)
                 return plan.points
             except psycopg.errors.UniqueViolation:
                 pass
-        return service.copy_telemetry_deduplicated(self.conn, data)
+        return service.copy_telemetry_deduplicated(self.conn, data=data)
 
     def _check_commands(
         self, results: list[tuple[Accepted, service.CommandResultRow]]
     ) -> tuple[list[service.CommandResultRow], list[DeadLetter]]:
         if not results:
             return [], []
-        issued = service.issued_commands(self.conn, sorted({r.command_id for _, r in results}))
+        issued = service.issued_commands(self.conn, ids=sorted({r.command_id for _, r in results}))
         rows: list[service.CommandResultRow] = []
         refused: list[DeadLetter] = []
         for item, row in results:
@@ -415,7 +415,7 @@ class Writer:
             totals[4] += part.states_changed
             rejected.extend(part.rejected)
         all_letters = letters + refused
-        service.insert_dead_letters(self.conn, all_letters)
+        service.insert_dead_letters(self.conn, letters=all_letters)
         return WriteResult(
             points_offered=totals[0],
             points_stored=totals[1],

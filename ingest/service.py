@@ -39,7 +39,7 @@ def connect_writer(url: str) -> psycopg.Connection:
 # -- registry ------------------------------------------------------------------------------------
 
 
-def load_devices(conn: psycopg.Connection, ids: Sequence[str] | None = None) -> list[DeviceInfo]:
+def load_devices(conn: psycopg.Connection, *, ids: Sequence[str] | None = None) -> list[DeviceInfo]:
     """Registered devices (all, or those among ``ids``)."""
     query = "SELECT id, kind, gateway_id, decommissioned_at IS NOT NULL FROM devices"
     rows = (
@@ -50,7 +50,7 @@ def load_devices(conn: psycopg.Connection, ids: Sequence[str] | None = None) -> 
     return [DeviceInfo(r[0], DeviceKind(r[1]), r[2], bool(r[3])) for r in rows]
 
 
-def load_gateways(conn: psycopg.Connection, ids: Sequence[str] | None = None) -> set[str]:
+def load_gateways(conn: psycopg.Connection, *, ids: Sequence[str] | None = None) -> set[str]:
     """Registered gateway ids (all, or those among ``ids``)."""
     if ids is None:
         rows = conn.execute("SELECT id FROM gateways").fetchall()
@@ -59,7 +59,7 @@ def load_gateways(conn: psycopg.Connection, ids: Sequence[str] | None = None) ->
     return {r[0] for r in rows}
 
 
-def issued_commands(conn: psycopg.Connection, ids: Sequence[str]) -> dict[str, str]:
+def issued_commands(conn: psycopg.Connection, *, ids: Sequence[str]) -> dict[str, str]:
     """Device of each command among ``ids`` that exists."""
     rows = conn.execute(
         "SELECT id, device_id FROM commands WHERE id = ANY(%s)", (list(ids),)
@@ -79,13 +79,13 @@ def ensure_partitions(conn: psycopg.Connection, *, first_day: date, last_day: da
     return int(row[0]) if row else 0
 
 
-def copy_telemetry(conn: psycopg.Connection, data: bytes) -> None:
+def copy_telemetry(conn: psycopg.Connection, *, data: bytes) -> None:
     """Binary COPY straight into telemetry; raises UniqueViolation if any row is already there."""
     with conn.cursor().copy(f"COPY telemetry {COLUMNS} FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(data)
 
 
-def copy_telemetry_deduplicated(conn: psycopg.Connection, data: bytes) -> int:
+def copy_telemetry_deduplicated(conn: psycopg.Connection, *, data: bytes) -> int:
     """Binary COPY into the staging table, then move only new rows; returns rows stored."""
     with conn.cursor().copy(f"COPY {STAGE_TABLE} {COLUMNS} FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(data)
@@ -107,7 +107,7 @@ class StateRow:
     good: bool
 
 
-def upsert_device_state(conn: psycopg.Connection, rows: Sequence[StateRow]) -> set[str]:
+def upsert_device_state(conn: psycopg.Connection, *, rows: Sequence[StateRow]) -> set[str]:
     """Move device_state forward (never back in time); returns the devices that changed."""
     if not rows:
         return set()
@@ -162,7 +162,7 @@ class EventRow:
 
 
 def insert_events(
-    conn: psycopg.Connection, rows: Sequence[EventRow], *, received_at: datetime
+    conn: psycopg.Connection, *, rows: Sequence[EventRow], received_at: datetime
 ) -> list[notify.EventNotice]:
     """Store events not stored before; returns a notice per newly stored event."""
     if not rows:
@@ -200,7 +200,7 @@ class CommandResultRow:
 
 
 def insert_command_results(
-    conn: psycopg.Connection, rows: Sequence[CommandResultRow], *, received_at: datetime
+    conn: psycopg.Connection, *, rows: Sequence[CommandResultRow], received_at: datetime
 ) -> list[notify.CommandNotice]:
     """Store command results not stored before; returns a notice per new one."""
     if not rows:
@@ -270,7 +270,7 @@ def upsert_gateway_health(
 # -- dead letters --------------------------------------------------------------------------------
 
 
-def insert_dead_letters(conn: psycopg.Connection, letters: Sequence[DeadLetter]) -> None:
+def insert_dead_letters(conn: psycopg.Connection, *, letters: Sequence[DeadLetter]) -> None:
     """Keep rejected messages with their raw bytes and the reason."""
     if not letters:
         return

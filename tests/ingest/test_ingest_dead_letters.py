@@ -205,3 +205,17 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_stored(
         count(db_url, "SELECT count(*) FROM telemetry WHERE device_id = %s", (fleet.meters[1],))
         == 0
     )
+
+
+def test_registry_reload_picks_up_decommissioned_devices(db_url, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    registry = DeviceRegistry(recheck_s=3600, reload_s=0)
+    with psycopg.connect(db_url) as conn:
+        registry.load(conn)
+        assert not registry.devices[fleet.meters[0]].decommissioned
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute(
+                "UPDATE devices SET decommissioned_at = now() WHERE id = %s", (fleet.meters[0],)
+            )
+        registry.refresh(conn, devices={(fleet.meters[0], fleet.gateway)}, gateways=())
+        assert registry.devices[fleet.meters[0]].decommissioned
