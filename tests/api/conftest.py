@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app, serve
 from api.auth.security import hash_password
 from vigil.clock import FakeClock
+from vigil.testing import create_database, drop_database
 
 PASSWORD = "correct horse battery"
 # seeded users carry a cheap scrypt cost (it travels in the hash) so that logins stay fast here
@@ -115,6 +116,18 @@ def seed_fleet(url: str) -> Fleet:
 def fleet(db_url: str) -> Fleet:
     """The seeded fleet in the test's database."""
     return seed_fleet(db_url)
+
+
+@pytest.fixture(scope="module")
+def shared_client(postgres_admin_url: str, template_database: str) -> Iterator[TestClient]:
+    """One seeded database and app for a module's tests that change nothing they read."""
+    url = create_database(postgres_admin_url, template_database)
+    try:
+        seed_fleet(url)
+        with TestClient(create_app(database_url=url, clock=FakeClock())) as test_client:
+            yield test_client
+    finally:
+        drop_database(postgres_admin_url, url)
 
 
 @pytest.fixture

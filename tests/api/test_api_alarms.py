@@ -101,7 +101,8 @@ def test_regulator_and_others_cannot_act_on_alarms(client, db_url, fleet, db):
     assert row["state"] == "active"
 
 
-def test_bad_alarm_requests(client):
+def test_bad_alarm_requests(shared_client):
+    client = shared_client
     headers = login(client, "disp_a")
     assert client.get("/api/v1/alarms?state=open", headers=headers).status_code == 400
     assert client.get("/api/v1/alarms/0", headers=headers).status_code == 422

@@ -141,7 +141,8 @@ def test_telemetry_defaults_to_the_last_hour_of_the_clock(client, db, clock):
         ("", 422, "Field required"),
     ],
 )
-def test_bad_telemetry_requests_get_a_4xx_with_a_message(client, query, status, message):
+def test_bad_telemetry_requests_get_a_4xx_with_a_message(shared_client, query, status, message):
+    client = shared_client
     headers = login(client, "disp_a")
     response = client.get(f"/api/v1/assets/a-em-1/telemetry?{query}", headers=headers)
     assert response.status_code == status
@@ -165,7 +166,8 @@ def test_events_of_an_asset_newest_first(client, db):
     assert len(doors) == 2
 
 
-def test_bad_asset_ids_and_params_are_rejected_with_a_message(client):
+def test_bad_asset_ids_and_params_are_rejected_with_a_message(shared_client):
+    client = shared_client
     headers = login(client, "admin")
     response = client.get("/api/v1/assets/bad%00id", headers=headers)
     assert response.status_code == 422

@@ -57,7 +57,8 @@ def test_regulator_reads_the_log_of_its_jurisdiction(client, db_url):
     assert [e["body"]["reason"] for e in by_kind["items"]] == ["drill"]
 
 
-def test_only_auditors_read_the_log(client):
+def test_only_auditors_read_the_log(shared_client):
+    client = shared_client
     for username in ("disp_a", "mgr_a", "tech_a", "safety_u1", "maker_m1"):
         response = client.get("/api/v1/audit/log", headers=login(client, username))
         assert response.status_code == 403
@@ -91,7 +92,8 @@ def test_exports_let_the_regulator_recompute_each_hash(client, db_url):
         assert entry_hash(data) == row["hash"]
 
 
-def test_bad_export_format_is_a_4xx(client):
+def test_bad_export_format_is_a_4xx(shared_client):
+    client = shared_client
     response = client.get("/api/v1/audit/export?format=xml", headers=login(client, "admin"))
     assert response.status_code == 422
     assert "jsonl" in str(response.json()["detail"])

@@ -7,7 +7,8 @@ from datetime import timedelta
 from tests.api.conftest import PASSWORD, login
 
 
-def test_login_returns_a_token_that_identifies_the_user(client):
+def test_login_returns_a_token_that_identifies_the_user(shared_client):
+    client = shared_client
     headers = login(client, "disp_a")
     me = client.get("/api/v1/me", headers=headers)
     assert me.status_code == 200
@@ -15,14 +16,16 @@ def test_login_returns_a_token_that_identifies_the_user(client):
     assert me.json()["role"] == "dispatcher"
 
 
-def test_wrong_password_and_unknown_user_get_the_same_401(client):
+def test_wrong_password_and_unknown_user_get_the_same_401(shared_client):
+    client = shared_client
     wrong = client.post("/api/v1/auth/login", json={"username": "disp_a", "password": "nope"})
     unknown = client.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope"})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json() == {"detail": "wrong username or password"}
 
 
-def test_requests_without_or_with_bad_credentials_get_401(client):
+def test_requests_without_or_with_bad_credentials_get_401(shared_client):
+    client = shared_client
     assert client.get("/api/v1/assets").status_code == 401
     bad = client.get("/api/v1/assets", headers={"Authorization": "Bearer vs_forged"})
     assert bad.status_code == 401
@@ -69,7 +72,8 @@ def test_api_key_acts_with_its_owners_scope_until_revoked(client, db):
     assert client.delete(f"/api/v1/api-keys/{key_id}", headers=other).status_code == 404
 
 
-def test_api_key_with_past_expiry_is_refused(client):
+def test_api_key_with_past_expiry_is_refused(shared_client):
+    client = shared_client
     headers = login(client, "disp_a")
     response = client.post(
         "/api/v1/api-keys",
@@ -111,7 +115,8 @@ def test_admin_creates_users_and_the_scope_must_match_the_role(client, fleet):
     assert taken.status_code == 409
 
 
-def test_only_admins_manage_users(client):
+def test_only_admins_manage_users(shared_client):
+    client = shared_client
     for username in ("disp_a", "reg_j1", "mgr_a"):
         headers = login(client, username)
         assert client.get("/api/v1/users", headers=headers).status_code == 403

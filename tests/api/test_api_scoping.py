@@ -20,7 +20,8 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("username", sorted(EXPECTED))
-def test_each_role_lists_exactly_its_scope(client, username):
+def test_each_role_lists_exactly_its_scope(shared_client, username):
+    client = shared_client
     headers = login(client, username)
     page = client.get("/api/v1/assets", headers=headers).json()
     assert {a["id"] for a in page["items"]} == EXPECTED[username]
@@ -33,7 +34,8 @@ def test_each_role_lists_exactly_its_scope(client, username):
             assert response.json() == {"detail": "asset not found"}
 
 
-def test_firm_a_cannot_tell_firm_b_assets_from_missing_ones(client):
+def test_firm_a_cannot_tell_firm_b_assets_from_missing_ones(shared_client):
+    client = shared_client
     headers = login(client, "disp_a")
     foreign = client.get("/api/v1/assets/b-el-1", headers=headers)
     missing = client.get("/api/v1/assets/no-such-device", headers=headers)
@@ -62,7 +64,8 @@ def test_technician_assignment_outside_own_firm_grants_nothing(client, db, fleet
     assert client.get("/api/v1/assets/b-el-1", headers=headers).status_code == 404
 
 
-def test_regulator_cannot_write(client):
+def test_regulator_cannot_write(shared_client):
+    client = shared_client
     headers = login(client, "reg_j1")
     # reads work
     assert client.get("/api/v1/assets/a-el-1", headers=headers).status_code == 200
