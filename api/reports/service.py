@@ -1,0 +1,123 @@
+"""Report queries, scoped by rule A2. Read-only: the facts are the domains' own rows and log."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from api.auth.models import Principal, Role
+from api.reports.models import MonthlyFirmRow, RescueKpiRow
+from api.scope import device_scope
+
+
+def month_bounds(month: date) -> tuple[date, date]:
+    """First day of ``month`` and of the month after (UTC months)."""
+    start = month.replace(day=1)
+    end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
+    return start, end
+
+
+async def rescue_kpis(
+    conn: psycopg.AsyncConnection, *, principal: Principal, first: date, last: date
+) -> list[RescueKpiRow]:
+    """Rule R7 rows of the rescue domain's view, for the caller's firm or jurisdiction."""
+    where = [sql.SQL("k.month >= %(first)s AND k.month <= %(last)s")]
+    params: dict[str, Any] = {"first": first, "last": last}
+    if principal.role is Role.REGULATOR:
+        where.append(sql.SQL("k.jurisdiction_id = %(jurisdiction)s"))
+        params["jurisdiction"] = principal.jurisdiction_id
+    elif principal.role is not Role.ADMIN:
+        where.append(sql.SQL("k.firm_id = %(firm)s"))
+        params["firm"] = principal.firm_id
+    query = sql.SQL(
+        """SELECT k.firm_id, f.name AS firm_name, k.jurisdiction_id, k.month, k.incidents,
+                  k.answered_within_3_min::float8 AS answered_within_3_min,
+                  k.arrived_within_deadline::float8 AS arrived_within_deadline,
+                  k.mean_arrival_min::float8 AS mean_arrival_min,
+                  k.p90_arrival_min::float8 AS p90_arrival_min,
+                  k.mean_release_min::float8 AS mean_release_min
+           FROM rescue_kpis_monthly k LEFT JOIN maintenance_firms f ON f.id = k.firm_id
+           WHERE {} ORDER BY k.month, k.firm_id, k.jurisdiction_id"""
+    ).format(sql.SQL(" AND ").join(where))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return [RescueKpiRow.model_validate(row) for row in await cur.fetchall()]
+
+
+_MONTHLY = """
+WITH scoped AS (
+    SELECT d.id, d.firm_id FROM devices d
+    WHERE d.kind = 'elevator' AND d.firm_id IS NOT NULL AND ({scope})
+), records AS (
+    SELECT s.firm_id, v.verdict
+    FROM maintenance_records r
+    JOIN scoped s ON s.id = r.device_id
+    LEFT JOIN LATERAL (SELECT mv.verdict FROM maintenance_verdicts mv
+                       WHERE mv.record_id = r.id ORDER BY mv.id DESC LIMIT 1) v ON true
+    WHERE r.claimed_start >= %(lo)s AND r.claimed_start < %(hi)s
+      -- a corrected record counts through its correction only (rule M4)
+      AND NOT EXISTS (SELECT 1 FROM maintenance_records c WHERE c.corrects_id = r.id)
+), escalations AS (
+    SELECT s.firm_id, l.subject_id AS device_id, l.kind, l.body::jsonb ->> 'to' AS to_state
+    FROM compliance_log l JOIN scoped s ON s.id = l.subject_id
+    WHERE l.subject_type = 'device' AND l.at >= %(lo)s AND l.at < %(hi)s
+      AND l.kind IN ('escalation.transition', 'escalation.override')
+), incidents AS (
+    SELECT s.firm_id,
+           EXISTS (SELECT 1 FROM rescue_steps st
+                   WHERE st.incident_id = i.id AND st.step = 'arrived')
+           AND NOT EXISTS (SELECT 1 FROM rescue_breaches b WHERE b.incident_id = i.id)
+               AS in_time
+    FROM rescue_incidents i JOIN scoped s ON s.id = i.device_id
+    WHERE i.status <> 'false_alarm' AND i.reported_at >= %(lo)s AND i.reported_at < %(hi)s
+)
+SELECT f.id AS firm_id, f.name AS firm_name, %(month)s::date AS month, e.elevators,
+       (SELECT count(*) FROM records r WHERE r.firm_id = f.id AND r.verdict = 'verified')
+           AS verified_visits,
+       (SELECT count(*) FROM records r WHERE r.firm_id = f.id AND r.verdict <> 'verified')
+           AS flagged_records,
+       (SELECT count(DISTINCT x.device_id) FROM escalations x
+         WHERE x.firm_id = f.id AND x.kind = 'escalation.transition' AND x.to_state = 'overdue')
+           AS overdue_elevators,
+       (SELECT count(DISTINCT x.device_id) FROM escalations x
+         WHERE x.firm_id = f.id AND x.kind = 'escalation.transition'
+           AND x.to_state IN ('locked_out', 'lockout_recommended')) AS lockouts,
+       (SELECT count(*) FROM escalations x
+         WHERE x.firm_id = f.id AND x.kind = 'escalation.override') AS overrides,
+       (SELECT count(*) FROM incidents i WHERE i.firm_id = f.id) AS entrapments,
+       (SELECT avg(CASE WHEN i.in_time THEN 1.0 ELSE 0.0 END)::float8 FROM incidents i
+         WHERE i.firm_id = f.id) AS entrapments_within_deadline,
+       (SELECT count(*) FROM rescue_drills r JOIN scoped s ON s.id = r.device_id
+         WHERE s.firm_id = f.id AND r.held_at >= %(lo)s AND r.held_at < %(hi)s) AS drills
+FROM maintenance_firms f
+JOIN (SELECT firm_id, count(*) AS elevators FROM scoped GROUP BY firm_id) e ON e.firm_id = f.id
+ORDER BY f.id
+"""
+
+
+async def monthly_firm_report(
+    conn: psycopg.AsyncConnection, *, principal: Principal, month: date
+) -> list[MonthlyFirmRow]:
+    """Rule A4: per firm, the month's maintenance, escalation, rescue and drill figures over
+    the elevators the caller sees (a regulator: its jurisdiction; a firm: its own)."""
+    scope = device_scope(principal)
+    first, after = month_bounds(month)
+    lo = datetime.combine(first, time(), tzinfo=UTC)
+    hi = datetime.combine(after, time(), tzinfo=UTC)
+    query = sql.SQL(_MONTHLY).format(scope=scope.condition)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope.params, "lo": lo, "hi": hi, "month": first})
+        rows = await cur.fetchall()
+    return [
+        MonthlyFirmRow(
+            **row,
+            on_time_maintenance_rate=(
+                1 - row["overdue_elevators"] / row["elevators"] if row["elevators"] else None
+            ),
+        )
+        for row in rows
+    ]

@@ -1,0 +1,102 @@
+"""KPI reports (rules R7, A4) as JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import date
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel
+
+from api.auth.models import Principal, Role
+from api.deps import Conn, Context, CurrentPrincipal, require_roles
+from api.reports import service
+from api.reports.models import MonthlyFirmRow, RescueKpiRow
+
+router = APIRouter(prefix="/reports", tags=["reports"])
+
+Month = Annotated[
+    str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC months)")
+]
+Format = Annotated[Literal["json", "csv"], Query(description="json or csv")]
+KpiReader = Annotated[
+    Principal,
+    require_roles(Role.ADMIN, Role.REGULATOR, Role.FIRM_MANAGER, Role.DISPATCHER),
+]
+CSV = {200: {"content": {"text/csv": {"schema": {"type": "string"}}}}}
+
+
+def parse_month(text: str) -> date:
+    """First day of a YYYY-MM month."""
+    year, month = text.split("-")
+    return date(int(year), int(month), 1)
+
+
+def as_csv(rows: Sequence[BaseModel], model: type[BaseModel], name: str) -> Response:
+    """Rows as a CSV download, one column per field."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    columns = list(model.model_fields)
+    writer.writerow(columns)
+    for row in rows:
+        values = row.model_dump(mode="json")
+        writer.writerow(["" if values[c] is None else values[c] for c in columns])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+@router.get(
+    "/rescue-kpis",
+    response_model=list[RescueKpiRow],
+    summary="Rescue KPIs per firm, region and month (R7)",
+    responses=CSV,
+)
+async def rescue_kpis(
+    principal: KpiReader,
+    ctx: Context,
+    conn: Conn,
+    first: Month = None,
+    last: Month = None,
+    format: Format = "json",
+) -> list[RescueKpiRow] | Response:
+    """Share answered within 3 minutes, share on site by the deadline, mean and p90 arrival,
+    mean time to release. A firm sees its own rows, a regulator its region's; default: the
+    last twelve months of the platform clock."""
+    today = ctx.clock.now().date()
+    last_month = parse_month(last) if last else today.replace(day=1)
+    first_month = parse_month(first) if first else date(last_month.year - 1, last_month.month, 1)
+    if first_month > last_month:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="first must not be after last")
+    rows = await service.rescue_kpis(conn, principal=principal, first=first_month, last=last_month)
+    if format == "csv":
+        return as_csv(rows, RescueKpiRow, f"rescue-kpis-{first_month:%Y-%m}-{last_month:%Y-%m}")
+    return rows
+
+
+@router.get(
+    "/monthly",
+    response_model=list[MonthlyFirmRow],
+    summary="Monthly firm report (A4)",
+    responses=CSV,
+)
+async def monthly(
+    principal: CurrentPrincipal,
+    ctx: Context,
+    conn: Conn,
+    month: Month = None,
+    format: Format = "json",
+) -> list[MonthlyFirmRow] | Response:
+    """Per firm: verified visits, flagged records, overdue elevators, on-time maintenance rate,
+    lockouts and overrides, entrapments and their deadline compliance, drills; over the
+    elevators in the caller's scope (rule A2). Default: the platform clock's month."""
+    chosen = parse_month(month) if month else ctx.clock.now().date().replace(day=1)
+    rows = await service.monthly_firm_report(conn, principal=principal, month=chosen)
+    if format == "csv":
+        return as_csv(rows, MonthlyFirmRow, f"monthly-{chosen:%Y-%m}")
+    return rows
