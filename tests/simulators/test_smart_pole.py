@@ -34,6 +34,16 @@ async def arrived(probe: MqttProbe, count: int) -> list:
     return await asyncio.to_thread(probe.wait_for, count)
 
 
+async def asleep_on(clock, *, timeout: float = 10.0) -> None:
+    """Let the loop run until a task sleeps on the fake clock."""
+
+    async def poll() -> None:
+        while clock.sleepers == 0:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 @contextlib.asynccontextmanager
 async def running(pole: SmartPole):
     task = asyncio.create_task(pole.run())
@@ -58,6 +68,7 @@ async def test_publishes_wire_telemetry_every_period(mqtt_url, clock, unique_id)
     with MqttProbe(mqtt_url, topic(Channel.TELEMETRY, unique_id, unique_id)) as probe:
         async with running(pole):
             first = decoded((await arrived(probe, 1))[0], clock)
+            await asleep_on(clock)  # the pole waits for its next period
             clock.advance(3 * 3600)  # dusk has passed: the lamp is lit
             second = decoded((await arrived(probe, 2))[1], clock)
     assert isinstance(first, TelemetryBatch) and isinstance(second, TelemetryBatch)
