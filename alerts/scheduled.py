@@ -76,6 +76,8 @@ class DeliveryWorker:
         self._lease = timedelta(seconds=settings.webhook_timeout_s * 3 + 30)
         self.wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
+        # a lease can run out on a clock that jumps (tests, accelerated demo): never send twice
+        self._in_flight: set[int] = set()
 
     async def run(self, *, stop: asyncio.Event) -> None:
         """Deliver until ``stop``; in-flight sends finish first."""
@@ -84,9 +86,13 @@ class DeliveryWorker:
                 self.wake.clear()
                 async with self._pool.connection() as conn:
                     claimed = await service.aclaim_due_deliveries(
-                        conn, now=self._clock.now(), lease=self._lease
+                        conn,
+                        now=self._clock.now(),
+                        lease=self._lease,
+                        sending=sorted(self._in_flight),
                     )
                     for delivery in claimed:
+                        self._in_flight.add(delivery.id)
                         task = asyncio.create_task(self._send(delivery))
                         self._sending.add(task)
                         task.add_done_callback(self._sending.discard)
@@ -102,6 +108,8 @@ class DeliveryWorker:
         except Exception:
             # the lease runs out and the delivery is tried again
             log.exception("delivery %s could not be recorded", delivery.id)
+        finally:
+            self._in_flight.discard(delivery.id)
 
     async def _send_and_record(self, delivery: Delivery) -> None:
         result = await self._channels.send(delivery, timestamp_ms=self._clock.now_ms())

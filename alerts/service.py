@@ -486,16 +486,23 @@ _DELIVERY_COLUMNS = (
 
 
 async def aclaim_due_deliveries(
-    conn: psycopg.AsyncConnection, *, now: datetime, lease: timedelta, limit: int = 100
+    conn: psycopg.AsyncConnection,
+    *,
+    now: datetime,
+    lease: timedelta,
+    limit: int = 100,
+    sending: Sequence[int] = (),
 ) -> list[Delivery]:
-    """Pending deliveries due by ``now``, leased to this worker so no other sends them too."""
+    """Pending deliveries due by ``now``, leased to this worker so no other sends them too
+    (``sending``: this worker's own in-flight deliveries, never claimed twice)."""
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"UPDATE deliveries SET next_attempt_at = %(until)s WHERE id IN ("
             f"  SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= %(now)s"
+            f"  AND id <> ALL(%(sending)s)"
             f"  ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
             f"RETURNING {_DELIVERY_COLUMNS}",
-            {"now": now, "until": now + lease, "limit": limit},
+            {"now": now, "until": now + lease, "limit": limit, "sending": list(sending)},
         )
         rows = await cur.fetchall()
     return sorted((_delivery(row) for row in rows), key=lambda d: d.id)

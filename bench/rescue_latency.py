@@ -64,7 +64,10 @@ def run_ingest(args: argparse.Namespace) -> int:
     worker = IngestWorker(
         database_url=args.database_url,
         mqtt_url=args.mqtt_url,
-        settings=IngestSettings(client_id="bench-rescue-ingest"),
+        settings=IngestSettings(
+            client_id="bench-rescue-ingest",
+            **({"batch_size": args.ingest_batch_size} if args.ingest_batch_size else {}),
+        ),
         clock=RealClock(),
         worker_index=0,
         stats=IngestStats(),
@@ -523,7 +526,8 @@ def run_bench(args: argparse.Namespace) -> int:
             lifts = [lift_id(i) for i in range(args.lifts)]
         seed(conn, lifts=lifts, meters=args.meters, hook=receiver.url)
         common = ["--database-url", url, "--mqtt-url", broker.url]
-        children.append(Child("ingest", common))
+        ingest_args = ["--ingest-batch-size", str(args.ingest_batch_size)]
+        children.append(Child("ingest", [*common, *ingest_args]))
         children.append(Child("rescue", common))
         for child in children:
             if not child.ready.wait(60):
@@ -623,6 +627,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="gateway: simulated controllers polled by a gateway; mqtt: events published directly",
     )
     parser.add_argument("--gateway-config")
+    parser.add_argument(
+        "--ingest-batch-size", type=int, default=0, help="ingest batch size (0: its default)"
+    )
     parser.add_argument("--samples", type=int, default=60, help="entrapments per phase")
     parser.add_argument("--lifts", type=int, default=20)
     parser.add_argument("--load", type=int, default=20_000, help="background points/s (0: none)")
