@@ -39,6 +39,9 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     if workers < 1:
         print("vigil ingest: --workers must be at least 1", file=sys.stderr)
         return 2
+    if workers > 1 and not settings.ingest.share_group:
+        print("vigil ingest: several workers need a share_group ([ingest])", file=sys.stderr)
+        return 2
     with endpoints(settings) as where:
         if workers == 1:
             return _run_here(where.database_url, where.mqtt_url, settings)

@@ -35,7 +35,10 @@ CHANNELS = (
 
 
 def shared_filters(group: str) -> list[str]:
-    """The shared-subscription filters of an ingest group (``$share/<group>/vigil/v1/...``)."""
+    """The shared-subscription filters of an ingest group (``$share/<group>/vigil/v1/...``);
+    plain filters when ``group`` is empty (a single consumer)."""
+    if not group:
+        return [subscription(channel) for channel in CHANNELS]
     return [f"$share/{group}/{subscription(channel)}" for channel in CHANNELS]
 
 

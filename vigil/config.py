@@ -65,7 +65,8 @@ class IngestSettings(Section):
     batch_size: int = Field(default=20_000, ge=1)
     flush_interval_ms: int = Field(default=200, ge=1, le=200)
     client_id: str = "vigil-ingest"
-    share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # empty: a plain subscription, for a single worker (see docs/ingest.md, broker restarts)
+    share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="broker keeps a session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535, description="unacked messages")
     unknown_device_recheck_s: float = Field(default=1.0, ge=0, description="negative-cache TTL")
@@ -111,10 +112,15 @@ class ApiSettings(Section):
 class DemoSettings(Section):
     """What ``vigil demo`` runs."""
 
-    sites: int = Field(default=3, ge=1)
-    elevators: int = Field(default=30, ge=0)
+    sites: int = Field(default=3, ge=1, le=26)
+    elevators: int = Field(default=30, ge=3)
     meters: int = Field(default=6, ge=0)
-    poles: int = Field(default=6, ge=0)
+    poles: int = Field(default=6, ge=1)
+    # Simulated seconds per real second: fast enough to watch a maintenance lapse to lockout in
+    # minutes, slow enough for a person to take an entrapment from alarm to closed.
+    factor: float = Field(default=10.0, gt=0, le=3600)
+    # The scenario's second entrapment is left to the person at the console.
+    leave_second_entrapment: bool = True
 
 
 class Settings(BaseSettings):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+import pytest
 
 from ingest.models import IngestStats
 from tests.ingest.conftest import (
@@ -212,3 +213,34 @@ def test_two_workers_on_a_shared_subscription_split_the_load(
         assert one.stats.points_duplicate + two.stats.points_duplicate == 0
     assert count(db_url, "SELECT count(*) FROM telemetry") == 80 * SAMPLES
     assert count(db_url, "SELECT count(*) FROM events") == 8
+
+
+@pytest.mark.parametrize("share_group", ["ingest", ""], ids=["shared", "plain"])
+def test_broker_restart_mid_stream_keeps_the_session_and_loses_nothing(
+    db_url, broker, clock, unique_id, share_group
+):
+    fleet = register_fleet(db_url, gateway=unique_id, meters=3)
+    messages = _messages(fleet, now_ms=clock.now_ms(), n=120)
+    half = len(messages) // 2
+    with running_worker(
+        db_url=db_url,
+        mqtt_url=broker.url,
+        clock=clock,
+        batch_size=50,
+        flush_interval_ms=20,
+        receive_maximum=20,
+        share_group=share_group,
+    ) as worker:
+        assert _Stream(broker.url, messages[:half]).join()
+        assert worker.stats.wait_for(lambda s: s.acked >= 5, timeout=20)
+        worker.consumer.subscribed.clear()
+        broker.restart()  # the worker's session and unacknowledged messages survive it
+        if share_group:
+            # Mosquitto 2.0 does not restore shared subscriptions from its persistence file:
+            # until the worker has subscribed again, new messages have nowhere to go.
+            assert worker.consumer.subscribed.wait(15)
+        assert _Stream(broker.url, messages[half:]).join()
+        stored = wait_for_count(db_url, "SELECT count(*) FROM telemetry", 120 * SAMPLES)
+        assert worker.stats.wait_for(lambda s: s.messages_stored >= len(messages), timeout=20)
+    assert stored == 120 * SAMPLES
+    assert count(db_url, "SELECT count(*) FROM events") == 12
