@@ -24,6 +24,7 @@ RUNNER_MODULES = (
     "compliance.maintenance.scheduled",
     "compliance.log.scheduled",
     "compliance.rescue.scheduled",
+    "compliance.conditions.scheduled",
 )
 
 RESTART_DELAY_S = 5.0

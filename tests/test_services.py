@@ -8,7 +8,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import psycopg
 
-from vigil.services import MosquittoBroker, wait_for_port
+from vigil.services import MosquittoBroker
 from vigil.testing import MqttProbe
 
 
@@ -49,12 +49,20 @@ def test_private_postgres_survives_a_restart(private_postgres):
         assert conn.execute("SELECT name FROM manufacturers").fetchone() == ("Otis",)
 
 
-def test_demo_starts_and_exits_cleanly_on_ctrl_c():
+def test_demo_runs_the_scenario_end_to_end_and_exits_cleanly_on_ctrl_c():
+    """Simulators -> gateway -> broker -> ingest -> compliance and rescue, on a fast clock."""
     # PostgreSQL runs as the postgres user when we are root: it needs a directory it can reach.
     tmp_path = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
     tmp_path.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    env["VIGIL_DATA_DIR"] = str(tmp_path / "data")
+    env.update(
+        VIGIL_DATA_DIR=str(tmp_path / "data"),
+        VIGIL_API__PORT="0",
+        VIGIL_DEMO__FACTOR="120",
+        VIGIL_DEMO__ELEVATORS="6",
+        VIGIL_DEMO__METERS="1",
+        VIGIL_DEMO__POLES="2",
+    )
     demo = subprocess.Popen(
         [sys.executable, "-m", "vigil.cli", "demo"],
         stdout=subprocess.PIPE,
@@ -62,21 +70,27 @@ def test_demo_starts_and_exits_cleanly_on_ctrl_c():
         text=True,
         env=env,
     )
-    lines = []
+    lines: list[str] = []
+    awaited = ["Press Ctrl-C", "lift-0003: maintenance overdue", "lift-0001: incident 1 opened"]
     assert demo.stdout is not None
-    for line in demo.stdout:
-        lines.append(line)
-        if "Press Ctrl-C" in line:
-            break
+    try:
+        for line in demo.stdout:
+            lines.append(line)
+            if all(any(text in seen for seen in lines) for text in awaited):
+                break
+    finally:
+        demo.send_signal(signal.SIGINT)
     output = "".join(lines)
     assert "Vigil demo is up." in output, output
+    for text in awaited:
+        assert text in output, output
+    console = next(ln.split()[-1] for ln in lines if "console:" in ln)
+    assert console.startswith("http://127.0.0.1:")
     db_url = next(ln.split()[-1] for ln in lines if "database:" in ln)
-    mqtt_url = next(ln.split()[-1] for ln in lines if "broker:" in ln)
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
-    wait_for_port(int(mqtt_url.rsplit(":", 1)[1]))
+        assert conn.execute("SELECT count(*) FROM rescue_incidents").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM telemetry").fetchone()[0] > 0
 
-    demo.send_signal(signal.SIGINT)
     rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, rest
     assert "stopped." in rest

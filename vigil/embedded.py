@@ -29,8 +29,13 @@ class Endpoints:
 
 
 @contextlib.contextmanager
-def endpoints(settings: Settings) -> Iterator[Endpoints]:
-    """Yield migrated database and broker URLs; embedded servers are stopped on exit."""
+def endpoints(
+    settings: Settings, *, database: str = DATABASE_NAME, fresh: bool = False
+) -> Iterator[Endpoints]:
+    """Yield migrated database and broker URLs; embedded servers are stopped on exit.
+
+    With ``fresh``, an embedded database is dropped and created anew (the demo starts clean).
+    """
     with contextlib.ExitStack() as stack:
         database_url = settings.database_url
         if database_url is None:
@@ -42,12 +47,14 @@ def endpoints(settings: Settings) -> Iterator[Endpoints]:
             server.start()
             stack.callback(server.stop)
             with psycopg.connect(server.url(), autocommit=True) as conn:
+                if fresh:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
                 exists = conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
                 ).fetchone()
                 if not exists:
-                    conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
-            database_url = server.url(DATABASE_NAME)
+                    conn.execute(f'CREATE DATABASE "{database}"')
+            database_url = server.url(database)
             log.info("embedded PostgreSQL at %s", database_url)
         mqtt_url = settings.mqtt_url
         if mqtt_url is None:

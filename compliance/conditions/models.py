@@ -1,0 +1,51 @@
+"""Types and thresholds of the condition checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Values in force; each alarm records them (every number of RULES.md is a default)."""
+
+    # rule L1: a lamp that should be lit but draws less than this is failed
+    lamp_failed_below_w: float = 1.0
+    # rule L2: relamp a high mast when this share of its lamps is out
+    relamp_share: float = 0.4
+    # rule E2: supply voltage band around nominal
+    nominal_voltage: float = 230.0
+    voltage_band: float = 0.10
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One kind of trouble a device can be in."""
+
+    type: str
+    rule: str
+    severity: str
+    message: str
+
+
+LAMP_FAILURE = Condition("lamp_failure", "L1", "major", "lamp should be lit but draws no power")
+MAST_RELAMPING = Condition(
+    "mast_relamping", "L2", "major", "40% or more of the mast's lamps are out: relamping due"
+)
+VOLTAGE_OUT_OF_BAND = Condition(
+    "voltage_out_of_band", "E2", "warning", "supply voltage outside the band around nominal"
+)
+REVERSE_ENERGY = Condition(
+    "reverse_energy", "E2", "warning", "energy flowing backwards (possible tampering)"
+)
+CONDITIONS = (LAMP_FAILURE, MAST_RELAMPING, VOLTAGE_OUT_OF_BAND, REVERSE_ENERGY)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Whether a condition holds for a device now, with the readings behind it."""
+
+    device_id: str
+    condition: Condition
+    holds: bool
+    readings: dict[str, float | None]

@@ -1,0 +1,56 @@
+"""Condition runner: checks on every state change that ingest announces, and on a schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import psycopg
+
+from compliance.conditions import flows
+from compliance.conditions.models import Thresholds
+from compliance.engine import sleep_or_stop
+from vigil import notify
+from vigil.clock import Clock
+from vigil.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def run(
+    *,
+    database_url: str,
+    mqtt_url: str,
+    clock: Clock,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    """Check every device at start and every sweep interval; changed devices as they change."""
+    thresholds = Thresholds()
+    # Checks run one at a time (each awaited), so one connection serves them all.
+    conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
+
+    def check(devices: list[str] | None) -> None:
+        for finding in flows.check(conn, now=clock.now(), thresholds=thresholds, devices=devices):
+            state = "raised" if finding.holds else "cleared"
+            log.info("%s: %s %s", finding.device_id, finding.condition.type, state)
+
+    async with notify.Listener(database_url, [notify.STATE]) as listener:
+
+        async def on_state() -> None:
+            async for notice in listener:
+                await asyncio.to_thread(check, flows.devices_of([notice]))
+
+        watcher = asyncio.create_task(on_state())
+        try:
+            while not stop.is_set():
+                await asyncio.to_thread(check, None)
+                await sleep_or_stop(
+                    clock=clock, seconds=settings.compliance.sweep_interval_s, stop=stop
+                )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await asyncio.to_thread(conn.close)

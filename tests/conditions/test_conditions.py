@@ -1,0 +1,128 @@
+"""Rules L1, L2 and E2: conditions read from the latest device state raise and clear alarms."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from alerts import service as alerts
+from compliance.conditions import flows
+from compliance.conditions.models import Thresholds
+from compliance.log import service as compliance_log
+
+NOW = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def site(db):
+    j = db.execute("INSERT INTO jurisdictions (code, name) VALUES ('j', 'J') RETURNING id")
+    u = db.execute("INSERT INTO user_units (name) VALUES ('U') RETURNING id")
+    jurisdiction, unit = j.fetchone()["id"], u.fetchone()["id"]
+    return db.execute(
+        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+        "VALUES (%s, %s, 'S', 31.2, 121.4, 'city') RETURNING id",
+        (unit, jurisdiction),
+    ).fetchone()["id"]
+
+
+def device(db, site, device_id, kind, **state):
+    db.execute(
+        "INSERT INTO devices (id, kind, model, site_id) VALUES (%s, %s, 'm', %s)",
+        (device_id, kind, site),
+    )
+    set_state(db, device_id, **state)
+
+
+def set_state(db, device_id, **state):
+    for metric, value in state.items():
+        db.execute(
+            "INSERT INTO device_state (device_id, metric, value, ts) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (device_id, metric) DO UPDATE SET value = excluded.value",
+            (device_id, metric, value, NOW),
+        )
+
+
+def open_types(db, device_id):
+    return {
+        t
+        for t in ("lamp_failure", "mast_relamping", "voltage_out_of_band", "reverse_energy")
+        if alerts.open_alarm(db, source_type="device", source_id=device_id, type=t)
+    }
+
+
+def test_lit_lamp_drawing_nothing_raises_then_clears_lamp_failure(db, site):
+    # rule L1
+    device(db, site, "pole-1", "light_pole", lamp_on=1, lamp_power=0.0)
+    device(db, site, "pole-2", "light_pole", lamp_on=1, lamp_power=148.0)
+    device(db, site, "pole-3", "light_pole", lamp_on=0, lamp_power=0.0)  # daytime: off is fine
+    changed = flows.check(db, now=NOW, thresholds=Thresholds())
+    assert [(f.device_id, f.condition.type) for f in changed] == [("pole-1", "lamp_failure")]
+    assert open_types(db, "pole-1") == {"lamp_failure"}
+    assert open_types(db, "pole-2") == open_types(db, "pole-3") == set()
+    alarm = alerts.open_alarm(db, source_type="device", source_id="pole-1", type="lamp_failure")
+    assert alarm.details["rule"] == "L1"
+    assert alarm.details["thresholds"]["lamp_failed_below_w"] == 1.0
+
+    # a second check changes nothing: no re-trigger of the open alarm
+    assert flows.check(db, now=NOW + timedelta(minutes=1), thresholds=Thresholds()) == []
+    set_state(db, "pole-1", lamp_power=150.0)
+    changed = flows.check(db, now=NOW + timedelta(minutes=2), thresholds=Thresholds())
+    assert [(f.device_id, f.holds) for f in changed] == [("pole-1", False)]
+    assert open_types(db, "pole-1") == set()
+    kinds = [e.kind for e in compliance_log.entries(db)]
+    assert kinds == ["lamp_failure_raised", "lamp_failure_cleared"]
+
+
+def test_mast_with_forty_percent_out_needs_relamping(db, site):
+    # rule L2: 3 of 8 out is 37.5% (a lamp failure only); 4 of 8 is 50%
+    device(db, site, "mast-1", "high_mast", lamp_on=1, lamp_power=900, lamps_total=8, lamps_out=3)
+    flows.check(db, now=NOW, thresholds=Thresholds())
+    assert open_types(db, "mast-1") == {"lamp_failure"}
+    set_state(db, "mast-1", lamps_out=4)
+    flows.check(db, now=NOW, thresholds=Thresholds())
+    assert open_types(db, "mast-1") == {"lamp_failure", "mast_relamping"}
+
+
+def test_meter_voltage_band_and_reverse_energy(db, site):
+    # rule E2: +-10% of 230 V is 207..253 V
+    device(
+        db,
+        site,
+        "m-ok",
+        "energy_meter",
+        voltage_l1=230,
+        voltage_l2=252,
+        voltage_l3=208,
+        power_total=1500,
+    )
+    device(
+        db,
+        site,
+        "m-sag",
+        "energy_meter",
+        voltage_l1=230,
+        voltage_l2=200,
+        voltage_l3=230,
+        power_total=1500,
+    )
+    device(
+        db,
+        site,
+        "m-rev",
+        "energy_meter",
+        voltage_l1=230,
+        voltage_l2=230,
+        voltage_l3=230,
+        power_total=-800,
+    )
+    flows.check(db, now=NOW, thresholds=Thresholds())
+    assert open_types(db, "m-ok") == set()
+    assert open_types(db, "m-sag") == {"voltage_out_of_band"}
+    assert open_types(db, "m-rev") == {"reverse_energy"}
+
+
+def test_a_check_can_be_limited_to_the_devices_that_changed(db, site):
+    device(db, site, "pole-1", "light_pole", lamp_on=1, lamp_power=0.0)
+    device(db, site, "pole-2", "light_pole", lamp_on=1, lamp_power=0.0)
+    flows.check(db, now=NOW, thresholds=Thresholds(), devices=["pole-2"])
+    assert open_types(db, "pole-1") == set()
+    assert open_types(db, "pole-2") == {"lamp_failure"}
