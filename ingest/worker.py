@@ -18,7 +18,7 @@ import time
 
 import psycopg
 
-from ingest import flows, service
+from ingest import flows, scheduled, service
 from ingest.consumer import MqttConsumer
 from ingest.models import Batch, Delivery, IngestStats, Received, WriteResult
 from ingest.registry import DeviceRegistry
@@ -29,7 +29,6 @@ from vigil.db import has_timescaledb
 
 log = logging.getLogger(__name__)
 
-_MAINTENANCE_LOCK = 0x5649_0101  # one storage upkeep at a time across workers
 _STOP = None
 
 
@@ -71,7 +70,17 @@ class IngestWorker:
         ]
         if maintenance:
             self._threads.append(
-                threading.Thread(target=self._maintain, name="ingest-maintenance", daemon=True)
+                threading.Thread(
+                    target=scheduled.run_upkeep,
+                    kwargs={
+                        "database_url": database_url,
+                        "settings": settings,
+                        "clock": clock,
+                        "stop": self._stopping,
+                    },
+                    name="ingest-upkeep",
+                    daemon=True,
+                )
             )
 
     def start(self) -> None:
@@ -195,35 +204,6 @@ class IngestWorker:
         return flows.Writer(
             conn=conn, registry=self.registry, clock=self.clock, timescale=timescale
         )
-
-    # -- maintenance -----------------------------------------------------------------------------
-
-    def _maintain(self) -> None:
-        applied_policies = False
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(self.database_url, connect_timeout=5) as conn:
-                    if service.try_lock(conn, key=_MAINTENANCE_LOCK):
-                        try:
-                            if not applied_policies:
-                                service.apply_timescale_policies(
-                                    conn,
-                                    compress_after_days=self.settings.compress_after_days,
-                                    retention_days=self.settings.retention_days,
-                                )
-                                conn.commit()
-                                applied_policies = True
-                            upkeep = flows.maintain_storage(
-                                conn, today=self.clock.now().date(), settings=self.settings
-                            )
-                            if upkeep.partitions_dropped or upkeep.partitions_created:
-                                log.info("storage upkeep: %s", upkeep)
-                        finally:
-                            conn.rollback()
-                            service.unlock(conn, key=_MAINTENANCE_LOCK)
-            except psycopg.Error as exc:
-                log.warning("storage upkeep failed, retrying later: %s", exc)
-            self._stopping.wait(self.settings.maintenance_interval_s)
 
 
 def tune_gc() -> None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from ingest import flows, service
+from ingest import flows, scheduled, service
 from tests.ingest.conftest import ingest_settings, make_batch, make_writer, register_fleet
 from vigil import wire
 from vigil.catalog import METRICS, DeviceKind
@@ -236,3 +236,21 @@ def test_timescaledb_path(db, db_url, clock, unique_id):
         end=from_ms(hour + HOUR),
     )
     assert [(r["samples"], r["min_value"], r["max_value"]) for r in rows] == [(2, 10.0, 30.0)]
+
+
+def test_upkeep_runs_in_one_worker_at_a_time(plain, db_url, clock):
+    settings = ingest_settings(partitions_ahead_days=2)
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (scheduled.UPKEEP_LOCK,))
+        assert (
+            scheduled.upkeep_once(
+                database_url=db_url, settings=settings, clock=clock, apply_policies=True
+            )
+            is None
+        )
+        assert _partitions(plain) == []
+        other.execute("SELECT pg_advisory_unlock(%s)", (scheduled.UPKEEP_LOCK,))
+    upkeep = scheduled.upkeep_once(
+        database_url=db_url, settings=settings, clock=clock, apply_policies=True
+    )
+    assert upkeep is not None and upkeep.partitions_created == 4
