@@ -95,6 +95,7 @@ def _supervise(database_url: str, mqtt_url: str, settings: Settings, workers: in
     settings_json = settings.model_dump_json()
 
     def spawn(index: int) -> BaseProcess:
+        """Start worker ``index``."""
         process = context.Process(
             target=_worker_main,
             args=(database_url, mqtt_url, settings_json, index),

@@ -35,8 +35,7 @@ CHANNELS = (
 
 
 def shared_filters(group: str) -> list[str]:
-    """The shared-subscription filters of an ingest group (``$share/<group>/vigil/v1/...``);
-    plain filters when ``group`` is empty (a single consumer)."""
+    """Filters of an ingest group (``$share/<group>/vigil/v1/...``); plain ones if it is empty."""
     if not group:
         return [subscription(channel) for channel in CHANNELS]
     return [f"$share/{group}/{subscription(channel)}" for channel in CHANNELS]

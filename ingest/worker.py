@@ -207,9 +207,9 @@ class IngestWorker:
 
 
 def tune_gc() -> None:
-    """Collect garbage less often: decoding allocates many short-lived objects, and the default
-    thresholds spend a quarter of ingest's CPU in the collector. Call it only in a process that
-    is an ingest worker (it is process-wide)."""
+    """Collect garbage less often in a process that only runs ingest (process-wide)."""
+    # Decoding allocates many short-lived objects; the default thresholds spend about a
+    # quarter of ingest's CPU in the collector.
     gc.collect()
     gc.freeze()  # what exists now (modules, settings) is never scanned again
     gc.set_threshold(50_000, 20, 100)
