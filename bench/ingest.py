@@ -291,7 +291,12 @@ def register(url: str, layout: Layout) -> None:
 
 
 def raw_copy(
-    url: str, layout: Layout, published: dict[int, int], batch_rows: int, postmaster: int
+    url: str,
+    layout: Layout,
+    published: dict[int, int],
+    batch_rows: int,
+    postmaster: int,
+    connections: int,
 ) -> tuple:
     """Rows/s of a binary COPY of the same rows into an identical, empty table."""
     import psycopg
@@ -334,15 +339,30 @@ def raw_copy(
                 f"CREATE TABLE bench_raw_{offset + 1} PARTITION OF bench_raw "
                 f"FOR VALUES FROM ('{lo}') TO ('{hi}')"
             )
-    with psycopg.connect(url) as conn:
+    conns = [psycopg.connect(url) for _ in range(connections)]
+    try:
+
+        def copy_share(index: int) -> None:
+            conn = conns[index]
+            for chunk in chunks[index::connections]:
+                with conn.cursor().copy(
+                    f"COPY bench_raw {COLUMNS} FROM STDIN (FORMAT BINARY)"
+                ) as cp:
+                    cp.write(chunk)
+                conn.commit()
+
+        threads = [threading.Thread(target=copy_share, args=(i,)) for i in range(connections)]
         cpu_before = cluster_cpu(postmaster)
         start = time.perf_counter()
-        for chunk in chunks:
-            with conn.cursor().copy(f"COPY bench_raw {COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
-                cp.write(chunk)
-            conn.commit()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         elapsed = time.perf_counter() - start
-        cpu = cluster_cpu(postmaster) - cpu_before  # while the backend is alive to be counted
+        cpu = cluster_cpu(postmaster) - cpu_before  # while the backends are alive to be counted
+    finally:
+        for conn in conns:
+            conn.close()
     return rows, elapsed, cpu
 
 
@@ -489,9 +509,16 @@ def run_bench(args: argparse.Namespace) -> int:
             return sum(committed.values())
 
         next_report = time.monotonic() + 10
+        in_window: int | None = None  # committed when the publishing window closed
         with lock:
             while len(published) < args.publishers or total() < published_points[0]:
-                lock.wait(1.0)
+                lock.wait(0.2)
+                if (
+                    in_window is None
+                    and len(starts) == args.publishers
+                    and time.monotonic() >= min(starts) + args.duration
+                ):
+                    in_window = total()
                 if time.monotonic() >= next_report:
                     print(f"  ... {total():,} points committed", flush=True)
                     next_report += 10
@@ -510,14 +537,23 @@ def run_bench(args: argparse.Namespace) -> int:
             "publishers": publisher_cpu[0],
         }
 
-        rows, copy_s, copy_db_cpu = raw_copy(url, layout, published, args.batch_size, postmaster)
+        rows, copy_s, copy_db_cpu = raw_copy(
+            url, layout, published, args.batch_size, postmaster, args.copy_connections
+        )
         copy_rate = rows / copy_s
         size, stored, ratio = storage_figures(url)
         print()
         print(f"points published:          {published_points[0]:,}")
         print(f"points committed:          {points:,} (rows in telemetry: {stored:,})")
+        offered = published_points[0] / args.duration
+        window = (in_window if in_window is not None else points) / args.duration
+        print(f"offered by publishers:     {offered:,.0f} points/s for {args.duration:.0f} s")
+        print(f"committed in that window:  {window:,.0f} points/s")
         print(f"end to end (MQTT→commit):  {e2e:,.0f} points/s over {elapsed:.1f} s")
-        print(f"raw binary COPY:           {copy_rate:,.0f} rows/s ({rows:,} rows, {copy_s:.1f} s)")
+        print(
+            f"raw binary COPY:           {copy_rate:,.0f} rows/s ({rows:,} rows, {copy_s:.1f} s, "
+            f"{args.copy_connections} connection(s), chunks of {args.batch_size:,})"
+        )
         print(f"ratio end-to-end / COPY:   {e2e / copy_rate:.2f}")
         print(f"bytes per stored point:    {size / max(stored, 1):.1f} ({size / 2**20:.0f} MiB)")
         if ratio is None:
@@ -557,6 +593,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ticks", type=int, default=50, help="timestamps per message")
     parser.add_argument("--batch-size", type=int, default=20_000)
     parser.add_argument("--receive-maximum", type=int, default=1000)
+    parser.add_argument(
+        "--copy-connections", type=int, default=1, help="connections of the raw COPY baseline"
+    )
     parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL without fsync")
     parser.add_argument(
         "--stock-postgres", action="store_true", help="keep max_wal_size/checkpoint defaults"
