@@ -279,39 +279,77 @@ def record_user_unit(conn: psycopg.Connection, *, record_id: int) -> int:
     return int(row["user_unit_id"])
 
 
+# Inspection operation (rule M3): the controller's service mode, or either inspection control
+# station switched on, which by itself puts a lift in inspection operation (EN 81-20 5.12.1.5).
+# A controller that reports its lockout's out-of-service mode over inspection still shows a visit.
+INSPECTION_SIGNALS: tuple[tuple[str, float], ...] = (
+    ("service_mode", float(ServiceMode.INSPECTION)),
+    ("car_top_inspection", 1.0),
+    ("pit_inspection", 1.0),
+)
+
+
 def inspection_intervals(
     conn: psycopg.Connection, *, device_id: str, start: datetime, end: datetime
 ) -> list[Interval]:
-    """Inspection-mode intervals of an elevator overlapping [start, end], from stored events."""
+    """Inspection-operation intervals of an elevator overlapping [start, end], from events."""
+    found: list[Interval] = []
     with conn.cursor(row_factory=dict_row) as cur:
-        before = cur.execute(
-            "SELECT id, ts, value FROM events WHERE device_id = %s AND metric = 'service_mode' "
-            "AND ts < %s ORDER BY ts DESC LIMIT 1",
-            (device_id, start),
-        ).fetchone()
-        rows = cur.execute(
-            "SELECT id, ts, value FROM events WHERE device_id = %s AND metric = 'service_mode' "
-            "AND ts >= %s AND ts <= %s ORDER BY ts",
-            (device_id, start, end),
-        ).fetchall()
-        after = cur.execute(
-            "SELECT id, ts, value FROM events WHERE device_id = %s AND metric = 'service_mode' "
-            "AND ts > %s ORDER BY ts LIMIT 1",
-            (device_id, end),
-        ).fetchone()
+        for metric, on in INSPECTION_SIGNALS:
+            found += _on_intervals(
+                cur, device_id=device_id, metric=metric, on=on, start=start, end=end
+            )
+    merged: list[Interval] = []
+    for interval in sorted(found, key=lambda i: (i.start, i.end)):
+        last = merged[-1] if merged else None
+        if last is not None and interval.start <= last.end:
+            if interval.end > last.end:
+                merged[-1] = Interval(
+                    last.start, interval.end, last.start_event_id, interval.end_event_id
+                )
+        else:
+            merged.append(interval)
+    return merged
+
+
+def _on_intervals(
+    cur: psycopg.Cursor[dict[str, Any]],
+    *,
+    device_id: str,
+    metric: str,
+    on: float,
+    start: datetime,
+    end: datetime,
+) -> list[Interval]:
+    """Intervals during which ``metric`` read ``on``, overlapping [start, end]."""
+    before = cur.execute(
+        "SELECT id, ts, value FROM events WHERE device_id = %s AND metric = %s "
+        "AND ts < %s ORDER BY ts DESC LIMIT 1",
+        (device_id, metric, start),
+    ).fetchone()
+    rows = cur.execute(
+        "SELECT id, ts, value FROM events WHERE device_id = %s AND metric = %s "
+        "AND ts >= %s AND ts <= %s ORDER BY ts",
+        (device_id, metric, start, end),
+    ).fetchall()
+    after = cur.execute(
+        "SELECT id, ts, value FROM events WHERE device_id = %s AND metric = %s "
+        "AND ts > %s ORDER BY ts LIMIT 1",
+        (device_id, metric, end),
+    ).fetchone()
     intervals: list[Interval] = []
     opened: tuple[datetime, int | None] | None = None
-    if before is not None and before["value"] == ServiceMode.INSPECTION:
+    if before is not None and before["value"] == on:
         opened = (before["ts"], before["id"])
     for row in rows:
-        if row["value"] == ServiceMode.INSPECTION:
+        if row["value"] == on:
             if opened is None:
                 opened = (row["ts"], row["id"])
         elif opened is not None:
             intervals.append(Interval(opened[0], row["ts"], opened[1], row["id"]))
             opened = None
     if opened is not None:
-        # Still in inspection at the end of the range: it ends at the next change, if known.
+        # Still on at the end of the range: it ends at the next change, if known.
         if after is not None:
             intervals.append(Interval(opened[0], after["ts"], opened[1], after["id"]))
         else:

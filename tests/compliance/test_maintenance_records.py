@@ -19,6 +19,7 @@ from compliance.maintenance.models import (
     checklist,
     tier_items,
 )
+from vigil.catalog import ServiceMode
 
 
 def test_annex_a_checklists_are_cumulative_31_44_59_76():
@@ -292,3 +293,27 @@ def test_late_evidence_is_judged_again(estate, clock):
     assert verdict is not None and verdict["verdict"] == "verified"
     verdicts = log_service.entries(estate.conn, kind="maintenance.verdict")
     assert [v.body["verdict"] for v in verdicts] == ["no_evidence", "verified"]
+
+
+def test_a_locked_out_controller_shows_the_visit_through_its_inspection_stations(estate, clock):
+    # rule M3: an inspection control station switched on is inspection operation, even when the
+    # controller keeps reporting its lockout's out-of-service mode in service_mode
+    conn, t = estate.conn, clock.now() - timedelta(hours=2)
+    estate.event("lift-1", "service_mode", t - timedelta(hours=1), ServiceMode.OUT_OF_SERVICE)
+    estate.event("lift-1", "car_top_inspection", t, 1)
+    estate.event("lift-1", "car_top_inspection", t + timedelta(minutes=12), 0)
+    estate.event("lift-1", "pit_inspection", t + timedelta(minutes=15), 1)
+    estate.event("lift-1", "pit_inspection", t + timedelta(minutes=26), 0)
+    _, judgement = estate.record("lift-1", t, t + timedelta(minutes=30), at=clock.now())
+    assert judgement is not None and judgement.verdict is Verdict.VERIFIED
+    assert judgement.onsite_minutes == 23
+    assert len(judgement.evidence["intervals"]) == 2
+    # the same stations for only 9 minutes in all are too short
+    u = t + timedelta(minutes=40)
+    estate.event("lift-1", "car_top_inspection", u, 1)
+    estate.event("lift-1", "car_top_inspection", u + timedelta(minutes=4), 0)
+    estate.event("lift-1", "pit_inspection", u + timedelta(minutes=5), 1)
+    estate.event("lift-1", "pit_inspection", u + timedelta(minutes=10), 0)
+    _, short = estate.record("lift-1", u, u + timedelta(minutes=15), at=clock.now())
+    assert short is not None and short.verdict is Verdict.TOO_SHORT
+    assert conn.execute("SELECT count(*) AS n FROM maintenance_verdicts").fetchone()["n"] == 2

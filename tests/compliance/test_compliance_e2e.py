@@ -1,0 +1,255 @@
+"""End to end on an accelerated clock: simulator → gateway → broker → ingest → database →
+compliance engine → broker → gateway → simulator (rules M3, M5, M6).
+
+An elevator whose maintenance has lapsed raises the overdue alarm, and after the grace period
+the engine sends a lockout. The controller holds it pending while somebody is in the car, then
+applies it at a landing with the doors open. A simulated technician's visit (inspection mode,
+car-top and pit stations) and its record verify, and the engine releases the lift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg.rows import dict_row
+
+from compliance import engine
+from compliance.log import flows as log_flows
+from compliance.maintenance import flows, service
+from compliance.maintenance.models import Tier, Verdict, checklist
+from gateway.models import (
+    BrokerConfig,
+    DeviceConfig,
+    GatewayConfig,
+    PollingDefaults,
+    build_config,
+)
+from gateway.service import GatewayService
+from ingest.flows import run_ingest
+from simulators.elevator import Elevator
+from simulators.testing import FleetRunner
+from vigil import notify
+from vigil.catalog import DoorState, LockoutState
+from vigil.clock import AcceleratedClock
+from vigil.config import ComplianceSettings, IngestSettings, Settings
+
+FACTOR = 600.0  # ten simulated minutes per real second
+START = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
+LIFT = "lift-e2e"
+
+
+def _estate(conn: psycopg.Connection, *, gateway: str) -> int:
+    """A site in Shanghai whose lift has had no maintenance for 20 days; grace 1 h."""
+    j = conn.execute("INSERT INTO jurisdictions (code, name) VALUES ('sh', 'SH') RETURNING id")
+    jurisdiction = j.fetchone()["id"]
+    unit = conn.execute("INSERT INTO user_units (name) VALUES ('Tower') RETURNING id").fetchone()
+    site = conn.execute(
+        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
+        "VALUES (%s, %s, 'Tower', 31.2, 121.5, 'city') RETURNING id",
+        (unit["id"], jurisdiction),
+    ).fetchone()["id"]
+    firm = conn.execute(
+        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
+        "VALUES ('LiftCare', 'L-1', '2030-01-01') RETURNING id"
+    ).fetchone()["id"]
+    technician = conn.execute(
+        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
+        "VALUES (%s, 'Wang', 'C-1', %s) RETURNING id",
+        (firm, date(2030, 1, 1)),
+    ).fetchone()["id"]
+    conn.execute("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (gateway, site))
+    conn.execute(
+        "INSERT INTO devices (id, kind, model, site_id, firm_id, gateway_id, registered_at) "
+        "VALUES (%s, 'elevator', 'lift-controller', %s, %s, %s, %s)",
+        (LIFT, site, firm, gateway, START - timedelta(days=20)),
+    )
+    service.set_policy(conn, jurisdiction_id=jurisdiction, grace_hours=1)
+    return technician
+
+
+def _reported_while_pending(conn: psycopg.Connection) -> dict[str, set[float]]:
+    """Values the controller reported between the lockout's pending and applied reports."""
+    rows = conn.execute(
+        """
+        WITH span AS (
+            SELECT min(ts) FILTER (WHERE value = 1) AS pending,
+                   min(ts) FILTER (WHERE value = 2) AS applied
+            FROM events WHERE device_id = %(d)s AND metric = 'lockout_state')
+        SELECT metric, array_agg(DISTINCT value) AS seen FROM telemetry, span
+        WHERE device_id = %(d)s AND metric IN ('car_status', 'door_zone', 'door_state')
+          AND ts >= span.pending AND ts < span.applied
+        GROUP BY metric
+        """,
+        {"d": LIFT},
+    ).fetchall()
+    return {row["metric"]: set(row["seen"]) for row in rows}
+
+
+async def _until(listener: notify.Listener, match, *, timeout: float = 30.0):
+    """The first notice for which ``match`` is true."""
+
+    async def first():
+        async for notice in listener:
+            if match(notice):
+                return notice
+        return None
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+def _escalated(state: str):
+    return lambda n: isinstance(n, dict) and n.get("device") == LIFT and n.get("state") == state
+
+
+def _event(metric: str, value: float, previous: float | None = None):
+    def match(n: object) -> bool:
+        return (
+            isinstance(n, notify.EventNotice)
+            and n.device == LIFT
+            and n.metric == metric
+            and n.value == value
+            and (previous is None or n.previous == previous)
+        )
+
+    return match
+
+
+async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_releases_it(
+    db_url, mqtt_url, tmp_path, unique_id
+):
+    clock = AcceleratedClock(factor=FACTOR, start=START)
+    gateway_id = f"gw-{unique_id}"
+    with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+        technician = _estate(conn, gateway=gateway_id)
+
+        lift = Elevator(device_id=LIFT, clock=clock, highest=8)
+        with FleetRunner([lift]) as fleet:
+            placement = fleet.placement(LIFT)
+            config = build_config(
+                GatewayConfig(
+                    gateway_id=gateway_id,
+                    data_dir=tmp_path / "gateway",
+                    broker=BrokerConfig(url=mqtt_url, backoff_initial_s=0.5, backoff_max_s=2.0),
+                    polling=PollingDefaults(poll_s=30.0, timeout_s=1.0),
+                    devices=[
+                        DeviceConfig(
+                            id=LIFT,
+                            profile=placement.model,
+                            host=placement.host,
+                            port=placement.port,
+                            unit=placement.unit,
+                        )
+                    ],
+                )
+            )
+            ingest_settings = IngestSettings(
+                client_id=f"ingest-{unique_id}", share_group=f"e2e{unique_id}", session_expiry_s=0
+            )
+            settings = Settings(
+                data_dir=tmp_path,
+                compliance=ComplianceSettings(sweep_interval_s=300.0),
+            )
+            ingest_stop = threading.Event()
+            ingest = threading.Thread(
+                target=run_ingest,
+                kwargs={
+                    "database_url": db_url,
+                    "mqtt_url": mqtt_url,
+                    "settings": ingest_settings,
+                    "clock": clock,
+                    "stop_event": ingest_stop,
+                },
+            )
+            stop = asyncio.Event()
+            channels = [flows.ESCALATIONS_CHANNEL, notify.EVENTS]
+            async with notify.Listener(db_url, channels) as listener:
+                ingest.start()
+                gateway = asyncio.create_task(
+                    GatewayService(config=config, clock=clock, stagger=False).run(stop)
+                )
+                compliance = asyncio.create_task(
+                    engine.run(
+                        database_url=db_url,
+                        mqtt_url=mqtt_url,
+                        clock=clock,
+                        settings=settings,
+                        stop=stop,
+                        modules=("compliance.maintenance.scheduled",),
+                    )
+                )
+                try:
+                    # Somebody is in the car when the lockout comes (rule M6: wait, never trap).
+                    fleet.call(lift.set_occupied, True)
+                    await _until(listener, _escalated("overdue"))
+                    await _until(listener, _escalated("lockout_pending"))
+                    await _until(listener, _event("lockout_state", LockoutState.PENDING))
+                    assert fleet.call(lambda: lift.lockout_state) is LockoutState.PENDING
+                    state = service.escalation(conn, device_id=LIFT)
+                    assert state is not None and state["state"] == "lockout_pending"
+
+                    # The passenger leaves: the controller applies the lockout at once, parked
+                    # at a landing with its doors open (read in the same step on its thread).
+                    def leave() -> tuple[object, ...]:
+                        lift.set_occupied(False)
+                        return (
+                            lift.lockout_state,
+                            lift.in_door_zone,
+                            lift.door_state,
+                            lift.moving,
+                            lift.passengers,
+                        )
+
+                    applied = fleet.call(leave)
+                    assert applied == (LockoutState.APPLIED, True, DoorState.OPEN, False, False)
+                    await _until(listener, _escalated("locked_out"))
+                    # ... and while it was pending the car stood open at a landing, never moving.
+                    assert _reported_while_pending(conn) == {
+                        "car_status": {0.0},
+                        "door_zone": {1.0},
+                        "door_state": {float(DoorState.OPEN)},
+                    }
+
+                    # The technician comes: 40 minutes of inspection operation, car top and pit.
+                    # (This controller reports its lockout over inspection in service_mode, so
+                    # the inspection stations are what show the visit; see docs/compliance.md.)
+                    visit_start = clock.now()
+                    fleet.call(lift.maintenance_visit, duration_s=2400.0)
+                    await _until(listener, _event("car_top_inspection", 1))
+                    await _until(listener, _event("pit_inspection", 0, previous=1), timeout=60)
+                    _, judgement = flows.submit_record(
+                        conn,
+                        device_id=LIFT,
+                        technician_id=technician,
+                        tier=Tier.HALF_MONTHLY,
+                        claimed_start=visit_start - timedelta(minutes=5),
+                        claimed_end=clock.now(),
+                        checklist_done=checklist(Tier.HALF_MONTHLY),
+                        recorded_by="wang",
+                        at=clock.now(),
+                    )
+                    assert judgement is not None and judgement.verdict is Verdict.VERIFIED
+                    await _until(listener, _escalated("ok"))
+                    await _until(listener, _event("lockout_state", LockoutState.NONE))
+                    assert fleet.call(lambda: lift.lockout_state) is LockoutState.NONE
+                finally:
+                    stop.set()
+                    ingest_stop.set()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.gather(gateway, compliance), 30)
+                    await asyncio.to_thread(ingest.join, 30)
+
+        actions = [
+            (r["action"], r["outcome"])
+            for r in conn.execute(
+                "SELECT c.action, r.outcome FROM commands c "
+                "LEFT JOIN command_results r ON r.command_id = c.id ORDER BY c.issued_at, r.ts"
+            ).fetchall()
+        ]
+        assert ("lockout", "pending_safety") in actions
+        assert ("lockout", "done") in actions
+        assert ("release", "done") in actions
+        assert log_flows.verify(conn).ok
