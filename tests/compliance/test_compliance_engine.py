@@ -150,3 +150,37 @@ async def test_two_engines_at_once_decide_and_send_everything_exactly_once(
     assert len({(e.subject_id, e.body["to"]) for e in transitions}) == 2 * len(devices)
     assert log_flows.verify(conn).ok
     probe.close()
+
+
+def test_the_engine_runs_every_runner_module_that_exists():
+    found = [name for name, _ in engine.runners()]
+    assert found == list(engine.RUNNER_MODULES)  # maintenance, checkpoints, rescue
+    assert engine.runners(("compliance.nothing_here.scheduled",)) == []
+
+
+async def test_a_failing_runner_is_restarted_after_a_delay(clock, tmp_path):
+    calls: list[int] = []
+    stop = asyncio.Event()
+
+    async def flaky(**kwargs: object) -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("database went away")
+        stop.set()
+
+    task = asyncio.create_task(
+        engine._supervise(
+            "flaky",
+            flaky,
+            database_url="",
+            mqtt_url="",
+            clock=clock,
+            settings=_settings(tmp_path),
+            stop=stop,
+        )
+    )
+    await _asleep(clock, 1)
+    assert calls == [0]
+    clock.advance(engine.RESTART_DELAY_S)
+    await asyncio.wait_for(task, 5)
+    assert calls == [0, 1]
