@@ -74,8 +74,12 @@ def select_samples(
     *, device: Device, readings: Mapping[str, Reading], ts: int, state: ReportState
 ) -> list[Sample]:
     """The samples to publish for one poll under the device's report strategy; updates state."""
+    # Half a poll period of slack: a poll that starts a little early (its predecessor was a
+    # little late) still carries the report that falls due in its slot.
+    slack_ms = device.poll_s * 500
     full_due = device.report is not ReportStrategy.CHANGE and (
-        state.last_full_ms is None or ts - state.last_full_ms >= device.report_interval_s * 1000
+        state.last_full_ms is None
+        or ts - state.last_full_ms + slack_ms >= device.report_interval_s * 1000
     )
     if full_due:
         state.last_full_ms = ts

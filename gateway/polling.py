@@ -114,6 +114,8 @@ class Coordinator:
             self.schedule[device.id] = start + timedelta(seconds=offset)
         try:
             while True:
+                if _really_cancelled():  # a cancellation a library swallowed still ends us
+                    raise asyncio.CancelledError
                 try:
                     await self._cycle()
                 except asyncio.CancelledError:
@@ -249,7 +251,9 @@ class Coordinator:
         try:
             # pymodbus times the request out itself (and raises ModbusIOException, as it did
             # in the ThingsBoard gateway); this outer bound only guards against a hang.
-            response = await asyncio.wait_for(call, timeout=self._timeout_s + 1.0)  # type: ignore[arg-type]
+            # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.)
+            async with asyncio.timeout(self._timeout_s + 1.0):
+                response = await call  # type: ignore[misc]
         except Exception as exc:
             # Timeouts, lost connections and garbled frames leave the link in doubt: close it.
             self._drop_connection(reason=f"{type(exc).__name__}: {exc}")
@@ -287,7 +291,8 @@ class Coordinator:
             reconnect_delay=0,  # reconnection is ours, with backoff on this clock
         )
         try:
-            connected = await asyncio.wait_for(client.connect(), timeout=self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                connected = await client.connect()
         except Exception:
             connected = False
         if not connected:

@@ -1,0 +1,165 @@
+"""Gateway polling benchmark: N simulated Modbus devices polled at 1 Hz by one gateway process.
+
+    vigil bench gateway                       # 1,000 devices (500 lifts, 300 meters, 200 poles)
+    vigil bench gateway --elevators 100 --meters 0 --poles 0 --seconds 20
+
+The devices run in a separate process (``vigil simulate``, the simulators' fleet runner, 100
+units per port); the gateway runs here on the real clock and publishes to a private Mosquitto.
+After a warm-up it measures for ``--seconds`` and prints: polls/s achieved (and the rate asked
+for), failed polls, CPU % of the gateway process (100 % = one core) and of the fleet process,
+poll lag percentiles (how late a poll started after its slot), MQTT messages acknowledged/s
+and the outbox depth at the end. The machine has 2 cores shared by the gateway, the fleet, the
+broker and whatever else runs: the figures are noisy, and the fleet competes for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.models import (
+    BrokerConfig,
+    BufferConfig,
+    DeviceConfig,
+    GatewayConfig,
+    PollingDefaults,
+    build_config,
+)
+from gateway.service import GatewayService
+from vigil.clock import RealClock
+from vigil.services import MosquittoBroker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vigil bench gateway", description=__doc__)
+    parser.add_argument("--elevators", type=int, default=500)
+    parser.add_argument("--meters", type=int, default=300)
+    parser.add_argument("--poles", type=int, default=200)
+    parser.add_argument("--water-meters", type=int, default=0)
+    parser.add_argument("--poll-s", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--units-per-port", type=int, default=100)
+    parser.add_argument("--report", default="periodic", choices=["periodic", "change", "both"])
+    return parser.parse_args(argv)
+
+
+def _start_fleet(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[str], list]:
+    manifest = workdir / "fleet.json"
+    command = [
+        sys.executable, "-m", "vigil.cli", "simulate",
+        "--elevators", str(args.elevators),
+        "--meters", str(args.meters),
+        "--poles", str(args.poles),
+        "--water-meters", str(args.water_meters),
+        "--units-per-port", str(args.units_per_port),
+        "--traffic", "20",
+        "--manifest", str(manifest),
+    ]  # fmt: skip
+    fleet = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert fleet.stdout is not None
+    ready = fleet.stdout.readline()  # the runner prints one JSON line once it listens
+    if not ready.startswith("{"):
+        fleet.kill()
+        raise SystemExit(f"the fleet did not start: {ready!r}")
+    return fleet, json.loads(manifest.read_text())["devices"]
+
+
+def _cpu_s_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _measure(args: argparse.Namespace, placements: list, broker: MosquittoBroker,
+                   workdir: Path, fleet_pid: int) -> dict[str, float]:  # fmt: skip
+    settings = GatewayConfig(
+        gateway_id="gw-bench",
+        data_dir=workdir / "gateway",
+        health_interval_s=10,
+        broker=BrokerConfig(url=broker.url, inflight=500),
+        buffer=BufferConfig(max_messages=1_000_000),
+        polling=PollingDefaults(poll_s=args.poll_s, timeout_s=2.0),
+        devices=[
+            DeviceConfig(
+                id=p["device_id"],
+                profile=p["model"],
+                host=p["host"],
+                port=p["port"],
+                unit=p["unit"],
+                report=args.report,
+            )
+            for p in placements
+        ],
+    )
+    service = GatewayService(config=build_config(settings), clock=RealClock())
+    stop = asyncio.Event()
+    runner = asyncio.create_task(service.run(stop))
+    await asyncio.sleep(args.warmup)  # a benchmark window, not a wait for a condition
+    stats = service.stats
+    stats.lags_s.clear()
+    start = (time.monotonic(), stats.polls, stats.failed_polls, service.link.published)
+    cpu0, fleet_cpu0 = _own_cpu_s(), _cpu_s_of(fleet_pid)
+    await asyncio.sleep(args.seconds)
+    wall = time.monotonic() - start[0]
+    figures = {
+        "devices": len(placements),
+        "asked_polls_per_s": len(placements) / args.poll_s,
+        "polls_per_s": (stats.polls - start[1]) / wall,
+        "failed_polls": stats.failed_polls - start[2],
+        "gateway_cpu_pct": 100 * (_own_cpu_s() - cpu0) / wall,
+        "fleet_cpu_pct": 100 * (_cpu_s_of(fleet_pid) - fleet_cpu0) / wall,
+        "lag_p50_ms": 1000 * stats.lag_percentile(0.50),
+        "lag_p99_ms": 1000 * stats.lag_percentile(0.99),
+        "lag_max_ms": 1000 * stats.lag_percentile(1.0),
+        "missed_slots": stats.missed_slots,
+        "mqtt_acked_per_s": (service.link.published - start[3]) / wall,
+        "outbox_depth_end": service.outbox.depth,
+        "connections": len(service.coordinators),
+    }
+    stop.set()
+    await runner
+    return figures
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark and print its figures."""
+    args = _arguments(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-gw-"))
+    broker = MosquittoBroker(workdir / "mqtt")
+    broker.start()
+    fleet, placements = _start_fleet(args, workdir)
+    try:
+        figures = asyncio.run(_measure(args, placements, broker, workdir, fleet.pid))
+    finally:
+        fleet.terminate()
+        fleet.wait(timeout=30)
+        broker.stop()
+    print(f"gateway benchmark: {figures['devices']} devices at {1 / args.poll_s:g} Hz, "
+          f"{figures['connections']} connections, {args.seconds:g} s measured "
+          f"(2 shared cores: noisy)")  # fmt: skip
+    for name, value in figures.items():
+        print(f"  {name:<20} {value:,.1f}" if isinstance(value, float) else f"  {name:<20} {value}")
+    print("command: vigil bench gateway " + " ".join(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
