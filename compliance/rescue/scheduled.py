@@ -303,6 +303,15 @@ class Rescue:
                 await task
 
 
+def coalesce(batch: Sequence[Any]) -> list[Any]:
+    """Notices that queued up while we were busy, in the order to handle them: events and
+    incident changes first, as they came (an alarm press never waits behind state), then one
+    state notice for every device named (the state is read once, at its latest)."""
+    first = [n for n in batch if not isinstance(n, notify.StateNotice)]
+    devices = sorted({d for n in batch if isinstance(n, notify.StateNotice) for d in n.devices})
+    return [*first, notify.StateNotice(tuple(devices))] if devices else first
+
+
 async def _handle(rescue: Rescue, notice: Any) -> None:
     """Handle one notice; retry while the database is away, then fail (the engine restarts
     the runner, whose start-up scan finds whatever this notice was about)."""
@@ -348,22 +357,39 @@ async def detect_and_dispatch(
             await rescue.rearm()
             if processed is not None:
                 processed(READY)
-            notices = aiter(listener)
+            inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def pump() -> None:
+                async for notice in listener:
+                    inbox.put_nowait(notice)
+
+            pumping = asyncio.create_task(pump())
             stopping = asyncio.ensure_future(stop.wait())
             try:
                 while not stop.is_set():
-                    following = asyncio.ensure_future(anext(notices))
-                    await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                    if not following.done():
-                        following.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await following
+                    getting = asyncio.ensure_future(inbox.get())
+                    await asyncio.wait(
+                        {getting, stopping, pumping}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not getting.done():
+                        getting.cancel()
+                        if pumping.done() and not stop.is_set():
+                            # without notices nothing would be detected: fail, to be restarted
+                            raise pumping.exception() or RuntimeError("rescue listener ended")
                         break
-                    await _handle(rescue, following.result())
+                    batch = [getting.result()]
+                    while not inbox.empty():
+                        batch.append(inbox.get_nowait())
+                    for notice in coalesce(batch):
+                        await _handle(rescue, notice)
                     if processed is not None:
-                        processed(following.result())
+                        for notice in batch:
+                            processed(notice)
             finally:
                 stopping.cancel()
+                pumping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pumping
     finally:
         await rescue.close()
         await asyncio.to_thread(pool.close)
