@@ -121,8 +121,9 @@ def clear_alarm(
     source_id: str,
     reason: str,
     at: datetime,
+    log_items: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Clear the open alarm of a source and type, if any, and log it."""
+    """Clear the open alarm of a source and type, if any, and log it (or add to ``log_items``)."""
     cleared = alerts.clear_alarms_of(
         conn,
         source_type=source_type,
@@ -134,15 +135,18 @@ def clear_alarm(
     )
     if cleared is None:
         return
-    log.append(
-        conn,
-        kind="alarm.cleared",
-        subject_type=source_type,
-        subject_id=source_id,
-        body={"alarm_id": cleared.id, "type": type, "reason": reason},
-        actor=service.ENGINE_ACTOR,
-        at=at,
-    )
+    item = {
+        "kind": "alarm.cleared",
+        "subject_type": source_type,
+        "subject_id": source_id,
+        "body": {"alarm_id": cleared.id, "type": type, "reason": reason},
+        "actor": service.ENGINE_ACTOR,
+        "at": at,
+    }
+    if log_items is not None:
+        log_items.append(item)
+    else:
+        log.append(conn, **item)
 
 
 # Who hears about a lapse in self-monitoring: firm, user unit and manufacturer (M5, M7).
@@ -489,21 +493,29 @@ def sweep(
                 _sweep_sql(),
                 {"now": now, "devices": list(device_ids) if device_ids is not None else None},
             ).fetchall()
-        result.transitions = _act_on(conn, rows=rows, now=now)
+        # Log entries are appended last: the log's writer lock is then held only for the
+        # append and the commit, not for the whole sweep (rescue steps share that log).
+        log_items: list[dict[str, Any]] = []
+        result.transitions = _act_on(conn, rows=rows, now=now, log_items=log_items)
         if device_ids is None:
-            opened, closed = check_findings(conn, now=now)
+            opened, closed = check_findings(conn, now=now, log_items=log_items)
             result.findings_opened, result.findings_closed = opened, closed
         count = conn.execute("SELECT count(*) FROM maintenance_escalations").fetchone()
         result.elevators = int(_first(count))
+        log.append_many(conn, items=log_items)
     return result
 
 
 def _act_on(
-    conn: psycopg.Connection, *, rows: list[dict[str, Any]], now: datetime
+    conn: psycopg.Connection,
+    *,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    log_items: list[dict[str, Any]],
 ) -> list[Transition]:
-    """Alarms, commands and log entries for the escalation transitions of one sweep."""
+    """Alarms, commands and log entries (added to ``log_items``) for one sweep's transitions."""
     transitions: list[Transition] = []
-    entries: list[dict[str, Any]] = []
+    entries = log_items
     for row in rows:
         state = EscalationState(row["state"])
         previous = EscalationState(row["previous_state"]) if row["previous_state"] else None
@@ -591,6 +603,7 @@ def _act_on(
                         source_id=device_id,
                         reason="verified maintenance",
                         at=now,
+                        log_items=entries,
                     )
         transitions.append(Transition(device_id, state, previous, detail, lockout_id, release_id))
         entries.append(
@@ -609,7 +622,6 @@ def _act_on(
                 "at": now,
             }
         )
-    log.append_many(conn, items=entries)
     _notify_transitions(conn, transitions=transitions)
     return transitions
 
@@ -842,8 +854,13 @@ _FINDING_ALARMS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def check_findings(conn: psycopg.Connection, *, now: datetime) -> tuple[int, int]:
-    """Open findings for breaches of M8, M10, M11 and close the ones resolved, set-based."""
+def check_findings(
+    conn: psycopg.Connection, *, now: datetime, log_items: list[dict[str, Any]] | None = None
+) -> tuple[int, int]:
+    """Open findings for breaches of M8, M10, M11 and close the ones resolved, set-based.
+
+    Log entries go to ``log_items`` when given (the sweep appends them last), else to the log.
+    """
     warning = conn.execute(
         "SELECT qualification_warning_days FROM compliance_policies "
         "WHERE jurisdiction_id IS NULL AND contract_id IS NULL"
@@ -895,6 +912,7 @@ def check_findings(conn: psycopg.Connection, *, now: datetime) -> tuple[int, int
                         audience=audience,
                         body={"finding_id": row["id"], **row["detail"]},
                         at=now,
+                        log_items=entries,
                     )
                 else:
                     clear_alarm(
@@ -904,6 +922,7 @@ def check_findings(conn: psycopg.Connection, *, now: datetime) -> tuple[int, int
                         source_id=row["subject_id"],
                         reason="resolved",
                         at=now,
+                        log_items=entries,
                     )
                 entries.append(
                     {
@@ -915,5 +934,8 @@ def check_findings(conn: psycopg.Connection, *, now: datetime) -> tuple[int, int
                         "at": now,
                     }
                 )
-    log.append_many(conn, items=entries)
+    if log_items is None:
+        log.append_many(conn, items=entries)
+    else:
+        log_items.extend(entries)
     return opened, closed
