@@ -42,6 +42,8 @@ def fleet_config(
     max_messages: int = 1_000_000,
     health_interval_s: float = 3600.0,
     backoff_max_s: float = 8.0,
+    username: str | None = None,
+    password: str | None = None,
     **device_options: Any,
 ) -> Gateway:
     """A gateway config polling every simulated device in ``placements``."""
@@ -49,7 +51,14 @@ def fleet_config(
         gateway_id=gateway_id,
         data_dir=tmp_path / "gateway",
         health_interval_s=health_interval_s,
-        broker=BrokerConfig(url=mqtt_url, backoff_initial_s=0.5, backoff_max_s=2.0, timeout_s=5),
+        broker=BrokerConfig(
+            url=mqtt_url,
+            username=username,
+            password=password,
+            backoff_initial_s=0.5,
+            backoff_max_s=2.0,
+            timeout_s=5,
+        ),
         buffer=BufferConfig(max_messages=max_messages),
         polling=PollingDefaults(
             poll_s=poll_s, timeout_s=timeout_s, backoff_initial_s=1.0, backoff_max_s=backoff_max_s
@@ -106,7 +115,15 @@ class Received:
 class Collector:
     """An MQTT subscriber with a persistent session: survives broker restarts, decodes all."""
 
-    def __init__(self, url: str, topic_filter: str, *, clock: FakeClock) -> None:
+    def __init__(
+        self,
+        url: str,
+        topic_filter: str,
+        *,
+        clock: FakeClock,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.clock = clock
         self.received: list[Received] = []
         self.seqs: dict[str, set[int]] = defaultdict(set)  # distinct seqs seen per device
@@ -124,6 +141,8 @@ class Collector:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
+        if username is not None:
+            self._client.username_pw_set(username, password)
         host, port = url.removeprefix("mqtt://").rsplit(":", 1)
         self._client.connect(host, int(port))
         self._client.loop_start()
@@ -174,8 +193,8 @@ async def collect():
     """Factory of collectors, closed after the test."""
     made: list[Collector] = []
 
-    async def make(url: str, topic_filter: str, *, clock: FakeClock) -> Collector:
-        collector = Collector(url, topic_filter, clock=clock)
+    async def make(url: str, topic_filter: str, *, clock: FakeClock, **login: Any) -> Collector:
+        collector = Collector(url, topic_filter, clock=clock, **login)
         await collector.subscribed()
         made.append(collector)
         return collector
