@@ -33,7 +33,7 @@ class ApiContext:
     broadcaster: Any = None  # api.live.service.Broadcaster, set at startup
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     """The app's context."""
     return request.app.state.ctx
 
@@ -42,7 +42,7 @@ Context = Annotated[ApiContext, Depends(context)]
 
 
 async def connection(ctx: Context) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A pooled connection for one request, in one transaction (committed when all went well)."""
+    """A pooled autocommit connection for one request (each statement commits by itself)."""
     assert ctx.pool is not None
     async with ctx.pool.connection() as conn:
         yield conn

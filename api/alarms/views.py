@@ -89,7 +89,6 @@ async def acknowledge(
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     except AlarmError:
         raise not_found("alarm") from None
-    await conn.commit()
     found = await service.get_alarm(conn, principal=principal, alarm_id=alarm_id)
     assert found is not None
     return found
@@ -120,7 +119,6 @@ async def clear(
         )
     except AlarmError:
         raise not_found("alarm") from None
-    await conn.commit()
     found = await service.get_alarm(conn, principal=principal, alarm_id=alarm_id)
     assert found is not None
     return found

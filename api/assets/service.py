@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,40 +11,87 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
-from api.assets.flows import condition
-from api.assets.models import Asset, AssetPage, Event, StateValue, TelemetryBucket
+from api.assets.flows import CONDITION_METRICS, CONDITION_SQL
+from api.assets.models import Event, TelemetryBucket
 from api.auth.models import Principal
 from api.scope import device_scope, scoped_device_ids_query
 
-# One row per device: its site and firm, and its state as a JSON object keyed by metric.
-_ASSET_SELECT = sql.SQL(
-    """SELECT d.id, d.kind, d.model, d.serial_no, d.site_id, s.name AS site_name,
-              s.tier AS site_tier, s.jurisdiction_id, s.user_unit_id, s.latitude, s.longitude,
-              d.firm_id, f.name AS firm_name, d.manufacturer_id, d.gateway_id,
-              d.decommissioned_at,
-              (SELECT jsonb_object_agg(ds.metric, jsonb_build_object(
-                          'value', ds.value, 'ts', ds.ts, 'good', ds.good))
-                 FROM device_state ds WHERE ds.device_id = d.id) AS state,
-              count(*) OVER () AS total
-       FROM devices d
-       JOIN sites s ON s.id = d.site_id
-       LEFT JOIN maintenance_firms f ON f.id = d.firm_id"""
-)
 
-
-def _asset(row: dict[str, Any]) -> Asset:
-    raw = row.pop("state") or {}
-    row.pop("total", None)
-    state = {metric: StateValue.model_validate(v) for metric, v in raw.items()}
-    return Asset(
-        **row,
-        state=state,
-        condition=condition(kind=row["kind"], state={m: v.value for m, v in state.items()}),
-        last_seen=max((v.ts for v in state.values()), default=None),
+def iso_sql(column: str) -> str:
+    """SQL text of a timestamptz as the API's models write times: UTC, ``Z``, microseconds
+    only when there are any (formatted by the database: the fleet grid has thousands)."""
+    return (
+        f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN"
+        f" date_part('microseconds', {column})::int %% 1000000 = 0 THEN '' ELSE"
+        f" to_char({column} AT TIME ZONE 'UTC', '.US') END || 'Z'"
     )
 
 
-async def list_assets(
+_LATEST = ", ".join(
+    f"max(ds.value) FILTER (WHERE ds.metric = '{m}') AS {m}" for m in CONDITION_METRICS
+)
+
+# Assets in the ``Asset`` shape, built as JSON by the database in one pass (state, condition
+# and all): the fleet grid lists hundreds of assets with a dozen values each.
+_ASSETS_JSON = """
+SELECT coalesce(json_agg(a.asset ORDER BY a.id), '[]')::text AS items, max(a.total) AS total
+FROM (
+    SELECT d.id, count(*) OVER () AS total,
+           (SELECT row_to_json(x) FROM (SELECT
+                d.id, d.kind, d.model, d.serial_no, d.site_id, s.name AS site_name,
+                s.tier AS site_tier, s.jurisdiction_id, s.user_unit_id, s.latitude, s.longitude,
+                d.firm_id, f.name AS firm_name, d.manufacturer_id, d.gateway_id,
+                {decommissioned} AS decommissioned_at,
+                {condition} AS condition,
+                {last_seen} AS last_seen,
+                coalesce(st.state, json_build_object()) AS state) x) AS asset
+    FROM devices d
+    JOIN sites s ON s.id = d.site_id
+    LEFT JOIN maintenance_firms f ON f.id = d.firm_id
+    LEFT JOIN LATERAL (
+        SELECT json_object_agg(ds.metric, json_build_object(
+                   'value', ds.value, 'ts', {state_ts}, 'good', ds.good))
+                   FILTER (WHERE %(metrics)s::text[] IS NULL OR ds.metric = ANY(%(metrics)s))
+                   AS state,
+               max(ds.ts) AS last_seen, count(*) AS metrics, {latest}
+        FROM device_state ds WHERE ds.device_id = d.id
+    ) st ON true
+    WHERE {{where}}
+    ORDER BY d.id LIMIT %(limit)s OFFSET %(offset)s
+) a
+""".format(
+    decommissioned=iso_sql("d.decommissioned_at"),
+    condition=CONDITION_SQL,
+    last_seen=iso_sql("st.last_seen"),
+    state_ts=iso_sql("ds.ts"),
+    latest=_LATEST,
+)
+
+JsonDict = dict[str, Any]
+
+
+async def _assets_json(
+    conn: psycopg.AsyncConnection,
+    *,
+    where: list[sql.Composable],
+    params: dict[str, Any],
+    limit: int,
+    offset: int,
+    metrics: Sequence[str] | None = None,
+) -> tuple[str, int]:
+    """(JSON text of the assets matching ``where``, how many match in all); ``metrics`` limits
+    the state sent (the condition always reads every metric)."""
+    query = sql.SQL(_ASSETS_JSON).format(
+        where=sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where)
+    )
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(query, {**params, "limit": limit, "offset": offset, "metrics": metrics})
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0], int(row[1] or 0)
+
+
+async def list_assets_json(
     conn: psycopg.AsyncConnection,
     *,
     principal: Principal,
@@ -52,11 +100,12 @@ async def list_assets(
     search: str | None = None,
     limit: int = 500,
     offset: int = 0,
-) -> AssetPage:
-    """The caller's assets (rule A2), by id, with their live state."""
+    metrics: Sequence[str] | None = None,
+) -> str:
+    """The caller's assets (rule A2), by id, with their live state: an ``AssetPage`` as JSON."""
     scope = device_scope(principal)
     where = [scope.condition]
-    params: dict[str, Any] = {**scope.params, "limit": limit, "offset": offset}
+    params: dict[str, Any] = dict(scope.params)
     if kind is not None:
         where.append(sql.SQL("d.kind = %(kind)s"))
         params["kind"] = kind
@@ -66,17 +115,39 @@ async def list_assets(
     if search:
         where.append(sql.SQL("d.id ILIKE %(search)s"))
         params["search"] = "%" + search.replace("\\", "\\\\").replace("%", r"\%") + "%"
-    query = sql.SQL("{} WHERE {} ORDER BY d.id LIMIT %(limit)s OFFSET %(offset)s").format(
-        _ASSET_SELECT, sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where)
+    items, total = await _assets_json(
+        conn,
+        where=where,
+        params=params,
+        limit=limit,
+        offset=offset,
+        # an empty list would travel as NULL (every metric): no metric is named ""
+        metrics=(list(metrics) or [""]) if metrics is not None else None,
     )
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        rows = await cur.fetchall()
-    if rows:
-        total = int(rows[0]["total"])
-    else:
-        total = await count_assets(conn, principal=principal) if offset else 0
-    return AssetPage(total=total, items=[_asset(row) for row in rows])
+    if total == 0 and offset:
+        total = await count_assets(conn, principal=principal)
+    return f'{{"total":{total},"items":{items}}}'
+
+
+async def get_assets(
+    conn: psycopg.AsyncConnection, *, principal: Principal, device_ids: Sequence[str]
+) -> list[JsonDict]:
+    """Those of ``device_ids`` the caller may see, with their live state (``Asset`` shape)."""
+    scope = device_scope(principal)
+    where = [scope.condition, sql.SQL("d.id = ANY(%(ids)s)")]
+    params = {**scope.params, "ids": list(device_ids)}
+    items, _ = await _assets_json(
+        conn, where=where, params=params, limit=max(1, len(device_ids)), offset=0
+    )
+    return json.loads(items)
+
+
+async def get_asset(
+    conn: psycopg.AsyncConnection, *, principal: Principal, device_id: str
+) -> JsonDict | None:
+    """One asset, or None when it does not exist or is outside the caller's scope."""
+    found = await get_assets(conn, principal=principal, device_ids=[device_id])
+    return found[0] if found else None
 
 
 async def count_assets(conn: psycopg.AsyncConnection, *, principal: Principal) -> int:
@@ -89,27 +160,6 @@ async def count_assets(conn: psycopg.AsyncConnection, *, principal: Principal) -
         )
         row = await cur.fetchone()
     return int(row[0]) if row else 0
-
-
-async def get_assets(
-    conn: psycopg.AsyncConnection, *, principal: Principal, device_ids: Sequence[str]
-) -> list[Asset]:
-    """Those of ``device_ids`` the caller may see, with their live state."""
-    scope = device_scope(principal)
-    query = sql.SQL("{} WHERE ({}) AND d.id = ANY(%(ids)s) ORDER BY d.id").format(
-        _ASSET_SELECT, scope.condition
-    )
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, {**scope.params, "ids": list(device_ids)})
-        return [_asset(row) for row in await cur.fetchall()]
-
-
-async def get_asset(
-    conn: psycopg.AsyncConnection, *, principal: Principal, device_id: str
-) -> Asset | None:
-    """One asset, or None when it does not exist or is outside the caller's scope."""
-    found = await get_assets(conn, principal=principal, device_ids=[device_id])
-    return found[0] if found else None
 
 
 async def visible_device_ids(

@@ -39,7 +39,6 @@ async def login(body: LoginRequest, ctx: Context, conn: Conn) -> SessionOut:
     token, expires_at = await service.create_session(
         conn, user_id=user.id, now=ctx.clock.now(), ttl=ctx.session_ttl
     )
-    await conn.commit()
     return SessionOut(token=token, expires_at=expires_at, user=user)
 
 
@@ -54,7 +53,6 @@ async def logout(request: Request, principal: CurrentPrincipal, ctx: Context, co
     if principal.via != "session" or scheme.lower() != "bearer":
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="log out with a session token")
     await service.revoke_session(conn, token=token.strip(), now=ctx.clock.now())
-    await conn.commit()
 
 
 @router.get("/me", response_model=UserOut, summary="The calling user and its scope")
@@ -89,7 +87,6 @@ async def create_user(body: UserCreate, _: Admin, conn: Conn) -> UserOut:
     except service.UserError as exc:
         code = status.HTTP_409_CONFLICT if "taken" in str(exc) else status.HTTP_400_BAD_REQUEST
         raise HTTPException(code, detail=str(exc)) from None
-    await conn.commit()
     return user
 
 
@@ -118,7 +115,6 @@ async def create_api_key(
     created = await service.create_api_key(
         conn, user_id=principal.user_id, name=body.name, now=now, expires_at=body.expires_at
     )
-    await conn.commit()
     return created
 
 
@@ -139,4 +135,3 @@ async def revoke_api_key(
         conn, user_id=principal.user_id, key_id=key_id, now=ctx.clock.now()
     ):
         raise not_found("API key")
-    await conn.commit()

@@ -52,7 +52,6 @@ async def _scoped(conn: Conn, principal: Principal, incident_id: int) -> Inciden
     found = await service.get_incident(conn, principal=principal, incident_id=incident_id)
     if found is None:
         raise not_found("incident")
-    await conn.commit()  # end the read before the rescue domain writes on its own connection
     return found
 
 
@@ -125,7 +124,6 @@ async def report(body: ReportRequest, principal: Reporter, ctx: Context, conn: C
     (``created`` false). The deadline counts from the report (rule R2)."""
     if await assets_service.get_asset(conn, principal=principal, device_id=body.device_id) is None:
         raise not_found("asset")
-    await conn.commit()
     try:
         opened = await run_sync(
             ctx,

@@ -200,9 +200,9 @@ class Broadcaster:
                     if alarms
                     else set()
                 )
-                messages = [
-                    {"type": "state", "asset": a.model_dump(mode="json")} for a in assets
-                ] + [m for n in batch if (m := _message(n, visible, seen_alarms)) is not None]
+                messages = [{"type": "state", "asset": a} for a in assets] + [
+                    m for n in batch if (m := _message(n, visible, seen_alarms)) is not None
+                ]
                 for sub in subs:
                     for message in messages:
                         sub.put(message)

@@ -137,7 +137,6 @@ async def _submit(
     corrects_id: int | None = None,
     reason: str | None = None,
 ) -> RecordOut:
-    await conn.commit()  # end this read transaction before the domain writes on its own
     try:
         saved, _ = await run_sync(
             ctx,
@@ -220,7 +219,6 @@ async def sign_off(
     """Once per record, by the safety manager of the site's user unit (rule M4)."""
     if await service.get_record(conn, principal=principal, record_id=record_id) is None:
         raise not_found("maintenance record")
-    await conn.commit()
     try:
         await run_sync(
             ctx,
@@ -250,7 +248,6 @@ async def override_lockout(
     lockout command was issued."""
     if await assets_service.get_asset(conn, principal=principal, device_id=device_id) is None:
         raise not_found("asset")
-    await conn.commit()
     try:
         release_id = await run_sync(
             ctx,

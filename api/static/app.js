@@ -202,7 +202,7 @@ function onMessage(name, data) {
 // ---- data -------------------------------------------------------------------------------------
 
 async function loadAssets() {
-  const page = await api("/assets?limit=2000");
+  const page = await api("/assets?limit=2000&state=summary");
   S.assets = new Map(page.items.map(a => [a.id, a]));
 }
 

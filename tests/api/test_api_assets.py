@@ -34,8 +34,20 @@ def test_asset_carries_its_live_state_and_condition(client, db):
     page = client.get("/api/v1/assets?kind=elevator", headers=headers).json()
     conditions = {a["id"]: a["condition"] for a in page["items"]}
     assert conditions == {"a-el-1": "ok", "a-el-2": "locked_out"}
+    # the grid asks for a summary of the state; the condition still reads all of it
+    grid = client.get("/api/v1/assets?kind=elevator&state=summary", headers=headers).json()
+    assert set(grid["items"][0]["state"]) == {"service_mode", "floor", "fault_code"}
+    assert grid["items"][1]["condition"] == "locked_out"
+    bare = client.get("/api/v1/assets?kind=elevator&state=none", headers=headers).json()
+    assert [a["state"] for a in bare["items"]] == [{}, {}]
+    assert [a["condition"] for a in bare["items"]] == ["ok", "locked_out"]
     meter = client.get("/api/v1/assets/a-em-1", headers=headers).json()
     assert meter["condition"] == "unknown" and meter["last_seen"] is None
+    # times are written alike everywhere: UTC, Z, microseconds only when there are any
+    put_state(db, "a-em-1", {"frequency": 50.0}, ts=T0.replace(microsecond=120500))
+    meter = client.get("/api/v1/assets?kind=energy_meter", headers=headers).json()["items"][0]
+    assert meter["state"]["frequency"]["ts"] == "2026-01-05T07:00:00.120500Z"
+    assert meter["last_seen"] == "2026-01-05T07:00:00.120500Z"
 
 
 @pytest.mark.parametrize(

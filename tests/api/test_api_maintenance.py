@@ -20,6 +20,8 @@ def inspection_visit(db, device: str, start: datetime, minutes: int = 40) -> Non
         ("service_mode", start, 2),
         ("car_top_inspection", start + timedelta(minutes=5), 1),
         ("pit_inspection", start + timedelta(minutes=10), 1),
+        ("pit_inspection", start + timedelta(minutes=25), 0),
+        ("car_top_inspection", start + timedelta(minutes=30), 0),
         ("service_mode", start + timedelta(minutes=minutes), 1),
     ]
     for metric, ts, value in events:
