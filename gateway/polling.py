@@ -15,7 +15,10 @@ Failure handling is the point of this module:
 * a connection that fails or times out is closed (a late answer must never be taken for the
   next request's); it is reopened at the next poll if it had answered since it was opened,
   otherwise after a capped exponential backoff (a server that accepts connections but never
-  answers is not hammered). Polls that fall inside the backoff fail at once, without I/O.
+  answers is not hammered);
+* a device that did not answer is retried after the same kind of backoff, so a dead unit on a
+  shared line costs one timeout per step instead of one per poll. Polls that fall inside a
+  backoff fail at once, without I/O; they stay scheduled.
 """
 
 from __future__ import annotations
