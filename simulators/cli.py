@@ -114,9 +114,8 @@ async def _run(args: argparse.Namespace, *, settings: Settings, clock: Clock) ->
     control = None
     if args.control_port is not None:
         control = await serve_control(devices=by_id, host=args.host, port=args.control_port)
-    tasks = [
-        asyncio.create_task(_smart_pole(light, args=args, settings=settings)) for light in smart
-    ]
+    poles = [_smart_pole(light, args=args, settings=settings) for light in smart]
+    tasks = [asyncio.create_task(_keep_running(pole)) for pole in poles]
     if scenario is not None:
         tasks.append(asyncio.create_task(run_scenario(scenario, devices=by_id, clock=clock)))
     try:
@@ -128,6 +127,8 @@ async def _run(args: argparse.Namespace, *, settings: Settings, clock: Clock) ->
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), args.run_for)
     finally:
+        for pole in poles:
+            pole.stop()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -137,20 +138,22 @@ async def _run(args: argparse.Namespace, *, settings: Settings, clock: Clock) ->
     return 0
 
 
-async def _smart_pole(light: StreetLight, *, args: argparse.Namespace, settings: Settings) -> None:
-    password = os.environ.get(SMART_POLE_PASSWORD_ENV, "vigil")
-    pole = SmartPole(
+def _smart_pole(light: StreetLight, *, args: argparse.Namespace, settings: Settings) -> SmartPole:
+    return SmartPole(
         light=light,
         mqtt_url=args.mqtt_url or settings.mqtt_url,
         username=light.device_id,
-        password=password,
+        password=os.environ.get(SMART_POLE_PASSWORD_ENV, "vigil"),
         period_s=args.period_s,
     )
+
+
+async def _keep_running(pole: SmartPole) -> None:
     while True:  # a smart pole reconnects after losing its broker
         try:
             await pole.run()
         except Exception as exc:  # keep the pole alive, and say why
-            print(f"smart pole {light.device_id}: {exc}", file=sys.stderr)
+            print(f"smart pole {pole.pole_id}: {exc}", file=sys.stderr)
         await asyncio.sleep(5)
 
 

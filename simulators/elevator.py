@@ -154,10 +154,11 @@ class Elevator(SimulatedDevice):
         """GB/T 24476 service mode."""
         if not self.powered:
             return ServiceMode.EMERGENCY_POWER
-        if self.lockout_applied:
-            return ServiceMode.OUT_OF_SERVICE
+        # Inspection operation overrides: a technician works on a locked-out lift this way.
         if self.inspection:
             return ServiceMode.INSPECTION
+        if self.lockout_applied:
+            return ServiceMode.OUT_OF_SERVICE
         return ServiceMode.NORMAL
 
     @property

@@ -57,6 +57,11 @@ class SmartPole:
         self.period_s = period_s
         self.seq = 0
         self.connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to disconnect and return (its status then goes to the last will)."""
+        self._stopping.set()
 
     @property
     def command_topic(self) -> str:
@@ -64,7 +69,7 @@ class SmartPole:
         return topic(Channel.COMMAND, self.pole_id, self.pole_id)
 
     async def run(self) -> None:
-        """Connect, announce, and publish and obey until cancelled."""
+        """Connect, announce, and publish and obey until ``stop()``."""
         parts = urlsplit(self.mqtt_url)
         offline = Status(self.pole_id, GatewayState.OFFLINE, self.clock.now_ms())
         will_topic, will_payload = encode(offline)
@@ -82,12 +87,23 @@ class SmartPole:
             self.connected.set()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._report(client))
-                tasks.create_task(self._obey(client))
+                obeying = tasks.create_task(self._obey(client))
+                await self._stopping.wait()
+                obeying.cancel()
 
     async def _report(self, client: aiomqtt.Client) -> None:
-        while True:
+        # Ends on stop() rather than by cancellation: Python 3.11's asyncio.wait_for (inside
+        # aiomqtt's publish) can swallow a cancel that lands as the PUBACK arrives.
+        while not self._stopping.is_set():
             await self._publish(client, self.telemetry())
-            await self.clock.sleep(self.period_s)
+            await self._sleep_unless_stopped(self.period_s)
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        sleeping = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({sleeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (sleeping, stopping):
+            waiter.cancel()
 
     async def _obey(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

@@ -51,9 +51,8 @@ async def running(pole: SmartPole):
         await asyncio.wait_for(pole.connected.wait(), 10)
         yield pole
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        pole.stop()
+        await asyncio.wait_for(task, 10)
 
 
 def decoded(message, clock) -> object:
@@ -147,4 +146,4 @@ async def test_connects_with_its_own_credentials(password_broker, clock):
         assert good.connected.is_set()
     bad = SmartPole(light=light, mqtt_url=password_broker, username="pole-7", password="wrong")
     with pytest.raises(aiomqtt.MqttError):
-        await asyncio.wait_for(bad.run(), 10)
+        await asyncio.wait_for(bad.run(), 10)  # refused at connect
