@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("smart-poles", "MQTT-native smart poles (need an MQTT broker)"),
     ):
         run.add_argument(f"--{name}", type=int, default=0, metavar="N", help=help_text)
+    run.add_argument("--mast-lamps", type=int, default=8, help="lamps per high mast (1-64)")
     run.add_argument("--traffic", type=float, default=20.0, help="hall calls per lift-hour")
     run.add_argument("--seed", type=int, default=0, help="seed of the random traffic")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on")
@@ -94,6 +95,7 @@ async def _run(args: argparse.Namespace, *, settings: Settings, clock: Clock) ->
         water_meters=args.water_meters,
         poles=args.poles,
         masts=args.masts,
+        mast_lamps=args.mast_lamps,
         traffic_per_hour=args.traffic,
         seed=args.seed,
     )

@@ -25,7 +25,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.models import CommandRefused, Fault, SimulatedDevice
 from vigil.clock import Clock
-from vigil.profiles import Point, Table, encode_value
+from vigil.profiles import Point, Table, builtin_profile, encode_value
 
 MAX_UNITS_PER_PORT = 247  # Modbus unit ids 1..247
 TABLE_BY_FUNCTION = {
@@ -262,6 +262,7 @@ def build_devices(
     water_meters: int = 0,
     poles: int = 0,
     masts: int = 0,
+    mast_lamps: int = 8,
     traffic_per_hour: float = 0.0,
     seed: int = 0,
     prefix: str = "",
@@ -298,5 +299,12 @@ def build_devices(
     for n in range(1, poles + 1):
         devices.append(StreetLight(device_id=f"{prefix}pole-{n:04d}", clock=clock, seed=seed + n))
     for n in range(1, masts + 1):
-        devices.append(HighMast(device_id=f"{prefix}mast-{n:04d}", clock=clock, seed=seed + n))
+        devices.append(
+            HighMast(
+                device_id=f"{prefix}mast-{n:04d}",
+                clock=clock,
+                seed=seed + n,
+                profile=builtin_profile(f"high-mast-{mast_lamps}"),
+            )
+        )
     return devices

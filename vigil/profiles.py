@@ -14,6 +14,7 @@ docs/register-maps.md documents every built-in profile.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from enum import IntEnum, StrEnum
@@ -353,11 +354,66 @@ def builtin_models() -> list[str]:
 
 @cache
 def builtin_profile(model: str) -> Profile:
-    """A shipped profile by model name (cached: profiles are immutable in use)."""
+    """A shipped profile by model name (cached: profiles are immutable in use).
+
+    ``high-mast-N`` (1 <= N <= 64) is the ``high-mast-8`` map with N lamps.
+    """
     path = PROFILE_DIR / f"{model}.toml"
-    if not path.exists():
-        raise KeyError(f"no built-in profile {model!r}; have {', '.join(builtin_models())}")
-    return load_profile(path)
+    if path.exists():
+        return load_profile(path)
+    found = re.fullmatch(r"high-mast-([1-9][0-9]?)", model)
+    if found and int(found.group(1)) <= MAX_MAST_LAMPS:
+        return high_mast_profile(lamps=int(found.group(1)))
+    raise KeyError(f"no built-in profile {model!r}; have {', '.join(builtin_models())}")
+
+
+MAX_MAST_LAMPS = 64
+_MAST_LAMP_POWER_BASE = 0x0010
+
+
+def high_mast_profile(*, lamps: int) -> Profile:
+    """The high-mast map with ``lamps`` lamps: lamp n is discrete input n, its power 0x0010+n-1."""
+    if not 1 <= lamps <= MAX_MAST_LAMPS:
+        raise ValueError(f"a mast has 1..{MAX_MAST_LAMPS} lamps")
+    base = load_profile(PROFILE_DIR / "high-mast-8.toml")
+    shared = [r for r in base.registers if not _is_lamp_metric(r.metric)]
+    on = base.register("lamp_1_on")
+    power = base.register("lamp_1_power")
+    per_lamp = []
+    for n in range(1, lamps + 1):
+        per_lamp.append(
+            on.model_copy(
+                update={
+                    "metric": f"lamp_{n}_on",
+                    "address": n,
+                    "description": f"1 when lamp {n} is lit (draws power)",
+                }
+            )
+        )
+    for n in range(1, lamps + 1):
+        per_lamp.append(
+            power.model_copy(
+                update={
+                    "metric": f"lamp_{n}_power",
+                    "address": _MAST_LAMP_POWER_BASE + n - 1,
+                    "description": f"Power of lamp {n}, 0.1 W resolution",
+                }
+            )
+        )
+    return parse_profile(
+        {
+            **base.model_dump(exclude={"registers", "model", "description"}),
+            "model": f"high-mast-{lamps}",
+            "description": f"High mast, {lamps} lamps on one controller, photocell and dimming",
+            "registers": [r.model_dump() for r in [*shared, *per_lamp]],
+        },
+        source=f"high-mast-{lamps}",
+    )
+
+
+def _is_lamp_metric(name: str) -> bool:
+    parts = name.split("_")
+    return len(parts) == 3 and parts[0] == "lamp" and parts[1].isdigit()
 
 
 def profile_problem(profile: Profile) -> tuple[tuple[Any, ...], str] | None:

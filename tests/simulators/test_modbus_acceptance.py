@@ -320,3 +320,16 @@ def test_comm_loss_seen_by_a_pymodbus_client(sim_elevator):
 def read_request(*, transaction: int, unit: int) -> bytes:
     """A raw Modbus TCP frame: read 2 input registers from address 0."""
     return struct.pack(">HHHBBHH", transaction, 0, 6, unit, 4, 0, 2)
+
+
+def test_a_mast_of_any_size_reports_each_lamp(sim_fleet, clock, modbus):
+    runner = sim_fleet(masts=1, mast_lamps=12)
+    where = runner.placements()[0]
+    assert where.model == "high-mast-12"
+    runner.inject(where.device_id, "mast_lamps_out", lamps=[12])
+    clock.advance(3 * 3600)
+    client = modbus(where)
+    lamps = client.read_discrete_inputs(1, count=12, device_id=where.unit).bits[:12]
+    assert lamps == [True] * 11 + [False]
+    assert inputs(client, where, 0x0009, 2) == [12, 1]
+    assert inputs(client, where, 0x0010 + 11, 1) == [0]

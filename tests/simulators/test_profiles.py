@@ -25,6 +25,7 @@ from vigil.profiles import (
     decode_block,
     decode_value,
     encode_value,
+    high_mast_profile,
     in_range,
     load_profile,
     parse_profile,
@@ -396,3 +397,14 @@ def test_identity_string_overlapping_a_register_is_refused():
 def test_a_register_is_a_pydantic_model_with_its_width():
     reg = Register(metric="floor", table=Table.INPUT, address=4, type=DataType.FLOAT64)
     assert (reg.count, reg.end) == (4, 8)
+
+
+def test_a_generated_mast_map_extends_the_shipped_one():
+    assert high_mast_profile(lamps=8) == builtin_profile("high-mast-8")
+    twelve = builtin_profile("high-mast-12")
+    assert twelve.register("lamp_12_on").address == 12
+    assert twelve.register("lamp_12_power").address == 0x001B
+    with pytest.raises(KeyError):
+        builtin_profile("high-mast-65")
+    with pytest.raises(ValueError, match=r"1\.\.64"):
+        high_mast_profile(lamps=0)
