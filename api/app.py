@@ -139,9 +139,15 @@ def create_app(
     pool_size: int = 10,
     sync_pool_size: int = 4,
     console: bool = True,
+    heartbeat_s: float = 15.0,
 ) -> FastAPI:
     """The API for ``database_url`` on ``clock`` (real time by default)."""
-    ctx = ApiContext(database_url=database_url, clock=clock or RealClock(), session_ttl=session_ttl)
+    ctx = ApiContext(
+        database_url=database_url,
+        clock=clock or RealClock(),
+        session_ttl=session_ttl,
+        heartbeat_s=heartbeat_s,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

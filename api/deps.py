@@ -27,6 +27,7 @@ class ApiContext:
     database_url: str
     clock: Clock
     session_ttl: timedelta
+    heartbeat_s: float = 15.0  # real seconds between keep-alive lines of an idle live stream
     pool: AsyncConnectionPool | None = None
     # the other domains' service functions are synchronous: their endpoints run in a thread
     sync_pool: ConnectionPool | None = None
@@ -88,26 +89,42 @@ def _unauthorised(detail: str) -> HTTPException:
     )
 
 
-async def current_principal(
-    ctx: Context,
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the caller sent: a session token or an API key."""
+
+    token: str | None
+    api_key: str | None
+
+
+async def credentials(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
-) -> Principal:
-    """The caller, from a session token or an API key; 401 otherwise.
+) -> Credentials:
+    """The credentials of the request; 401 when there are none."""
+    if bearer is None and not api_key:
+        raise _unauthorised("not authenticated: send a bearer token or an X-API-Key header")
+    return Credentials(bearer.credentials if bearer else None, api_key or None)
+
+
+async def principal_of(ctx: ApiContext, creds: Credentials) -> Principal | None:
+    """The principal the credentials belong to now, or None (revoked, expired, unknown).
 
     Uses a connection of its own, released at once, so that a long live stream holds none.
     """
     assert ctx.pool is not None
-    if bearer is None and not api_key:
-        raise _unauthorised("not authenticated: send a bearer token or an X-API-Key header")
     now = ctx.clock.now()
     async with ctx.pool.connection() as conn:
-        if bearer is not None:
-            principal = await auth_service.principal_for_session(
-                conn, token=bearer.credentials, now=now
-            )
-        else:
-            principal = await auth_service.principal_for_api_key(conn, key=api_key or "", now=now)
+        if creds.token is not None:
+            return await auth_service.principal_for_session(conn, token=creds.token, now=now)
+        return await auth_service.principal_for_api_key(conn, key=creds.api_key or "", now=now)
+
+
+async def current_principal(
+    ctx: Context, creds: Annotated[Credentials, Depends(credentials)]
+) -> Principal:
+    """The caller, from a session token or an API key; 401 otherwise."""
+    principal = await principal_of(ctx, creds)
     if principal is None:
         raise _unauthorised("invalid or expired credentials")
     return principal

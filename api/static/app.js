@@ -183,6 +183,7 @@ async function openStream() {
 }
 
 function onMessage(name, data) {
+  if (name === "logout") { logout("Your session has ended."); return; }
   if (name === "hello") { setLive(true); if (S.view && S.view.reload) S.view.reload(); return; }
   if (name === "resync") { loadAssets().then(() => S.view && S.view.reload && S.view.reload()); return; }
   if (name === "state") {

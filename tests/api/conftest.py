@@ -147,12 +147,13 @@ def login(client: TestClient | httpx.Client, username: str) -> dict[str, str]:
 class RunningApi:
     """The API served by uvicorn on a free port, in a thread with its own event loop."""
 
-    def __init__(self, *, database_url: str, clock: FakeClock) -> None:
+    def __init__(self, *, database_url: str, clock: FakeClock, heartbeat_s: float = 15.0) -> None:
         self.url = ""
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop = asyncio.new_event_loop()
         self._task: asyncio.Task[None] | None = None
+        self._heartbeat_s = heartbeat_s
         self._thread = threading.Thread(
             target=self._run, args=(database_url, clock), name="api-server", daemon=True
         )
@@ -164,7 +165,13 @@ class RunningApi:
 
         asyncio.set_event_loop(self._loop)
         self._task = self._loop.create_task(
-            serve(database_url=database_url, clock=clock, port=0, started=started)
+            serve(
+                database_url=database_url,
+                clock=clock,
+                port=0,
+                started=started,
+                heartbeat_s=self._heartbeat_s,
+            )
         )
         try:
             self._loop.run_until_complete(self._task)

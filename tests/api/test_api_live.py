@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 import psycopg
+import pytest
 
 from tests.api.conftest import RunningApi, login
 from vigil import notify
@@ -129,3 +130,23 @@ def test_two_workers_deliver_the_same_notice(running_api, db_url, clock):
 def test_stream_needs_credentials(running_api):
     response = httpx.get(f"{running_api.url}/api/v1/stream", timeout=5)
     assert response.status_code == 401
+
+
+def test_stream_ends_when_the_session_is_revoked_or_expires(db_url, fleet, clock):
+    with RunningApi(database_url=db_url, clock=clock, heartbeat_s=0.1) as api:
+        with httpx.Client(base_url=api.url, timeout=httpx.Timeout(10.0)) as client:
+            headers = login(client, "disp_a")
+            with client.stream("GET", "/api/v1/stream", headers=headers) as response:
+                stream = SseStream(response)
+                stream.until("hello")
+                assert client.post("/api/v1/auth/logout", headers=headers).status_code == 204
+                assert stream.until("logout")["reason"] == "credentials revoked or expired"
+                with pytest.raises(EOFError):
+                    stream.next_event()
+            # expiry on the platform clock ends it too
+            headers = login(client, "disp_a")
+            with client.stream("GET", "/api/v1/stream", headers=headers) as response:
+                stream = SseStream(response)
+                stream.until("hello")
+                clock.advance(13 * 3600)
+                assert stream.until("logout")
