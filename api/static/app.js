@@ -223,6 +223,7 @@ const VIEWS = {
   incidents: { label: "Incidents", roles: null, render: renderIncidents, needs: "incidents" },
   alarms: { label: "Alarms", roles: null, render: renderAlarms },
   maintenance: { label: "Maintenance", roles: null, render: renderMaintenance, needs: "maintenance" },
+  reports: { label: "Reports", roles: null, render: renderReports, needs: "reports" },
   audit: { label: "Audit log", roles: AUDITORS, render: renderAudit },
   asset: { label: null, roles: null, render: renderAsset },
 };
@@ -547,6 +548,54 @@ function renderAsset(main, ctx) {
     if (performance.now() - lastCharts > 5000) { lastCharts = performance.now(); drawCharts(); }
   };
   ctx.onEvent = (event) => { if (event.device === id) drawEvents(); };
+  ctx.reload();
+}
+
+// Monthly firm report (rule A4) and rescue KPIs (rule R7), with CSV downloads.
+function renderReports(main, ctx) {
+  const now = new Date(platformNow());
+  const month = h("input", { type: "month", id: "report-month", value: now.toISOString().slice(0, 7), onchange: () => ctx.reload() });
+  const monthly = h("tbody", { id: "monthly-rows" });
+  const kpis = h("tbody", { id: "kpi-rows" });
+  const pctText = v => (v === null || v === undefined) ? "—" : `${(100 * v).toFixed(0)}%`;
+  const num = v => (v === null || v === undefined) ? "—" : Number(v).toFixed(1);
+  async function download(path, name) {
+    try {
+      const response = await fetch(`${API}${path}`, { headers: { Authorization: `Bearer ${S.token}` } });
+      if (!response.ok) throw new Error(response.statusText);
+      const link = h("a", { href: URL.createObjectURL(await response.blob()), download: name });
+      document.body.append(link); link.click(); link.remove();
+    } catch (err) { toast(err.message); }
+  }
+  const monthlyHead = ["firm", "elevators", "verified visits", "flagged records", "overdue", "on time", "lockouts", "overrides", "entrapments", "in time", "drills"];
+  main.append(h("h1", {}, "Reports"),
+    h("div", { class: "toolbar" }, "Month ", month,
+      h("button", { class: "secondary", onclick: () => download(`/reports/monthly?month=${month.value}&format=csv`, `monthly-${month.value}.csv`) }, "Monthly report CSV")),
+    h("h2", {}, "Monthly firm report (A4)"),
+    h("table", {}, h("thead", {}, h("tr", {}, ...monthlyHead.map(t => h("th", {}, t)))), monthly));
+  const canKpi = can(["admin", "regulator", "firm_manager", "dispatcher"]);
+  if (canKpi) {
+    main.append(h("h2", {}, "Rescue KPIs (R7), last 12 months ",
+      h("button", { class: "secondary", onclick: () => download("/reports/rescue-kpis?format=csv", "rescue-kpis.csv") }, "CSV")),
+      h("table", {}, h("thead", {}, h("tr", {}, ...["month", "firm", "region", "incidents", "answered ≤ 3 min", "on site by deadline", "mean arrival min", "p90 arrival min", "mean release min"].map(t => h("th", {}, t)))), kpis));
+  }
+  ctx.reload = async () => {
+    try {
+      const rows = await api(`/reports/monthly?month=${month.value}`);
+      monthly.replaceChildren(...(rows.length ? rows.map(r => h("tr", {},
+        h("td", {}, r.firm_name), ...[r.elevators, r.verified_visits, r.flagged_records, r.overdue_elevators].map(v => h("td", { class: "num" }, v)),
+        h("td", { class: "num" }, pctText(r.on_time_maintenance_rate)), h("td", { class: "num" }, r.lockouts), h("td", { class: "num" }, r.overrides),
+        h("td", { class: "num" }, r.entrapments), h("td", { class: "num" }, pctText(r.entrapments_within_deadline)), h("td", { class: "num" }, r.drills)))
+        : [h("tr", {}, h("td", { colspan: 11, class: "muted" }, "no elevators in scope"))]));
+      if (canKpi) {
+        const k = await api("/reports/rescue-kpis");
+        kpis.replaceChildren(...(k.length ? k.map(r => h("tr", {}, h("td", {}, r.month.slice(0, 7)), h("td", {}, r.firm_name || "—"), h("td", { class: "num" }, r.jurisdiction_id),
+          h("td", { class: "num" }, r.incidents), h("td", { class: "num" }, pctText(r.answered_within_3_min)), h("td", { class: "num" }, pctText(r.arrived_within_deadline)),
+          h("td", { class: "num" }, num(r.mean_arrival_min)), h("td", { class: "num" }, num(r.p90_arrival_min)), h("td", { class: "num" }, num(r.mean_release_min))))
+          : [h("tr", {}, h("td", { colspan: 9, class: "muted" }, "no incidents"))]));
+      }
+    } catch (err) { toast(err.message); }
+  };
   ctx.reload();
 }
 

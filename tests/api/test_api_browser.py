@@ -120,6 +120,12 @@ def test_asset_page_draws_telemetry_charts(page, db):
     assert chart.count() == 2  # the min..max band and the average line
     assert page.locator("#nav-audit").count() == 1  # regulators get the log view
     shot(page, "asset")
+    page.click("#nav-reports")
+    page.fill("#report-month", "2026-01")
+    page.dispatch_event("#report-month", "change")
+    page.wait_for_selector("#monthly-rows td:has-text('Firm A')")
+    assert page.locator("#monthly-rows td:has-text('Firm B')").count() == 0  # not in J1
+    shot(page, "reports")
 
 
 def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_url, fleet, clock):
