@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -72,14 +72,6 @@ class Subscription:
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.queue.put_nowait({"type": "resync", "reason": "client too slow"})
-
-    async def messages(self) -> AsyncIterator[Message]:
-        """Messages until the broadcaster closes."""
-        while True:
-            message = await self.queue.get()
-            if message is None:
-                return
-            yield message
 
 
 class Broadcaster:
@@ -187,11 +179,17 @@ class Broadcaster:
         async with self._pool.connection() as conn:
             for subs in groups.values():
                 principal = subs[0].principal
-                assets = await assets_service.get_assets(
-                    conn, principal=principal, device_ids=changed
+                assets = (
+                    await assets_service.get_assets(conn, principal=principal, device_ids=changed)
+                    if changed
+                    else []
                 )
-                visible = await assets_service.visible_device_ids(
-                    conn, principal=principal, device_ids=named
+                visible = (
+                    await assets_service.visible_device_ids(
+                        conn, principal=principal, device_ids=named
+                    )
+                    if named
+                    else set()
                 )
                 seen_alarms = (
                     await alarms_service.visible_alarm_ids(
