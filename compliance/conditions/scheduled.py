@@ -28,8 +28,9 @@ async def run(
 ) -> None:
     """Check every device at start and every sweep interval; changed devices as they change."""
     thresholds = Thresholds()
-    # Checks run one at a time (each awaited), so one connection serves them all.
+    # One connection serves every check; the lock keeps the sweep and the watcher apart.
     conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
+    busy = asyncio.Lock()
 
     def check(devices: list[str] | None) -> None:
         for finding in flows.check(conn, now=clock.now(), thresholds=thresholds, devices=devices):
@@ -40,12 +41,14 @@ async def run(
 
         async def on_state() -> None:
             async for notice in listener:
-                await asyncio.to_thread(check, flows.devices_of([notice]))
+                async with busy:
+                    await asyncio.to_thread(check, flows.devices_of([notice]))
 
         watcher = asyncio.create_task(on_state())
         try:
             while not stop.is_set():
-                await asyncio.to_thread(check, None)
+                async with busy:
+                    await asyncio.to_thread(check, None)
                 await sleep_or_stop(
                     clock=clock, seconds=settings.compliance.sweep_interval_s, stop=stop
                 )

@@ -158,22 +158,30 @@ async def _run(where: Endpoints, settings: Settings) -> int:
             say=lambda text: print(f"[{clock.now():%H:%M} UTC sim] {text}", flush=True),
             leave_second_entrapment=demo.leave_second_entrapment,
         )
-        tasks.append(asyncio.create_task(scenario.run(), name="scenario"))
+        # The scenario is a script, not a component: when it ends (or trips) the demo runs on.
+        script = asyncio.create_task(scenario.run(), name="scenario")
+        script.add_done_callback(_report_script)
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not stopped and t.exception() is not None]
         for task in failed:
             log.error("demo component %s failed: %r", task.get_name(), task.exception())
+        script.cancel()
         print("stopping...", flush=True)
         stop.set()
         ingest_stop.set()
         for task in tasks:
-            if task.get_name() in ("api", "scenario"):
+            if task.get_name() == "api":
                 task.cancel()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
     print("stopped.", flush=True)
     return 1 if failed else 0
+
+
+def _report_script(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("demo scenario stopped: %r", task.exception())
 
 
 def _port(wanted: int) -> int:

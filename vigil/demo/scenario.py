@@ -117,19 +117,7 @@ class Scenario:
     ) -> None:
         from compliance.rescue import flows as rescue
 
-        dispatch = await self._until(
-            "dispatch",
-            "SELECT technician_id FROM rescue_dispatches WHERE incident_id = %s "
-            "AND outcome IS NULL ORDER BY id DESC LIMIT 1",
-            (incident_id,),
-        )
-        await self.clock.sleep(60)
-        technician = dispatch["technician_id"]
-        await self._write(
-            lambda conn: rescue.accept(
-                conn, incident_id=incident_id, technician_id=technician, at=self.clock.now()
-            )
-        )
+        technician = await self._accept(incident_id)
         self.say(f"{device_id}: technician {technician} accepted, on the way")
         await self.clock.sleep(12 * 60)
         site = (
@@ -165,6 +153,31 @@ class Scenario:
             )
         )
         self.say(f"{device_id}: incident {incident_id} closed")
+
+    async def _accept(self, incident_id: int) -> int:
+        """The dispatched technician accepts after half a minute; a later one if it moved on."""
+        from compliance.rescue import flows as rescue
+        from compliance.rescue.models import RescueError
+
+        while True:
+            dispatch = await self._until(
+                "dispatch",
+                "SELECT technician_id FROM rescue_dispatches WHERE incident_id = %s "
+                "AND outcome IS NULL ORDER BY id DESC LIMIT 1",
+                (incident_id,),
+            )
+            await self.clock.sleep(30)
+            technician = dispatch["technician_id"]
+            try:
+                await self._write(
+                    lambda conn, who=technician: rescue.accept(
+                        conn, incident_id=incident_id, technician_id=who, at=self.clock.now()
+                    )
+                )
+            except RescueError as exc:
+                log.info("scripted technician %s could not accept: %s", technician, exc)
+                continue
+            return int(technician)
 
     async def _write(self, action: Callable[[psycopg.Connection], object]) -> None:
         def run() -> None:
