@@ -89,7 +89,7 @@ def _reported_while_pending(conn: psycopg.Connection) -> dict[str, set[float]]:
     return {row["metric"]: set(row["seen"]) for row in rows}
 
 
-async def _until(listener: notify.Listener, match, *, timeout: float = 30.0):
+async def _until(listener: notify.Listener, match, *, timeout: float = 60.0):
     """The first notice for which ``match`` is true."""
 
     async def first():
@@ -219,7 +219,7 @@ async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_rel
                     visit_start = clock.now()
                     fleet.call(lift.maintenance_visit, duration_s=2400.0)
                     await _until(listener, _event("car_top_inspection", 1))
-                    await _until(listener, _event("pit_inspection", 0, previous=1), timeout=60)
+                    await _until(listener, _event("pit_inspection", 0, previous=1))
                     _, judgement = flows.submit_record(
                         conn,
                         device_id=LIFT,
