@@ -30,7 +30,7 @@ MAINTENANCE_CHANNELS = ("vigil_maintenance", "vigil_escalations")
 CHANNELS = (notify.STATE, notify.EVENTS, notify.COMMANDS, notify.ALERTS, *MAINTENANCE_CHANNELS)
 _MAX_BATCH = 2000
 _QUEUE_SIZE = 5000
-_RECONNECT_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+_RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 Message = dict[str, Any]
 Notice = notify.EventNotice | notify.StateNotice | notify.CommandNotice | dict[str, Any]
@@ -135,7 +135,9 @@ class Broadcaster:
             try:
                 async with notify.Listener(self._url, CHANNELS) as listener:
                     if attempt:
-                        # notices may have been missed while disconnected: clients reload
+                        # the database came back: drop pooled connections that died with it,
+                        # then tell clients to reload what they may have missed
+                        await self._pool.check()
                         for sub in list(self._subscribers):
                             sub.put({"type": "resync", "reason": "database reconnected"})
                     attempt = 0
