@@ -64,16 +64,18 @@ def policy_sql(now_param: str = "%(now)s") -> str:
     values = ",\n".join(f"coalesce(pc.{c}, pj.{c}, dflt.{c}) AS {c}" for c in _POLICY_COLUMNS)
     return f"""
         SELECT d.id AS device_id, d.firm_id, d.manufacturer_id, d.gateway_id, d.registered_at,
-               s.user_unit_id, s.timezone AS tz, s.jurisdiction_id,
+               s.user_unit_id, s.timezone AS tz, s.jurisdiction_id, tt.today AS local_today,
                {values},
                coalesce(pc.lockout_mode, pj.lockout_mode, j.lockout_mode) AS lockout_mode
         FROM devices d
         JOIN sites s ON s.id = d.site_id
         JOIN jurisdictions j ON j.id = s.jurisdiction_id
+        -- the local date now, converted once per time zone rather than once per elevator
+        JOIN (SELECT z.timezone, ({now_param} AT TIME ZONE z.timezone)::date AS today
+              FROM (SELECT DISTINCT timezone FROM sites) z) tt ON tt.timezone = s.timezone
         CROSS JOIN (SELECT * FROM compliance_policies
                     WHERE jurisdiction_id IS NULL AND contract_id IS NULL) dflt
-        LEFT JOIN contracts c
-               ON c.device_id = d.id AND c.period @> ({now_param} AT TIME ZONE s.timezone)::date
+        LEFT JOIN contracts c ON c.device_id = d.id AND c.period @> tt.today
         LEFT JOIN compliance_policies pc ON pc.contract_id = c.id
         LEFT JOIN compliance_policies pj ON pj.jurisdiction_id = j.id
         WHERE d.kind = 'elevator' AND d.decommissioned_at IS NULL
@@ -469,10 +471,23 @@ _CLOCK_COLUMNS = """
     max(visited_at) FILTER (WHERE rank >= 4) AS annual_at
 """
 
+# Upsert of clocks from a SELECT ``m`` of (device_id, <tier>_at...) joined to ``tz``.
 _UPSERT_CLOCKS = """
+    INSERT INTO maintenance_clocks (device_id, half_monthly_at, quarterly_at, semi_annual_at,
+                                    annual_at, half_monthly_on, quarterly_on, semi_annual_on,
+                                    annual_on, updated_at)
+    SELECT m.device_id, m.half_monthly_at, m.quarterly_at, m.semi_annual_at, m.annual_at,
+           (m.half_monthly_at AT TIME ZONE s.timezone)::date,
+           (m.quarterly_at AT TIME ZONE s.timezone)::date,
+           (m.semi_annual_at AT TIME ZONE s.timezone)::date,
+           (m.annual_at AT TIME ZONE s.timezone)::date,
+           %(at)s
+    FROM m JOIN devices d ON d.id = m.device_id JOIN sites s ON s.id = d.site_id
     ON CONFLICT (device_id) DO UPDATE SET
         half_monthly_at = excluded.half_monthly_at, quarterly_at = excluded.quarterly_at,
         semi_annual_at = excluded.semi_annual_at, annual_at = excluded.annual_at,
+        half_monthly_on = excluded.half_monthly_on, quarterly_on = excluded.quarterly_on,
+        semi_annual_on = excluded.semi_annual_on, annual_on = excluded.annual_on,
         updated_at = excluded.updated_at
 """
 
@@ -481,20 +496,21 @@ def refresh_clocks(conn: psycopg.Connection, *, device_id: str, at: datetime) ->
     """Recompute one elevator's due clocks from its verified visits (rules M1, M2)."""
     conn.execute(
         f"""
-        INSERT INTO maintenance_clocks (device_id, half_monthly_at, quarterly_at, semi_annual_at,
-                                        annual_at, updated_at)
-        SELECT %(device)s, {_CLOCK_COLUMNS}, %(at)s
-        FROM (
-            SELECT CASE r.credited_tier WHEN 'half_monthly' THEN 1 WHEN 'quarterly' THEN 2
-                                        WHEN 'semi_annual' THEN 3 WHEN 'annual' THEN 4 END AS rank,
-                   upper(v.onsite) AS visited_at
-            FROM maintenance_records r
-            JOIN LATERAL (SELECT verdict, onsite FROM maintenance_verdicts
-                          WHERE record_id = r.id ORDER BY id DESC LIMIT 1) v ON true
-            WHERE r.device_id = %(device)s AND v.verdict = 'verified'
-              AND r.credited_tier IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM maintenance_records c WHERE c.corrects_id = r.id)
-        ) credits
+        WITH m AS (
+            SELECT %(device)s::text AS device_id, {_CLOCK_COLUMNS}
+            FROM (
+                SELECT CASE r.credited_tier WHEN 'half_monthly' THEN 1 WHEN 'quarterly' THEN 2
+                                            WHEN 'semi_annual' THEN 3 WHEN 'annual' THEN 4
+                       END AS rank,
+                       upper(v.onsite) AS visited_at
+                FROM maintenance_records r
+                JOIN LATERAL (SELECT verdict, onsite FROM maintenance_verdicts
+                              WHERE record_id = r.id ORDER BY id DESC LIMIT 1) v ON true
+                WHERE r.device_id = %(device)s AND v.verdict = 'verified'
+                  AND r.credited_tier IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM maintenance_records c WHERE c.corrects_id = r.id)
+            ) credits
+        )
         {_UPSERT_CLOCKS}
         """,
         {"device": device_id, "at": at},
@@ -505,9 +521,9 @@ def refresh_all_clocks(conn: psycopg.Connection, *, at: datetime) -> int:
     """Recompute every elevator's due clocks from all verified visits, set-based."""
     cur = conn.execute(
         f"""
-        INSERT INTO maintenance_clocks (device_id, half_monthly_at, quarterly_at, semi_annual_at,
-                                        annual_at, updated_at)
-        SELECT device_id, {_CLOCK_COLUMNS}, %(at)s FROM maintenance_credits GROUP BY device_id
+        WITH m AS (
+            SELECT device_id, {_CLOCK_COLUMNS} FROM maintenance_credits GROUP BY device_id
+        )
         {_UPSERT_CLOCKS}
         """,
         {"at": at},

@@ -5,35 +5,35 @@ WITH pol AS (
     {{policy}}
 ),
 due AS (
+    -- Rule M1: day 0 is the local date of the last verified visit; day N (the interval) is the
+    -- last day on time. A tier never verified counts from the elevator's registration.
     SELECT p.*,
            e.state AS old_state, e.alarm_at AS old_alarm_at,
            e.lockout_command_id AS old_lockout_command_id,
            e.lockout_issued_at AS old_lockout_issued_at,
-           compliance_overdue_since(coalesce(k.half_monthly_at, p.registered_at), p.tz,
-                                    p.half_monthly_days) AS half_monthly_over,
-           compliance_overdue_since(coalesce(k.quarterly_at, p.registered_at), p.tz,
-                                    p.quarterly_days) AS quarterly_over,
-           compliance_overdue_since(coalesce(k.semi_annual_at, p.registered_at), p.tz,
-                                    p.semi_annual_days) AS semi_annual_over,
-           compliance_overdue_since(coalesce(k.annual_at, p.registered_at), p.tz,
-                                    p.annual_days) AS annual_over
+           coalesce(k.half_monthly_on, (p.registered_at AT TIME ZONE p.tz)::date)
+               + p.half_monthly_days AS half_monthly_due,
+           coalesce(k.quarterly_on, (p.registered_at AT TIME ZONE p.tz)::date)
+               + p.quarterly_days AS quarterly_due,
+           coalesce(k.semi_annual_on, (p.registered_at AT TIME ZONE p.tz)::date)
+               + p.semi_annual_days AS semi_annual_due,
+           coalesce(k.annual_on, (p.registered_at AT TIME ZONE p.tz)::date)
+               + p.annual_days AS annual_due
     FROM pol p
     LEFT JOIN maintenance_clocks k ON k.device_id = p.device_id
     LEFT JOIN maintenance_escalations e ON e.device_id = p.device_id
     WHERE %(devices)s::text[] IS NULL OR p.device_id = ANY(%(devices)s::text[])
 ),
 clocked AS (
-    SELECT d.*,
-           least(half_monthly_over, quarterly_over, semi_annual_over, annual_over)
-               AS overdue_since
+    SELECT d.*, least(half_monthly_due, quarterly_due, semi_annual_due, annual_due) AS due_on
     FROM due d
 ),
 decided AS (
     SELECT c.*,
            CASE
                -- a verified visit (or a new contract's clock) makes the elevator current again
-               WHEN %(now)s < c.overdue_since - make_interval(days => c.due_soon_days) THEN 'ok'
-               WHEN %(now)s < c.overdue_since THEN 'due_soon'
+               WHEN c.local_today <= c.due_on - c.due_soon_days THEN 'ok'
+               WHEN c.local_today <= c.due_on THEN 'due_soon'
                WHEN c.old_state IS NULL OR c.old_state IN ('ok', 'due_soon') THEN 'overdue'
                WHEN c.old_state = 'overdue'
                     AND %(now)s >= c.old_alarm_at + make_interval(hours => c.grace_hours)
@@ -60,21 +60,21 @@ upserted AS (
 INSERT INTO maintenance_escalations AS e
     (device_id, state, previous_state, since, overdue_since, alarm_at, lockout_command_id,
      lockout_issued_at, detail)
-SELECT device_id, new_state, old_state, %(now)s, overdue_since,
+SELECT device_id, new_state, old_state, %(now)s, (due_on + 1)::timestamp AT TIME ZONE tz,
        CASE WHEN new_state IN ('ok', 'due_soon') THEN NULL
             WHEN new_state = 'overdue' THEN %(now)s
             ELSE old_alarm_at END,
        old_lockout_command_id, old_lockout_issued_at,
        jsonb_build_object(
-           'overdue_since', overdue_since,
+           'overdue_since', (due_on + 1)::timestamp AT TIME ZONE tz,
            'overdue_tiers', to_jsonb(array_remove(ARRAY[
-               CASE WHEN half_monthly_over <= %(now)s THEN 'half_monthly' END,
-               CASE WHEN quarterly_over <= %(now)s THEN 'quarterly' END,
-               CASE WHEN semi_annual_over <= %(now)s THEN 'semi_annual' END,
-               CASE WHEN annual_over <= %(now)s THEN 'annual' END], NULL)),
-           'tier_overdue_since', jsonb_build_object(
-               'half_monthly', half_monthly_over, 'quarterly', quarterly_over,
-               'semi_annual', semi_annual_over, 'annual', annual_over),
+               CASE WHEN half_monthly_due < local_today THEN 'half_monthly' END,
+               CASE WHEN quarterly_due < local_today THEN 'quarterly' END,
+               CASE WHEN semi_annual_due < local_today THEN 'semi_annual' END,
+               CASE WHEN annual_due < local_today THEN 'annual' END], NULL)),
+           'tier_last_day_on_time', jsonb_build_object(
+               'half_monthly', half_monthly_due, 'quarterly', quarterly_due,
+               'semi_annual', semi_annual_due, 'annual', annual_due),
            'alarm_at', CASE WHEN new_state = 'overdue' THEN %(now)s ELSE old_alarm_at END,
            'recipients', jsonb_build_object(
                'firm_id', firm_id, 'user_unit_id', user_unit_id,
