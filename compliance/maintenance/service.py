@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb as _Jsonb
+from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
 from compliance.log import service as log
@@ -49,9 +49,9 @@ _POLICY_COLUMNS = (
 )
 
 
-def Jsonb(value: Any) -> _Jsonb:
+def as_jsonb(value: Any) -> Jsonb:
     """A jsonb parameter; datetimes become canonical UTC text (as in the compliance log)."""
-    return _Jsonb(value, dumps=canonical_json)
+    return Jsonb(value, dumps=canonical_json)
 
 
 def lock_device(conn: psycopg.Connection, *, device_id: str) -> None:
@@ -199,7 +199,7 @@ def insert_record(
                 list(checklist_done),
                 checklist_total,
                 str(credited_tier) if credited_tier else None,
-                Jsonb([p.as_json() for p in parts]),
+                as_jsonb([p.as_json() for p in parts]),
                 notes,
                 corrects_id,
                 correction_reason,
@@ -438,8 +438,8 @@ def insert_verdict(
                 str(judgement.verdict),
                 onsite,
                 judgement.onsite_minutes,
-                Jsonb(judgement.evidence),
-                Jsonb(judgement.rule_values),
+                as_jsonb(judgement.evidence),
+                as_jsonb(judgement.rule_values),
                 at,
             ),
         ).fetchone()
@@ -677,7 +677,7 @@ def open_finding(
             "detail) VALUES (%s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (rule, kind, subject_type, subject_id) WHERE closed_at IS NULL "
             "DO NOTHING RETURNING id",
-            (rule, kind, subject_type, subject_id, at, Jsonb(detail)),
+            (rule, kind, subject_type, subject_id, at, as_jsonb(detail)),
         ).fetchone()
     if row is None:
         return None
@@ -712,8 +712,3 @@ def escalation(conn: psycopg.Connection, *, device_id: str) -> dict[str, Any] | 
         return cur.execute(
             "SELECT * FROM maintenance_escalations WHERE device_id = %s", (device_id,)
         ).fetchone()
-
-
-def window_padding(hours: int) -> timedelta:
-    """Slack around a claimed window in which an inspection visit counts as outside_window."""
-    return timedelta(hours=hours)
