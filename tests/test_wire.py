@@ -194,3 +194,21 @@ def test_topics_and_subscriptions():
     assert wire.subscription(wire.Channel.TELEMETRY) == "vigil/v1/telemetry/+/+"
     with pytest.raises(ValueError):
         wire.topic(wire.Channel.COMMAND, "gw")
+
+
+def test_fast_and_full_paths_agree_on_every_sample_shape():
+    """Ingest's inline check and the full decoder accept and refuse the same samples."""
+    good = [{"m": "floor", "t": NOW, "v": 3}, {"m": "floor", "t": NOW - 1, "v": 2.5}]
+    decoded = wire.decode(TOPIC, payload(samples=good), now_ms=NOW)
+    assert decoded.samples == (Sample("floor", NOW, 3.0), Sample("floor", NOW - 1, 2.5))
+    odd = [
+        ({"m": "floor", "t": NOW, "x": 1}, Reason.UNKNOWN_FIELD),
+        ({"m": ["floor"], "t": NOW, "v": 1}, Reason.WRONG_TYPE),
+        ({"m": "Floor", "t": NOW, "v": 1}, Reason.BAD_VALUE),
+        ({"m": "floor", "t": True, "v": 1}, Reason.WRONG_TYPE),
+        ({"m": "floor", "t": NOW, "v": False}, Reason.WRONG_TYPE),
+        ({"m": "floor", "t": NOW, "v": None}, Reason.WRONG_TYPE),
+        ({"m": "floor", "t": NOW + 10**8, "v": 1}, Reason.FUTURE_TIMESTAMP),
+    ]
+    for sample, reason in odd:
+        assert reject(TOPIC, payload(samples=[*good, sample])).reason is reason, sample

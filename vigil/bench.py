@@ -32,6 +32,8 @@ def run(name: str, argv: list[str]) -> int:
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would be (dataclasses and pickling look it up).
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return int(module.main(argv) or 0)
 
