@@ -90,7 +90,7 @@ async def open_request_pool(url: str, *, max_size: int) -> AsyncConnectionPool:
     transactions on the synchronous pool."""
     pool = AsyncConnectionPool(
         url,
-        min_size=2,
+        min_size=1,
         max_size=max_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
         open=False,

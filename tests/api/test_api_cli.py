@@ -10,36 +10,19 @@ import sys
 import httpx
 
 from tests.api.conftest import PASSWORD
+from vigil.cli import main
 from vigil.services import free_port, wait_for_port
 
 
-def vigil(*args: str, url: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the ``vigil`` command against ``url``."""
-    return subprocess.run(
-        [sys.executable, "-m", "vigil.cli", *args],
-        env={**os.environ, "VIGIL_DATABASE_URL": url, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def test_user_add_key_add_and_two_workers_serving(db_url, fleet):
-    added = vigil(
-        "api",
-        "user-add",
-        "ops",
-        "--role",
-        "dispatcher",
-        "--firm-id",
-        str(fleet.ids["firm_a"]),
-        url=db_url,
-        VIGIL_PASSWORD=PASSWORD,
-    )
-    assert added.returncode == 0, added.stderr
-    key = vigil("api", "key-add", "ops", "--name", "erp", url=db_url)
-    assert key.returncode == 0, key.stderr
-    api_key = key.stdout.strip()
+def test_user_add_key_add_and_two_workers_serving(db_url, fleet, monkeypatch, capsys):
+    monkeypatch.setenv("VIGIL_DATABASE_URL", db_url)
+    monkeypatch.setenv("VIGIL_PASSWORD", PASSWORD)
+    firm = str(fleet.ids["firm_a"])
+    assert main(["api", "user-add", "ops", "--role", "dispatcher", "--firm-id", firm]) == 0
+    assert main(["api", "user-add", "bad", "--role", "regulator"]) == 2
+    assert "rule A2" in capsys.readouterr().err
+    assert main(["api", "key-add", "ops", "--name", "erp"]) == 0
+    api_key = capsys.readouterr().out.strip().splitlines()[-1]
     assert api_key.startswith("vk_")
 
     port = free_port()

@@ -14,7 +14,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance 
 
 # The stream never ends and logout would end the session the run uses.
 EXCLUDED = {("GET", "/api/v1/stream"), ("POST", "/api/v1/auth/logout")}
-EXAMPLES = 6  # per operation and mode: seconds, not minutes
+EXAMPLES = 4  # per operation and mode: seconds, not minutes
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
