@@ -179,10 +179,10 @@ class Elevator(SimulatedDevice):
             return FaultCode.MAIN_POWER_OFF
         if Fault.DOOR_FAULT in self.faults:
             return FaultCode.DOOR_CLOSE_FAULT
-        if self.lockout_applied:
-            return FaultCode.OUT_OF_SERVICE
         if self.inspection:
             return FaultCode.INSPECTION
+        if self.lockout_applied:
+            return FaultCode.OUT_OF_SERVICE
         if Fault.ALARM_BUTTON in self.faults:
             return FaultCode.ALARM_BUTTON
         return FaultCode.NONE

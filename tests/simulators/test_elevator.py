@@ -268,3 +268,20 @@ def test_only_documented_values_may_be_written(clock):
 def test_a_lift_has_no_lamp_faults(clock):
     with pytest.raises(FaultNotSupported):
         lift(clock).inject(Fault.LAMP_FAILURE)
+
+
+def test_a_locked_out_car_shows_inspection_during_a_visit_and_stays_locked(clock):
+    car = lift(clock)
+    park_open(car, clock)
+    request_lockout(car)
+    assert car.values()["service_mode"] == ServiceMode.OUT_OF_SERVICE
+    car.maintenance_visit(duration_s=1800)
+    clock.advance(900)
+    values = car.values()
+    assert values["service_mode"] == ServiceMode.INSPECTION  # rule M3 evidence still visible
+    assert values["fault_code"] == FaultCode.INSPECTION
+    assert values["lockout_state"] == LockoutState.APPLIED  # released only by the platform (M6)
+    clock.advance(900)
+    values = car.values()
+    assert values["service_mode"] == ServiceMode.OUT_OF_SERVICE
+    assert values["lockout_state"] == LockoutState.APPLIED
