@@ -17,6 +17,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 import aiomqtt
 
@@ -140,13 +141,15 @@ class BrokerLink:
             self._outage_logged = False
             await client.subscribe(subscription(Channel.COMMAND, self.gateway_id), qos=1)
             await self._publish_status(client, GatewayState.ONLINE)
+            # Fixed now, not when the task first runs: health keeps to the clock.
+            first_health = self.clock.now() + timedelta(seconds=self.health_interval_s)
             self.connected.set()
             pump = _Pump(self, client)
             try:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(pump.run())
                     group.create_task(self._listen(client))
-                    group.create_task(self._send_health(client))
+                    group.create_task(self._send_health(client, first_at=first_health))
                     group.create_task(self._ack_writer())
                     group.create_task(_raise_when(stop, _Stopping()))
             except* _Stopping:
@@ -202,11 +205,14 @@ class BrokerLink:
         if self._commands:
             await asyncio.wait(set(self._commands), timeout=self.broker.timeout_s)
 
-    async def _send_health(self, client: aiomqtt.Client) -> None:
+    async def _send_health(self, client: aiomqtt.Client, *, first_at: datetime) -> None:
+        interval = timedelta(seconds=self.health_interval_s)
+        due = first_at
         while True:
-            await self.clock.sleep(self.health_interval_s)
+            await self.clock.sleep_until(due)
             topic, payload = encode(self.health())
             await client.publish(topic, payload, qos=0)
+            due = max(due + interval, self.clock.now())
 
 
 class _Pump:
@@ -225,6 +231,7 @@ class _Pump:
         outbox = self.link.outbox
         last_id = 0
         while True:
+            self.link._flush_acks()
             rows = outbox.peek(after=last_id, limit=self.link.broker.inflight)
             if not rows:
                 outbox.changed.clear()

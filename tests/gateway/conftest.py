@@ -127,6 +127,7 @@ class Collector:
         self.clock = clock
         self.received: list[Received] = []
         self.seqs: dict[str, set[int]] = defaultdict(set)  # distinct seqs seen per device
+        self.connects = 0  # connections so far (a broker restart makes one more)
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self._arrived = asyncio.Event()
@@ -149,6 +150,8 @@ class Collector:
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
         client.subscribe(self._filter, qos=1)
+        self.connects += 1
+        self._loop.call_soon_threadsafe(self._arrived.set)
 
     def _on_message(self, _client: object, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         decoded = decode(msg.topic, bytes(msg.payload), now_ms=self.clock.now_ms())
