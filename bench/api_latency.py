@@ -261,6 +261,12 @@ async def client(
     connection = KeepAlive(host, int(port))
     try:
         queries = console_queries(device, metric, now)
+        if think_s:
+            # people do not all open their consoles in the same millisecond: each session
+            # starts at a random moment of the first round, at a random place in it
+            start = pause.randrange(len(queries))
+            queries = queries[start:] + queries[:start]
+            await asyncio.sleep(pause.uniform(0, think_s * len(queries)))
         for _ in range(rounds):
             for name, path in queries:
                 t0 = time.perf_counter()
