@@ -154,6 +154,8 @@ class BrokerLink:
                     group.create_task(_raise_when(stop, _Stopping()))
             except* _Stopping:
                 pass
+            finally:
+                self.connected.clear()  # now, not after the client has finished closing
             # Stopping cleanly: let what is in flight be acknowledged, then say goodbye.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pump.settle(), timeout=self.broker.timeout_s)
