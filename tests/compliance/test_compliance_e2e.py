@@ -214,8 +214,6 @@ async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_rel
                     }
 
                     # The technician comes: 40 minutes of inspection operation, car top and pit.
-                    # (This controller reports its lockout over inspection in service_mode, so
-                    # the inspection stations are what show the visit; see docs/compliance.md.)
                     visit_start = clock.now()
                     fleet.call(lift.maintenance_visit, duration_s=2400.0)
                     await _until(listener, _event("car_top_inspection", 1))
