@@ -38,7 +38,7 @@ def fleet_config(
     mqtt_url: str,
     placements: Iterable[Placement],
     poll_s: float = 1.0,
-    timeout_s: float = 0.3,
+    timeout_s: float = 1.0,
     max_messages: int = 1_000_000,
     health_interval_s: float = 3600.0,
     backoff_max_s: float = 8.0,

@@ -18,7 +18,7 @@ async def test_health_reports_polls_errors_and_unavailable_devices(
         mqtt_url=mqtt_url,
         placements=runner.placements(),
         health_interval_s=10,
-        timeout_s=0.2,
+        timeout_s=0.5,
     )
     collector = await collect(mqtt_url, f"vigil/v1/health/{unique_id}", clock=clock)
     async with running(config, clock) as gateway:

@@ -53,7 +53,7 @@ async def test_a_silent_device_is_unavailable_once_and_comes_back_by_itself(
         gateway_id=unique_id,
         mqtt_url=mqtt_url,
         placements=runner.placements(),
-        timeout_s=0.2,
+        timeout_s=0.5,
         backoff_max_s=60.0,
     )
     collector = await collect(mqtt_url, f"vigil/v1/+/{unique_id}/+", clock=clock)

@@ -19,7 +19,11 @@ async def test_pymodbus_exceptions_resets_and_bugs_never_end_polling(
     placement = sim_meter.placement
     behind_proxy = type(placement)(**{**placement.as_dict(), "port": proxy.port})
     config = fleet_config(
-        tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=[behind_proxy]
+        tmp_path,
+        gateway_id=unique_id,
+        mqtt_url=mqtt_url,
+        placements=[behind_proxy],
+        timeout_s=0.5,
     )
     meter = sim_meter.device_id
     collector = await collect(mqtt_url, f"vigil/v1/+/{unique_id}/+", clock=clock)
