@@ -67,12 +67,13 @@ def _start_fleet(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
         "--traffic", "20",
         "--manifest", str(manifest),
     ]  # fmt: skip
-    fleet = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    log = (workdir / "fleet.log").open("w")  # pymodbus is chatty; kept out of the figures
+    fleet = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
     assert fleet.stdout is not None
     ready = fleet.stdout.readline()  # the runner prints one JSON line once it listens
     if not ready.startswith("{"):
         fleet.kill()
-        raise SystemExit(f"the fleet did not start: {ready!r}")
+        raise SystemExit(f"the fleet did not start: see {workdir / 'fleet.log'}")
     return fleet, json.loads(manifest.read_text())["devices"]
 
 
