@@ -125,6 +125,7 @@ class GatewayService:
         try:
             await stop.wait()
         finally:
+            stop.set()  # also when we are cancelled: the link then says goodbye and ends
             for task in pollers:
                 task.cancel()
             await asyncio.gather(*pollers, return_exceptions=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
 
+from gateway.service import GatewayService
 from simulators.models import Fault
 from tests.gateway.conftest import first_polls, fleet_config, running, tick
-from vigil.wire import EventBatch, TelemetryBatch
+from vigil.wire import EventBatch, GatewayState, Status, TelemetryBatch
 
 
 async def test_samples_of_every_device_arrive_with_poll_timestamps(
@@ -85,3 +87,22 @@ async def test_a_silent_device_is_unavailable_once_and_comes_back_by_itself(
     # Block reads: the SDM630 map is two requests per poll, for every successful poll.
     served_polls = sum(1 for b in collector.of(TelemetryBatch))
     assert runner.fleet.requests_served == 2 * served_polls
+
+
+async def test_cancelling_the_runner_shuts_down_cleanly(
+    sim_meter, clock, mqtt_url, unique_id, tmp_path, collect
+):
+    config = fleet_config(
+        tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=[sim_meter.placement]
+    )
+    collector = await collect(mqtt_url, f"vigil/v1/status/{unique_id}", clock=clock)
+    service = GatewayService(config=config, clock=clock, stagger=False)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    await first_polls(service)
+    await service.link.connected.wait()
+    task.cancel()  # as a supervisor would, without setting stop
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), timeout=15)
+    await collector.wait_until(lambda c: len(c.of(Status)) == 2)
+    assert [s.state for s in collector.of(Status)] == [GatewayState.ONLINE, GatewayState.OFFLINE]
+    assert all(t.done() for t in service.tasks)
