@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from alerts import service as alerts_service
 from alerts.models import AlarmError, AlarmStateError
 from api.alarms import service
 from api.alarms.models import AlarmDetail, AlarmOut, ClearRequest
 from api.auth.models import Principal, Role
-from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles
+from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, send
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
@@ -36,7 +36,7 @@ async def list_alarms(
     device_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
     type: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.]{0,63}$")] = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 200,
-) -> list[AlarmOut]:
+) -> Response:
     """Newest first; by default the open (active and acknowledged) ones."""
     states = state or ["active", "acknowledged"]
     unknown = sorted(set(states) - set(STATES))
@@ -45,9 +45,10 @@ async def list_alarms(
             status.HTTP_400_BAD_REQUEST,
             detail=f"unknown state {unknown[0]!r}; one of {', '.join(STATES)}",
         )
-    return await service.list_alarms(
+    alarms = await service.list_alarms(
         conn, principal=principal, states=states, device_id=device_id, type=type, limit=limit
     )
+    return send(list[AlarmOut], alarms)
 
 
 @router.get(

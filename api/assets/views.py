@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from api.assets import service
 from api.assets.models import Asset, AssetPage, Event, TelemetrySeries
-from api.deps import Conn, Context, CurrentPrincipal, not_found
+from api.deps import Conn, Context, CurrentPrincipal, not_found, send
 from vigil.catalog import DeviceKind
 from vigil.catalog import metric as catalog_metric
 
@@ -111,12 +111,12 @@ async def list_events(
     end: datetime | None = None,
     metric: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,64}$")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 200,
-) -> list[Event]:
+) -> Response:
     """Events in [start, end); by default the last 24 hours."""
     start, end = time_range(start=start, end=end, now=ctx.clock.now(), default=timedelta(days=1))
     if await service.get_asset(conn, principal=principal, device_id=device_id) is None:
         raise not_found("asset")
-    return await service.list_events(
+    events = await service.list_events(
         conn,
         principal=principal,
         device_id=device_id,
@@ -125,6 +125,7 @@ async def list_events(
         metric=metric,
         limit=limit,
     )
+    return send(list[Event], events)
 
 
 @router.get(
@@ -145,7 +146,7 @@ async def telemetry(
         int | None,
         Query(ge=1, le=31 * 86400, description=f"bucket width; default: range / {DEFAULT_BUCKETS}"),
     ] = None,
-) -> TelemetrySeries:
+) -> Response:
     """Average, min, max, last and count per ``date_bin`` bucket in [start, end)."""
     start, end = time_range(start=start, end=end, now=ctx.clock.now(), default=DEFAULT_RANGE)
     asset = await service.get_asset(conn, principal=principal, device_id=device_id)
@@ -171,7 +172,7 @@ async def telemetry(
         end=end,
         bucket_s=bucket_s,
     )
-    return TelemetrySeries(
+    series = TelemetrySeries(
         device_id=device_id,
         metric=metric,
         unit=known.unit,
@@ -180,3 +181,4 @@ async def telemetry(
         bucket_s=bucket_s,
         buckets=buckets,
     )
+    return send(TelemetrySeries, series)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from api.assets import service as assets_service
 from api.auth.models import Principal, Role
-from api.deps import ApiContext, Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync
+from api.deps import (
+    ApiContext,
+    Conn,
+    Context,
+    CurrentPrincipal,
+    not_found,
+    require_roles,
+    run_sync,
+    send,
+)
 from api.incidents import service
 from api.incidents.models import (
     AcceptRequest,
@@ -85,11 +94,12 @@ async def list_incidents(
     which: Annotated[Literal["open", "all"], Query(description="open ones, or all")] = "open",
     device_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 200,
-) -> list[IncidentOut]:
+) -> Response:
     """Open incidents by arrival deadline (rule R2), or all of them newest first."""
-    return await service.list_incidents(
+    incidents = await service.list_incidents(
         conn, principal=principal, open_only=which == "open", device_id=device_id, limit=limit
     )
+    return send(list[IncidentOut], incidents)
 
 
 @router.get(

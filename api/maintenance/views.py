@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from api.assets import service as assets_service
 from api.auth.models import Principal, Role
-from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync
+from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync, send
 from api.maintenance import service
 from api.maintenance.models import (
     DueItem,
@@ -58,7 +58,7 @@ async def list_due(
     conn: Conn,
     state: Annotated[list[str] | None, Query(description="escalation states")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-) -> list[DueItem]:
+) -> Response:
     """Elevators in scope by escalation state (rules M1, M5, M6), most overdue first."""
     states = state or list(service.DUE_STATES)
     unknown = sorted(set(states) - {*service.DUE_STATES, "ok"})
@@ -67,7 +67,8 @@ async def list_due(
             status.HTTP_400_BAD_REQUEST,
             detail=f"unknown state {unknown[0]!r}; one of ok, {', '.join(service.DUE_STATES)}",
         )
-    return await service.list_due(conn, principal=principal, states=states, limit=limit)
+    due = await service.list_due(conn, principal=principal, states=states, limit=limit)
+    return send(list[DueItem], due)
 
 
 @router.get("/records", response_model=list[RecordOut], summary="Maintenance records")
@@ -77,16 +78,17 @@ async def list_records(
     device_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = None,
     verdict: Annotated[str | None, Query(description=", ".join(VERDICTS))] = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 200,
-) -> list[RecordOut]:
+) -> Response:
     """Records of elevators in scope with their verdict in force (M3) and sign-off (M4)."""
     if verdict is not None and verdict not in VERDICTS:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             detail=f"unknown verdict {verdict!r}; one of {', '.join(VERDICTS)}",
         )
-    return await service.list_records(
+    records = await service.list_records(
         conn, principal=principal, device_id=device_id, verdict=verdict, limit=limit
     )
+    return send(list[RecordOut], records)
 
 
 @router.get(
