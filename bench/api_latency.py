@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_port(port, timeout=60)
             base = f"http://127.0.0.1:{port}"
             # warm up: every worker opens its pools and caches its query plans
-            asyncio.run(run_clients(base, clients=args.workers * 4, rounds=2, now=now))
+            asyncio.run(run_clients(base, clients=min(args.clients, 20), rounds=2, now=now))
 
             base_times = asyncio.run(baseline(base, args.clients, args.rounds))
             paced = asyncio.run(
