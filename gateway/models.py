@@ -259,14 +259,17 @@ def resolve_devices(
 
 def _profile(name: str, *, base: Path, error: Callable[[str], ConfigError]) -> Profile:
     """A built-in profile by model name, or a profile file (relative to the config's folder)."""
-    if name in builtin_models():
-        return builtin_profile(name)
     if name.endswith(".toml") or "/" in name:
         path = Path(name) if Path(name).is_absolute() else base / name
         if not path.exists():
             raise error(f"profile file {path} does not exist")
         return load_profile(path)  # its own errors name the profile file, line and key
-    raise error(f"unknown profile {name!r}; built-in profiles: {', '.join(builtin_models())}")
+    try:
+        return builtin_profile(name)  # includes the generated high-mast-N (1-64 lamps)
+    except KeyError:
+        raise error(
+            f"unknown profile {name!r}; built-in profiles: {', '.join(builtin_models())}"
+        ) from None
 
 
 def _dotted(loc: tuple[object, ...]) -> str:

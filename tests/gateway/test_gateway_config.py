@@ -87,6 +87,15 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
     assert "lift-controller" in error.reason  # the built-in ones are listed
 
 
+def test_a_generated_high_mast_profile_is_a_built_in(tmp_path):
+    gateway = load_config(write(tmp_path, VALID.replace('"lift-controller"', '"high-mast-4"')))
+    metrics = set(gateway.devices[0].profile.metrics)
+    assert {"lamp_4_on", "lamps_out"} <= metrics
+    assert "lamp_5_on" not in metrics
+    error = error_of(write(tmp_path, VALID.replace('"lift-controller"', '"high-mast-99"')))
+    assert "unknown profile 'high-mast-99'" in error.reason
+
+
 def test_missing_profile_file_is_a_clear_error(tmp_path):
     error = error_of(write(tmp_path, VALID.replace('"lift-controller"', '"maps/nope.toml"')))
     assert error.key == "devices[0].profile" and "does not exist" in error.reason
