@@ -38,6 +38,7 @@ from alerts.models import (
     Severity,
     Shift,
 )
+from vigil.db.rows import first_value
 
 _RAISE = (
     "SELECT * FROM alerts_raise(%(source_type)s, %(source_id)s, %(type)s, %(severity)s, "
@@ -353,7 +354,7 @@ async def anext_escalation(conn: psycopg.AsyncConnection) -> datetime | None:
     """When the next escalation level of any active alarm falls due."""
     cur = await conn.execute("SELECT alerts_next_escalation()")
     row = await cur.fetchone()
-    return _first(row)
+    return first_value(row)
 
 
 def escalation_firings(conn: psycopg.Connection, *, alarm_id: int) -> list[Firing]:
@@ -365,14 +366,6 @@ def escalation_firings(conn: psycopg.Connection, *, alarm_id: int) -> list[Firin
             (alarm_id,),
         ).fetchall()
     return [Firing(**row) for row in rows]
-
-
-def _first(row: Any) -> Any:
-    if row is None:
-        return None
-    if isinstance(row, dict):
-        return next(iter(row.values()))
-    return row[0]
 
 
 # -- contacts -------------------------------------------------------------------------------------
@@ -540,7 +533,7 @@ async def arecord_attempt(
                 "id": delivery_id,
             },
         )
-        attempt = _first(await cur.fetchone())
+        attempt = first_value(await cur.fetchone())
         assert attempt is not None
         await cur.execute(
             "INSERT INTO delivery_attempts (delivery_id, attempt, at, ok, detail) "
@@ -561,7 +554,7 @@ async def arecord_attempt(
 async def anext_delivery_due(conn: psycopg.AsyncConnection) -> datetime | None:
     """When the earliest pending delivery is due."""
     cur = await conn.execute("SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'")
-    return _first(await cur.fetchone())
+    return first_value(await cur.fetchone())
 
 
 def deliveries(

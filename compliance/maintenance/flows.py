@@ -37,6 +37,7 @@ from compliance.maintenance.models import (
     Verdict,
     checklist,
 )
+from vigil.db.rows import first_value
 
 # NOTIFY channel: a maintenance record was saved for {"device": id}.
 MAINTENANCE_CHANNEL = "vigil_maintenance"
@@ -200,7 +201,7 @@ def submit_record(
     with conn.transaction():
         service.lock_device(conn, device_id=device_id)
         kind = conn.execute("SELECT kind FROM devices WHERE id = %s", (device_id,)).fetchone()
-        if kind is None or _first(kind) != "elevator":
+        if kind is None or first_value(kind) != "elevator":
             raise RecordError(f"no elevator {device_id!r}")
         try:
             firm_id = service.technician_firm(conn, technician_id=technician_id)
@@ -241,10 +242,6 @@ def submit_record(
             "SELECT pg_notify(%s, %s)", (MAINTENANCE_CHANNEL, json.dumps({"device": device_id}))
         )
     return saved, judgement
-
-
-def _first(row: Any) -> Any:
-    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 def _check_parts(
@@ -482,7 +479,7 @@ def sweep(
     result = SweepResult()
     with conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK_KEY,)).fetchone()
-        if not _first(got):
+        if not first_value(got):
             result.skipped = True  # another engine is sweeping right now
             return result
         for item in service.unjudged_records(conn, now=now):
@@ -501,7 +498,7 @@ def sweep(
             opened, closed = check_findings(conn, now=now, log_items=log_items)
             result.findings_opened, result.findings_closed = opened, closed
         count = conn.execute("SELECT count(*) FROM maintenance_escalations").fetchone()
-        result.elevators = int(_first(count))
+        result.elevators = int(first_value(count))
         log.append_many(conn, items=log_items)
     return result
 
@@ -760,7 +757,7 @@ def record_drill(
             "recorded_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
             (device_id, held_at, technician_id, notes, recorded_by, at),
         ).fetchone()
-        drill_id = int(_first(row))
+        drill_id = int(first_value(row))
         log.append(
             conn,
             kind="drill.held",
@@ -865,7 +862,7 @@ def check_findings(
         "SELECT qualification_warning_days FROM compliance_policies "
         "WHERE jurisdiction_id IS NULL AND contract_id IS NULL"
     ).fetchone()
-    params = {"now": now, "today": now.date(), "warning_days": int(_first(warning))}
+    params = {"now": now, "today": now.date(), "warning_days": int(first_value(warning))}
     entries: list[dict[str, Any]] = []
     opened = closed = 0
     with conn.cursor(row_factory=dict_row) as cur:

@@ -32,6 +32,7 @@ from compliance.rescue.models import (
     Step,
     Trigger,
 )
+from vigil.db.rows import first_value
 
 SUBJECT = "rescue_incident"
 
@@ -133,7 +134,7 @@ def unanswered_alarm_presses(conn: psycopg.Connection, *, since: datetime) -> li
         "ORDER BY e.device_id",
         (since,),
     ).fetchall()
-    return [_first(row) for row in rows]
+    return [first_value(row) for row in rows]
 
 
 # -- incidents ------------------------------------------------------------------------------------
@@ -293,13 +294,7 @@ def has_step(conn: psycopg.Connection, *, incident_id: int, step: Step) -> bool:
         "SELECT EXISTS (SELECT 1 FROM rescue_steps WHERE incident_id = %s AND step = %s)",
         (incident_id, step.value),
     ).fetchone()
-    return bool(_first(row))
-
-
-def _first(row: Any) -> Any:
-    if row is None:
-        return None
-    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+    return bool(first_value(row))
 
 
 # -- breaches -------------------------------------------------------------------------------------
