@@ -9,6 +9,7 @@ CommandResult on ``vigil/v1/cmd-result/{pole}/{pole}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from urllib.parse import urlsplit
 
@@ -87,9 +88,7 @@ class SmartPole:
             self.connected.set()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._report(client))
-                obeying = tasks.create_task(self._obey(client))
-                await self._stopping.wait()
-                obeying.cancel()
+                tasks.create_task(self._obey(client))
 
     async def _report(self, client: aiomqtt.Client) -> None:
         # Ends on stop() rather than by cancellation: Python 3.11's asyncio.wait_for (inside
@@ -106,7 +105,20 @@ class SmartPole:
             waiter.cancel()
 
     async def _obey(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+        # Also ends on stop() rather than by cancellation: only the wait for the next message is
+        # ever cancelled, never a publish (see _report).
+        messages = aiter(client.messages)
+        while not self._stopping.is_set():
+            arriving = asyncio.ensure_future(anext(messages))
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({arriving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not arriving.done():
+                arriving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await arriving
+                return
+            message = arriving.result()
             result = self.handle_command(str(message.topic), bytes(message.payload))
             if result is not None:
                 await self._publish(client, result)
