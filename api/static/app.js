@@ -188,6 +188,7 @@ function onMessage(name, data) {
   if (name === "resync") { loadAssets().then(() => S.view && S.view.reload && S.view.reload()); return; }
   if (name === "state") {
     S.assets.set(data.asset.id, data.asset);
+    for (const arrived of loadsInFlight) arrived.set(data.asset.id, data.asset);
     if (S.view && S.view.onState) S.view.onState(data.asset);
     return;
   }
@@ -202,9 +203,20 @@ function onMessage(name, data) {
 
 // ---- data -------------------------------------------------------------------------------------
 
+// Updates that arrive while a snapshot is loading are kept and applied on top of it: the
+// snapshot's query may have run before they were committed.
+const loadsInFlight = new Set();
+
 async function loadAssets() {
-  const page = await api("/assets?limit=2000&state=summary");
-  S.assets = new Map(page.items.map(a => [a.id, a]));
+  const arrived = new Map();
+  loadsInFlight.add(arrived);
+  try {
+    const page = await api("/assets?limit=2000&state=summary");
+    S.assets = new Map(page.items.map(a => [a.id, a]));
+    for (const [id, asset] of arrived) S.assets.set(id, asset);
+  } finally {
+    loadsInFlight.delete(arrived);
+  }
 }
 
 async function refreshIncidentDevices() {
