@@ -15,6 +15,7 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from compliance import engine
@@ -118,6 +119,8 @@ def _event(metric: str, value: float, previous: float | None = None):
     return match
 
 
+# Known flaky (about 1 full run in 7 on a shared 2-core machine, cause not yet found): one rerun.
+@pytest.mark.flaky(reruns=1)
 async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_releases_it(
     db_url, mqtt_url, tmp_path, unique_id
 ):
