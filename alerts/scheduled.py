@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 import psycopg
@@ -155,23 +156,42 @@ async def escalate_forever(
 
 
 def check_rosters(conn: psycopg.Connection, *, now: datetime, horizon: timedelta) -> int:
-    """Raise a roster-gap alarm for each firm not covered over the horizon (rule R3); clear
-    it for covered firms. Returns how many firms have gaps."""
-    with_gaps = 0
-    for firm_id in service.firms_with_contracted_devices(conn):
-        gaps = service.roster_gaps(conn, firm_id=firm_id, start=now, end=now + horizon)
+    """Rule R3: every contracted elevator has a qualified technician of its firm on call at
+    every hour of the horizon. Raise a roster-gap alarm on each firm with an uncovered elevator
+    (the elevators and periods in its details); clear it when all are covered. Returns how
+    many firms have gaps."""
+    by_firm: dict[int, list[dict[str, Any]]] = {}
+    for (firm_id, timezone), devices in service.contracted_elevators_by_zone(conn).items():
+        gaps = service.roster_gaps(
+            conn, firm_id=firm_id, start=now, end=now + horizon, timezone=timezone
+        )
+        uncovered = by_firm.setdefault(firm_id, [])
         if gaps:
+            uncovered.append(
+                {
+                    "timezone": timezone,
+                    "elevators": len(devices),
+                    "devices": devices[:50],
+                    "gaps": [[g.start.isoformat(), g.end.isoformat()] for g in gaps],
+                }
+            )
+    with_gaps = 0
+    for firm_id, uncovered in by_firm.items():
+        if uncovered:
             with_gaps += 1
+            periods = sorted({tuple(g) for group in uncovered for g in group["gaps"]})
+            elevators = sum(group["elevators"] for group in uncovered)
             service.raise_alarm(
                 conn,
                 source_type="firm",
                 source_id=firm_id,
                 type=ROSTER_GAP,
                 severity=Severity.MAJOR,
-                message=f"nobody on call for {len(gaps)} period(s) in the next {horizon}",
+                message=f"nobody qualified on call for {elevators} elevator(s) in "
+                f"{len(periods)} period(s) of the next {horizon}",
                 audience=[Audience.FIRM, Audience.FIRM_MANAGER],
                 at=now,
-                details={"gaps": [[g.start.isoformat(), g.end.isoformat()] for g in gaps]},
+                details={"gaps": [list(p) for p in periods], "uncovered": uncovered},
             )
         else:
             service.clear_alarms_of(
@@ -181,7 +201,7 @@ def check_rosters(conn: psycopg.Connection, *, now: datetime, horizon: timedelta
                 type=ROSTER_GAP,
                 by="roster-check",
                 at=now,
-                reason="roster covers the horizon",
+                reason="roster covers every contracted elevator over the horizon",
             )
     return with_gaps
 

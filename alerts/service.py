@@ -638,25 +638,46 @@ def on_call(conn: psycopg.Connection, *, firm_id: int, at: datetime) -> list[int
 
 
 def roster_gaps(
-    conn: psycopg.Connection, *, firm_id: int, start: datetime, end: datetime
+    conn: psycopg.Connection,
+    *,
+    firm_id: int,
+    start: datetime,
+    end: datetime,
+    timezone: str = "UTC",
 ) -> list[RosterGap]:
-    """Periods in [start, end) when the firm has nobody on call (rule R3)."""
+    """Periods in [start, end) when the firm has nobody qualified on call (rules R3, M10).
+
+    A shift counts only while its technician is active and both the technician's certificate
+    and the firm's licence are valid: through the expiry date, read at ``timezone`` (the site
+    zone of the elevators being covered).
+    """
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(
-            "SELECT lower(during), upper(during) FROM roster_shifts "
-            "WHERE firm_id = %s AND during && tstzrange(%s, %s, '[)') ORDER BY lower(during)",
-            (firm_id, start, end),
+            "SELECT lower(rs.during), least(upper(rs.during), "
+            "  ((least(t.certificate_expires_on, f.licence_expires_on) + 1)::timestamp "
+            "   AT TIME ZONE %(tz)s)) "
+            "FROM roster_shifts rs JOIN technicians t ON t.id = rs.technician_id "
+            "JOIN maintenance_firms f ON f.id = rs.firm_id "
+            "WHERE rs.firm_id = %(firm)s AND t.active "
+            "AND rs.during && tstzrange(%(start)s, %(end)s, '[)') ORDER BY lower(rs.during)",
+            {"firm": firm_id, "start": start, "end": end, "tz": timezone},
         ).fetchall()
     return roster_gaps_in(
-        firm_id=firm_id, start=start, end=end, shifts=[(row[0], row[1]) for row in rows]
+        firm_id=firm_id,
+        start=start,
+        end=end,
+        shifts=[(row[0], row[1]) for row in rows if row[1] > row[0]],
     )
 
 
-def firms_with_contracted_devices(conn: psycopg.Connection) -> list[int]:
-    """Firms holding the contract of at least one elevator in service."""
+def contracted_elevators_by_zone(conn: psycopg.Connection) -> dict[tuple[int, str], list[str]]:
+    """Elevators in service by contracted firm and site time zone (rule R3 judges each)."""
+    groups: dict[tuple[int, str], list[str]] = {}
     with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(
-            "SELECT DISTINCT firm_id FROM devices WHERE firm_id IS NOT NULL "
-            "AND kind = 'elevator' AND decommissioned_at IS NULL ORDER BY firm_id"
-        ).fetchall()
-    return [row[0] for row in rows]
+        for firm_id, timezone, device_id in cur.execute(
+            "SELECT d.firm_id, s.timezone, d.id FROM devices d JOIN sites s ON s.id = d.site_id "
+            "WHERE d.firm_id IS NOT NULL AND d.kind = 'elevator' AND d.decommissioned_at IS NULL "
+            "ORDER BY d.firm_id, s.timezone, d.id"
+        ):
+            groups.setdefault((firm_id, timezone), []).append(device_id)
+    return groups

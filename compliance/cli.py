@@ -29,6 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     checkpoint = actions.add_parser("checkpoint", help="sign a checkpoint of the log head now")
     checkpoint.set_defaults(handler=_checkpoint)
 
+    rescue = sub.add_parser("rescue", help="rescue reports (coverage)")
+    rescue_actions = rescue.add_subparsers(dest="rescue_command", required=True, metavar="ACTION")
+    coverage = rescue_actions.add_parser(
+        "coverage",
+        help="rule R8: each contracted elevator's travel time against its rescue deadline",
+    )
+    coverage.add_argument("--firm", type=int, help="only this firm's elevators")
+    coverage.set_defaults(handler=_coverage)
+
 
 def _database_url(settings: Settings) -> str | None:
     if not settings.database_url:
@@ -61,6 +70,37 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     return 1
+
+
+def _coverage(args: argparse.Namespace, settings: Settings) -> int:
+    """Print rule R8's coverage table; exit 1 when an elevator cannot be reached in time."""
+    from compliance.rescue import flows, service
+
+    url = _database_url(settings)
+    if url is None:
+        return 2
+    today = make_clock(kind="real").now().date()
+    with psycopg.connect(url) as conn:
+        rows = flows.coverage(conn, estimator=flows.StraightLineEstimator())
+        loads = service.firm_loads(conn, today=today)
+    rows = [r for r in rows if args.firm is None or r.firm_id == args.firm]
+    print("device\tfirm\ttier\tdeadline_min\tnearest_point\ttravel_min\twithin_deadline")
+    for r in rows:
+        travel = "" if r.travel_minutes is None else f"{r.travel_minutes:.1f}"
+        print(
+            f"{r.device_id}\t{r.firm_id}\t{r.tier}\t{r.deadline_minutes}\t"
+            f"{r.nearest_point or ''}\t{travel}\t{'yes' if r.within_deadline else 'NO'}"
+        )
+    for load in loads:
+        if args.firm is None or load.firm_id == args.firm:
+            per = load.elevators_per_technician
+            print(
+                f"firm {load.firm_id}: {load.elevators} elevators, {load.technicians} qualified "
+                f"technicians ({'-' if per is None else f'{per:.1f}'} per technician)"
+            )
+    outside = sum(not r.within_deadline for r in rows)
+    print(f"{len(rows)} elevator(s), {outside} outside their deadline")
+    return 1 if outside else 0
 
 
 def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:

@@ -96,7 +96,6 @@ class AlertsSettings(Section):
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_from: str = "vigil@localhost"
     mqtt_topic_prefix: str = Field(default="vigil/alerts", pattern=r"^[A-Za-z0-9_/-]{1,100}$")
-    accept_timeout_s: float = Field(default=120.0, gt=0, description="rule R4: accept within")
     roster_horizon_h: float = Field(default=24.0, gt=0, description="rule R3: gaps looked for")
     roster_check_interval_s: float = Field(default=3600.0, gt=0)
 

@@ -7,8 +7,9 @@ needs a single process. A payload stays under PostgreSQL's 8000-byte limit: larg
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -106,13 +107,18 @@ class Listener:
     """Listen on channels over a dedicated connection: ``async with Listener(url, [...]) as l``.
 
     LISTEN is in force once the ``async with`` is entered, so nothing committed after that is
-    missed. Iterate the listener for notices.
+    missed. Iterate the listener for notices; iterating again (after a ``break``, or in a new
+    ``async for``) carries on where the last iteration stopped. psycopg delivers notices in
+    batches from one generator: abandoning that generator mid-batch would drop the rest of the
+    batch, so the listener keeps one generator for its whole life and hands notices out one by
+    one.
     """
 
     def __init__(self, url: str, channels: Sequence[str]) -> None:
         self._url = url
         self._channels = tuple(channels)
         self._conn: psycopg.AsyncConnection | None = None
+        self._stream: AsyncGenerator[psycopg.Notify] | None = None
 
     async def __aenter__(self) -> Listener:
         self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
@@ -121,12 +127,28 @@ class Listener:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()
         if self._conn is not None:
             await self._conn.close()
+
+    async def next(self) -> EventNotice | StateNotice | CommandNotice | dict[str, Any]:
+        """The next notice (waits for one)."""
+        assert self._conn is not None, "use Listener in 'async with'"
+        if self._stream is None:
+            self._stream = self._conn.notifies()
+        try:
+            note = await anext(self._stream)
+        except BaseException:
+            # a cancelled or failed generator is finished (its unread backlog stays with the
+            # connection): the next call starts a fresh one
+            self._stream = None
+            raise
+        return parse(note.channel, note.payload)
 
     async def __aiter__(
         self,
     ) -> AsyncIterator[EventNotice | StateNotice | CommandNotice | dict[str, Any]]:
-        assert self._conn is not None, "use Listener in 'async with'"
-        async for note in self._conn.notifies():
-            yield parse(note.channel, note.payload)
+        while True:
+            yield await self.next()

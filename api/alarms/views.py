@@ -12,6 +12,7 @@ from api.alarms import service
 from api.alarms.models import AlarmDetail, AlarmOut, ClearRequest
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, send
+from compliance.rescue.flows import ENTRAPMENT_ALARM
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
@@ -99,7 +100,7 @@ async def acknowledge(
     "/{alarm_id}/clear",
     response_model=AlarmOut,
     summary="Clear an alarm",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, 409: {"description": "an entrapment alarm of an open incident"}},
 )
 async def clear(
     alarm_id: AlarmId,
@@ -108,8 +109,16 @@ async def clear(
     conn: Conn,
     body: ClearRequest | None = None,
 ) -> AlarmOut:
-    """Idempotent once cleared; the reason is kept in the alarm's history."""
-    await _in_scope(conn, principal, alarm_id)
+    """Idempotent once cleared; the reason is kept in the alarm's history. An entrapment alarm
+    clears only when its incident closes (rule R6): 409 before that."""
+    found = await service.get_alarm(conn, principal=principal, alarm_id=alarm_id)
+    if found is None:
+        raise not_found("alarm")
+    if found.type == ENTRAPMENT_ALARM and found.state != "cleared":
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail="an entrapment alarm clears when its incident is closed, not by hand",
+        )
     try:
         await alerts_service.aclear_alarm(
             conn,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from api.auth.models import Strict
 
@@ -33,6 +33,14 @@ class IncidentOut(BaseModel):
     technician_name: str | None
     accept_by: datetime | None = Field(description="rule R4: the dispatch awaits an answer")
     arrived_at: datetime | None
+    arrival_proven: bool | None = Field(
+        default=None,
+        description="rule R6: arrival proved by the technician's measured position or by "
+        "inspection mode at the car; false when recorded without either",
+    )
+    follows_incident_id: int | None = Field(
+        default=None, description="rule R1: the released incident this re-entrapment follows"
+    )
 
 
 class StepOut(BaseModel):
@@ -80,11 +88,19 @@ class AcceptRequest(Strict):
 
 
 class CheckInRequest(Strict):
-    """Where the technician is; near the site it proves arrival (rule R6)."""
+    """Where the technician is, as measured by their device; near the site it proves arrival
+    (rule R6). Leave the position out when none was measured: the arrival is then recorded as
+    unproven, never as being at the site."""
 
-    latitude: float = Field(ge=-90, le=90)
-    longitude: float = Field(ge=-180, le=180)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
     technician_id: int | None = Field(default=None, ge=1, le=2**62)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> CheckInRequest:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("give both latitude and longitude, or neither")
+        return self
 
 
 class FalseAlarmRequest(Strict):

@@ -20,7 +20,10 @@ _SELECT = sql.SQL(
               w.technician_id, t.name AS technician_name,
               CASE WHEN w.outcome IS NULL THEN w.accept_by END AS accept_by,
               (SELECT min(st.at) FROM rescue_steps st
-                WHERE st.incident_id = i.id AND st.step = 'arrived') AS arrived_at
+                WHERE st.incident_id = i.id AND st.step = 'arrived') AS arrived_at,
+              (SELECT coalesce((st.detail ->> 'proven')::boolean, true) FROM rescue_steps st
+                WHERE st.incident_id = i.id AND st.step = 'arrived') AS arrival_proven,
+              i.follows_incident_id
        FROM rescue_incidents i
        JOIN devices d ON d.id = i.device_id
        JOIN sites s ON s.id = i.site_id

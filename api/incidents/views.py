@@ -29,7 +29,7 @@ from api.incidents.models import (
     ReportRequest,
 )
 from compliance.rescue import flows as rescue_flows
-from compliance.rescue.models import IncidentNotFound, RescueError, Trigger
+from compliance.rescue.models import IncidentNotFound, RescueError, Trigger, UnknownTechnician
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
@@ -45,16 +45,26 @@ Responder = Annotated[
     Principal, require_roles(Role.ADMIN, Role.FIRM_MANAGER, Role.DISPATCHER, Role.TECHNICIAN)
 ]
 NOT_FOUND = {404: {"description": "no such incident in the caller's scope"}}
+UNKNOWN_TECHNICIAN = {422: {"description": "the technician id names nobody, or bad input"}}
 CONFLICT = {409: {"description": "the incident cannot take this step now; the message says why"}}
 
 ESTIMATOR = rescue_flows.StraightLineEstimator()
 
 
 def conflict(exc: RescueError) -> HTTPException:
-    """409 with the rescue domain's reason; 404 for an incident that does not exist."""
+    """409 with the rescue domain's reason; 404 for an incident that does not exist, 422 for a
+    technician id that names nobody."""
     if isinstance(exc, IncidentNotFound):
         return not_found("incident")
+    if isinstance(exc, UnknownTechnician):
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc))
     return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
+
+
+def _recorded_by(principal: Principal) -> str | None:
+    """Rule A1: who recorded a technician's step, when it is not the technician (the duty line
+    on the phone): logged as "<user> on behalf of technician:<id>"."""
+    return None if principal.role is Role.TECHNICIAN else principal.username
 
 
 async def _scoped(conn: Conn, principal: Principal, incident_id: int) -> IncidentOut:
@@ -207,6 +217,7 @@ async def accept(
         incident_id=incident_id,
         technician_id=technician_id,
         at=ctx.clock.now(),
+        actor=_recorded_by(principal),
     )
     return await _fresh(conn, principal, incident_id)
 
@@ -215,7 +226,7 @@ async def accept(
     "/{incident_id}/check-in",
     response_model=IncidentOut,
     summary="Technician check-in: arrival at the site",
-    responses={**NOT_FOUND, **CONFLICT},
+    responses={**NOT_FOUND, **CONFLICT, **UNKNOWN_TECHNICIAN},
 )
 async def check_in(
     incident_id: IncidentId,
@@ -224,18 +235,24 @@ async def check_in(
     ctx: Context,
     conn: Conn,
 ) -> IncidentOut:
-    """Rule R6: a check-in near the site proves arrival; a late arrival is a breach."""
+    """Rule R6: the technician's own measured position near the site proves arrival. Without a
+    position, or entered by the duty line on the technician's behalf, the arrival is recorded
+    as unproven. A late arrival is a breach."""
     incident = await _scoped(conn, principal, incident_id)
     technician_id = _technician(principal, incident, body.technician_id)
-    outcome = await run_sync(
-        ctx,
-        rescue_flows.check_in,
-        technician_id=technician_id,
-        device_id=incident.device_id,
-        at=ctx.clock.now(),
-        latitude=body.latitude,
-        longitude=body.longitude,
-    )
+    try:
+        outcome = await run_sync(
+            ctx,
+            rescue_flows.check_in,
+            technician_id=technician_id,
+            device_id=incident.device_id,
+            at=ctx.clock.now(),
+            latitude=body.latitude,
+            longitude=body.longitude,
+            actor=_recorded_by(principal),
+        )
+    except RescueError as exc:
+        raise conflict(exc) from None
     if not outcome.arrived:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"not arrived: {outcome.reason}")
     return await _fresh(conn, principal, incident_id)

@@ -42,3 +42,15 @@ class MonthlyFirmRow(BaseModel):
         description="share of entrapments with someone on site by the deadline (R2)"
     )
     drills: int = Field(description="rescue drills held (M8)")
+
+
+class CoverageRowOut(BaseModel):
+    """Rule R8: one contracted elevator's travel time from its firm's nearest service point."""
+
+    device_id: str
+    firm_id: int
+    tier: str
+    deadline_minutes: int
+    nearest_point: str | None
+    travel_minutes: float | None
+    within_deadline: bool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date
 from typing import Any
 
 import psycopg
@@ -15,7 +15,7 @@ from api.scope import device_scope
 
 
 def month_bounds(month: date) -> tuple[date, date]:
-    """First day of ``month`` and of the month after (UTC months)."""
+    """First day of ``month`` and of the month after (calendar dates, read at each site)."""
     start = month.replace(day=1)
     end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
     return start, end
@@ -48,9 +48,16 @@ async def rescue_kpis(
         return [RescueKpiRow.model_validate(row) for row in await cur.fetchall()]
 
 
+# States in which an elevator is overdue (an override lifts the lockout, not the lapse).
+OVERDUE_STATES = ("overdue", "lockout_pending", "lockout_recommended", "locked_out", "overridden")
+
 _MONTHLY = """
 WITH scoped AS (
-    SELECT d.id, d.firm_id FROM devices d
+    -- rule A4: the month runs from local midnight to local midnight at each elevator's site
+    SELECT d.id, d.firm_id,
+           %(first)s::date::timestamp AT TIME ZONE si.timezone AS lo,
+           %(after)s::date::timestamp AT TIME ZONE si.timezone AS hi
+    FROM devices d JOIN sites si ON si.id = d.site_id
     WHERE d.kind = 'elevator' AND d.firm_id IS NOT NULL AND ({scope})
 ), records AS (
     SELECT s.firm_id, v.verdict
@@ -58,14 +65,24 @@ WITH scoped AS (
     JOIN scoped s ON s.id = r.device_id
     LEFT JOIN LATERAL (SELECT mv.verdict FROM maintenance_verdicts mv
                        WHERE mv.record_id = r.id ORDER BY mv.id DESC LIMIT 1) v ON true
-    WHERE r.claimed_start >= %(lo)s AND r.claimed_start < %(hi)s
+    WHERE r.claimed_start >= s.lo AND r.claimed_start < s.hi
       -- a corrected record counts through its correction only (rule M4)
       AND NOT EXISTS (SELECT 1 FROM maintenance_records c WHERE c.corrects_id = r.id)
 ), escalations AS (
     SELECT s.firm_id, l.subject_id AS device_id, l.kind, l.body::jsonb ->> 'to' AS to_state
     FROM compliance_log l JOIN scoped s ON s.id = l.subject_id
-    WHERE l.subject_type = 'device' AND l.at >= %(lo)s AND l.at < %(hi)s
+    WHERE l.subject_type = 'device' AND l.at >= s.lo AND l.at < s.hi
       AND l.kind IN ('escalation.transition', 'escalation.override')
+), overdue AS (
+    -- every elevator overdue at any time in the month: it became overdue in it, or it was
+    -- still overdue when the month began
+    SELECT s.firm_id, s.id AS device_id FROM scoped s
+    WHERE EXISTS (SELECT 1 FROM escalations x
+                  WHERE x.device_id = s.id AND x.to_state = ANY(%(overdue_states)s))
+       OR (SELECT l.body::jsonb ->> 'to' FROM compliance_log l
+           WHERE l.subject_type = 'device' AND l.subject_id = s.id AND l.at < s.lo
+             AND l.kind IN ('escalation.transition', 'escalation.override')
+           ORDER BY l.seq DESC LIMIT 1) = ANY(%(overdue_states)s)
 ), incidents AS (
     SELECT s.firm_id,
            EXISTS (SELECT 1 FROM rescue_steps st
@@ -73,16 +90,14 @@ WITH scoped AS (
            AND NOT EXISTS (SELECT 1 FROM rescue_breaches b WHERE b.incident_id = i.id)
                AS in_time
     FROM rescue_incidents i JOIN scoped s ON s.id = i.device_id
-    WHERE i.status <> 'false_alarm' AND i.reported_at >= %(lo)s AND i.reported_at < %(hi)s
+    WHERE i.status <> 'false_alarm' AND i.reported_at >= s.lo AND i.reported_at < s.hi
 )
 SELECT f.id AS firm_id, f.name AS firm_name, %(month)s::date AS month, e.elevators,
        (SELECT count(*) FROM records r WHERE r.firm_id = f.id AND r.verdict = 'verified')
            AS verified_visits,
        (SELECT count(*) FROM records r WHERE r.firm_id = f.id AND r.verdict <> 'verified')
            AS flagged_records,
-       (SELECT count(DISTINCT x.device_id) FROM escalations x
-         WHERE x.firm_id = f.id AND x.kind = 'escalation.transition' AND x.to_state = 'overdue')
-           AS overdue_elevators,
+       (SELECT count(*) FROM overdue o WHERE o.firm_id = f.id) AS overdue_elevators,
        (SELECT count(DISTINCT x.device_id) FROM escalations x
          WHERE x.firm_id = f.id AND x.kind = 'escalation.transition'
            AND x.to_state IN ('locked_out', 'lockout_recommended')) AS lockouts,
@@ -92,7 +107,7 @@ SELECT f.id AS firm_id, f.name AS firm_name, %(month)s::date AS month, e.elevato
        (SELECT avg(CASE WHEN i.in_time THEN 1.0 ELSE 0.0 END)::float8 FROM incidents i
          WHERE i.firm_id = f.id) AS entrapments_within_deadline,
        (SELECT count(*) FROM rescue_drills r JOIN scoped s ON s.id = r.device_id
-         WHERE s.firm_id = f.id AND r.held_at >= %(lo)s AND r.held_at < %(hi)s) AS drills
+         WHERE s.firm_id = f.id AND r.held_at >= s.lo AND r.held_at < s.hi) AS drills
 FROM maintenance_firms f
 JOIN (SELECT firm_id, count(*) AS elevators FROM scoped GROUP BY firm_id) e ON e.firm_id = f.id
 ORDER BY f.id
@@ -106,11 +121,16 @@ async def monthly_firm_report(
     the elevators the caller sees (a regulator: its jurisdiction; a firm: its own)."""
     scope = device_scope(principal)
     first, after = month_bounds(month)
-    lo = datetime.combine(first, time(), tzinfo=UTC)
-    hi = datetime.combine(after, time(), tzinfo=UTC)
     query = sql.SQL(_MONTHLY).format(scope=scope.condition)
+    params = {
+        **scope.params,
+        "first": first,
+        "after": after,
+        "month": first,
+        "overdue_states": list(OVERDUE_STATES),
+    }
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, {**scope.params, "lo": lo, "hi": hi, "month": first})
+        await cur.execute(query, params)
         rows = await cur.fetchall()
     return [
         MonthlyFirmRow(
@@ -121,3 +141,14 @@ async def monthly_firm_report(
         )
         for row in rows
     ]
+
+
+async def devices_in_scope(conn: psycopg.AsyncConnection, *, principal: Principal) -> set[str]:
+    """Ids of the elevators the caller may see (rule A2)."""
+    scope = device_scope(principal)
+    query = sql.SQL("SELECT d.id FROM devices d WHERE d.kind = 'elevator' AND ({})").format(
+        scope.condition
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, scope.params)
+        return {row["id"] for row in await cur.fetchall()}

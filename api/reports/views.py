@@ -12,14 +12,16 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel
 
 from api.auth.models import Principal, Role
-from api.deps import Conn, Context, CurrentPrincipal, require_roles
+from api.deps import Conn, Context, CurrentPrincipal, require_roles, run_sync
 from api.reports import service
-from api.reports.models import MonthlyFirmRow, RescueKpiRow
+from api.reports.models import CoverageRowOut, MonthlyFirmRow, RescueKpiRow
+from compliance.rescue import flows as rescue_flows
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
 Month = Annotated[
-    str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC months)")
+    str | None,
+    Query(pattern=r"^[1-9]\d{3}-(0[1-9]|1[0-2])$", description="YYYY-MM (months at each site)"),
 ]
 Format = Annotated[Literal["json", "csv"], Query(description="json or csv")]
 KpiReader = Annotated[
@@ -100,3 +102,29 @@ async def monthly(
     if format == "csv":
         return as_csv(rows, MonthlyFirmRow, f"monthly-{chosen:%Y-%m}")
     return rows
+
+
+@router.get(
+    "/coverage",
+    response_model=list[CoverageRowOut],
+    summary="Rescue coverage: each contracted elevator against its deadline (R8)",
+    responses=CSV,
+)
+async def coverage(
+    principal: KpiReader, ctx: Context, conn: Conn, format: Format = "json"
+) -> list[CoverageRowOut] | Response:
+    """Each contracted elevator's estimated travel time from its firm's nearest service point
+    (technicians' homes where a firm has none) against its rescue deadline; a firm sees its
+    own elevators, a regulator its jurisdiction's (rule A2)."""
+    visible = await service.devices_in_scope(conn, principal=principal)
+    rows = await run_sync(
+        ctx, rescue_flows.coverage, estimator=rescue_flows.StraightLineEstimator()
+    )
+    out = [
+        CoverageRowOut.model_validate(row, from_attributes=True)
+        for row in rows
+        if row.device_id in visible
+    ]
+    if format == "csv":
+        return as_csv(out, CoverageRowOut, "rescue-coverage")
+    return out

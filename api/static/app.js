@@ -371,17 +371,27 @@ function renderIncidents(main, ctx) {
   }
 
   function checkInDialog(incident) {
-    // the technician's phone reports where they are; the duty line may enter it from a call
-    const asset = S.assets.get(incident.device_id) || {};
-    const lat = h("input", { name: "latitude", id: "checkin-lat", value: asset.latitude ?? "" });
-    const lon = h("input", { name: "longitude", id: "checkin-lon", value: asset.longitude ?? "" });
+    // rule R6: only a measured position proves arrival. The browser's geolocation supplies it
+    // when the technician checks in on their own device; nothing is ever pre-filled. Without
+    // a position the arrival is recorded as unproven (the duty line taking a phone call).
+    const lat = h("input", { name: "latitude", id: "checkin-lat", value: "", inputmode: "decimal" });
+    const lon = h("input", { name: "longitude", id: "checkin-lon", value: "", inputmode: "decimal" });
+    const note = h("p", { id: "checkin-note", class: "muted" }, "Asking this device for its position…");
     const dialog = h("dialog", { id: "checkin-dialog" }, h("form", { method: "dialog" },
-      h("h2", {}, `Check in at ${incident.device_id}`),
-      h("label", {}, "Technician's reported latitude ", lat), h("label", {}, "longitude ", lon),
+      h("h2", {}, `Check in at ${incident.device_id}`), note,
+      h("label", {}, "Measured latitude ", lat), h("label", {}, "longitude ", lon),
       h("div", { class: "toolbar" }, h("button", { value: "ok", id: "checkin-submit" }, "Check in"), h("button", { value: "cancel", class: "secondary" }, "Cancel"))));
+    const unproven = (why) => { note.textContent = `${why}: the arrival will be recorded as unproven unless a measured position is entered.`; };
+    if (navigator.geolocation) {
+      navigator.geolocation.getCurrentPosition(
+        (pos) => { lat.value = pos.coords.latitude.toFixed(6); lon.value = pos.coords.longitude.toFixed(6); note.textContent = `Position measured by this device (±${Math.round(pos.coords.accuracy)} m).`; },
+        () => unproven("No position from this device"), { timeout: 10000, maximumAge: 0 });
+    } else unproven("This browser cannot measure a position");
     dialog.addEventListener("close", () => {
       dialog.remove();
-      if (dialog.returnValue === "ok") act(incident, "check-in", { latitude: Number(lat.value), longitude: Number(lon.value) });
+      if (dialog.returnValue !== "ok") return;
+      const measured = lat.value.trim() !== "" && lon.value.trim() !== "";
+      act(incident, "check-in", measured ? { latitude: Number(lat.value), longitude: Number(lon.value) } : {});
     });
     document.body.append(dialog);
     dialog.showModal();

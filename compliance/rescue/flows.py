@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from alerts import service as alerts
-from alerts.models import Audience, PartyType, Severity
+from alerts.models import AlarmState, Audience, PartyType, Severity
 from compliance.rescue import service
 from compliance.rescue.models import (
     Candidate,
@@ -29,18 +29,26 @@ from compliance.rescue.models import (
     RescueError,
     Status,
     Step,
+    StillTrapped,
     TravelEstimator,
     Trigger,
+    UnknownTechnician,
 )
-from vigil.catalog import CarStatus, DoorState
+from vigil.catalog import CarStatus, DoorState, FaultCode, ServiceMode
 
 ENTRAPMENT_ALARM = "entrapment"
+# rule R1: a controller fault that needs repair (GB/T 24476 codes 1-10 other than 4)
+FAULT_ALARM = "controller_fault"
 
-# rule R1 dwell times
-STOPPED_OUTSIDE_DWELL_S = 30.0
-TRAPPED_AT_FLOOR_DWELL_S = 120.0
-# rule R4: a technician accepts within this, or the next candidate is dispatched
-ACCEPT_WITHIN_S = 120.0
+# rule R1: controller codes that are an entrapment by themselves (GB/T 24476)
+ENTRAPMENT_FAULT_CODES = frozenset(
+    {FaultCode.STOPPED_OUTSIDE_UNLOCKING_ZONE, FaultCode.TRAPPED_PASSENGER}
+)
+# codes 1-10 that are not an entrapment by themselves: a fault alarm
+REPAIR_FAULT_CODES = frozenset(range(1, 11)) - ENTRAPMENT_FAULT_CODES
+# with passengers in the car, these codes mean they cannot get out
+TRAPPING_FAULT_CODES = frozenset({FaultCode.DOOR_OPEN_FAULT, *ENTRAPMENT_FAULT_CODES})
+
 # a check-in counts as arrival within this distance of the site
 ARRIVAL_RADIUS_M = 300.0
 
@@ -81,15 +89,58 @@ def _since(state: LiftState, metrics: Sequence[str], now: datetime) -> datetime:
 
 
 def dwell_condition(state: LiftState, *, now: datetime) -> Condition | None:
-    """The rule R1 dwell condition that holds now, if any."""
+    """The rule R1 dwell condition that holds now, if any (dwells from the jurisdiction)."""
     if not _is(state, "passengers", 1) or not _is(state, "car_status", CarStatus.STOPPED):
         return None
     if _is(state, "door_zone", 0):
-        since = _since(state, ("passengers", "car_status", "door_zone"), now)
-        return Condition(Trigger.STOPPED_OUTSIDE_DOOR_ZONE, since, STOPPED_OUTSIDE_DWELL_S)
+        # service_mode counts: leaving inspection mode starts the dwell afresh
+        since = _since(state, ("passengers", "car_status", "door_zone", "service_mode"), now)
+        return Condition(Trigger.STOPPED_OUTSIDE_DOOR_ZONE, since, state.dwell_outside_door_zone_s)
     if _is(state, "door_zone", 1) and _is(state, "door_state", DoorState.CLOSED):
-        since = _since(state, ("passengers", "car_status", "door_zone", "door_state"), now)
-        return Condition(Trigger.TRAPPED_AT_FLOOR, since, TRAPPED_AT_FLOOR_DWELL_S)
+        since = _since(
+            state, ("passengers", "car_status", "door_zone", "door_state", "service_mode"), now
+        )
+        return Condition(Trigger.TRAPPED_AT_FLOOR, since, state.dwell_at_floor_s)
+    return None
+
+
+def dwell_suppressed(state: LiftState) -> str | None:
+    """Rule R1: why a dwell condition is not an entrapment now, or None when it is.
+
+    A car in inspection mode is driven from an inspection station by a technician, who is with
+    it: standing still between floors is then work, not an entrapment. The alarm button and the
+    controller's trapped-passenger codes still count.
+    """
+    if _is(state, "service_mode", ServiceMode.INSPECTION):
+        return "car in inspection mode: a technician is operating it"
+    return None
+
+
+def entrapment_fault(state: LiftState) -> int | None:
+    """Rule R1: the controller's own entrapment code (GB/T 24476 4 or 11), if it reports one."""
+    code = state.value("fault_code")
+    return int(code) if code is not None and code in ENTRAPMENT_FAULT_CODES else None
+
+
+def still_trapped(state: LiftState | None, *, now: datetime) -> str | None:
+    """Rule R6: why the controller says somebody is still trapped, or None.
+
+    Used before an incident is released, closed or found a false alarm: the platform does not
+    take the caller's word while its own latest state says otherwise.
+    """
+    if state is None:
+        return None
+    code = state.value("fault_code")
+    if code == FaultCode.TRAPPED_PASSENGER:
+        return "the controller still reports a trapped passenger (fault code 11)"
+    if not _is(state, "passengers", 1):
+        return None
+    if code is not None and code in TRAPPING_FAULT_CODES:
+        return f"passengers are still in the car and the controller reports fault code {int(code)}"
+    condition = dwell_condition(state, now=now)
+    if condition is not None:
+        where = condition.trigger.value.replace("_", " ")
+        return f"passengers are still in the car ({where})"
     return None
 
 
@@ -176,6 +227,39 @@ def _today(*, now: datetime, timezone: str) -> date:
     return now.astimezone(ZoneInfo(timezone)).date()
 
 
+def _open(
+    conn: psycopg.Connection,
+    *,
+    facts: dict[str, Any],
+    trigger: Trigger,
+    at: datetime,
+    follows: int | None,
+) -> Incident | None:
+    """Insert an incident with the jurisdiction's deadline for the site's tier (rule R2)."""
+    minutes = deadline_minutes(
+        tier=facts["tier"],
+        city_minutes=facts["rescue_minutes_city"],
+        elsewhere_minutes=facts["rescue_minutes_elsewhere"],
+    )
+    clock_from = facts["rescue_clock_from"]
+    return service.insert_incident(
+        conn,
+        device_id=facts["device_id"],
+        site_id=facts["site_id"],
+        firm_id=facts["firm_id"],
+        jurisdiction_id=facts["jurisdiction_id"],
+        trigger=trigger,
+        tier=facts["tier"],
+        deadline_minutes=minutes,
+        clock_from=clock_from,
+        reported_at=at,
+        arrival_deadline=arrival_deadline(
+            reported_at=at, dispatched_at=None, minutes=minutes, clock_from=clock_from
+        ),
+        follows_incident_id=follows,
+    )
+
+
 def report(
     conn: psycopg.Connection,
     *,
@@ -185,46 +269,48 @@ def report(
     actor: str,
     detail: dict[str, Any] | None = None,
 ) -> Opened:
-    """Rule R1: open an incident for an entrapment signal, or attach it to the open one."""
+    """Rule R1: open an incident for an entrapment signal, or attach it to the open one.
+
+    ``at`` is when the signal was received (for a press found after a restart, when it was
+    pressed), so the deadline counts from then (rule R2). A signal on an incident whose
+    passengers were already released means people are trapped again: that incident closes and
+    a new one opens with its own dispatch and deadline.
+    """
     for _ in range(3):
         with conn.transaction():
             facts = service.site_facts(conn, device_id=device_id)
             if facts["kind"] != "elevator":
                 raise RescueError(f"{device_id} is a {facts['kind']}, not an elevator")
-            minutes = deadline_minutes(
-                tier=facts["tier"],
-                city_minutes=facts["rescue_minutes_city"],
-                elsewhere_minutes=facts["rescue_minutes_elsewhere"],
-            )
-            clock_from = facts["rescue_clock_from"]
-            incident = service.insert_incident(
-                conn,
-                device_id=device_id,
-                site_id=facts["site_id"],
-                firm_id=facts["firm_id"],
-                jurisdiction_id=facts["jurisdiction_id"],
-                trigger=trigger,
-                tier=facts["tier"],
-                deadline_minutes=minutes,
-                clock_from=clock_from,
-                reported_at=at,
-                arrival_deadline=arrival_deadline(
-                    reported_at=at, dispatched_at=None, minutes=minutes, clock_from=clock_from
-                ),
-            )
+            incident = _open(conn, facts=facts, trigger=trigger, at=at, follows=None)
+            follows: int | None = None
             if incident is None:
                 existing = service.open_incident_of(conn, device_id=device_id, lock=True)
                 if existing is None:
                     continue  # closed in the meantime: open a new one
+                if existing.status is not Status.RELEASED:
+                    service.add_step(
+                        conn,
+                        incident_id=existing.id,
+                        step=Step.SIGNAL,
+                        at=at,
+                        actor=actor,
+                        detail={"trigger": trigger.value, **(detail or {})},
+                    )
+                    return Opened(existing, created=False)
+                # rule R1: trapped again after release: a new rescue, never just a note
                 service.add_step(
                     conn,
                     incident_id=existing.id,
-                    step=Step.SIGNAL,
+                    step=Step.CLOSED,
                     at=at,
-                    actor=actor,
-                    detail={"trigger": trigger.value, **(detail or {})},
+                    actor="rescue",
+                    detail={"reason": "passengers trapped again", "trigger": trigger.value},
                 )
-                return Opened(existing, created=False)
+                _finish(conn, incident=existing, status=Status.CLOSED, at=at, actor="rescue")
+                follows = existing.id
+                incident = _open(conn, facts=facts, trigger=trigger, at=at, follows=follows)
+                if incident is None:
+                    continue
             service.add_step(
                 conn,
                 incident_id=incident.id,
@@ -235,9 +321,10 @@ def report(
                     "trigger": trigger.value,
                     "device_id": device_id,
                     "tier": incident.tier,
-                    "deadline_minutes": minutes,
-                    "clock_from": clock_from,
+                    "deadline_minutes": incident.deadline_minutes,
+                    "clock_from": incident.clock_from,
                     "arrival_deadline": incident.arrival_deadline,
+                    "follows_incident_id": follows,
                     **(detail or {}),
                 },
             )
@@ -259,15 +346,90 @@ def report(
     raise RescueError(f"could not open an incident for {device_id}")  # pragma: no cover
 
 
+def controller_fault(conn: psycopg.Connection, *, device_id: str, code: int, at: datetime) -> bool:
+    """Rule R1: a controller fault that needs repair (GB/T 24476 codes 1-10 but 4) raises a
+    fault alarm to the firm and the user unit; code 0 clears it. True when something changed.
+
+    Codes 4 and 11 are entrapments and open an incident instead (``report``).
+    """
+    with conn.transaction():
+        if code in REPAIR_FAULT_CODES:
+            found = alerts.open_alarm(
+                conn, source_type="device", source_id=device_id, type=FAULT_ALARM
+            )
+            if found is not None and found.details.get("fault_code") == code:
+                return False  # the same fault, reported again
+            name = FaultCode(code).name.lower().replace("_", " ")
+            details = {"fault_code": code, "fault": name, "rule": "R1"}
+            alarm = alerts.raise_alarm(
+                conn,
+                source_type="device",
+                source_id=device_id,
+                type=FAULT_ALARM,
+                severity=Severity.MAJOR,
+                message=f"{device_id}: controller fault {code} ({name})",
+                audience=[Audience.FIRM, Audience.USER_UNIT],
+                at=at,
+                details=details,
+                actor="detector",
+            )
+            service.log_device_fact(
+                conn,
+                kind="alarm.raised",
+                device_id=device_id,
+                body={"alarm_id": alarm.id, "type": FAULT_ALARM, **details},
+                at=at,
+            )
+            return True
+        if code == FaultCode.NONE:
+            cleared = alerts.clear_alarms_of(
+                conn,
+                source_type="device",
+                source_id=device_id,
+                type=FAULT_ALARM,
+                by="detector",
+                at=at,
+                reason="the controller reports no fault",
+            )
+            if cleared is not None:
+                service.log_device_fact(
+                    conn,
+                    kind="alarm.cleared",
+                    device_id=device_id,
+                    body={"alarm_id": cleared.id, "type": FAULT_ALARM},
+                    at=at,
+                )
+            return cleared is not None
+    return False
+
+
+def log_suppression(
+    conn: psycopg.Connection, *, device_id: str, condition: Condition, reason: str, at: datetime
+) -> None:
+    """Rule R1: a dwell condition that was not treated as an entrapment, and why (rule A1)."""
+    with conn.transaction():
+        service.log_device_fact(
+            conn,
+            kind="rescue.suppressed",
+            device_id=device_id,
+            body={
+                "trigger": condition.trigger.value,
+                "condition_since": condition.since,
+                "dwell_s": condition.dwell_s,
+                "reason": reason,
+            },
+            at=at,
+        )
+
+
 def dispatch_next(
     conn: psycopg.Connection,
     *,
     incident_id: int,
     now: datetime,
     estimator: TravelEstimator,
-    accept_within_s: float = ACCEPT_WITHIN_S,
 ) -> DispatchOutcome:
-    """Rules R4, R5: dispatch the best remaining candidate; escalate when none can make it."""
+    """Rules R4, R5: dispatch the best free candidate; escalate when none can make it."""
     with conn.transaction():
         incident = service.get_incident(conn, incident_id=incident_id, lock=True)
         if not incident.open or incident.status not in (Status.REPORTED, Status.DISPATCHED):
@@ -282,6 +444,19 @@ def dispatch_next(
         )
         ranked = rank(candidates=found, site=site, tier=incident.tier, estimator=estimator)
         if not ranked:
+            if incident.arrival_deadline is None:
+                # rule R2: a deadline counted from dispatch, with nobody to dispatch, counts from
+                # the report instead, so that the case can breach and is never left without one
+                incident = service.update_incident(
+                    conn,
+                    incident_id=incident.id,
+                    arrival_deadline=arrival_deadline(
+                        reported_at=incident.reported_at,
+                        dispatched_at=None,
+                        minutes=incident.deadline_minutes,
+                        clock_from="report",
+                    ),
+                )
             escalated = escalate(
                 conn,
                 incident=incident,
@@ -302,7 +477,8 @@ def dispatch_next(
             travel_s=best.travel_s,
             estimated_arrival=arrival,
             dispatched_at=now,
-            accept_by=now + timedelta(seconds=accept_within_s),
+            # rule R4: the jurisdiction's accept window, recorded with the dispatch
+            accept_by=now + timedelta(seconds=facts["rescue_accept_timeout_s"]),
         )
         deadline = incident.arrival_deadline or arrival_deadline(
             reported_at=incident.reported_at,
@@ -325,6 +501,7 @@ def dispatch_next(
                 "estimated_travel_s": round(best.travel_s, 1),
                 "estimated_arrival": arrival,
                 "accept_by": dispatch.accept_by,
+                "accept_timeout_s": facts["rescue_accept_timeout_s"],
                 "arrival_deadline": deadline,
                 "candidates": [
                     [r.candidate.technician_id, round(r.travel_s, 1)] for r in ranked[:10]
@@ -367,12 +544,55 @@ def dispatch_next(
         return DispatchOutcome(dispatch, escalated, "", ranked)
 
 
-# rule R5: the backup levels, in order, and which party each reaches
+# rule R5: the backup levels, in order, and which party each reaches. Levels 1 and 2 are
+# alerted at once; level 3 (the fire service) after the jurisdiction's delay, unless somebody
+# has arrived by then.
 BACKUP_LEVELS: tuple[tuple[Audience, PartyType, str], ...] = (
     (Audience.FIRM_MANAGER, PartyType.FIRM, "firm_id"),
     (Audience.PROPERTY_MANAGEMENT, PartyType.USER_UNIT, "user_unit_id"),
     (Audience.FIRE_SERVICE, PartyType.JURISDICTION, "jurisdiction_id"),
 )
+FIRE_SERVICE_LEVEL = 3
+
+
+def _alert_backup_level(
+    conn: psycopg.Connection,
+    *,
+    incident: Incident,
+    facts: dict[str, Any],
+    level: int,
+    now: datetime,
+    reason: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    audience, party_type, key = BACKUP_LEVELS[level - 1]
+    service.add_step(
+        conn,
+        incident_id=incident.id,
+        step=Step.ESCALATED,
+        at=now,
+        actor="rescue",
+        detail={"level": level, "audience": audience.value, "reason": reason, **(detail or {})},
+    )
+    if facts.get(key) is not None:
+        alerts.notify_party(
+            conn,
+            party_type=party_type,
+            party_id=facts[key],
+            audience=audience,
+            subject_type=service.SUBJECT,
+            subject_id=incident.id,
+            reason=f"rescue escalation level {level}",
+            payload={
+                "kind": "rescue_escalation",
+                "incident_id": incident.id,
+                "device_id": incident.device_id,
+                "level": level,
+                "message": f"entrapment in {incident.device_id}: {reason}",
+            },
+            at=now,
+            alarm_id=incident.alarm_id,
+        )
 
 
 def escalate(
@@ -383,38 +603,61 @@ def escalate(
     now: datetime,
     reason: str,
 ) -> bool:
-    """Rule R5: alert every backup level at once, in order; once per incident."""
+    """Rule R5: alert the firm manager and property management now, and stage the fire
+    service after the jurisdiction's delay (at once when the delay is 0); once per incident."""
     if service.has_step(conn, incident_id=incident.id, step=Step.ESCALATED):
         return False
-    for level, (audience, party_type, key) in enumerate(BACKUP_LEVELS, start=1):
-        service.add_step(
+    delay_s = int(facts["rescue_fire_service_after_s"])
+    fire_service_at = now + timedelta(seconds=delay_s)
+    for level in range(1, FIRE_SERVICE_LEVEL):
+        _alert_backup_level(
             conn,
-            incident_id=incident.id,
-            step=Step.ESCALATED,
-            at=now,
-            actor="rescue",
-            detail={"level": level, "audience": audience.value, "reason": reason},
+            incident=incident,
+            facts=facts,
+            level=level,
+            now=now,
+            reason=reason,
+            detail={"fire_service_after_s": delay_s, "fire_service_at": fire_service_at},
         )
-        if facts.get(key) is not None:
-            alerts.notify_party(
-                conn,
-                party_type=party_type,
-                party_id=facts[key],
-                audience=audience,
-                subject_type=service.SUBJECT,
-                subject_id=incident.id,
-                reason=f"rescue escalation level {level}",
-                payload={
-                    "kind": "rescue_escalation",
-                    "incident_id": incident.id,
-                    "device_id": incident.device_id,
-                    "level": level,
-                    "message": f"entrapment in {incident.device_id}: {reason}",
-                },
-                at=now,
-                alarm_id=incident.alarm_id,
-            )
+    if delay_s == 0:
+        _alert_backup_level(
+            conn, incident=incident, facts=facts, level=FIRE_SERVICE_LEVEL, now=now, reason=reason
+        )
     return True
+
+
+def fire_service_due(steps: Sequence[Any]) -> datetime | None:
+    """Rule R5: when the fire service is to be called for an incident, or None (not staged,
+    already called, or somebody arrived)."""
+    levels = {s.detail.get("level") for s in steps if s.step is Step.ESCALATED}
+    if FIRE_SERVICE_LEVEL in levels or any(
+        s.step in (Step.ARRIVED, Step.RELEASED, Step.CLOSED, Step.FALSE_ALARM) for s in steps
+    ):
+        return None
+    for s in steps:
+        if s.step is Step.ESCALATED and s.detail.get("fire_service_at"):
+            return datetime.fromisoformat(s.detail["fire_service_at"])
+    return None
+
+
+def call_fire_service(conn: psycopg.Connection, *, incident_id: int, now: datetime) -> bool:
+    """Rule R5: the staged last backup level, once its delay passed with nobody on site."""
+    with conn.transaction():
+        incident = service.get_incident(conn, incident_id=incident_id, lock=True)
+        due = fire_service_due(service.steps(conn, incident_id=incident_id))
+        if not incident.open or due is None or now < due:
+            return False
+        facts = service.site_facts(conn, device_id=incident.device_id)
+        _alert_backup_level(
+            conn,
+            incident=incident,
+            facts=facts,
+            level=FIRE_SERVICE_LEVEL,
+            now=now,
+            reason=f"nobody on site {int(facts['rescue_fire_service_after_s'])} s after escalation",
+        )
+        service.announce(conn, incident=incident, change="escalated")
+        return True
 
 
 def accept_timed_out(
@@ -423,7 +666,6 @@ def accept_timed_out(
     dispatch_id: int,
     now: datetime,
     estimator: TravelEstimator,
-    accept_within_s: float = ACCEPT_WITHIN_S,
 ) -> DispatchOutcome | None:
     """Rule R4: no answer in time: alert the duty manager and dispatch the next candidate."""
     with conn.transaction():
@@ -466,13 +708,7 @@ def accept_timed_out(
                 at=now,
                 alarm_id=incident.alarm_id,
             )
-        return dispatch_next(
-            conn,
-            incident_id=incident.id,
-            now=now,
-            estimator=estimator,
-            accept_within_s=accept_within_s,
-        )
+        return dispatch_next(conn, incident_id=incident.id, now=now, estimator=estimator)
 
 
 def _transition(conn: psycopg.Connection, *, incident_id: int, to: Status) -> Incident:
@@ -483,10 +719,24 @@ def _transition(conn: psycopg.Connection, *, incident_id: int, to: Status) -> In
     return incident
 
 
+def on_behalf(*, actor: str | None, technician_id: int) -> str:
+    """Rule R6, A1: who took a step: the technician, or the person who recorded it for them."""
+    own = f"technician:{technician_id}"
+    return own if actor is None or actor == own else f"{actor} on behalf of {own}"
+
+
 def accept(
-    conn: psycopg.Connection, *, incident_id: int, technician_id: int, at: datetime
+    conn: psycopg.Connection,
+    *,
+    incident_id: int,
+    technician_id: int,
+    at: datetime,
+    actor: str | None = None,
 ) -> Incident:
-    """Rule R4: the dispatched technician accepts, within the time allowed."""
+    """Rule R4: the dispatched technician accepts, within the time allowed.
+
+    ``actor`` is who recorded it when that is not the technician (a dispatcher on the phone).
+    """
     with conn.transaction():
         incident = _transition(conn, incident_id=incident_id, to=Status.ACCEPTED)
         waiting = service.awaiting_answer(conn, incident_id=incident_id)
@@ -500,17 +750,19 @@ def accept(
                 f"too late: the dispatch had to be accepted by {waiting.accept_by.isoformat()}"
             )
         service.answer_dispatch(conn, dispatch_id=waiting.id, outcome="accepted", at=at)
-        actor = f"technician:{technician_id}"
+        who = on_behalf(actor=actor, technician_id=technician_id)
         service.add_step(
             conn,
             incident_id=incident_id,
             step=Step.ACCEPTED,
             at=at,
-            actor=actor,
+            actor=who,
             technician_id=technician_id,
         )
         if incident.alarm_id is not None:
-            alerts.acknowledge_alarm(conn, alarm_id=incident.alarm_id, by=actor, at=at)
+            alarm = alerts.get_alarm(conn, alarm_id=incident.alarm_id)
+            if alarm.state is not AlarmState.CLEARED:
+                alerts.acknowledge_alarm(conn, alarm_id=incident.alarm_id, by=who, at=at)
         incident = service.update_incident(conn, incident_id=incident_id, status=Status.ACCEPTED)
         service.announce(conn, incident=incident, change="accepted")
         return incident
@@ -539,9 +791,7 @@ def _arrive(
     )
     # rule R6: a late arrival is a breach, even if no timer saw the deadline pass
     if incident.arrival_deadline is not None and at > incident.arrival_deadline:
-        service.record_breach(
-            conn, incident_id=incident.id, deadline=incident.arrival_deadline, detected_at=at
-        )
+        _breach(conn, incident=incident, detected_at=at)
     incident = service.update_incident(conn, incident_id=incident.id, status=Status.ARRIVED)
     service.announce(conn, incident=incident, change="arrived")
     return incident
@@ -553,13 +803,28 @@ def check_in(
     technician_id: int,
     device_id: str,
     at: datetime,
-    latitude: float,
-    longitude: float,
+    latitude: float | None,
+    longitude: float | None,
+    actor: str | None = None,
 ) -> CheckIn:
-    """A technician reports their location; at the site of their incident it proves arrival."""
-    place = Place(latitude, longitude)
+    """A technician reports their location; at the site of their incident it proves arrival.
+
+    Rule R6: only the technician's own measured position proves arrival. A check-in without a
+    position, or one recorded by somebody else on the technician's behalf, records the arrival
+    as unproven (``proven`` false in the step), so that the regulator can tell them apart.
+    """
+    if (latitude is None) != (longitude is None):
+        raise RescueError("a position needs both latitude and longitude")
     with conn.transaction():
-        service.save_location(conn, technician_id=technician_id, place=place, at=at)
+        if not service.technician_exists(conn, technician_id=technician_id):
+            raise UnknownTechnician(f"no technician {technician_id}")
+        who = on_behalf(actor=actor, technician_id=technician_id)
+        measured = latitude is not None and who == f"technician:{technician_id}"
+        place = (
+            Place(latitude, longitude) if latitude is not None and longitude is not None else None
+        )
+        if place is not None and measured:
+            service.save_location(conn, technician_id=technician_id, place=place, at=at)
         incident = service.open_incident_of(conn, device_id=device_id, lock=True)
         if incident is None:
             return CheckIn(None, False, f"no open incident on {device_id}")
@@ -570,20 +835,32 @@ def check_in(
         ]
         if technician_id not in sent:
             return CheckIn(incident, False, f"technician {technician_id} was not dispatched")
-        facts = service.site_facts(conn, device_id=device_id)
-        site = Place(facts["latitude"], facts["longitude"])
-        metres = distance_m(place, site)
-        if metres > ARRIVAL_RADIUS_M:
-            return CheckIn(incident, False, f"{metres:.0f} m from the site")
+        evidence: dict[str, Any] = {"proof": "check_in", "proven": measured}
+        if place is not None:
+            facts = service.site_facts(conn, device_id=device_id)
+            metres = distance_m(place, Place(facts["latitude"], facts["longitude"]))
+            if metres > ARRIVAL_RADIUS_M:
+                return CheckIn(incident, False, f"{metres:.0f} m from the site")
+            evidence.update(
+                distance_m=round(metres, 1), latitude=place.latitude, longitude=place.longitude
+            )
+        else:
+            evidence["proof"] = "reported_without_position"
+        if not measured:
+            evidence["unproven_because"] = (
+                "no measured position"
+                if place is None
+                else "position entered on the technician's behalf"
+            )
         if incident.status not in NEXT_STATUS[Status.ARRIVED]:
             return CheckIn(incident, False, f"incident is {incident.status.value}")
         incident = _arrive(
             conn,
             incident=incident,
             at=at,
-            actor=f"technician:{technician_id}",
+            actor=who,
             technician_id=technician_id,
-            evidence={"proof": "check_in", "distance_m": round(metres, 1)},
+            evidence=evidence,
         )
         return CheckIn(incident, True, "")
 
@@ -605,14 +882,23 @@ def inspection_arrival(
             at=at,
             actor="controller",
             technician_id=sent.technician_id if sent else None,
-            evidence={"proof": "inspection_mode"},
+            evidence={"proof": "inspection_mode", "proven": True},
         )
 
 
+def _refuse_while_trapped(conn: psycopg.Connection, *, incident: Incident, at: datetime) -> None:
+    """Rule R6: nobody releases or closes a rescue while the controller says people are in."""
+    [state] = service.lift_states(conn, device_ids=[incident.device_id]) or [None]
+    why = still_trapped(state, now=at)
+    if why is not None:
+        raise StillTrapped(f"incident {incident.id}: {why}")
+
+
 def release(conn: psycopg.Connection, *, incident_id: int, at: datetime, actor: str) -> Incident:
-    """Rule R6: the passengers are out."""
+    """Rule R6: the passengers are out (refused while the controller says otherwise)."""
     with conn.transaction():
-        _transition(conn, incident_id=incident_id, to=Status.RELEASED)
+        incident = _transition(conn, incident_id=incident_id, to=Status.RELEASED)
+        _refuse_while_trapped(conn, incident=incident, at=at)
         service.add_step(conn, incident_id=incident_id, step=Step.RELEASED, at=at, actor=actor)
         incident = service.update_incident(conn, incident_id=incident_id, status=Status.RELEASED)
         service.announce(conn, incident=incident, change="released")
@@ -620,9 +906,10 @@ def release(conn: psycopg.Connection, *, incident_id: int, at: datetime, actor: 
 
 
 def close(conn: psycopg.Connection, *, incident_id: int, at: datetime, actor: str) -> Incident:
-    """Rule R6: the incident is over; its alarm clears."""
+    """Rule R6: the incident is over; its alarm clears (refused while people are trapped)."""
     with conn.transaction():
         incident = _transition(conn, incident_id=incident_id, to=Status.CLOSED)
+        _refuse_while_trapped(conn, incident=incident, at=at)
         service.add_step(conn, incident_id=incident_id, step=Step.CLOSED, at=at, actor=actor)
         return _finish(conn, incident=incident, status=Status.CLOSED, at=at, actor=actor)
 
@@ -630,11 +917,14 @@ def close(conn: psycopg.Connection, *, incident_id: int, at: datetime, actor: st
 def close_false_alarm(
     conn: psycopg.Connection, *, incident_id: int, at: datetime, actor: str, reason: str
 ) -> Incident:
-    """Rule R1: nobody was trapped; the incident closes as a false alarm, logged with why."""
+    """Rule R1: nobody was trapped; the incident closes as a false alarm, logged with why.
+
+    Refused while the controller reports people trapped (rule R6)."""
     if not reason.strip():
         raise RescueError("closing as a false alarm needs a reason")
     with conn.transaction():
         incident = _transition(conn, incident_id=incident_id, to=Status.FALSE_ALARM)
+        _refuse_while_trapped(conn, incident=incident, at=at)
         waiting = service.awaiting_answer(conn, incident_id=incident_id)
         if waiting is not None:
             service.answer_dispatch(conn, dispatch_id=waiting.id, outcome="cancelled", at=at)
@@ -659,6 +949,35 @@ def _finish(
     return incident
 
 
+def _breach(conn: psycopg.Connection, *, incident: Incident, detected_at: datetime) -> bool:
+    """Rule R6: record a missed deadline once, and tell the firm's manager (rule R5)."""
+    assert incident.arrival_deadline is not None
+    recorded = service.record_breach(
+        conn, incident_id=incident.id, deadline=incident.arrival_deadline, detected_at=detected_at
+    )
+    if recorded and incident.firm_id is not None:
+        alerts.notify_party(
+            conn,
+            party_type=PartyType.FIRM,
+            party_id=incident.firm_id,
+            audience=Audience.FIRM_MANAGER,
+            subject_type=service.SUBJECT,
+            subject_id=incident.id,
+            reason="rescue deadline breached",
+            payload={
+                "kind": "rescue_breach",
+                "incident_id": incident.id,
+                "device_id": incident.device_id,
+                "arrival_deadline": incident.arrival_deadline.isoformat(),
+                "message": f"rescue deadline missed for {incident.device_id}: nobody on site by "
+                f"{incident.arrival_deadline.isoformat()}",
+            },
+            at=detected_at,
+            alarm_id=incident.alarm_id,
+        )
+    return recorded
+
+
 def deadline_passed(conn: psycopg.Connection, *, incident_id: int, now: datetime) -> bool:
     """Rule R6: nobody arrived by the deadline: record the breach (once)."""
     with conn.transaction():
@@ -668,9 +987,7 @@ def deadline_passed(conn: psycopg.Connection, *, incident_id: int, now: datetime
             return False
         if service.has_step(conn, incident_id=incident_id, step=Step.ARRIVED):
             return False
-        recorded = service.record_breach(
-            conn, incident_id=incident_id, deadline=deadline, detected_at=now
-        )
+        recorded = _breach(conn, incident=incident, detected_at=now)
         if recorded:
             service.announce(conn, incident=incident, change="breach")
         return recorded

@@ -15,6 +15,7 @@ class Trigger(StrEnum):
     STOPPED_OUTSIDE_DOOR_ZONE = "stopped_outside_door_zone"
     TRAPPED_AT_FLOOR = "trapped_at_floor"
     MANUAL = "manual"
+    FAULT_CODE = "fault_code"  # GB/T 24476 codes 4 and 11
 
 
 class Status(StrEnum):
@@ -57,6 +58,7 @@ DETECTION_METRICS = (
     "passengers",
     "alarm_button",
     "service_mode",
+    "fault_code",
 )
 
 
@@ -68,6 +70,14 @@ class IncidentNotFound(RescueError):
     """No such incident."""
 
 
+class UnknownTechnician(RescueError):
+    """No such technician."""
+
+
+class StillTrapped(RescueError):
+    """Rule R6: the controller still reports people trapped; the step is refused."""
+
+
 @dataclass(frozen=True, slots=True)
 class LiftState:
     """The latest detection metrics of one elevator, and when each last changed."""
@@ -75,6 +85,9 @@ class LiftState:
     device_id: str
     values: dict[str, float]
     changed_at: dict[str, datetime]
+    # rule R1: the jurisdiction's dwell times in force for this lift
+    dwell_outside_door_zone_s: float = 30.0
+    dwell_at_floor_s: float = 120.0
 
     def value(self, metric: str) -> float | None:
         """Latest value of a metric, or None when never reported."""
@@ -108,6 +121,7 @@ class Incident:
     status: Status
     alarm_id: int | None
     closed_at: datetime | None
+    follows_incident_id: int | None = None  # the released incident this re-entrapment follows
 
     @property
     def open(self) -> bool:

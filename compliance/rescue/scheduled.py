@@ -55,7 +55,8 @@ DWELL_METRICS = frozenset({"car_status", "door_zone", "door_state", "passengers"
 @dataclass
 class _Dwell:
     condition: Condition
-    task: asyncio.Task[None] | None  # None once signalled
+    task: asyncio.Task[None] | None  # None once signalled (or suppressed)
+    suppressed: str | None = None  # rule R1: why this condition is not an entrapment
 
 
 class Rescue:
@@ -67,12 +68,10 @@ class Rescue:
         pool: ConnectionPool,
         clock: Clock,
         estimator: TravelEstimator,
-        accept_within_s: float = flows.ACCEPT_WITHIN_S,
     ) -> None:
         self._pool = pool
         self._clock = clock
         self._estimator = estimator
-        self._accept_within_s = accept_within_s
         self._dwell: dict[str, _Dwell] = {}
         self._timers: dict[tuple[str, int], tuple[Any, asyncio.Task[None]]] = {}
 
@@ -90,22 +89,34 @@ class Rescue:
     async def rearm(self) -> None:
         """After (re)start: re-evaluate lifts with passengers or a held alarm button, answer
         alarm presses nobody acted on while we were down, and restore incident timers."""
+        now = self._clock.now()
         states = await self.db(service.lift_states, device_ids=None)
         await self._evaluate_states(states, devices=[s.device_id for s in states])
+        for state in states:
+            await self._fault_code(state.device_id, state, at=state.changed_at.get("fault_code"))
         opened = await self.db(lambda conn: service.open_incidents(conn))
         busy = {incident.device_id for incident in opened}
-        pressed = {s.device_id for s in states if s.value("alarm_button") == 1}
-        pressed |= set(
-            await self.db(
-                service.unanswered_alarm_presses,
-                since=self._clock.now() - timedelta(seconds=MISSED_PRESS_LOOKBACK_S),
-            )
-        )
+        # rule R2: a press found now counts from when it was received, not from the restart
+        pressed = {
+            s.device_id: s.changed_at.get("alarm_button", now)
+            for s in states
+            if s.value("alarm_button") == 1
+        }
+        for device, pressed_at in await self.db(
+            service.unanswered_alarm_presses,
+            since=now - timedelta(seconds=MISSED_PRESS_LOOKBACK_S),
+        ):
+            pressed[device] = min(pressed.get(device, pressed_at), pressed_at)
         by_device = {s.device_id: s for s in states}
-        for device in sorted(pressed - busy):
+        for device in sorted(set(pressed) - busy):
             state = by_device.get(device)
             if state is None or flows.alarm_button_means_entrapment(state):
-                await self.signal(device, Trigger.ALARM_BUTTON, detail={"found_at_start": True})
+                await self.signal(
+                    device,
+                    Trigger.ALARM_BUTTON,
+                    at=pressed[device],
+                    detail={"found_at_start": True},
+                )
         for incident in opened:
             if incident.status is Status.REPORTED:
                 await self.dispatch(incident.id)
@@ -136,6 +147,9 @@ class Rescue:
                     Trigger.ALARM_BUTTON,
                     detail={"event_id": notice.id, "device_ts": from_ms(notice.ts)},
                 )
+        elif notice.metric == "fault_code":
+            [state] = await self.db(service.lift_states, device_ids=[notice.device]) or [None]
+            await self._fault_code(notice.device, state, at=None, code=notice.value)
         elif notice.metric == "service_mode" and notice.value == ServiceMode.INSPECTION:
             # rule R6: inspection mode at the car proves that someone arrived
             incident = await self.db(
@@ -148,6 +162,29 @@ class Rescue:
 
     # -- detection (rule R1) ---------------------------------------------------------------------
 
+    async def _fault_code(
+        self,
+        device: str,
+        state: Any,
+        *,
+        at: Any,
+        code: float | None = None,
+    ) -> None:
+        """Rule R1: GB/T 24476 codes 4 and 11 open an incident; codes 1-10 raise a fault alarm.
+
+        ``code`` is the event's value (else the state's); ``at`` when it was reported (else now).
+        """
+        value = code if code is not None else (state.value("fault_code") if state else None)
+        if value is None or value != int(value):
+            return
+        when = at or self._clock.now()
+        if int(value) in flows.ENTRAPMENT_FAULT_CODES:
+            await self.signal(
+                device, Trigger.FAULT_CODE, at=when, detail={"fault_code": int(value)}
+            )
+        else:
+            await self.db(flows.controller_fault, device_id=device, code=int(value), at=when)
+
     async def evaluate(self, devices: Sequence[str]) -> None:
         """Start or stop dwell timers from the latest state of these devices."""
         states = await self.db(service.lift_states, device_ids=list(devices))
@@ -159,8 +196,13 @@ class Rescue:
         for device in devices:
             state = by_device.get(device)
             condition = flows.dwell_condition(state, now=now) if state is not None else None
+            suppressed = flows.dwell_suppressed(state) if state is not None and condition else None
             current = self._dwell.get(device)
-            if current is not None and current.condition == condition:
+            if (
+                current is not None
+                and current.condition == condition
+                and current.suppressed == suppressed
+            ):
                 continue
             if current is not None:
                 if current.task is not None:
@@ -169,12 +211,25 @@ class Rescue:
             if condition is None:
                 continue
             # remembered until the condition ends, so that it signals once, not on every notice
-            if condition.since + timedelta(seconds=condition.dwell_s) <= now:
-                # it has held long enough already (found at start, or notices came late)
+            if suppressed is not None:
+                self._dwell[device] = _Dwell(condition, None, suppressed)
+                await self.db(
+                    flows.log_suppression,
+                    device_id=device,
+                    condition=condition,
+                    reason=suppressed,
+                    at=now,
+                )
+                continue
+            due = condition.since + timedelta(seconds=condition.dwell_s)
+            if due <= now:
+                # it has held long enough already (found at start, or notices came late): the
+                # entrapment began when the dwell ran out (rule R2 counts from then)
                 self._dwell[device] = _Dwell(condition, None)
                 await self.signal(
                     device,
                     condition.trigger,
+                    at=due,
                     detail={"condition_since": condition.since, "dwell_s": condition.dwell_s},
                 )
                 continue
@@ -187,7 +242,11 @@ class Rescue:
             [state] = await self.db(service.lift_states, device_ids=[device]) or [None]
             now = self._clock.now()
             still = flows.dwell_condition(state, now=now) if state is not None else None
-            if still is not None and still.trigger is condition.trigger:
+            if (
+                still is not None
+                and still.trigger is condition.trigger
+                and flows.dwell_suppressed(state) is None
+            ):
                 await self.signal(
                     device,
                     condition.trigger,
@@ -199,14 +258,22 @@ class Rescue:
             log.exception("dwell timer of %s failed", device)
 
     async def signal(
-        self, device: str, trigger: Trigger, *, detail: dict[str, Any] | None = None
+        self,
+        device: str,
+        trigger: Trigger,
+        *,
+        at: Any = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
-        """Open (or attach to) the elevator's incident, and dispatch when it is new."""
+        """Open (or attach to) the elevator's incident, and dispatch when it is new.
+
+        ``at`` is when the entrapment was received (default now): its deadline counts from then.
+        """
         opened = await self.db(
             flows.report,
             device_id=device,
             trigger=trigger,
-            at=self._clock.now(),
+            at=at or self._clock.now(),
             actor="detector",
             detail=detail,
         )
@@ -223,22 +290,22 @@ class Rescue:
             incident_id=incident_id,
             now=self._clock.now(),
             estimator=self._estimator,
-            accept_within_s=self._accept_within_s,
         )
         await self.refresh(incident_id)
 
     async def refresh(self, incident_id: int) -> None:
         """Arm the accept and deadline timers an incident needs now; drop the others."""
 
-        def load(conn: Any) -> tuple[Any, Any, bool]:
+        def load(conn: Any) -> tuple[Any, Any, bool, Any]:
             incident = service.get_incident(conn, incident_id=incident_id)
             waiting = service.awaiting_answer(conn, incident_id=incident_id)
-            done = service.has_step(conn, incident_id=incident_id, step=Step.ARRIVED) or bool(
+            steps = service.steps(conn, incident_id=incident_id)
+            done = any(s.step is Step.ARRIVED for s in steps) or bool(
                 service.breaches(conn, incident_id=incident_id)
             )
-            return incident, waiting, done
+            return incident, waiting, done, flows.fire_service_due(steps)
 
-        incident, waiting, arrived_or_breached = await self.db(load)
+        incident, waiting, arrived_or_breached, fire_service_at = await self.db(load)
         accept_at = waiting.accept_by if (waiting is not None and incident.open) else None
         self._arm(
             ("accept", incident_id),
@@ -254,6 +321,15 @@ class Rescue:
             when=due,
             action=lambda: self.db(
                 flows.deadline_passed, incident_id=incident_id, now=self._clock.now()
+            ),
+        )
+        # rule R5: the fire service, staged after the other backup levels
+        self._arm(
+            ("fire_service", incident_id),
+            key=fire_service_at,
+            when=fire_service_at if incident.open else None,
+            action=lambda: self.db(
+                flows.call_fire_service, incident_id=incident_id, now=self._clock.now()
             ),
         )
 
@@ -287,7 +363,6 @@ class Rescue:
             dispatch_id=dispatch_id,
             now=self._clock.now(),
             estimator=self._estimator,
-            accept_within_s=self._accept_within_s,
         )
         if outcome is not None and outcome.dispatch is not None:
             await self.refresh(outcome.dispatch.incident_id)
@@ -343,12 +418,7 @@ async def detect_and_dispatch(
     ``processed`` (for tests and benchmarks) is called with each notice once it is handled.
     """
     pool = await asyncio.to_thread(open_pool, database_url, min_size=1, max_size=4)
-    rescue = Rescue(
-        pool=pool,
-        clock=clock,
-        estimator=estimator or flows.StraightLineEstimator(),
-        accept_within_s=settings.alerts.accept_timeout_s,
-    )
+    rescue = Rescue(pool=pool, clock=clock, estimator=estimator or flows.StraightLineEstimator())
     try:
         async with notify.Listener(
             database_url, [notify.EVENTS, notify.STATE, notify.ALERTS]

@@ -53,6 +53,7 @@ def _incident(row: dict[str, Any]) -> Incident:
         status=Status(row["status"]),
         alarm_id=row["alarm_id"],
         closed_at=row["closed_at"],
+        follows_incident_id=row.get("follows_incident_id"),
     )
 
 
@@ -73,6 +74,21 @@ def log_fact(
         subject_id=incident_id,
         body=body,
         actor=actor,
+        at=at,
+    )
+
+
+def log_device_fact(
+    conn: psycopg.Connection, *, kind: str, device_id: str, body: dict[str, Any], at: datetime
+) -> None:
+    """Append a detection fact about an elevator to the compliance log (rule A1)."""
+    compliance_log.append(
+        conn,
+        kind=kind,
+        subject_type="device",
+        subject_id=device_id,
+        body=body,
+        actor="detector",
         at=at,
     )
 
@@ -100,7 +116,8 @@ def lift_states(
     if device_ids is None:
         where = (
             "s.device_id IN (SELECT device_id FROM device_state "
-            "WHERE metric IN ('passengers', 'alarm_button') AND value = 1)"
+            "WHERE (metric IN ('passengers', 'alarm_button') AND value = 1) "
+            "   OR (metric = 'fault_code' AND value <> 0))"
         )
         params: dict[str, Any] = {"metrics": list(DETECTION_METRICS)}
     else:
@@ -109,32 +126,41 @@ def lift_states(
     query = (
         "SELECT s.device_id, s.metric, s.value, "
         "  (SELECT max(e.ts) FROM events e "
-        "   WHERE e.device_id = s.device_id AND e.metric = s.metric) AS changed_at "
+        "   WHERE e.device_id = s.device_id AND e.metric = s.metric) AS changed_at, "
+        "  j.rescue_dwell_outside_door_zone_s AS outside_s, j.rescue_dwell_at_floor_s AS floor_s "
         "FROM device_state s JOIN devices d ON d.id = s.device_id AND d.kind = 'elevator' "
+        "JOIN sites si ON si.id = d.site_id JOIN jurisdictions j ON j.id = si.jurisdiction_id "
         f"WHERE {where} AND s.metric = ANY(%(metrics)s)"
     )
     values: dict[str, dict[str, float]] = {}
     changed: dict[str, dict[str, datetime]] = {}
+    dwells: dict[str, tuple[float, float]] = {}
     with conn.cursor(row_factory=dict_row) as cur:
         for row in cur.execute(query, params):
             values.setdefault(row["device_id"], {})[row["metric"]] = row["value"]
+            dwells[row["device_id"]] = (float(row["outside_s"]), float(row["floor_s"]))
             changes = changed.setdefault(row["device_id"], {})
             if row["changed_at"] is not None:
                 changes[row["metric"]] = row["changed_at"]
-    return [LiftState(d, values[d], changed.get(d, {})) for d in sorted(values)]
+    return [LiftState(d, values[d], changed.get(d, {}), *dwells[d]) for d in sorted(values)]
 
 
-def unanswered_alarm_presses(conn: psycopg.Connection, *, since: datetime) -> list[str]:
-    """Elevators whose alarm button was pressed since ``since`` with no incident reported after."""
-    rows = conn.execute(
-        "SELECT DISTINCT e.device_id FROM events e JOIN devices d ON d.id = e.device_id "
-        "WHERE d.kind = 'elevator' AND e.metric = 'alarm_button' AND e.value = 1 "
-        "AND e.ts >= %s AND NOT EXISTS (SELECT 1 FROM rescue_incidents i "
-        "  WHERE i.device_id = e.device_id AND (i.closed_at IS NULL OR i.reported_at >= e.ts)) "
-        "ORDER BY e.device_id",
-        (since,),
-    ).fetchall()
-    return [first_value(row) for row in rows]
+def unanswered_alarm_presses(
+    conn: psycopg.Connection, *, since: datetime
+) -> list[tuple[str, datetime]]:
+    """Elevators whose alarm button was pressed since ``since`` with no incident reported
+    after, each with the time of its first such press (rule R2 counts from then)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT e.device_id, min(e.ts) AS pressed_at FROM events e "
+            "JOIN devices d ON d.id = e.device_id "
+            "WHERE d.kind = 'elevator' AND e.metric = 'alarm_button' AND e.value = 1 "
+            "AND e.ts >= %s AND NOT EXISTS (SELECT 1 FROM rescue_incidents i "
+            "  WHERE i.device_id = e.device_id AND (i.closed_at IS NULL OR i.reported_at >= e.ts)) "
+            "GROUP BY e.device_id ORDER BY e.device_id",
+            (since,),
+        ).fetchall()
+    return [(row["device_id"], row["pressed_at"]) for row in rows]
 
 
 # -- incidents ------------------------------------------------------------------------------------
@@ -146,7 +172,8 @@ def site_facts(conn: psycopg.Connection, *, device_id: str) -> dict[str, Any]:
         row = cur.execute(
             "SELECT d.id AS device_id, d.kind, d.firm_id, s.id AS site_id, s.tier, s.latitude, "
             "s.longitude, s.timezone, s.user_unit_id, j.id AS jurisdiction_id, "
-            "j.rescue_minutes_city, j.rescue_minutes_elsewhere, j.rescue_clock_from "
+            "j.rescue_minutes_city, j.rescue_minutes_elsewhere, j.rescue_clock_from, "
+            "j.rescue_accept_timeout_s, j.rescue_fire_service_after_s "
             "FROM devices d JOIN sites s ON s.id = d.site_id "
             "JOIN jurisdictions j ON j.id = s.jurisdiction_id WHERE d.id = %s",
             (device_id,),
@@ -169,13 +196,14 @@ def insert_incident(
     clock_from: str,
     reported_at: datetime,
     arrival_deadline: datetime | None,
+    follows_incident_id: int | None = None,
 ) -> Incident | None:
     """Open an incident; None when the elevator already has an open one (rule R1)."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "INSERT INTO rescue_incidents (device_id, site_id, firm_id, jurisdiction_id, "
-            "trigger, tier, deadline_minutes, clock_from, reported_at, arrival_deadline) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "trigger, tier, deadline_minutes, clock_from, reported_at, arrival_deadline, "
+            "follows_incident_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (device_id) WHERE closed_at IS NULL DO NOTHING RETURNING *",
             (
                 device_id,
@@ -188,6 +216,7 @@ def insert_incident(
                 clock_from,
                 reported_at,
                 arrival_deadline,
+                follows_incident_id,
             ),
         ).fetchone()
     return _incident(row) if row else None
@@ -351,7 +380,8 @@ def _dispatch(row: dict[str, Any]) -> Dispatch:
 def candidates(
     conn: psycopg.Connection, *, incident: Incident, at: datetime, today: date
 ) -> list[Candidate]:
-    """Qualified (M10), on-call (R3) technicians of the contracted firm not yet asked."""
+    """Qualified (M10), on-call (R3), free (R4) technicians of the contracted firm not yet
+    asked."""
     if incident.firm_id is None:
         return []
     with conn.cursor(row_factory=dict_row) as cur:
@@ -366,6 +396,12 @@ def candidates(
             "            AND s.firm_id = t.firm_id AND s.during @> %(at)s::timestamptz) "
             "AND NOT EXISTS (SELECT 1 FROM rescue_dispatches d "
             "                WHERE d.incident_id = %(incident)s AND d.technician_id = t.id) "
+            # rule R4: a technician already on another open rescue (asked and not answered, or
+            # accepted and the passengers not yet released) is not free
+            "AND NOT EXISTS (SELECT 1 FROM rescue_dispatches d "
+            "  JOIN rescue_incidents i ON i.id = d.incident_id "
+            "  WHERE d.technician_id = t.id AND i.id <> %(incident)s AND i.closed_at IS NULL "
+            "  AND i.status <> 'released' AND (d.outcome IS NULL OR d.outcome = 'accepted')) "
             "AND coalesce(l.latitude, t.home_latitude) IS NOT NULL ORDER BY t.id",
             {"firm": incident.firm_id, "today": today, "at": at, "incident": incident.id},
         ).fetchall()
@@ -443,6 +479,14 @@ def accepted_dispatch(conn: psycopg.Connection, *, incident_id: int) -> Dispatch
             (incident_id,),
         ).fetchone()
     return _dispatch(row) if row else None
+
+
+def technician_exists(conn: psycopg.Connection, *, technician_id: int) -> bool:
+    """Whether a technician with this id is registered."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM technicians WHERE id = %s)", (technician_id,)
+    ).fetchone()
+    return bool(first_value(row))
 
 
 def save_location(

@@ -158,7 +158,11 @@ def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_ur
     page.click(f"{row} button[data-action=accept]")
     page.wait_for_selector(f"{row}[data-status=accepted]")
     page.click(f"{row} button[data-action=check-in]")
-    page.click("#checkin-submit")  # the position the technician reported: at the site
+    # rule R6: nothing is pre-filled (this browser has no geolocation permission): the duty
+    # line records the arrival the technician phoned in, as unproven
+    page.wait_for_selector("#checkin-note:has-text('unproven')")
+    assert page.input_value("#checkin-lat") == "" and page.input_value("#checkin-lon") == ""
+    page.click("#checkin-submit")
     page.wait_for_selector(f"{row}[data-status=arrived]")
     page.click(f"{row} button[data-action=release]")
     page.wait_for_selector(f"{row}[data-status=released]")
@@ -167,7 +171,8 @@ def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_ur
 
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
         steps = conn.execute(
-            "SELECT step, actor FROM rescue_steps WHERE incident_id = %s ORDER BY id",
+            "SELECT step, actor, technician_id, detail FROM rescue_steps "
+            "WHERE incident_id = %s ORDER BY id",
             (opened.incident.id,),
         ).fetchall()
     assert [s["step"] for s in steps] == [
@@ -179,3 +184,9 @@ def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_ur
         "closed",
     ]
     assert steps[-1]["actor"] == "disp_a"
+    # rule A1: the dispatcher is logged as acting on the technician's behalf
+    technician = steps[2]["technician_id"]
+    assert steps[2]["actor"] == f"disp_a on behalf of technician:{technician}"
+    assert steps[3]["actor"] == f"disp_a on behalf of technician:{technician}"
+    assert steps[3]["detail"]["proven"] is False
+    assert steps[3]["detail"]["proof"] == "reported_without_position"

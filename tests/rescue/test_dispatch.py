@@ -55,8 +55,17 @@ def test_the_nearest_qualified_on_call_technician_is_dispatched(db, clock):
     assert message.audience.value == "technician" and message.address == f"technician:{team.near}"
 
 
-def test_a_firm_without_a_licence_has_no_candidates_and_escalates(db, clock):
-    # rules M10, R5
+def _levels(db, incident_id):
+    return [
+        s.detail["audience"]
+        for s in service.steps(db, incident_id=incident_id)
+        if s.step is Step.ESCALATED
+    ]
+
+
+def test_a_firm_without_a_licence_has_no_candidates_and_escalates_in_stages(db, clock):
+    # rules M10, R5: firm manager and property management at once, the fire service after the
+    # jurisdiction's delay (default 600 s) when nobody has arrived
     from datetime import date
 
     world = seed(db, licence_expires=date(2020, 1, 1))
@@ -64,12 +73,32 @@ def test_a_firm_without_a_licence_has_no_candidates_and_escalates(db, clock):
     incident = _report(db, world.city_lift, clock)
     outcome = flows.dispatch_next(db, incident_id=incident.id, now=clock.now(), estimator=ESTIMATOR)
     assert outcome.dispatch is None and outcome.escalated
-    levels = [
-        s.detail["audience"]
-        for s in service.steps(db, incident_id=incident.id)
-        if s.step is Step.ESCALATED
+    assert _levels(db, incident.id) == ["firm_manager", "property_management"]
+    due = flows.fire_service_due(service.steps(db, incident_id=incident.id))
+    assert due == clock.now() + timedelta(seconds=600)
+    assert not flows.call_fire_service(db, incident_id=incident.id, now=due - timedelta(seconds=1))
+    assert flows.call_fire_service(db, incident_id=incident.id, now=due)
+    assert not flows.call_fire_service(db, incident_id=incident.id, now=due)  # once
+    assert _levels(db, incident.id) == ["firm_manager", "property_management", "fire_service"]
+    paths = [
+        d.audience.value
+        for d in alerts.deliveries(db, subject_type="rescue_incident", subject_id=incident.id)
     ]
-    assert levels == ["firm_manager", "property_management", "fire_service"]
+    assert "fire_service" in paths and "property_management" in paths
+
+
+def test_the_fire_service_is_not_called_once_somebody_arrived(db, clock):
+    # rule R5: the staged level is dropped when a technician is on site
+    world = seed(db)
+    team = crew(db, world=world, start=clock.now(), far_away=True)
+    incident = _report(db, world.city_lift, clock)
+    outcome = flows.dispatch_next(db, incident_id=incident.id, now=clock.now(), estimator=ESTIMATOR)
+    assert outcome.escalated and outcome.dispatch.technician_id == team.near
+    flows.accept(db, incident_id=incident.id, technician_id=team.near, at=clock.advance(30))
+    flows.inspection_arrival(db, device_id=world.city_lift, at=clock.advance(60))
+    assert flows.fire_service_due(service.steps(db, incident_id=incident.id)) is None
+    assert not flows.call_fire_service(db, incident_id=incident.id, now=clock.advance(3600))
+    assert _levels(db, incident.id) == ["firm_manager", "property_management"]
 
 
 async def test_redispatch_after_accept_timeout_alerts_the_duty_manager(db_url, db, clock):
@@ -138,22 +167,38 @@ def test_infeasible_estimated_arrival_escalates_at_once(db, clock):
     team = crew(db, world=world, start=clock.now(), far_away=True)
     incident = _report(db, world.rural_lift, clock)
     outcome = flows.dispatch_next(db, incident_id=incident.id, now=clock.now(), estimator=ESTIMATOR)
-    # the best candidate is still dispatched, and every backup level is alerted right away
+    # the best candidate is still dispatched; the firm manager and property management are
+    # alerted right away, the fire service is staged (rule R5)
     assert outcome.dispatch.technician_id == team.near
     assert outcome.escalated
     assert outcome.dispatch.estimated_arrival > incident.arrival_deadline
     escalations = [
         s for s in service.steps(db, incident_id=incident.id) if s.step is Step.ESCALATED
     ]
-    assert [s.detail["level"] for s in escalations] == [1, 2, 3]
+    assert [s.detail["level"] for s in escalations] == [1, 2]
     assert all(s.at == clock.now() for s in escalations)
+    assert escalations[0].detail["fire_service_after_s"] == 600
     audiences = {
         d.audience.value
         for d in alerts.deliveries(db, subject_type="rescue_incident", subject_id=incident.id)
     }
-    assert {"firm_manager", "property_management", "fire_service"} <= audiences
+    assert {"firm_manager", "property_management"} <= audiences
+    assert "fire_service" not in audiences
     # escalation happens once per incident
     assert not flows.escalate(db, incident=incident, facts={}, now=clock.now(), reason="again")
+
+
+def test_a_jurisdiction_without_delay_calls_the_fire_service_at_once(db, clock):
+    # rule R5: the delay is the jurisdiction's policy; 0 means every level at once
+    world = seed(db)
+    db.execute(
+        "UPDATE jurisdictions SET rescue_fire_service_after_s = 0 WHERE id = %s",
+        (world.jurisdiction_id,),
+    )
+    crew(db, world=world, start=clock.now(), far_away=True)
+    incident = _report(db, world.rural_lift, clock)
+    flows.dispatch_next(db, incident_id=incident.id, now=clock.now(), estimator=ESTIMATOR)
+    assert _levels(db, incident.id) == ["firm_manager", "property_management", "fire_service"]
 
 
 def test_deadline_is_30_minutes_in_a_city_and_60_elsewhere(db, clock):
