@@ -87,16 +87,15 @@ class Rescue:
     # -- start-up --------------------------------------------------------------------------------
 
     async def rearm(self) -> None:
-        """After (re)start: re-evaluate lifts with passengers or a held alarm button, answer
-        alarm presses nobody acted on while we were down, and restore incident timers."""
+        """After (re)start: re-evaluate lifts with passengers, a held alarm button or a fault
+        code, answer alarm presses nobody acted on while we were down, and restore incident
+        timers. Rule R2: what is found now counts from when it was received, not from the
+        restart, so the signals are replayed oldest first (the first opens the incident)."""
         now = self._clock.now()
         states = await self.db(service.lift_states, device_ids=None)
-        await self._evaluate_states(states, devices=[s.device_id for s in states])
-        for state in states:
-            await self._fault_code(state.device_id, state, at=state.changed_at.get("fault_code"))
         opened = await self.db(lambda conn: service.open_incidents(conn))
         busy = {incident.device_id for incident in opened}
-        # rule R2: a press found now counts from when it was received, not from the restart
+        by_device = {s.device_id: s for s in states}
         pressed = {
             s.device_id: s.changed_at.get("alarm_button", now)
             for s in states
@@ -107,16 +106,34 @@ class Rescue:
             since=now - timedelta(seconds=MISSED_PRESS_LOOKBACK_S),
         ):
             pressed[device] = min(pressed.get(device, pressed_at), pressed_at)
-        by_device = {s.device_id: s for s in states}
-        for device in sorted(set(pressed) - busy):
+        found: list[tuple[Any, int, str]] = []  # (received at, order, device)
+        for device, pressed_at in pressed.items():
             state = by_device.get(device)
-            if state is None or flows.alarm_button_means_entrapment(state):
+            if device not in busy and (state is None or flows.alarm_button_means_entrapment(state)):
+                found.append((pressed_at, 0, device))
+        for state in states:
+            condition = flows.dwell_condition(state, now=now)
+            if condition is not None:
+                found.append(
+                    (condition.since + timedelta(seconds=condition.dwell_s), 1, state.device_id)
+                )
+            if state.value("fault_code"):
+                found.append((state.changed_at.get("fault_code", now), 2, state.device_id))
+        for _, order, device in sorted(found):
+            state = by_device.get(device)
+            if order == 0:
                 await self.signal(
                     device,
                     Trigger.ALARM_BUTTON,
                     at=pressed[device],
                     detail={"found_at_start": True},
                 )
+            elif order == 1 and state is not None:
+                await self._evaluate_states([state], devices=[device])
+            elif state is not None:
+                await self._fault_code(device, state, at=state.changed_at.get("fault_code"))
+        # the rest: conditions that have not lasted their dwell yet get their timers
+        await self._evaluate_states(states, devices=[s.device_id for s in states])
         for incident in opened:
             if incident.status is Status.REPORTED:
                 await self.dispatch(incident.id)

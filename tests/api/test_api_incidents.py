@@ -156,3 +156,47 @@ def test_incident_changes_reach_the_firm_live(running_api, db_url, fleet):
         with psycopg.connect(db_url) as conn:
             conn.execute("""SELECT pg_notify('vigil_alerts', '{"kind":"x","device":"b-el-1"}')""")
         assert b.until("alert")["alert"]["device"] == "b-el-1"
+
+
+def test_bad_rescue_requests_get_a_reason_not_a_server_error(client, db_url, fleet, clock, db):
+    # safety review item 12: accepting after the alarm was cleared, checking in as nobody
+    on_call(db_url, fleet, clock)
+    headers = login(client, "disp_a")
+    incident = client.post(
+        "/api/v1/incidents", headers=headers, json={"device_id": "a-el-1"}
+    ).json()["incident"]
+    base = f"/api/v1/incidents/{incident['id']}"
+    assert client.post(f"{base}/dispatch", headers=headers).status_code == 200
+    # rule R6: an entrapment alarm is not cleared by hand while its incident is open
+    cleared = client.post(f"/api/v1/alarms/{incident['alarm_id']}/clear", headers=headers)
+    assert cleared.status_code == 409 and "incident" in cleared.json()["detail"]
+    clock.advance(30)
+    assert client.post(f"{base}/accept", headers=headers).status_code == 200
+    nobody = client.post(
+        f"{base}/check-in",
+        headers=headers,
+        json={"technician_id": 999_999, "latitude": SITE[0], "longitude": SITE[1]},
+    )
+    assert nobody.status_code == 422 and "999999" in nobody.json()["detail"]
+    half = client.post(f"{base}/check-in", headers=headers, json={"latitude": SITE[0]})
+    assert half.status_code == 422
+    # the duty line records the arrival phoned in: no position, unproven (rule R6)
+    arrived = client.post(f"{base}/check-in", headers=headers, json={})
+    assert arrived.status_code == 200, arrived.text
+    assert arrived.json()["status"] == "arrived" and arrived.json()["arrival_proven"] is False
+
+
+def test_rescue_coverage_per_elevator_in_the_callers_scope(client, db_url, fleet, clock):
+    # rule R8, scoped by rule A2
+    on_call(db_url, fleet, clock)
+    rows = client.get("/api/v1/reports/coverage", headers=login(client, "disp_a"))
+    assert rows.status_code == 200, rows.text
+    mine = rows.json()
+    assert mine and {r["firm_id"] for r in mine} == {fleet.ids["firm_a"]}
+    near = next(r for r in mine if r["device_id"] == "a-el-1")
+    assert near["within_deadline"] is True and near["deadline_minutes"] == 30
+    assert near["travel_minutes"] > 0
+    csv_text = client.get(
+        "/api/v1/reports/coverage?format=csv", headers=login(client, "disp_a")
+    ).text
+    assert csv_text.splitlines()[0].startswith("device_id,firm_id,tier")

@@ -93,3 +93,37 @@ def test_bad_report_requests(shared_client):
     assert client.get("/api/v1/reports/monthly?format=xls", headers=headers).status_code == 422
     response = client.get("/api/v1/reports/rescue-kpis?first=2026-05&last=2026-01", headers=headers)
     assert response.status_code == 400 and "after" in response.json()["detail"]
+
+
+def test_a_lift_still_overdue_from_last_month_counts_against_this_months_rate(
+    client, db_url, db, fleet, clock
+):
+    # rule A4: every lift overdue at any time in the month, not only those that became overdue
+    # in it; months are read at the site (Shanghai)
+    from datetime import UTC, datetime
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from compliance.maintenance import flows as maintenance_flows
+
+    db.execute("UPDATE devices SET registered_at = '2025-11-01T00:00:00Z'")
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        # overdue from 20 December; nothing changes in January
+        maintenance_flows.sweep(conn, now=datetime(2025, 12, 20, 2, 0, tzinfo=UTC))
+    headers = login(client, "admin")
+    january = {
+        r["firm_name"]: r
+        for r in client.get("/api/v1/reports/monthly?month=2026-01", headers=headers).json()
+    }
+    assert january["Firm A"]["overdue_elevators"] == 2
+    assert january["Firm A"]["on_time_maintenance_rate"] == 0.0
+    december = {
+        r["firm_name"]: r
+        for r in client.get("/api/v1/reports/monthly?month=2025-12", headers=headers).json()
+    }
+    assert december["Firm A"]["overdue_elevators"] == 2
+    november = client.get("/api/v1/reports/monthly?month=2025-11", headers=headers).json()
+    assert all(r["overdue_elevators"] == 0 for r in november)
+    # a year 0 month is refused, not a server error
+    assert client.get("/api/v1/reports/monthly?month=0000-01", headers=headers).status_code == 422
