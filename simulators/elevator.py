@@ -406,7 +406,7 @@ class Elevator(SimulatedDevice):
         """Apply a pending lockout when safe, and give an idle car its next job."""
         if self.lockout_requested and not self.lockout_applied and self.lockout_is_safe():
             self.lockout_applied = True  # rule M6: idle, door zone, doors open, car empty
-            self._set_phase(Phase.OPEN, self.later(self.timings.dwell_s))
+            self._set_phase(Phase.OPEN, None)  # parked open while out of service
         if self.phase is Phase.OPEN and self.phase_until is None and self._can_close():
             self._set_phase(Phase.OPEN, self.later(self.timings.dwell_s))
         if self.phase is Phase.IDLE:
@@ -416,8 +416,10 @@ class Elevator(SimulatedDevice):
         return Fault.DOOR_FAULT not in self.faults and not self._parking_for_lockout()
 
     def _parking_for_lockout(self) -> bool:
-        """A pending lockout keeps the doors open once nobody aboard has somewhere to go."""
-        return self.lockout_requested and not self.lockout_applied and not self._stops()
+        """A pending lockout keeps the doors open once nobody aboard has somewhere to go; an
+        applied one keeps them open (out of service: nobody can be shut in the car, and the
+        platform sees the state the lockout was applied in, rule M6)."""
+        return self.lockout_applied or (self.lockout_requested and not self._stops())
 
     def _dispatch(self) -> None:
         if not self.powered or self.lockout_applied or self._trapped():

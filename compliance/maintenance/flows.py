@@ -154,8 +154,20 @@ def clear_alarm(
 SELF_MONITORING_AUDIENCE = ("firm", "user_unit", "manufacturer")
 MAINTENANCE_ALARMS = (
     "maintenance.overdue",
+    # rule M5: a further tier falling overdue while the lift is already overdue has its own
+    *(f"maintenance.overdue.{tier}" for tier in TIERS),
     "maintenance.lockout",
     "maintenance.lockout_recommended",
+)
+# States in which a lift is already overdue (a further tier then raises its own alarm).
+_LAPSED = frozenset(
+    {
+        EscalationState.OVERDUE,
+        EscalationState.LOCKOUT_PENDING,
+        EscalationState.LOCKOUT_RECOMMENDED,
+        EscalationState.LOCKED_OUT,
+        EscalationState.OVERRIDDEN,
+    }
 )
 
 
@@ -380,10 +392,10 @@ def judge(conn: psycopg.Connection, *, record: Record, policy: Policy) -> Judgem
     found = service.inspection_intervals(
         conn, device_id=record.device_id, start=start - slack, end=end + slack
     )
+    touching = [i for i in found if i.start < end and i.end > start]
     inside = [
         Interval(max(i.start, start), min(i.end, end), i.start_event_id, i.end_event_id)
-        for i in found
-        if i.start < end and i.end > start
+        for i in touching
     ]
     evidence: dict[str, Any] = {
         "window": {"start": start, "end": end},
@@ -400,6 +412,8 @@ def judge(conn: psycopg.Connection, *, record: Record, policy: Policy) -> Judgem
             onsite_minutes=minutes,
             evidence=evidence,
             rule_values=rule_values,
+            span_start=touching[0].start if touching else None,
+            span_end=touching[-1].end if touching else None,
         )
 
     if not inside:
@@ -416,11 +430,13 @@ def judge(conn: psycopg.Connection, *, record: Record, policy: Policy) -> Judgem
     if not stations["car_top_inspection"] or not stations["pit_inspection"]:
         return verdict(Verdict.NO_CAR_TOP_OR_PIT)
     exclude = [record.id] + ([record.corrects_id] if record.corrects_id else [])
+    # rule M3: one visit written up as two records claims parts of the same inspection
+    # interval; compare the whole intervals, not the parts each claim window clips out
     others = service.overlapping_verified(
         conn,
         device_id=record.device_id,
-        start=inside[0].start,
-        end=inside[-1].end,
+        start=touching[0].start,
+        end=touching[-1].end,
         exclude=exclude,
     )
     if others:
@@ -528,6 +544,22 @@ def _act_on(
             "overdue_tiers": detail["overdue_tiers"],
             "rule_values": rules,
         }
+        if previous in _LAPSED:
+            for tier in detail.get("newly_overdue_tiers") or []:
+                raise_alarm(  # rule M5: its own alarm for each further tier
+                    conn,
+                    type=f"maintenance.overdue.{tier}",
+                    source_type="device",
+                    source_id=device_id,
+                    severity="major",
+                    message=f"{device_id}: {tier.replace('_', '-')} maintenance overdue too",
+                    audience=SELF_MONITORING_AUDIENCE,
+                    body={**alarm_body, "tier": tier},
+                    at=now,
+                    log_items=entries,
+                )
+        if state is previous:
+            continue  # no transition: only a further tier fell overdue
         if state is EscalationState.OVERDUE:
             raise_alarm(  # rules M5, M7
                 conn,
@@ -568,6 +600,18 @@ def _act_on(
                 log_items=entries,
             )
         elif state is EscalationState.LOCKOUT_RECOMMENDED:
+            if rules["lockout_mode"] == "enforce":
+                # rule M6: enforcing needs the platform's own view of the car; without it the
+                # lockout is only recommended, and the gap is a finding
+                service.open_finding(
+                    conn,
+                    rule="M6",
+                    kind="lockout_unverifiable",
+                    subject_type="device",
+                    subject_id=device_id,
+                    detail={"reason": detail.get("reason")},
+                    at=now,
+                )
             raise_alarm(  # rule M6, recommend: alarms and log only
                 conn,
                 type="maintenance.lockout_recommended",
@@ -588,7 +632,7 @@ def _act_on(
                     conn,
                     device_id=device_id,
                     lockout_id=row["lockout_command_id"],
-                    reason="M6 verified maintenance",
+                    reason=f"M6 {detail.get('reason') or 'verified maintenance'}",
                     now=now,
                 )
             if previous not in (None, EscalationState.OK, EscalationState.DUE_SOON):

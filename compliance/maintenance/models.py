@@ -148,6 +148,9 @@ class Judgement:
     onsite_minutes: float
     evidence: dict[str, Any]
     rule_values: dict[str, Any]
+    # rule M3: the whole inspection interval behind the verdict, not clipped to the claim
+    span_start: datetime | None = None
+    span_end: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,7 @@ class Policy:
     qualification_warning_days: int
     lockout_retry_minutes: int
     lockout_mode: str
+    override_hours: int = 24
 
     def interval_days(self, tier: Tier) -> int:
         """Days between visits of ``tier`` (rules M1, M2)."""

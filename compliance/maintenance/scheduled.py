@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 RELEVANT_METRICS = frozenset(
     {"service_mode", "car_top_inspection", "pit_inspection", "lockout_state"}
 )
+# Rule M6: what the platform reads to see that a car is safe to lock out; their changes matter
+# for the lifts whose lockout is pending.
+SAFETY_METRICS = frozenset({"car_status", "door_zone", "door_state", "passengers"})
 PUBLISH_TIMEOUT_S = 10.0
 
 
@@ -86,7 +89,8 @@ def publish_due(conn: psycopg.Connection, *, publisher: Publisher, now: datetime
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT o.command_id, o.repeat_minutes, c.device_id, c.action, c.reason, "
-            "d.gateway_id FROM compliance_outbox o "
+            "d.gateway_id, maintenance_car_is_safe(c.device_id, false) AS car_safe "
+            "FROM compliance_outbox o "
             "JOIN commands c ON c.id = o.command_id JOIN devices d ON d.id = c.device_id "
             "WHERE NOT o.done AND o.next_publish_at <= %s ORDER BY o.next_publish_at "
             "FOR UPDATE OF o SKIP LOCKED LIMIT 500",
@@ -95,6 +99,14 @@ def publish_due(conn: psycopg.Connection, *, publisher: Publisher, now: datetime
         for row in rows:
             if row["gateway_id"] is None:
                 log.warning("command %s: %s has no gateway", row["command_id"], row["device_id"])
+                continue
+            if row["action"] == CommandAction.LOCKOUT and row["car_safe"] is not True:
+                # rule M6: sent only when the platform itself sees an idle, empty car in a door
+                # zone (the controller then opens the doors and applies it); retried later, or
+                # at once when the car's state changes
+                service.defer_publication(
+                    conn, command_id=row["command_id"], now=now, minutes=row["repeat_minutes"]
+                )
                 continue
             command = Command(
                 gateway=row["gateway_id"],
@@ -123,18 +135,25 @@ def next_publication(conn: psycopg.Connection) -> datetime | None:
 
 
 def sweep_devices(conn: psycopg.Connection, *, devices: set[str], now: datetime) -> SweepResult:
-    """Judge late evidence of these elevators again, then sweep them."""
+    """Judge late evidence of these elevators again, sweep them, and bring their deferred
+    lockouts forward (their car may have become safe to lock out)."""
     for device_id in sorted(devices):
         flows.rejudge_device(conn, device_id=device_id, now=now)
-    return flows.sweep(conn, now=now, device_ids=sorted(devices))
+    result = flows.sweep(conn, now=now, device_ids=sorted(devices))
+    service.expedite_lockouts(conn, device_ids=sorted(devices), now=now)
+    return result
 
 
-async def _listen(listener: notify.Listener, *, dirty: set[str], wake: asyncio.Event) -> None:
+async def _listen(
+    listener: notify.Listener, *, dirty: set[str], wake: asyncio.Event, pending: set[str]
+) -> None:
     """Collect the elevators that relevant notifications name, and wake the loop."""
     async for notice in listener:
         device: str | None = None
         if isinstance(notice, notify.EventNotice):
-            if notice.metric in RELEVANT_METRICS:
+            if notice.metric in RELEVANT_METRICS or (
+                notice.metric in SAFETY_METRICS and notice.device in pending
+            ):
                 device = notice.device
         elif isinstance(notice, notify.CommandNotice):
             device = notice.device
@@ -156,13 +175,16 @@ async def run(
     """Sweep, react to events and publish commands until ``stop`` is set."""
     interval = timedelta(seconds=settings.compliance.sweep_interval_s)
     dirty: set[str] = set()
+    pending: set[str] = set()  # lifts whose lockout waits for a safe car (rule M6)
     wake = asyncio.Event()
     publisher = Publisher(mqtt_url)
     channels = [notify.EVENTS, notify.COMMANDS, flows.MAINTENANCE_CHANNEL]
     conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
     try:
         async with notify.Listener(database_url, channels) as listener:
-            listening = asyncio.create_task(_listen(listener, dirty=dirty, wake=wake))
+            listening = asyncio.create_task(
+                _listen(listener, dirty=dirty, wake=wake, pending=pending)
+            )
             try:
                 next_full = clock.now()
                 while not stop.is_set():
@@ -183,6 +205,8 @@ async def run(
                             dirty.update(devices)  # another engine was sweeping: try again
                         _report(result)
                     await asyncio.to_thread(publish_due, conn, publisher=publisher, now=now)
+                    pending.clear()
+                    pending.update(await asyncio.to_thread(service.lockouts_pending, conn))
                     due = await asyncio.to_thread(next_publication, conn)
                     wait_until = min(next_full, due) if due is not None else next_full
                     if dirty and not wake.is_set():

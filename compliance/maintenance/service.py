@@ -27,6 +27,7 @@ from compliance.maintenance.models import (
     Tier,
 )
 from vigil.catalog import ServiceMode
+from vigil.db.rows import first_value
 
 ENGINE_ACTOR = "compliance-engine"
 
@@ -46,6 +47,7 @@ _POLICY_COLUMNS = (
     "selftest_interval_hours",
     "qualification_warning_days",
     "lockout_retry_minutes",
+    "override_hours",
 )
 
 
@@ -390,13 +392,14 @@ def overlapping_verified(
     end: datetime,
     exclude: Sequence[int],
 ) -> list[int]:
-    """Records (in force, not superseded) whose verified on-site time overlaps [start, end)."""
+    """Records (in force, not superseded) whose verified inspection interval overlaps
+    [start, end) (rule M3: the interval behind the verdict, not the clipped claim)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             """
             SELECT v.record_id FROM maintenance_verdicts v
             WHERE v.device_id = %(device)s AND v.verdict = 'verified'
-              AND v.onsite && tstzrange(%(start)s, %(end)s)
+              AND coalesce(v.evidence_span, v.onsite) && tstzrange(%(start)s, %(end)s)
               AND v.record_id <> ALL(%(exclude)s)
               AND NOT EXISTS (SELECT 1 FROM maintenance_verdicts later
                               WHERE later.record_id = v.record_id AND later.id > v.id)
@@ -427,16 +430,22 @@ def insert_verdict(
         if judgement.onsite_start is not None
         else None
     )
+    span = (
+        Range(judgement.span_start, judgement.span_end, "[)")
+        if judgement.span_start is not None
+        else None
+    )
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "INSERT INTO maintenance_verdicts (record_id, device_id, verdict, onsite, "
-            "onsite_minutes, evidence, rule_values, decided_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            "evidence_span, onsite_minutes, evidence, rule_values, decided_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (
                 record.id,
                 record.device_id,
                 str(judgement.verdict),
                 onsite,
+                span,
                 judgement.onsite_minutes,
                 as_jsonb(judgement.evidence),
                 as_jsonb(judgement.rule_values),
@@ -598,6 +607,36 @@ def insert_command(
 def close_outbox(conn: psycopg.Connection, *, command_id: str) -> None:
     """Stop (re)publishing a command."""
     conn.execute("UPDATE compliance_outbox SET done = true WHERE command_id = %s", (command_id,))
+
+
+def defer_publication(
+    conn: psycopg.Connection, *, command_id: str, now: datetime, minutes: int | None
+) -> None:
+    """Rule M6: not now (the car is not safe to lock out); try again after ``minutes``."""
+    conn.execute(
+        "UPDATE compliance_outbox SET next_publish_at = %(now)s "
+        "+ make_interval(mins => coalesce(%(minutes)s, 1)) WHERE command_id = %(id)s",
+        {"now": now, "minutes": minutes, "id": command_id},
+    )
+
+
+def expedite_lockouts(conn: psycopg.Connection, *, device_ids: Sequence[str], now: datetime) -> int:
+    """Bring the deferred lockouts of these lifts forward to now (their car changed)."""
+    cur = conn.execute(
+        "UPDATE compliance_outbox o SET next_publish_at = %(now)s FROM commands c "
+        "WHERE c.id = o.command_id AND c.action = 'lockout' AND NOT o.done "
+        "AND c.device_id = ANY(%(devices)s) AND o.next_publish_at > %(now)s",
+        {"now": now, "devices": list(device_ids)},
+    )
+    return cur.rowcount
+
+
+def lockouts_pending(conn: psycopg.Connection) -> set[str]:
+    """Lifts whose lockout is decided but not yet applied (rule M6)."""
+    rows = conn.execute(
+        "SELECT device_id FROM maintenance_escalations WHERE state = 'lockout_pending'"
+    ).fetchall()
+    return {first_value(row) for row in rows}
 
 
 def due_publications(conn: psycopg.Connection, *, now: datetime) -> list[dict[str, Any]]:

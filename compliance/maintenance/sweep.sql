@@ -8,9 +8,11 @@ due AS (
     -- Rule M1: day 0 is the local date of the last verified visit; day N (the interval) is the
     -- last day on time. A tier never verified counts from the elevator's registration.
     SELECT p.*,
-           e.state AS old_state, e.alarm_at AS old_alarm_at,
+           e.state AS old_state, e.alarm_at AS old_alarm_at, e.since AS old_since,
            e.lockout_command_id AS old_lockout_command_id,
            e.lockout_issued_at AS old_lockout_issued_at,
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(e.detail -> 'overdue_tiers',
+                                                           '[]'::jsonb))) AS old_tiers,
            coalesce(k.half_monthly_on, (p.registered_at AT TIME ZONE p.tz)::date)
                + p.half_monthly_days AS half_monthly_due,
            coalesce(k.quarterly_on, (p.registered_at AT TIME ZONE p.tz)::date)
@@ -25,22 +27,53 @@ due AS (
     WHERE %(devices)s::text[] IS NULL OR p.device_id = ANY(%(devices)s::text[])
 ),
 clocked AS (
-    SELECT d.*, least(half_monthly_due, quarterly_due, semi_annual_due, annual_due) AS due_on
+    SELECT d.*, least(half_monthly_due, quarterly_due, semi_annual_due, annual_due) AS due_on,
+           array_remove(ARRAY[
+               CASE WHEN half_monthly_due < local_today THEN 'half_monthly' END,
+               CASE WHEN quarterly_due < local_today THEN 'quarterly' END,
+               CASE WHEN semi_annual_due < local_today THEN 'semi_annual' END,
+               CASE WHEN annual_due < local_today THEN 'annual' END], NULL) AS tiers
     FROM due d
+),
+judged AS (
+    SELECT c.*,
+           -- rule M6: a lockout ends only with a verified visit judged since the lapse was
+           -- alarmed (or an authorised override); a policy edit alone never releases it
+           (c.old_state IS NULL
+            OR c.old_state NOT IN ('lockout_pending', 'locked_out', 'lockout_recommended')
+            OR EXISTS (SELECT 1 FROM maintenance_verdicts v
+                       WHERE v.device_id = c.device_id AND v.verdict = 'verified'
+                         AND v.decided_at >= c.old_alarm_at)) AS release_allowed
+    FROM clocked c
 ),
 decided AS (
     SELECT c.*,
            CASE
                -- a verified visit (or a new contract's clock) makes the elevator current again
-               WHEN c.local_today <= c.due_on - c.due_soon_days THEN 'ok'
-               WHEN c.local_today <= c.due_on THEN 'due_soon'
+               WHEN c.local_today <= c.due_on AND c.release_allowed THEN
+                   CASE WHEN c.local_today <= c.due_on - c.due_soon_days THEN 'ok'
+                        ELSE 'due_soon' END
+               -- rule M6: an override lapses after its hours; the lockout then resumes
+               WHEN c.old_state = 'overridden' THEN
+                   CASE WHEN %(now)s < c.old_since + make_interval(hours => c.override_hours)
+                            THEN 'overridden'
+                        WHEN c.lockout_mode = 'enforce'
+                             AND maintenance_car_is_safe(c.device_id) IS NOT NULL
+                            THEN 'lockout_pending'
+                        ELSE 'lockout_recommended' END
                WHEN c.old_state IS NULL OR c.old_state IN ('ok', 'due_soon') THEN 'overdue'
+               -- rule M6: enforce only where the platform can see that the car is safe to stop
                WHEN c.old_state = 'overdue'
                     AND %(now)s >= c.old_alarm_at + make_interval(hours => c.grace_hours)
-                   THEN CASE WHEN c.lockout_mode = 'enforce' THEN 'lockout_pending'
+                   THEN CASE WHEN c.lockout_mode = 'enforce'
+                                  AND maintenance_car_is_safe(c.device_id) IS NOT NULL
+                                 THEN 'lockout_pending'
                              ELSE 'lockout_recommended' END
                WHEN c.old_state = 'lockout_recommended' AND c.lockout_mode = 'enforce'
+                    AND maintenance_car_is_safe(c.device_id) IS NOT NULL
                    THEN 'lockout_pending'
+               -- rule M6: locked out once the controller applied it AND the platform's own
+               -- latest state shows an idle, empty car at a landing with its doors open
                WHEN c.old_state = 'lockout_pending' AND (
                         EXISTS (SELECT 1 FROM command_results r
                                 WHERE r.command_id = c.old_lockout_command_id
@@ -51,10 +84,16 @@ decided AS (
                                        AND ev.ts >= c.old_lockout_issued_at
                                                     - interval '5 minutes'
                                      ORDER BY ev.ts DESC LIMIT 1), false))
+                    AND coalesce(maintenance_car_is_safe(c.device_id), false)
                    THEN 'locked_out'
                ELSE c.old_state
            END AS new_state
-    FROM clocked c
+    FROM judged c
+),
+changed AS (
+    SELECT d.*,
+           ARRAY(SELECT t FROM unnest(d.tiers) t WHERE t <> ALL(d.old_tiers)) AS added_tiers
+    FROM decided d
 ),
 upserted AS (
 INSERT INTO maintenance_escalations AS e
@@ -62,20 +101,29 @@ INSERT INTO maintenance_escalations AS e
      lockout_issued_at, detail)
 SELECT device_id, new_state, old_state, %(now)s, (due_on + 1)::timestamp AT TIME ZONE tz,
        CASE WHEN new_state IN ('ok', 'due_soon') THEN NULL
-            WHEN new_state = 'overdue' THEN %(now)s
+            WHEN new_state = 'overdue' AND old_state IS DISTINCT FROM 'overdue' THEN %(now)s
             ELSE old_alarm_at END,
        old_lockout_command_id, old_lockout_issued_at,
        jsonb_build_object(
            'overdue_since', (due_on + 1)::timestamp AT TIME ZONE tz,
-           'overdue_tiers', to_jsonb(array_remove(ARRAY[
-               CASE WHEN half_monthly_due < local_today THEN 'half_monthly' END,
-               CASE WHEN quarterly_due < local_today THEN 'quarterly' END,
-               CASE WHEN semi_annual_due < local_today THEN 'semi_annual' END,
-               CASE WHEN annual_due < local_today THEN 'annual' END], NULL)),
+           'overdue_tiers', to_jsonb(tiers),
+           'newly_overdue_tiers', to_jsonb(CASE WHEN new_state IN ('ok', 'due_soon')
+                                                THEN ARRAY[]::text[] ELSE added_tiers END),
            'tier_last_day_on_time', jsonb_build_object(
                'half_monthly', half_monthly_due, 'quarterly', quarterly_due,
                'semi_annual', semi_annual_due, 'annual', annual_due),
-           'alarm_at', CASE WHEN new_state = 'overdue' THEN %(now)s ELSE old_alarm_at END,
+           'alarm_at', CASE WHEN new_state = 'overdue' AND old_state IS DISTINCT FROM 'overdue'
+                            THEN %(now)s ELSE old_alarm_at END,
+           'reason', CASE
+               WHEN old_state = 'overridden' AND new_state IN ('lockout_pending',
+                                                               'lockout_recommended')
+                   THEN 'override expired'
+               WHEN new_state = 'lockout_recommended' AND lockout_mode = 'enforce'
+                   THEN 'the platform cannot see whether the car is safe to lock out'
+               WHEN old_state IN ('lockout_pending', 'locked_out', 'lockout_recommended')
+                    AND new_state IN ('ok', 'due_soon')
+                   THEN 'verified maintenance'
+           END,
            'recipients', jsonb_build_object(
                'firm_id', firm_id, 'user_unit_id', user_unit_id,
                'manufacturer_id', manufacturer_id),
@@ -84,17 +132,21 @@ SELECT device_id, new_state, old_state, %(now)s, (due_on + 1)::timestamp AT TIME
                'semi_annual_days', semi_annual_days, 'annual_days', annual_days,
                'due_soon_days', due_soon_days, 'grace_hours', grace_hours,
                'lockout_mode', lockout_mode, 'lockout_retry_minutes', lockout_retry_minutes,
-               'timezone', tz))
-FROM decided
+               'override_hours', override_hours, 'timezone', tz))
+FROM changed
 WHERE new_state IS DISTINCT FROM old_state
+   -- rule M5: a further tier falling overdue while the lift is already overdue
+   OR (new_state NOT IN ('ok', 'due_soon') AND cardinality(added_tiers) > 0)
 ON CONFLICT (device_id) DO UPDATE SET
     state = excluded.state,
-    previous_state = e.state,
-    since = excluded.since,
+    previous_state = CASE WHEN e.state = excluded.state THEN e.previous_state ELSE e.state END,
+    since = CASE WHEN e.state = excluded.state THEN e.since ELSE excluded.since END,
     overdue_since = excluded.overdue_since,
     alarm_at = excluded.alarm_at,
     detail = excluded.detail
-RETURNING device_id, state, previous_state, detail, lockout_command_id
+RETURNING device_id, state, detail, lockout_command_id
 )
 -- the first sight of a current elevator only creates its row: nothing to act on or log
-SELECT * FROM upserted WHERE NOT (previous_state IS NULL AND state = 'ok')
+SELECT u.device_id, u.state, c.old_state AS previous_state, u.detail, u.lockout_command_id
+FROM upserted u JOIN changed c ON c.device_id = u.device_id
+WHERE NOT (c.old_state IS NULL AND u.state = 'ok')

@@ -12,6 +12,9 @@ from compliance.maintenance import flows
 from compliance.maintenance.models import Part, Tier, checklist
 from vigil.catalog import ServiceMode
 
+# idle at a landing, doors open, empty: the only state a lockout may be applied in (rule M6)
+PARKED = {"car_status": 0.0, "door_zone": 1.0, "door_state": 2.0, "passengers": 0.0}
+
 
 @dataclass
 class Estate:
@@ -41,7 +44,19 @@ class Estate:
                 registered_at or self.registered_at,
             ),
         )
+        # a monitored lift: parked at a landing, doors open, nobody inside (rule M6 reads it)
+        self.car(device_id, registered_at or self.registered_at, **PARKED)
         return device_id
+
+    def car(self, device_id: str, ts: datetime, **metrics: float) -> None:
+        """Set the latest state of the car as ingest would (device_state)."""
+        for metric, value in metrics.items():
+            self.conn.execute(
+                "INSERT INTO device_state (device_id, metric, value, ts) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (device_id, metric) DO UPDATE SET value = EXCLUDED.value, "
+                "ts = EXCLUDED.ts",
+                (device_id, metric, value, ts),
+            )
 
     def event(self, device_id: str, metric: str, ts: datetime, value: float) -> int:
         """Store one event as ingest would."""

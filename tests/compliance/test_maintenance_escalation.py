@@ -311,9 +311,21 @@ def test_an_authorised_override_needs_a_reason_and_is_logged(estate, clock):
     assert _state(estate) == "overridden"
     [entry] = log_service.entries(conn, kind="escalation.override")
     assert entry.body["reason"] == "hospital lift, visit booked" and entry.actor == "root"
-    clock.advance(timedelta(days=1))
+    clock.advance(timedelta(hours=23))
     flows.sweep(conn, now=clock.now())
     assert _state(estate) == "overridden"  # no new lockout while overridden
+    # rule M6: the override expires after the policy's hours (24 by default), logged, and the
+    # lockout resumes while the lift is still not maintained
+    clock.advance(timedelta(hours=1))
+    flows.sweep(conn, now=clock.now())
+    assert _state(estate) == "lockout_pending"
+    [expired] = [
+        e
+        for e in log_service.entries(conn, kind="escalation.transition")
+        if e.body["from"] == "overridden"
+    ]
+    assert expired.body["reason"] == "override expired"
+    assert expired.body["rule_values"]["override_hours"] == 24
     _verified_visit(estate, clock)
     flows.sweep(conn, now=clock.now())
     assert _state(estate) == "ok"

@@ -138,10 +138,12 @@ def test_lockout_applies_at_once_when_idle_in_a_door_zone_open_and_empty(clock):
     assert values["service_mode"] == ServiceMode.OUT_OF_SERVICE
     assert values["fault_code"] == FaultCode.OUT_OF_SERVICE
     clock.advance(T.dwell_s + T.door_close_s)
-    assert car.values()["door_state"] == DoorState.CLOSED  # parked, doors shut
+    # parked out of service with its doors open: nobody can be shut in (rule M6)
+    assert car.values()["door_state"] == DoorState.OPEN
     car.hall_call(floor=6, destination=1)
     clock.advance(600)
     assert car.values()["floor"] == 3 and car.trip_count == 1  # no service while locked out
+    assert car.values()["door_state"] == DoorState.OPEN
 
 
 def test_lockout_waits_while_the_car_is_moving(clock):
