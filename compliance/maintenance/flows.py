@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import dict_row
@@ -337,8 +338,11 @@ def _flag(
 
 
 def _check_technician(conn: psycopg.Connection, *, record: Record, at: datetime) -> None:
-    """Rule M10: a visit by an unqualified technician (or firm) is flagged."""
-    on = record.claimed_start.date()
+    """Rule M10: a visit by an unqualified technician (or firm) is flagged; the date of the
+    visit is read at the elevator's site, whatever zone the client sent it in."""
+    on = record.claimed_start.astimezone(
+        ZoneInfo(service.site_timezone(conn, device_id=record.device_id))
+    ).date()
     if service.is_qualified(conn, technician_id=record.technician_id, on=on):
         return
     _flag(
@@ -422,16 +426,9 @@ def judge(conn: psycopg.Connection, *, record: Record, policy: Policy) -> Judgem
         # A visit long enough happened, but not inside the claimed window.
         long_enough = any(i.minutes >= minimum for i in found)
         return verdict(Verdict.OUTSIDE_WINDOW if long_enough else Verdict.TOO_SHORT)
-    stations = service.station_events(
-        conn, device_id=record.device_id, start=inside[0].start, end=inside[-1].end
-    )
-    evidence["car_top_event_ids"] = [e["id"] for e in stations["car_top_inspection"]]
-    evidence["pit_event_ids"] = [e["id"] for e in stations["pit_inspection"]]
-    if not stations["car_top_inspection"] or not stations["pit_inspection"]:
-        return verdict(Verdict.NO_CAR_TOP_OR_PIT)
-    exclude = [record.id] + ([record.corrects_id] if record.corrects_id else [])
     # rule M3: one visit written up as two records claims parts of the same inspection
     # interval; compare the whole intervals, not the parts each claim window clips out
+    exclude = [record.id] + ([record.corrects_id] if record.corrects_id else [])
     others = service.overlapping_verified(
         conn,
         device_id=record.device_id,
@@ -442,6 +439,15 @@ def judge(conn: psycopg.Connection, *, record: Record, policy: Policy) -> Judgem
     if others:
         evidence["duplicate_of"] = others
         return verdict(Verdict.DUPLICATE_VISIT)
+    # the stations are judged over the whole visit too (a visit's car-top and pit work may
+    # fall outside the part of it a record claims)
+    stations = service.station_events(
+        conn, device_id=record.device_id, start=touching[0].start, end=touching[-1].end
+    )
+    evidence["car_top_event_ids"] = [e["id"] for e in stations["car_top_inspection"]]
+    evidence["pit_event_ids"] = [e["id"] for e in stations["pit_inspection"]]
+    if not stations["car_top_inspection"] or not stations["pit_inspection"]:
+        return verdict(Verdict.NO_CAR_TOP_OR_PIT)
     return verdict(Verdict.VERIFIED)
 
 
@@ -848,7 +854,8 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
         """SELECT t.id::text AS subject_id,
                   jsonb_build_object('certificate_no', t.certificate_no,
                                      'expires_on', t.certificate_expires_on) AS detail
-           FROM technicians t WHERE t.active AND t.certificate_expires_on < %(today)s""",
+           FROM technicians t JOIN ft ON ft.firm_id = t.firm_id
+           WHERE t.active AND t.certificate_expires_on < ft.today""",
     ),
     (
         "M10",
@@ -858,8 +865,9 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
                   jsonb_build_object('certificate_no', t.certificate_no,
                                      'expires_on', t.certificate_expires_on,
                                      'warning_days', %(warning_days)s::int) AS detail
-           FROM technicians t WHERE t.active AND t.certificate_expires_on >= %(today)s
-             AND t.certificate_expires_on < %(today)s + %(warning_days)s::int""",
+           FROM technicians t JOIN ft ON ft.firm_id = t.firm_id
+           WHERE t.active AND t.certificate_expires_on >= ft.today
+             AND t.certificate_expires_on < ft.today + %(warning_days)s::int""",
     ),
     (
         "M10",
@@ -868,7 +876,8 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
         """SELECT f.id::text AS subject_id,
                   jsonb_build_object('licence_no', f.licence_no,
                                      'expires_on', f.licence_expires_on) AS detail
-           FROM maintenance_firms f WHERE f.licence_expires_on < %(today)s""",
+           FROM maintenance_firms f JOIN ft ON ft.firm_id = f.id
+           WHERE f.licence_expires_on < ft.today""",
     ),
     (
         "M10",
@@ -878,11 +887,25 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
                   jsonb_build_object('licence_no', f.licence_no,
                                      'expires_on', f.licence_expires_on,
                                      'warning_days', %(warning_days)s::int) AS detail
-           FROM maintenance_firms f WHERE f.licence_expires_on >= %(today)s
-             AND f.licence_expires_on < %(today)s + %(warning_days)s::int""",
+           FROM maintenance_firms f JOIN ft ON ft.firm_id = f.id
+           WHERE f.licence_expires_on >= ft.today
+             AND f.licence_expires_on < ft.today + %(warning_days)s::int""",
     ),
 )
 
+
+# Rule M10: a qualification is valid through its expiry date, read at the sites where the firm
+# works; where its sites lie in several zones, the one whose date is furthest on counts (the
+# strictest). A firm without sites reads the date in UTC.
+FIRM_TODAY_SQL = """
+    SELECT f.id AS firm_id,
+           coalesce(max((%(now)s AT TIME ZONE s.timezone)::date),
+                    (%(now)s AT TIME ZONE 'UTC')::date) AS today
+    FROM maintenance_firms f
+    LEFT JOIN devices d ON d.firm_id = f.id AND d.decommissioned_at IS NULL
+    LEFT JOIN sites s ON s.id = d.site_id
+    GROUP BY f.id
+"""
 
 # Alarm severity and audience of each finding the sweep checks.
 _FINDING_ALARMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -906,7 +929,7 @@ def check_findings(
         "SELECT qualification_warning_days FROM compliance_policies "
         "WHERE jurisdiction_id IS NULL AND contract_id IS NULL"
     ).fetchone()
-    params = {"now": now, "today": now.date(), "warning_days": int(first_value(warning))}
+    params = {"now": now, "warning_days": int(first_value(warning))}
     entries: list[dict[str, Any]] = []
     opened = closed = 0
     with conn.cursor(row_factory=dict_row) as cur:
@@ -915,6 +938,7 @@ def check_findings(
             rows = cur.execute(
                 f"""
                 WITH pol AS ({service.policy_sql()}),
+                ft AS ({FIRM_TODAY_SQL}),
                 breach AS ({select}),
                 opened AS (
                     INSERT INTO compliance_findings (rule, kind, subject_type, subject_id,

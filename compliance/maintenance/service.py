@@ -127,6 +127,17 @@ def set_policy(
     )
 
 
+def site_timezone(conn: psycopg.Connection, *, device_id: str) -> str:
+    """The time zone of an elevator's site (dates of rules M1 and M10 are read there)."""
+    row = conn.execute(
+        "SELECT s.timezone FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.id = %s",
+        (device_id,),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no device {device_id!r}")
+    return str(first_value(row))
+
+
 def technician_firm(conn: psycopg.Connection, *, technician_id: int) -> int:
     """Firm of a technician."""
     row = conn.execute("SELECT firm_id FROM technicians WHERE id = %s", (technician_id,)).fetchone()
