@@ -38,6 +38,8 @@ class Audience(StrEnum):
     REGULATOR = "regulator"
     FIRE_SERVICE = "fire_service"
     PLATFORM = "platform"
+    SUPERVISOR = "supervisor"  # rule S2: the firm's supervisor, between technician and manager
+    LEADERSHIP = "leadership"  # rule S2: the firm's leadership, the last level
 
 
 class PartyType(StrEnum):

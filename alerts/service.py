@@ -335,8 +335,39 @@ def create_policy(
     return policy_id
 
 
+# Rule S2: the default chain, technician → supervisor → manager → leadership. Each level's delay
+# counts from the alarm (or its re-trigger); once acknowledged the delays stretch by the policy's
+# factor (4), and the chain stops only when the alarm is cleared.
+DEFAULT_CHAIN_NAME = "default-chain"
+DEFAULT_CHAIN = (
+    EscalationLevel(1, 300, (Audience.TECHNICIAN,)),
+    EscalationLevel(2, 900, (Audience.SUPERVISOR,)),
+    EscalationLevel(3, 3600, (Audience.FIRM_MANAGER,)),
+    EscalationLevel(4, 14_400, (Audience.LEADERSHIP,)),
+)
+
+
+def ensure_default_chain(conn: psycopg.Connection, *, alarm_types: Sequence[str]) -> int:
+    """The default S2 chain, created once; routes ``alarm_types`` to it. Returns its id."""
+    row = conn.execute(
+        "SELECT id FROM escalation_policies WHERE name = %s", (DEFAULT_CHAIN_NAME,)
+    ).fetchone()
+    if row is None:
+        return create_policy(
+            conn, name=DEFAULT_CHAIN_NAME, levels=DEFAULT_CHAIN, alarm_types=alarm_types
+        )
+    policy_id = int(first_value(row))
+    conn.cursor().executemany(
+        "INSERT INTO alarm_routes (alarm_type, policy_id) VALUES (%s, %s) "
+        "ON CONFLICT (alarm_type) DO UPDATE SET policy_id = EXCLUDED.policy_id",
+        [(alarm_type, policy_id) for alarm_type in alarm_types],
+    )
+    return policy_id
+
+
 def fire_due_escalations(conn: psycopg.Connection, *, now: datetime) -> list[Firing]:
-    """Fire every escalation level due by ``now`` on unacknowledged alarms (once per run)."""
+    """Fire every escalation level due by ``now`` on open alarms (once per run; later once
+    acknowledged, rule S2)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute("SELECT * FROM alerts_fire_due(%s)", (now,)).fetchall()
     return [Firing(**row) for row in rows]
@@ -351,7 +382,7 @@ async def afire_due_escalations(conn: psycopg.AsyncConnection, *, now: datetime)
 
 
 async def anext_escalation(conn: psycopg.AsyncConnection) -> datetime | None:
-    """When the next escalation level of any active alarm falls due."""
+    """When the next escalation level of any open alarm falls due."""
     cur = await conn.execute("SELECT alerts_next_escalation()")
     row = await cur.fetchone()
     return first_value(row)

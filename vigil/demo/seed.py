@@ -160,7 +160,7 @@ def seed_world(
             )
         world.devices[device_id] = kind.value
     _seed_roster(conn, firm=firm, technicians=technicians, start=start)
-    _seed_contacts(conn, firm=firm, manufacturer=manufacturer)
+    _seed_contacts(conn, firm=firm, manufacturer=manufacturer, technicians=technicians)
     return world
 
 
@@ -197,16 +197,28 @@ def _seed_roster(
         )
 
 
-def _seed_contacts(conn: psycopg.Connection, *, firm: int, manufacturer: int) -> None:
-    """Alarms reach the firm's duty line and the manufacturer on the console stream."""
+def _seed_contacts(
+    conn: psycopg.Connection, *, firm: int, manufacturer: int, technicians: dict[str, int]
+) -> None:
+    """Alarms reach the firm's duty line and the manufacturer on the console stream, and climb
+    the default S2 chain (technician, supervisor, manager, leadership) until cleared."""
     from alerts import service as alerts
 
-    for audience in ("firm", "duty_manager", "firm_manager", "technician"):
+    for audience in ("firm", "duty_manager", "firm_manager", "supervisor", "leadership"):
         alerts.add_contact(
             conn,
             party_type="firm",
             party_id=firm,
             audience=audience,
+            channel="console",
+            address="console",
+        )
+    for technician_id in technicians.values():
+        alerts.add_contact(
+            conn,
+            party_type="technician",
+            party_id=technician_id,
+            audience="technician",
             channel="console",
             address="console",
         )
@@ -218,6 +230,18 @@ def _seed_contacts(conn: psycopg.Connection, *, firm: int, manufacturer: int) ->
         channel="console",
         address="console",
     )
+    alerts.ensure_default_chain(conn, alarm_types=DEMO_CHAINED_ALARMS)
+
+
+# Alarm types that climb the default S2 chain in the demo.
+DEMO_CHAINED_ALARMS = (
+    "maintenance.overdue",
+    "maintenance.lockout",
+    "maintenance.lockout_recommended",
+    "controller_fault",
+    "lamp_failure",
+    "mast_relamping",
+)
 
 
 async def seed_logins(database_url: str, *, world: DemoWorld) -> dict[str, str]:
