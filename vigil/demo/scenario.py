@@ -140,6 +140,14 @@ class Scenario:
         self.say(f"{device_id}: technician {technician} checked in on site")
         await self.clock.sleep(6 * 60)
         car.clear(fault)
+        # rule R6: the platform releases only once its own data shows nobody trapped
+        await self._until(
+            "the car freed",
+            "SELECT 1 FROM device_state p WHERE p.device_id = %s AND p.metric = 'passengers' "
+            "AND p.value = 0 AND NOT EXISTS (SELECT 1 FROM device_state f "
+            "WHERE f.device_id = p.device_id AND f.metric = 'fault_code' AND f.value <> 0)",
+            (device_id,),
+        )
         await self._write(
             lambda conn: rescue.release(
                 conn, incident_id=incident_id, at=self.clock.now(), actor=f"technician:{technician}"
