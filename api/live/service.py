@@ -131,6 +131,7 @@ class Broadcaster:
 
     async def _listen(self) -> None:
         attempt = 0
+        connected_once = False
         while True:
             try:
                 async with notify.Listener(self._url, CHANNELS) as listener:
@@ -140,18 +141,24 @@ class Broadcaster:
                         await self._pool.check()
                         for sub in list(self._subscribers):
                             sub.put({"type": "resync", "reason": "database reconnected"})
+                        log.info("live stream listening again after %d attempt(s)", attempt)
                     attempt = 0
+                    connected_once = True
                     self.listening.set()
                     async for notice in listener:
                         self._inbox.put_nowait(notice)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database went away: keep trying
-                if not self.listening.is_set() and attempt >= len(_RECONNECT_S):
+                # At start a database that never answers is a configuration error: fail. Once
+                # it has answered, an outage of any length is waited out (it used to give up
+                # after five tries, leaving every stream silent until the API restarted).
+                if not connected_once and attempt >= len(_RECONNECT_S):
                     raise
                 self.listening.clear()
                 delay = _RECONNECT_S[min(attempt, len(_RECONNECT_S) - 1)]
-                log.warning("live stream lost its database connection (%s); retrying", exc)
+                if attempt == 0:
+                    log.warning("live stream lost its database connection (%s); retrying", exc)
                 attempt += 1
                 await asyncio.sleep(delay)  # real-time back-off of a network retry
 

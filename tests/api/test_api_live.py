@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,10 +22,14 @@ class SseStream:
     def __init__(self, response: httpx.Response) -> None:
         self._lines = response.iter_lines()
 
-    def next_event(self) -> tuple[str, dict]:
-        """The next event (name, data); comments and heartbeats are skipped."""
+    def next_event(self, *, deadline: float | None = None) -> tuple[str, dict]:
+        """The next event (name, data); comments and heartbeats are skipped. Past ``deadline``
+        (monotonic) it fails at the next line, so a stream kept alive by heartbeats alone fails
+        the test instead of holding it to the suite's timeout."""
         name, data = "", ""
         for line in self._lines:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("no such event before the deadline")
             if line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):
@@ -33,10 +38,11 @@ class SseStream:
                 return name, json.loads(data)
         raise EOFError("stream ended")
 
-    def until(self, wanted: str) -> dict:
-        """Data of the next event called ``wanted``."""
+    def until(self, wanted: str, *, timeout: float = 90.0) -> dict:
+        """Data of the next event called ``wanted`` (fails after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
         while True:
-            name, data = self.next_event()
+            name, data = self.next_event(deadline=deadline)
             if name == wanted:
                 return data
 

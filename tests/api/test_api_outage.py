@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from tests.api.conftest import RunningApi, login, seed_fleet
 from tests.api.test_api_live import SseStream, change_state
+
+OUTAGE_S = 6.0
 
 
 def test_live_stream_resyncs_and_resumes_after_a_database_restart(private_postgres, clock):
@@ -22,6 +26,10 @@ def test_live_stream_resyncs_and_resumes_after_a_database_restart(private_postgr
                 down = client.get("/api/v1/assets", headers=headers)
                 assert down.status_code == 503  # said plainly, not a 500
                 assert down.json() == {"detail": "database unavailable, retry shortly"}
+                # An outage longer than the listener's back-off schedule (~4 s): it used to give
+                # up after five tries and leave the stream silent. The outage's length is the
+                # point here, so this is a deliberate wait, not one for an event.
+                time.sleep(OUTAGE_S)
                 private_postgres.start()
 
                 # the listener reconnects and tells the client it may have missed something
