@@ -56,7 +56,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int = 0) -> int:
-    from ingest.flows import run_ingest
+    from ingest.flows import WorkerFailed, run_ingest
     from ingest.worker import tune_gc
 
     tune_gc()  # this process only runs ingest
@@ -65,14 +65,22 @@ def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int =
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
     )
     print(f"ingest worker {index} starting ({settings.ingest.client_id}-{index})", flush=True)
-    stats = run_ingest(
-        database_url=database_url,
-        mqtt_url=mqtt_url,
-        settings=settings,
-        clock=clock,
-        stop_event=stop,
-        worker_index=index,
-    )
+    while True:
+        try:
+            stats = run_ingest(
+                database_url=database_url,
+                mqtt_url=mqtt_url,
+                settings=settings,
+                clock=clock,
+                stop_event=stop,
+                worker_index=index,
+            )
+            break
+        except WorkerFailed as exc:
+            # nothing it held was acknowledged: the broker redelivers it to the new worker
+            log.error("ingest worker %d failed (%s); restarting it", index, exc)
+            if stop.wait(1.0):
+                return 1
     print(
         f"ingest worker {index} stopped: {stats.points_stored} points, "
         f"{stats.dead_letters} dead letters",

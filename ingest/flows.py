@@ -52,6 +52,14 @@ DEVICE_WIDE_METRICS = frozenset({"available"})
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
+# Failures of the database or the connection, not of the batch: retried as they are.
+TRANSIENT_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+)
+
 
 # -- validation against the registry -------------------------------------------------------------
 
@@ -110,6 +118,15 @@ def judge(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter:
     return Accepted(
         decoded, item.delivery.topic, item.delivery.payload, item.received_at, info.kind
     )
+
+
+def _judge_one(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter:
+    """``judge``, with any failure on the message itself turned into its dead letter."""
+    try:
+        return judge(item, registry=registry)
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+        return _dead(item, IngestReason.STORAGE_ERROR, detail, None, None)
 
 
 def _dead(
@@ -235,12 +252,7 @@ class Writer:
             self.partitioned_days.clear()  # dropped behind our back: ensure again
             self.rollback()
             raise TransientError(str(exc)) from exc
-        except (
-            psycopg.OperationalError,
-            psycopg.errors.DeadlockDetected,
-            psycopg.errors.SerializationFailure,
-            psycopg.errors.LockNotAvailable,
-        ) as exc:
+        except TRANSIENT_ERRORS as exc:
             self.rollback()
             raise TransientError(str(exc)) from exc
 
@@ -264,7 +276,7 @@ class Writer:
             gateways={r.decoded.gateway for r in items if not isinstance(r.decoded, Rejected)},
         )
         self.conn.commit()  # end the read-only transaction of the look-ups
-        verdicts = [judge(item, registry=self.registry) for item in items]
+        verdicts = [_judge_one(item, registry=self.registry) for item in items]
         accepted = [v for v in verdicts if isinstance(v, Accepted)]
         letters = [v for v in verdicts if isinstance(v, DeadLetter)]
         plan = plan_writes(accepted)
@@ -272,16 +284,17 @@ class Writer:
         try:
             with self.conn.transaction():
                 result = self._write(plan, letters, redelivery=batch.redelivery)
-        except (
-            psycopg.errors.DataError,
-            psycopg.errors.IntegrityError,
-            psycopg.errors.ProgramLimitExceeded,
-        ) as exc:
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
             if isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in str(exc):
                 raise
-            # Something in the batch itself is refused: store message by message, and
-            # dead-letter the ones the database refuses, rather than stall or drop.
-            log.warning("batch refused (%s); storing message by message", exc)
+            # Something in the batch itself is refused (by the database, or on its way there,
+            # such as text PostgreSQL cannot hold): store message by message and dead-letter
+            # the ones that fail, rather than stall or drop the batch.
+            log.warning(
+                "batch refused (%s: %s); storing message by message", type(exc).__name__, exc
+            )
             with self.conn.transaction():
                 result = self._write_one_by_one(accepted, letters)
         return result
@@ -391,17 +404,15 @@ class Writer:
             try:
                 with self.conn.transaction():
                     part = self._write(plan_writes([item]), [], redelivery=True)
-            except (
-                psycopg.errors.DataError,
-                psycopg.errors.IntegrityError,
-                psycopg.errors.ProgramLimitExceeded,
-            ) as exc:
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
                 refused.append(
                     DeadLetter(
                         item.topic,
                         item.payload,
                         IngestReason.STORAGE_ERROR,
-                        str(exc),
+                        f"{type(exc).__name__}: {exc}",
                         item.received_at,
                         getattr(item.message, "gateway", None),
                         getattr(item.message, "device", None),
@@ -489,7 +500,17 @@ def run_ingest(
     )
     worker.start()
     try:
-        stop_event.wait()
+        # until told to stop, or until one of the worker's threads died (then the caller
+        # restarts it: a dead collector or writer must never leave ingest silently idle)
+        while not stop_event.wait(0.5):
+            if worker.failed.is_set():
+                break
     finally:
         worker.stop()
+    if worker.failed.is_set():
+        raise WorkerFailed(worker.failure or "an ingest thread died")
     return worker.stats
+
+
+class WorkerFailed(RuntimeError):
+    """One of an ingest worker's threads died; the worker stopped and must be restarted."""

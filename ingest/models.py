@@ -140,6 +140,7 @@ class IngestStats:
     database_errors: int = 0
     database_up: bool = True
     subscribed: bool = False
+    stalled: str | None = None  # why the worker stopped: one of its threads died
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def update(self, change: Callable[[IngestStats], None]) -> None:

@@ -270,24 +270,34 @@ def upsert_gateway_health(
 # -- dead letters --------------------------------------------------------------------------------
 
 
+# An oversize message keeps its first 64 KiB and its size, not megabytes per copy.
+DEAD_LETTER_KEEP_BYTES = 65_536
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL can store: a lone surrogate (from a lenient parser) is escaped."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def insert_dead_letters(conn: psycopg.Connection, *, letters: Sequence[DeadLetter]) -> None:
-    """Keep rejected messages with their raw bytes and the reason."""
+    """Keep rejected messages with their raw bytes (the first 64 KiB), size and reason."""
     if not letters:
         return
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO dead_letters "
-            "(received_at, topic, payload, reason, detail, gateway_id, device_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            "(received_at, topic, payload, reason, detail, gateway_id, device_id, payload_size) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
                     d.received_at,
-                    d.topic,
-                    d.payload,
-                    d.reason,
-                    d.detail[:2000],
-                    d.gateway_id,
-                    d.device_id,
+                    _text(d.topic),
+                    d.payload[:DEAD_LETTER_KEEP_BYTES],
+                    _text(d.reason),
+                    _text(d.detail[:2000]),
+                    None if d.gateway_id is None else _text(d.gateway_id),
+                    None if d.device_id is None else _text(d.device_id),
+                    len(d.payload),
                 )
                 for d in letters
             ],

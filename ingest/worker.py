@@ -9,12 +9,14 @@ A maintenance thread keeps partitions ahead, applies retention and rolls up hour
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg
 
@@ -54,6 +56,10 @@ class IngestWorker:
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self._stopping = threading.Event()
+        # set when one of the worker's threads died: the worker is no good and must be replaced
+        # (run_ingest returns, ``vigil ingest`` restarts it); nothing it held was acknowledged
+        self.failed = threading.Event()
+        self.failure: str | None = None
         self._maintenance = maintenance
         self.consumer = MqttConsumer(
             mqtt_url=mqtt_url,
@@ -65,23 +71,36 @@ class IngestWorker:
             on_subscribed=lambda: self.stats.update(lambda s: setattr(s, "subscribed", True)),
         )
         self._threads = [
-            threading.Thread(target=self._collect, name="ingest-collector", daemon=True),
-            threading.Thread(target=self._write, name="ingest-writer", daemon=True),
+            threading.Thread(target=self._guarded, args=("collector", self._collect), daemon=True),
+            threading.Thread(target=self._guarded, args=("writer", self._write), daemon=True),
         ]
         if maintenance:
-            self._threads.append(
-                threading.Thread(
-                    target=scheduled.run_upkeep,
-                    kwargs={
-                        "database_url": database_url,
-                        "settings": settings,
-                        "clock": clock,
-                        "stop": self._stopping,
-                    },
-                    name="ingest-upkeep",
-                    daemon=True,
-                )
+            upkeep = functools.partial(
+                scheduled.run_upkeep,
+                database_url=database_url,
+                settings=settings,
+                clock=clock,
+                stop=self._stopping,
             )
+            self._threads.append(
+                threading.Thread(target=self._guarded, args=("upkeep", upkeep), daemon=True)
+            )
+        for thread, name in zip(self._threads, ("collector", "writer", "upkeep"), strict=False):
+            thread.name = f"ingest-{name}"
+
+    def _guarded(self, name: str, target: Callable[[], None]) -> None:
+        """Run one of the worker's threads; if it dies, the whole worker stops and says why."""
+        try:
+            target()
+        except BaseException as exc:
+            self.failure = f"ingest {name} thread died: {type(exc).__name__}: {exc}"
+            log.critical("%s; stopping this worker so that it is restarted", self.failure)
+            self.stats.update(lambda s: setattr(s, "stalled", self.failure))
+            self.failed.set()
+            self._stopping.set()
+            if name == "collector":
+                with contextlib.suppress(queue.Full):
+                    self._batches.put_nowait(_STOP)  # the writer finishes what it has, then ends
 
     def start(self) -> None:
         """Start the threads, then the consumer."""
@@ -127,8 +146,19 @@ class IngestWorker:
                     break
             if batch.items:
                 self.stats.update(functools.partial(_add_received, count=len(batch)))
-                self._batches.put(batch)
-        self._batches.put(_STOP)
+                if not self._hand_over(batch):
+                    return  # the writer is gone: nothing of this batch was acknowledged
+        self._hand_over(_STOP)
+
+    def _hand_over(self, batch: Batch | None) -> bool:
+        """Queue a batch for the writer; False when the writer died (the worker failed)."""
+        while True:
+            try:
+                self._batches.put(batch, timeout=0.5)
+                return True
+            except queue.Full:
+                if self.failed.is_set():
+                    return False
 
     def _decode(self, delivery: Delivery) -> Received:
         now = self.clock.now()

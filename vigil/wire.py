@@ -324,6 +324,23 @@ def _refuse_constant(name: str) -> Any:
     raise _Invalid(Reason.NON_FINITE, f"{name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Invalid(Reason.NON_FINITE, f"{text[:40]} is beyond a double")
+    return value
+
+
+# An integer with more digits than any value or timestamp of the wire format can have.
+_MAX_INT_DIGITS = 19
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _Invalid(Reason.BAD_VALUE, f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
 def decode(
     name: str, payload: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS
 ) -> Message | Rejected:
@@ -335,6 +352,10 @@ def decode(
         return _decode(address, payload, now_ms, limits)
     except _Invalid as bad:
         return Rejected(bad.reason, bad.detail, address.gateway, address.device)
+    except Exception as exc:
+        # refusal: a receiver never stops on bad input (an overflowing number, a deep nest, ...)
+        detail = f"undecodable: {type(exc).__name__}: {exc}"[:500]
+        return Rejected(Reason.BAD_VALUE, detail, address.gateway, address.device)
 
 
 def _decode(address: Address, payload: bytes, now_ms: int, limits: Limits) -> Message:
@@ -413,20 +434,35 @@ def _decode(address: Address, payload: bytes, now_ms: int, limits: Limits) -> Me
 
 
 def _parse(payload: bytes) -> Any:
-    """Parse JSON, fast with orjson; the standard library says why a payload is refused."""
+    """Parse strict JSON with orjson; the standard library only says why a payload is refused.
+
+    What orjson refuses is refused (a byte-order mark, a lone surrogate, a number beyond a
+    double), even where the lenient standard parser would accept it.
+    """
+    refusal: str | None = None
     if orjson is not None:
         try:
             return orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            pass  # refused: find the reason below (NaN and Infinity are not JSON for orjson)
+        except orjson.JSONDecodeError as exc:
+            refusal = str(exc)  # NaN and Infinity get their own reason below
+    if payload[:3] == b"\xef\xbb\xbf":
+        raise _Invalid(Reason.MALFORMED_JSON, "a UTF-8 byte-order mark is not allowed")
     try:
-        return json.loads(payload, parse_constant=_refuse_constant)
+        parsed = json.loads(
+            payload,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+        )
     except _Invalid:
         raise
     except (UnicodeDecodeError, ValueError) as exc:
         raise _Invalid(Reason.MALFORMED_JSON, str(exc)) from None
     except RecursionError:
         raise _Invalid(Reason.MALFORMED_JSON, "nesting too deep") from None
+    if refusal is not None:
+        raise _Invalid(Reason.MALFORMED_JSON, refusal)
+    return parsed
 
 
 class _TimeCheck:
