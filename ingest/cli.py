@@ -42,6 +42,10 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     if workers > 1 and not settings.ingest.share_group:
         print("vigil ingest: several workers need a share_group ([ingest])", file=sys.stderr)
         return 2
+    # the worker count decides the subscription (shared only for several workers)
+    settings = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"workers": workers})}
+    )
     with endpoints(settings) as where:
         if workers == 1:
             return _run_here(where.database_url, where.mqtt_url, settings)

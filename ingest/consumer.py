@@ -34,6 +34,9 @@ CHANNELS = (
 )
 
 
+DEFAULT_SHARE_GROUP = "ingest"  # the configured default (vigil.config.IngestSettings)
+
+
 def shared_filters(group: str) -> list[str]:
     """Filters of an ingest group (``$share/<group>/vigil/v1/...``); plain ones if it is empty."""
     if not group:
@@ -66,6 +69,8 @@ class MqttConsumer:
         self._host, self._port = broker_address(mqtt_url)
         self._inbox = inbox
         self._filters = shared_filters(share_group)
+        # the other form, which an earlier run of the same client may have left in its session
+        self._stale_filters = shared_filters("" if share_group else DEFAULT_SHARE_GROUP)
         self._on_subscribed = on_subscribed
         self._generation = 0
         self._lock = threading.Lock()
@@ -122,6 +127,10 @@ class MqttConsumer:
             log.warning("broker refused the connection: %s", reason)
             return
         log.info("connected to the broker (session present: %s)", flags.session_present)
+        if flags.session_present:
+            # a session kept from a run with another worker count: drop its other subscription
+            # so that nothing arrives twice on this client
+            client.unsubscribe(self._stale_filters)
         options = SubscribeOptions(qos=1)
         client.subscribe([(f, options) for f in self._filters])
 

@@ -64,7 +64,9 @@ class IngestWorker:
         self.consumer = MqttConsumer(
             mqtt_url=mqtt_url,
             client_id=f"{settings.client_id}-{worker_index}",
-            share_group=settings.share_group,
+            # a single worker subscribes plainly: Mosquitto restores plain subscriptions across
+            # its own restart but not shared ones (docs/ingest.md); sharing only splits work
+            share_group=settings.share_group if settings.workers > 1 else "",
             session_expiry_s=settings.session_expiry_s,
             receive_maximum=settings.receive_maximum,
             inbox=self._inbox,

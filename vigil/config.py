@@ -65,7 +65,8 @@ class IngestSettings(Section):
     batch_size: int = Field(default=20_000, ge=1)
     flush_interval_ms: int = Field(default=200, ge=1, le=200)
     client_id: str = "vigil-ingest"
-    # empty: a plain subscription, for a single worker (see docs/ingest.md, broker restarts)
+    # the shared-subscription group of several workers; one worker always subscribes plainly
+    # (Mosquitto restores plain subscriptions across its restart, not shared ones)
     share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="broker keeps a session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535, description="unacked messages")

@@ -194,6 +194,7 @@ def test_two_workers_on_a_shared_subscription_split_the_load(
             clock=clock,
             index=0,
             stats=IngestStats(_changed=changed),
+            workers=2,
         ) as one,
         running_worker(
             db_url=db_url,
@@ -201,6 +202,7 @@ def test_two_workers_on_a_shared_subscription_split_the_load(
             clock=clock,
             index=1,
             stats=IngestStats(_changed=changed),
+            workers=2,
         ) as two,
     ):
         for topic, payload in messages:
@@ -230,6 +232,7 @@ def test_broker_restart_mid_stream_keeps_the_session_and_loses_nothing(
         flush_interval_ms=20,
         receive_maximum=20,
         share_group=share_group,
+        workers=2 if share_group else 1,  # a single worker never shares
     ) as worker:
         assert _Stream(broker.url, messages[:half]).join()
         assert worker.stats.wait_for(lambda s: s.acked >= 5, timeout=20)
@@ -244,3 +247,23 @@ def test_broker_restart_mid_stream_keeps_the_session_and_loses_nothing(
         assert worker.stats.wait_for(lambda s: s.messages_stored >= len(messages), timeout=20)
     assert stored == 120 * SAMPLES
     assert count(db_url, "SELECT count(*) FROM events") == 12
+
+
+def test_a_single_worker_subscribes_plainly_whatever_the_group(db_url, broker, clock):
+    # ingest issue item 6: with one worker the default group "ingest" used to mean a shared
+    # subscription, which Mosquitto loses across its restart (23 messages in one run)
+    from ingest.worker import IngestWorker
+    from vigil.config import IngestSettings
+
+    one = IngestWorker(
+        database_url=db_url, mqtt_url=broker.url, settings=IngestSettings(), clock=clock
+    )
+    assert IngestSettings().share_group == "ingest"
+    assert one.consumer._filters and not any(f.startswith("$share/") for f in one.consumer._filters)
+    several = IngestWorker(
+        database_url=db_url,
+        mqtt_url=broker.url,
+        settings=IngestSettings(workers=2),
+        clock=clock,
+    )
+    assert all(f.startswith("$share/ingest/") for f in several.consumer._filters)
