@@ -32,16 +32,25 @@ CHANNELS = (
     Channel.STATUS,
     Channel.HEALTH,
 )
+# The per-channel filters of earlier versions, plain and in the default group.
+LEGACY_FILTERS = [subscription(c) for c in CHANNELS] + [
+    f"$share/ingest/{subscription(c)}" for c in CHANNELS
+]
 
 
 DEFAULT_SHARE_GROUP = "ingest"  # the configured default (vigil.config.IngestSettings)
 
 
+# Everything under vigil/: what ingest cannot parse (a topic with a level too many, vigil/v2/...)
+# reaches a dead letter too, so a device maker gets feedback (docs/ingest.md).
+ALL_TOPICS = "vigil/#"
+
+
 def shared_filters(group: str) -> list[str]:
-    """Filters of an ingest group (``$share/<group>/vigil/v1/...``); plain ones if it is empty."""
+    """Filters of an ingest group (``$share/<group>/vigil/#``); the plain one if it is empty."""
     if not group:
-        return [subscription(channel) for channel in CHANNELS]
-    return [f"$share/{group}/{subscription(channel)}" for channel in CHANNELS]
+        return [ALL_TOPICS]
+    return [f"$share/{group}/{ALL_TOPICS}"]
 
 
 def broker_address(url: str) -> tuple[str, int]:
@@ -128,9 +137,9 @@ class MqttConsumer:
             return
         log.info("connected to the broker (session present: %s)", flags.session_present)
         if flags.session_present:
-            # a session kept from a run with another worker count: drop its other subscription
-            # so that nothing arrives twice on this client
-            client.unsubscribe(self._stale_filters)
+            # a session kept from a run with another worker count (or with the per-channel
+            # filters of earlier versions): drop those so that nothing arrives twice
+            client.unsubscribe(self._stale_filters + LEGACY_FILTERS)
         options = SubscribeOptions(qos=1)
         client.subscribe([(f, options) for f in self._filters])
 

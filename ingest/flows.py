@@ -31,6 +31,8 @@ from vigil.catalog import DeviceKind, is_metric
 from vigil.clock import Clock, from_ms
 from vigil.config import IngestSettings, Settings
 from vigil.wire import (
+    PREFIX,
+    Channel,
     Command,
     CommandResult,
     EventBatch,
@@ -64,14 +66,26 @@ TRANSIENT_ERRORS = (
 # -- validation against the registry -------------------------------------------------------------
 
 
-def judge(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter:
-    """Accept a decoded message whose gateway, device and metrics are registered, else refuse."""
+# Traffic under vigil/ that is not for ingest: alarms the platform publishes to people
+# (alerts.mqtt_topic_prefix, default vigil/alerts) and commands to gateways (vigil/v1/cmd/...).
+NOT_FOR_INGEST = ("vigil/alerts/", f"{PREFIX}/{Channel.COMMAND}/")
+
+
+class Ignored:
+    """A message ingest subscribes to but does not store (acknowledged with its batch)."""
+
+
+IGNORED = Ignored()
+
+
+def judge(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter | Ignored:
+    """Accept a decoded message whose gateway, device and metrics are registered, else refuse;
+    the platform's own traffic (commands, alerts) is ignored."""
     decoded = item.decoded
+    if isinstance(decoded, Command) or item.delivery.topic.startswith(NOT_FOR_INGEST):
+        return IGNORED
     if isinstance(decoded, Rejected):
         return _dead(item, str(decoded.reason), decoded.detail, decoded.gateway, decoded.device)
-    if isinstance(decoded, Command):
-        detail = "commands go from the platform to gateways, not into ingest"
-        return _dead(item, IngestReason.UNEXPECTED_CHANNEL, detail, decoded.gateway, decoded.device)
     gateway = decoded.gateway
     if gateway not in registry.gateways:
         return _dead(
@@ -120,7 +134,7 @@ def judge(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter:
     )
 
 
-def _judge_one(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter:
+def _judge_one(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter | Ignored:
     """``judge``, with any failure on the message itself turned into its dead letter."""
     try:
         return judge(item, registry=registry)

@@ -221,3 +221,36 @@ def test_registry_reload_picks_up_decommissioned_devices(db_url, unique_id):
             )
         registry.refresh(conn, devices={(fleet.meters[0], fleet.gateway)}, gateways=())
         assert registry.devices[fleet.meters[0]].decommissioned
+
+
+def test_topics_ingest_cannot_parse_reach_dead_letters_and_platform_traffic_is_ignored(
+    db_url, broker, clock, unique_id, publisher_factory
+):
+    # ingest issue item 4: ingest listens to vigil/#, so a device maker publishing to a wrong
+    # topic gets a dead letter with the reason; the platform's commands and alerts are not theirs
+    fleet = register_fleet(db_url, gateway=unique_id)
+    now = clock.now_ms()
+    good_topic, good = telemetry(fleet, device=fleet.meters[0], seq=1, start_ms=now - 100)
+    wrong = [
+        f"vigil/v2/telemetry/{fleet.gateway}/{fleet.meters[0]}",
+        f"{good_topic}/extra",
+        "vigil/telemetry",
+    ]
+    ignored = [
+        (f"vigil/v1/cmd/{fleet.gateway}/{fleet.elevator}", b'{"v":1}'),
+        ("vigil/alerts/firm/1", b'{"kind":"alarm"}'),
+    ]
+    pub = publisher_factory(broker.url)
+    with running_worker(db_url=db_url, mqtt_url=broker.url, clock=clock) as worker:
+        for topic in wrong:
+            pub.publish(topic, good)
+        for topic, payload in ignored:
+            pub.publish(topic, payload)
+        pub.publish(good_topic, good)
+        total = len(wrong) + len(ignored) + 1
+        assert worker.stats.wait_for(lambda s: s.acked >= total, timeout=20), worker.stats
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        letters = conn.execute("SELECT topic, reason FROM dead_letters ORDER BY topic").fetchall()
+    assert sorted(t for t, _ in letters) == sorted(wrong)
+    assert {r for _, r in letters} <= {"bad_topic", "unknown_version"}
+    assert count(db_url, "SELECT count(*) FROM telemetry") == 10
