@@ -383,7 +383,9 @@ class Writer:
                 return plan.points
             except psycopg.errors.UniqueViolation:
                 pass
-        return service.copy_telemetry_deduplicated(self.conn, data=data)
+        return service.copy_telemetry_deduplicated(
+            self.conn, data=data, received_at=self.clock.now()
+        )
 
     def _check_commands(
         self, results: list[tuple[Accepted, service.CommandResultRow]]

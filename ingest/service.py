@@ -85,15 +85,31 @@ def copy_telemetry(conn: psycopg.Connection, *, data: bytes) -> None:
         copy.write(data)
 
 
-def copy_telemetry_deduplicated(conn: psycopg.Connection, *, data: bytes) -> int:
-    """Binary COPY into the staging table, then move only new rows; returns rows stored."""
+def copy_telemetry_deduplicated(
+    conn: psycopg.Connection, *, data: bytes, received_at: datetime
+) -> int:
+    """Binary COPY into the staging table, then move only new rows; returns rows stored.
+
+    A row whose (device, metric, ts) is stored already with another value keeps the stored
+    value; the disagreement goes to ``telemetry_conflicts``.
+    """
     with conn.cursor().copy(f"COPY {STAGE_TABLE} {COLUMNS} FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(data)
     cur = conn.execute(
         f"INSERT INTO telemetry {COLUMNS} SELECT device_id, metric, ts, value, good "
         f"FROM {STAGE_TABLE} ON CONFLICT DO NOTHING"
     )
-    return cur.rowcount
+    stored = cur.rowcount
+    conn.execute(
+        "INSERT INTO telemetry_conflicts (device_id, metric, ts, kept_value, offered_value, "
+        "offered_good, received_at) "
+        "SELECT s.device_id, s.metric, s.ts, t.value, s.value, s.good, %s "
+        f"FROM {STAGE_TABLE} s JOIN telemetry t ON t.device_id = s.device_id "
+        "AND t.metric = s.metric AND t.ts = s.ts WHERE t.value IS DISTINCT FROM s.value "
+        "ON CONFLICT DO NOTHING",
+        (received_at,),
+    )
+    return stored
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,18 @@ def test_a_valid_batch_decodes():
         (json.dumps({"seq": 1, "samples": []}).encode(), Reason.MISSING_FIELD),
         (payload(samples=[{"m": "Bad Name", "t": NOW, "v": 1}]), Reason.BAD_VALUE),
         (payload(seq=-1), Reason.BAD_VALUE),
+        # ingest issue item 3: strictness as documented
+        (b"\xef\xbb\xbf" + payload(), Reason.MALFORMED_JSON),  # a UTF-8 byte-order mark
+        (payload(v=1.0), Reason.UNKNOWN_VERSION),
+        (payload()[:-1] + b', "seq": 2}', Reason.DUPLICATE_KEY),
+        (
+            b'{"v": 1, "seq": 1, "samples": [{"m": "floor", "t": 1767600000000, "v": 1, "v": 2}]}',
+            Reason.DUPLICATE_KEY,
+        ),
+        (
+            b'{"v": 1, "seq": 1, "samples": [{"m": "floor", "t": 9999999999999999999999, "v": 1}]}',
+            Reason.FUTURE_TIMESTAMP,  # an integer beyond range is a timestamp error
+        ),
     ],
 )
 def test_bad_payloads_are_rejected_with_their_own_reason(raw, reason):
@@ -212,3 +224,12 @@ def test_fast_and_full_paths_agree_on_every_sample_shape():
     ]
     for sample, reason in odd:
         assert reject(TOPIC, payload(samples=[*good, sample])).reason is reason, sample
+
+
+def test_a_key_given_twice_in_a_small_message_is_refused_but_colons_in_text_are_fine():
+    # ingest issue item 3: JSON parsers keep the last of two equal keys silently
+    topic = "vigil/v1/cmd-result/gw1/lift-7"
+    fine = b'{"v":1,"id":"c-1","outcome":"done","ts":1767600000000,"detail":"a:b:c"}'
+    assert not isinstance(wire.decode(topic, fine, now_ms=NOW), wire.Rejected)
+    twice = b'{"v":1,"id":"c-1","outcome":"done","outcome":"failed","ts":1767600000000}'
+    assert reject(topic, twice).reason is Reason.DUPLICATE_KEY

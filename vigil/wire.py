@@ -47,6 +47,7 @@ class Reason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
     DEVICE_MISMATCH = "device_mismatch"
+    DUPLICATE_KEY = "duplicate_key"
 
 
 class Channel(StrEnum):
@@ -341,6 +342,35 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
+def _no_duplicate_keys(payload: bytes, keys: int) -> None:
+    """Refuse an object with a key given twice (JSON parsers keep the last one silently).
+
+    Every key is followed by a colon; the caller counts the keys it parsed, where no string
+    holds a colon, so more colons in the payload than keys means a key given twice.
+    """
+    if payload.count(b":") > keys:
+        raise _Invalid(Reason.DUPLICATE_KEY, "a key appears twice in one object")
+
+
+def _keys_and_string_colons(value: Any) -> tuple[int, int]:
+    """Keys in ``value`` and colons inside its strings (keys and values)."""
+    keys = colons = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        children = item.items() if type(item) is dict else enumerate(item)
+        if type(item) is dict:
+            keys += len(item)
+        for key, child in children:
+            if type(key) is str:
+                colons += key.count(":")
+            if type(child) in (dict, list):
+                stack.append(child)
+            elif type(child) is str:
+                colons += child.count(":")
+    return keys, colons
+
+
 def decode(
     name: str, payload: bytes, *, now_ms: int, limits: Limits = DEFAULT_LIMITS
 ) -> Message | Rejected:
@@ -364,10 +394,14 @@ def _decode(address: Address, payload: bytes, now_ms: int, limits: Limits) -> Me
     body = _parse(payload)
     if not isinstance(body, dict):
         raise _Invalid(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(body).__name__}")
+    if address.channel not in (Channel.TELEMETRY, Channel.EVENTS):
+        # small messages: count keys and the colons inside strings the slow, general way
+        keys, in_strings = _keys_and_string_colons(body)
+        _no_duplicate_keys(payload, keys + in_strings)
     version = body.get("v")
     if version is None:
         raise _Invalid(Reason.MISSING_FIELD, "missing field 'v' (schema version)")
-    if version != VERSION or isinstance(version, bool):
+    if type(version) is not int or version != VERSION:  # 1.0 and true are not version 1
         raise _Invalid(Reason.UNKNOWN_VERSION, f"schema version {version!r}, expected {VERSION}")
     ts_check = _TimeCheck(now_ms, limits)
     gateway, device = address.gateway, address.device or ""
@@ -375,11 +409,15 @@ def _decode(address: Address, payload: bytes, now_ms: int, limits: Limits) -> Me
         case Channel.TELEMETRY:
             _only(body, {"v", "seq", "samples"}, "message")
             items = _items(body, "samples", limits)
-            return TelemetryBatch(gateway, device, _seq(body), _decode_samples(items, ts_check))
+            batch = TelemetryBatch(gateway, device, _seq(body), _decode_samples(items, ts_check))
+            # validated: no string holds a colon, so every colon is a key's
+            _no_duplicate_keys(payload, len(body) + sum(map(len, items)))
+            return batch
         case Channel.EVENTS:
             _only(body, {"v", "seq", "events"}, "message")
             items = _items(body, "events", limits)
             events = tuple(_decode_event(item, i, ts_check) for i, item in enumerate(items))
+            _no_duplicate_keys(payload, len(body) + sum(map(len, items)))
             return EventBatch(gateway, device, _seq(body), events)
         case Channel.STATUS:
             _only(body, {"v", "state", "ts"}, "message")
@@ -498,6 +536,8 @@ def _get(body: dict[str, Any], key: str) -> Any:
 def _int(body: dict[str, Any], key: str) -> int:
     value = _get(body, key)
     if type(value) is not int:
+        if key == "ts":
+            _refuse_huge_timestamp(value, key)
         raise _Invalid(Reason.WRONG_TYPE, f"{key!r} must be an integer, got {_type(value)}")
     return value
 
@@ -592,8 +632,17 @@ def _item_ts(item: dict[str, Any], index: int, what: str, check: _TimeCheck) -> 
         raise _Invalid(Reason.MISSING_FIELD, f"{what}[{index}] is missing 't'")
     ts = item["t"]
     if type(ts) is not int:
+        _refuse_huge_timestamp(ts, f"{what}[{index}].t")
         raise _Invalid(Reason.WRONG_TYPE, f"{what}[{index}].t must be integer milliseconds")
     return check(ts, f"{what}[{index}].t")
+
+
+def _refuse_huge_timestamp(value: Any, where: str) -> None:
+    """An integer timestamp beyond 64 bits (which the JSON parser reads as a float) is a
+    timestamp out of range, not a wrong type."""
+    if type(value) is float and math.isfinite(value) and value.is_integer() and abs(value) >= 2**63:
+        reason = Reason.FUTURE_TIMESTAMP if value > 0 else Reason.STALE_TIMESTAMP
+        raise _Invalid(reason, f"{where} is beyond any timestamp")
 
 
 def _item_value(item: dict[str, Any], key: str, where: str, nullable: bool) -> float | None:

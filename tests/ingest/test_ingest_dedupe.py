@@ -121,3 +121,45 @@ def test_availability_events_are_accepted_for_every_kind(db_url, clock, unique_i
         writer.conn.close()
     assert result.events_stored == 2 and result.dead_letters == 0
     assert count(db_url, "SELECT count(*) FROM device_state WHERE metric = 'available'") == 2
+
+
+def test_a_point_sent_again_with_another_value_is_a_recorded_conflict(db_url, clock, unique_id):
+    # ingest issue item 3: the first value stays; the disagreement is recorded, not dropped
+    from tests.ingest.conftest import make_batch, make_writer, register_fleet, telemetry
+    from vigil import wire
+    from vigil.wire import Sample, TelemetryBatch
+
+    fleet = register_fleet(db_url, gateway=unique_id)
+    now = clock.now_ms()
+    device = fleet.meters[0]
+    first = wire.encode(
+        TelemetryBatch(fleet.gateway, device, 1, (Sample("voltage_l1", now, 230.0),))
+    )
+    again = wire.encode(
+        TelemetryBatch(fleet.gateway, device, 2, (Sample("voltage_l1", now, 231.5),))
+    )
+    same = wire.encode(
+        TelemetryBatch(fleet.gateway, device, 3, (Sample("voltage_l1", now, 230.0),))
+    )
+    writer = make_writer(db_url, clock)
+    try:
+        writer.store(make_batch(clock, first))
+        writer.conn.commit()
+        writer.store(make_batch(clock, again))
+        writer.conn.commit()
+        writer.store(make_batch(clock, same))  # a plain duplicate is no conflict
+        writer.conn.commit()
+        writer.store(make_batch(clock, telemetry(fleet, device=device, seq=4, start_ms=now + 5)))
+    finally:
+        writer.conn.close()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        stored = conn.execute(
+            "SELECT value FROM telemetry WHERE device_id = %s AND metric = 'voltage_l1' "
+            "AND ts = to_timestamp(%s / 1000.0)",
+            (device, now),
+        ).fetchall()
+        conflicts = conn.execute(
+            "SELECT device_id, metric, kept_value, offered_value FROM telemetry_conflicts"
+        ).fetchall()
+    assert stored == [(230.0,)]
+    assert conflicts == [(device, "voltage_l1", 230.0, 231.5)]
