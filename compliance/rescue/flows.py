@@ -688,26 +688,17 @@ def accept_timed_out(
             technician_id=row["technician_id"],
             detail={"accept_by": row["accept_by"]},
         )
-        if incident.firm_id is not None:
-            alerts.notify_party(
-                conn,
-                party_type=PartyType.FIRM,
-                party_id=incident.firm_id,
-                audience=Audience.DUTY_MANAGER,
-                subject_type=service.SUBJECT,
-                subject_id=incident.id,
-                reason="rescue dispatch not accepted",
-                payload={
-                    "kind": "rescue_accept_timeout",
-                    "incident_id": incident.id,
-                    "device_id": incident.device_id,
-                    "technician_id": row["technician_id"],
-                    "message": f"technician {row['technician_id']} did not accept the rescue "
-                    f"dispatch for {incident.device_id} in time; dispatching the next",
-                },
-                at=now,
-                alarm_id=incident.alarm_id,
-            )
+        _tell_firm(
+            conn,
+            incident=incident,
+            audience=Audience.DUTY_MANAGER,
+            reason="rescue dispatch not accepted",
+            at=now,
+            kind="rescue_accept_timeout",
+            message=f"technician {row['technician_id']} did not accept the rescue dispatch for "
+            f"{incident.device_id} in time; dispatching the next",
+            technician_id=row["technician_id"],
+        )
         return dispatch_next(conn, incident_id=incident.id, now=now, estimator=estimator)
 
 
@@ -949,31 +940,57 @@ def _finish(
     return incident
 
 
+def _tell_firm(
+    conn: psycopg.Connection,
+    *,
+    incident: Incident,
+    audience: Audience,
+    reason: str,
+    at: datetime,
+    kind: str,
+    message: str,
+    **extra: Any,
+) -> None:
+    """A message about an incident to one audience of its contracted firm (if it has one)."""
+    if incident.firm_id is None:
+        return
+    alerts.notify_party(
+        conn,
+        party_type=PartyType.FIRM,
+        party_id=incident.firm_id,
+        audience=audience,
+        subject_type=service.SUBJECT,
+        subject_id=incident.id,
+        reason=reason,
+        payload={
+            "kind": kind,
+            "incident_id": incident.id,
+            "device_id": incident.device_id,
+            **extra,
+            "message": message,
+        },
+        at=at,
+        alarm_id=incident.alarm_id,
+    )
+
+
 def _breach(conn: psycopg.Connection, *, incident: Incident, detected_at: datetime) -> bool:
     """Rule R6: record a missed deadline once, and tell the firm's manager (rule R5)."""
     assert incident.arrival_deadline is not None
     recorded = service.record_breach(
         conn, incident_id=incident.id, deadline=incident.arrival_deadline, detected_at=detected_at
     )
-    if recorded and incident.firm_id is not None:
-        alerts.notify_party(
+    if recorded:
+        _tell_firm(
             conn,
-            party_type=PartyType.FIRM,
-            party_id=incident.firm_id,
+            incident=incident,
             audience=Audience.FIRM_MANAGER,
-            subject_type=service.SUBJECT,
-            subject_id=incident.id,
             reason="rescue deadline breached",
-            payload={
-                "kind": "rescue_breach",
-                "incident_id": incident.id,
-                "device_id": incident.device_id,
-                "arrival_deadline": incident.arrival_deadline.isoformat(),
-                "message": f"rescue deadline missed for {incident.device_id}: nobody on site by "
-                f"{incident.arrival_deadline.isoformat()}",
-            },
             at=detected_at,
-            alarm_id=incident.alarm_id,
+            kind="rescue_breach",
+            message=f"rescue deadline missed for {incident.device_id}: nobody on site by "
+            f"{incident.arrival_deadline.isoformat()}",
+            arrival_deadline=incident.arrival_deadline.isoformat(),
         )
     return recorded
 

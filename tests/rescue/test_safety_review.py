@@ -25,6 +25,7 @@ from tests.alerts.harness import Notices
 from tests.alerts.seed import add_technician, seed
 from tests.rescue.crew import crew
 from tests.rescue.lift import IDLE, detector, incidents, push, reported
+from tests.rescue.test_detection import _add_lift
 
 ESTIMATOR = flows.StraightLineEstimator()
 H = timedelta(hours=1)
@@ -126,14 +127,6 @@ def test_release_close_and_false_alarm_are_refused_while_people_are_trapped(db, 
 # -- 3. controller fault codes ------------------------------------------------------------------
 
 
-def _add_lift(db, world, device):
-    db.execute(
-        "INSERT INTO devices (id, kind, model, site_id, firm_id) "
-        "VALUES (%s, 'elevator', 't', %s, %s)",
-        (device, world.city_site_id, world.firm_id),
-    )
-
-
 async def test_fault_codes_4_and_11_open_incidents_and_1_to_10_raise_fault_alarms(
     db_url, db, clock
 ):
@@ -171,11 +164,7 @@ def test_a_technician_on_another_open_rescue_is_not_a_candidate(db, clock):
     # rule R4
     world = seed(db)
     team = crew(db, world=world, start=clock.now())
-    db.execute(
-        "INSERT INTO devices (id, kind, model, site_id, firm_id) "
-        "VALUES ('lift-city-2', 'elevator', 't', %s, %s)",
-        (world.city_site_id, world.firm_id),
-    )
+    _add_lift(db, world, "lift-city-2")
     first = _report(db, world.city_lift, clock)
     sent = flows.dispatch_next(db, incident_id=first.id, now=clock.now(), estimator=ESTIMATOR)
     assert sent.dispatch.technician_id == team.near
