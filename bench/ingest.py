@@ -16,6 +16,7 @@ figures are noisy; run it more than once before drawing conclusions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -208,7 +209,10 @@ def cpu_of(pid: int, *, with_children: bool = False) -> float:
 
 
 def cluster_cpu(postmaster: int) -> float:
-    """CPU seconds of a PostgreSQL cluster: postmaster, exited backends and live backends."""
+    """CPU seconds of a PostgreSQL cluster: postmaster, exited backends and live backends
+    (0 for a server that is not ours to measure)."""
+    if not postmaster:
+        return 0.0
     total = cpu_of(postmaster, with_children=True)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -383,6 +387,7 @@ def storage_figures(url: str) -> tuple[int, int, float | None]:
 
 def run_bench(args: argparse.Namespace) -> int:
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
     from vigil.clock import RealClock
     from vigil.db import migrate
@@ -390,20 +395,27 @@ def run_bench(args: argparse.Namespace) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="vigil-bench-ingest-"))
     scratch.chmod(0o755)
-    postgres = PostgresServer(scratch / "pg", durable=not args.no_fsync)
+    # --database-url: a server of your own (a scratch database is created on it and dropped
+    # after; its settings are left as they are); else a private one started here
+    external = args.database_url
+    postgres = None if external else PostgresServer(scratch / "pg", durable=not args.no_fsync)
     broker = MosquittoBroker(scratch / "mqtt")
     children: list[Child] = []
+    scratch_db = f"vigil_bench_{os.getpid()}"
+    server_url = external or ""
     try:
-        postgres.start()
+        if postgres is not None:
+            postgres.start()
+            server_url = postgres.url()
         broker.start()
-        with psycopg.connect(postgres.url(), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE vigil")
-        url = postgres.url("vigil")
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {scratch_db}")
+        url = make_conninfo(server_url, dbname=scratch_db)
         migrate(url)
-        if not args.stock_postgres:
+        if postgres is not None and not args.stock_postgres:
             # As a write-heavy server would be set up: fewer checkpoints (and full-page images)
             # during the run. Both paths (ingest and raw COPY) run under the same settings.
-            with psycopg.connect(postgres.url(), autocommit=True) as conn:
+            with psycopg.connect(server_url, autocommit=True) as conn:
                 conn.execute("ALTER SYSTEM SET max_wal_size = '8GB'")
                 conn.execute("ALTER SYSTEM SET checkpoint_timeout = '30min'")
                 conn.execute("SELECT pg_reload_conf()")
@@ -452,7 +464,7 @@ def run_bench(args: argparse.Namespace) -> int:
         published_points = [0]
         publisher_cpu = [0.0]
         mosquitto = pid_running(str(scratch / "mqtt" / "mosquitto.conf"))
-        postmaster = postgres.pid or 0
+        postmaster = (postgres.pid or 0) if postgres is not None else 0
         cpu_before = {
             "database": cluster_cpu(postmaster),
             "broker": cpu_of(mosquitto) if mosquitto else 0.0,
@@ -560,7 +572,13 @@ def run_bench(args: argparse.Namespace) -> int:
             print("TimescaleDB compression:   n/a (TimescaleDB is not installed on this server)")
         else:
             print(f"TimescaleDB compression:   {ratio:.1f}x")
-        tuning = "stock" if args.stock_postgres else "max_wal_size=8GB, checkpoint_timeout=30min"
+        tuning = (
+            "your server's settings"
+            if postgres is None
+            else "stock"
+            if args.stock_postgres
+            else "max_wal_size=8GB, checkpoint_timeout=30min"
+        )
         print(f"PostgreSQL:                fsync {'off' if args.no_fsync else 'on'}, {tuning}")
         print("CPU during the end-to-end run (seconds, and µs per point):")
         for name, seconds in cpu.items():
@@ -578,7 +596,11 @@ def run_bench(args: argparse.Namespace) -> int:
         for child in children:
             child.stop()
         broker.kill()
-        postgres.stop(mode="immediate")
+        if postgres is not None:
+            postgres.stop(mode="immediate")
+        elif server_url:
+            with contextlib.suppress(Exception), psycopg.connect(server_url, autocommit=True) as c:
+                c.execute(f"DROP DATABASE IF EXISTS {scratch_db} WITH (FORCE)")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -597,6 +619,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--copy-connections", type=int, default=1, help="connections of the raw COPY baseline"
     )
     parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL without fsync")
+    parser.add_argument(
+        "--database-url",
+        help="benchmark on this PostgreSQL server (a scratch database is created and dropped) "
+        "instead of a private one started here",
+    )
     parser.add_argument(
         "--stock-postgres", action="store_true", help="keep max_wal_size/checkpoint defaults"
     )
