@@ -579,7 +579,8 @@ def run_bench(args: argparse.Namespace) -> int:
             if args.stock_postgres
             else "max_wal_size=8GB, checkpoint_timeout=30min"
         )
-        print(f"PostgreSQL:                fsync {'off' if args.no_fsync else 'on'}, {tuning}")
+        fsync = "" if postgres is None else f"fsync {'off' if args.no_fsync else 'on'}, "
+        print(f"PostgreSQL:                {fsync}{tuning}")
         print("CPU during the end-to-end run (seconds, and µs per point):")
         for name, seconds in cpu.items():
             print(f"  {name:<12} {seconds:7.1f} s  {seconds / max(points, 1) * 1e6:6.2f} µs/point")
