@@ -47,9 +47,30 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
         update={"ingest": settings.ingest.model_copy(update={"workers": workers})}
     )
     with endpoints(settings) as where:
+        _warn_about_broker_capacity(where.database_url, settings)
         if workers == 1:
             return _run_here(where.database_url, where.mqtt_url, settings)
         return _supervise(where.database_url, where.mqtt_url, settings, workers)
+
+
+def _warn_about_broker_capacity(database_url: str, settings: Settings) -> None:
+    """Say at start when the broker cannot bridge a database outage at the fleet's rate."""
+    import psycopg
+
+    from ingest.flows import check_broker_capacity
+
+    clock = make_clock(
+        kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
+    )
+    try:
+        with psycopg.connect(database_url, connect_timeout=5) as conn:
+            warning = check_broker_capacity(conn, settings=settings.ingest, now=clock.now())
+    except psycopg.Error as exc:
+        log.info("broker capacity not checked (database unavailable: %s)", exc)
+        return
+    if warning:
+        log.warning("%s", warning)
+        print(f"vigil ingest: warning: {warning}", file=sys.stderr, flush=True)
 
 
 def _stop_on_signals() -> threading.Event:

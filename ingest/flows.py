@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import psycopg
 
@@ -452,6 +452,44 @@ class Writer:
             states_changed=totals[4],
             rejected=tuple(d.reason for d in all_letters) + tuple(rejected),
         )
+
+
+# -- broker capacity -----------------------------------------------------------------------------
+
+
+def broker_capacity_warning(
+    *, rate_per_s: float, workers: int, max_queued: int, outage_s: float
+) -> str | None:
+    """Why the broker would drop messages during a database outage of ``outage_s``, or None.
+
+    While the database is down ingest acknowledges nothing, so the broker must queue what the
+    fleet sends meanwhile: each worker's session holds its share (all of it for one worker).
+    """
+    if max_queued == 0 or rate_per_s <= 0:
+        return None  # unlimited, or nothing measured yet
+    per_session = rate_per_s * outage_s / max(workers, 1)
+    if per_session <= max_queued:
+        return None
+    return (
+        f"the broker queues at most {max_queued} messages per session, but at "
+        f"{rate_per_s:.0f} messages/s a {outage_s:.0f} s database outage needs about "
+        f"{per_session:.0f} per session ({workers} worker(s)): the broker would drop the rest. "
+        f"Raise Mosquitto's max_queued_messages (0 = unlimited) and set "
+        f"ingest.broker_max_queued_messages to match (docs/ingest.md, broker settings)"
+    )
+
+
+def check_broker_capacity(
+    conn: psycopg.Connection, *, settings: IngestSettings, now: datetime
+) -> str | None:
+    """``broker_capacity_warning`` for the fleet's rate over the last ten minutes."""
+    rate = service.recent_message_rate(conn, since=now - timedelta(minutes=10))
+    return broker_capacity_warning(
+        rate_per_s=rate,
+        workers=settings.workers,
+        max_queued=settings.broker_max_queued_messages,
+        outage_s=settings.outage_tolerance_s,
+    )
 
 
 # -- storage upkeep ------------------------------------------------------------------------------

@@ -260,6 +260,15 @@ def upsert_gateway_state(
     )
 
 
+def recent_message_rate(conn: psycopg.Connection, *, since: datetime) -> float:
+    """Messages per second the fleet sends, from the gateways' latest health (polls/s)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(polls_per_s), 0) FROM gateway_status WHERE health_ts >= %s",
+        (since,),
+    ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
 def upsert_gateway_health(
     conn: psycopg.Connection,
     *,

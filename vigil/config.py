@@ -70,6 +70,11 @@ class IngestSettings(Section):
     share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="broker keeps a session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535, description="unacked messages")
+    # what the broker was configured to queue per session (Mosquitto's max_queued_messages; its
+    # stock value is 1000, 0 is unlimited) and how long a database outage it must bridge:
+    # `vigil ingest` warns at start when that cannot hold at the fleet's current rate
+    broker_max_queued_messages: int = Field(default=1000, ge=0)
+    outage_tolerance_s: float = Field(default=60.0, gt=0)
     unknown_device_recheck_s: float = Field(default=1.0, ge=0, description="negative-cache TTL")
     partitions_ahead_days: int = Field(default=3, ge=1, le=60)
     retention_days: int = Field(default=365, ge=91, description="older telemetry is dropped")
