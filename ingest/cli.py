@@ -48,6 +48,7 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     )
     with endpoints(settings) as where:
         _warn_about_broker_capacity(where.database_url, settings)
+        _drain_removed_workers(where.database_url, where.mqtt_url, settings)
         if workers == 1:
             return _run_here(where.database_url, where.mqtt_url, settings)
         return _supervise(where.database_url, where.mqtt_url, settings, workers)
@@ -71,6 +72,33 @@ def _warn_about_broker_capacity(database_url: str, settings: Settings) -> None:
     if warning:
         log.warning("%s", warning)
         print(f"vigil ingest: warning: {warning}", file=sys.stderr, flush=True)
+
+
+def _drain_removed_workers(database_url: str, mqtt_url: str, settings: Settings) -> None:
+    """Before starting N workers: drain and end the sessions of workers N and above, then
+    register the sessions of the N (their client ids) for the next scale-down."""
+    import psycopg
+
+    from ingest import service
+    from ingest.flows import drain_removed_sessions
+
+    clock = make_clock(
+        kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
+    )
+    try:
+        drained = drain_removed_sessions(
+            database_url=database_url, mqtt_url=mqtt_url, settings=settings.ingest, clock=clock
+        )
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for index in range(settings.ingest.workers):
+                client_id = f"{settings.ingest.client_id}-{index}"
+                service.register_session(conn, client_id=client_id, at=clock.now())
+    except psycopg.Error as exc:
+        log.warning("sessions of removed workers not checked (database unavailable: %s)", exc)
+        return
+    if drained:
+        listed = ", ".join(f"{c} ({n} messages)" for c, n in drained.items())
+        print(f"ingest: drained the sessions of removed workers: {listed}", flush=True)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -74,6 +74,7 @@ class MqttConsumer:
         receive_maximum: int,
         inbox: queue.SimpleQueue[Delivery],
         on_subscribed: Callable[[], None] | None = None,
+        drain: bool = False,
     ) -> None:
         self._host, self._port = broker_address(mqtt_url)
         self._inbox = inbox
@@ -81,6 +82,9 @@ class MqttConsumer:
         # the other form, which an earlier run of the same client may have left in its session
         self._stale_filters = shared_filters("" if share_group else DEFAULT_SHARE_GROUP)
         self._on_subscribed = on_subscribed
+        # draining: resume the session of a worker that is no longer run, take what it holds
+        # and subscribe to nothing, so that no new message is routed to it
+        self._drain = drain
         self._generation = 0
         self._lock = threading.Lock()
         self.subscribed = threading.Event()
@@ -111,9 +115,15 @@ class MqttConsumer:
         )
         self.client.loop_start()
 
-    def stop(self) -> None:
-        """Disconnect; the broker keeps the session and everything unacknowledged."""
-        self.client.disconnect()
+    def stop(self, *, end_session: bool = False) -> None:
+        """Disconnect; the broker keeps the session and everything unacknowledged, unless
+        ``end_session`` (a drained worker's session is then discarded by the broker)."""
+        if end_session:
+            properties = Properties(PacketTypes.DISCONNECT)
+            properties.SessionExpiryInterval = 0
+            self.client.disconnect(properties=properties)
+        else:
+            self.client.disconnect()
         self.client.loop_stop()
 
     def ack(self, deliveries: Iterable[Delivery]) -> int:
@@ -140,6 +150,10 @@ class MqttConsumer:
             # a session kept from a run with another worker count (or with the per-channel
             # filters of earlier versions): drop those so that nothing arrives twice
             client.unsubscribe(self._stale_filters + LEGACY_FILTERS)
+        if self._drain:
+            client.unsubscribe(self._filters + self._stale_filters + LEGACY_FILTERS)
+            self.subscribed.set()  # nothing to subscribe to: what is queued arrives by itself
+            return
         options = SubscribeOptions(qos=1)
         client.subscribe([(f, options) for f in self._filters])
 

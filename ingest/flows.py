@@ -454,6 +454,72 @@ class Writer:
         )
 
 
+# -- scaling down ----------------------------------------------------------------------------------
+
+
+def removed_sessions(client_ids: Iterable[str], *, prefix: str, workers: int) -> list[str]:
+    """Sessions ``<prefix>-<index>`` of workers no longer run (index ≥ ``workers``)."""
+    removed = []
+    for client_id in client_ids:
+        head, _, index = client_id.rpartition("-")
+        if head == prefix and index.isdigit() and int(index) >= workers:
+            removed.append(client_id)
+    return removed
+
+
+def drain_removed_sessions(
+    *,
+    database_url: str,
+    mqtt_url: str,
+    settings: IngestSettings,
+    clock: Clock,
+    quiet_s: float = 2.0,
+) -> dict[str, int]:
+    """Scaling down from M to N workers: resume each session of workers N..M-1, store what it
+    holds (subscribed to nothing, so nothing new is routed to it), then end it at the broker.
+    Returns the messages stored from each drained session.
+    Before, a stopped worker's session kept receiving its share of a shared subscription until
+    it expired, and those messages waited there unstored."""
+    from ingest.worker import IngestWorker
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        known = service.registered_sessions(conn, prefix=settings.client_id)
+    removed = removed_sessions(known, prefix=settings.client_id, workers=settings.workers)
+    drained: dict[str, int] = {}
+    for client_id in removed:
+        index = int(client_id.rpartition("-")[2])
+        worker = IngestWorker(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            settings=settings,
+            clock=clock,
+            worker_index=index,
+            maintenance=False,
+            drain=True,
+        )
+        worker.start()
+        try:
+            worker.wait_subscribed(15)
+            stats = worker.stats
+            while True:
+                seen = stats.received
+                # quiet: nothing more arrived for a while and everything taken is stored
+                if not stats.wait_for(lambda s, seen=seen: s.received > seen, timeout=quiet_s):
+                    if stats.wait_for(lambda s: s.acked >= s.received, timeout=quiet_s):
+                        break
+        finally:
+            worker.stop(end_session=True)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            service.forget_session(conn, client_id=client_id)
+        drained[client_id] = worker.stats.messages_stored
+        log.info(
+            "drained %d message(s) and ended the session of removed worker %s",
+            drained[client_id],
+            client_id,
+        )
+    return drained
+
+
 # -- broker capacity -----------------------------------------------------------------------------
 
 

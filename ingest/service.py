@@ -260,6 +260,29 @@ def upsert_gateway_state(
     )
 
 
+def register_session(conn: psycopg.Connection, *, client_id: str, at: datetime) -> None:
+    """Remember the broker session of a worker (its MQTT client id)."""
+    conn.execute(
+        "INSERT INTO ingest_sessions (client_id, started_at) VALUES (%s, %s) "
+        "ON CONFLICT (client_id) DO UPDATE SET started_at = EXCLUDED.started_at",
+        (client_id, at),
+    )
+
+
+def registered_sessions(conn: psycopg.Connection, *, prefix: str) -> list[str]:
+    """Client ids of the worker sessions named ``<prefix>-<index>``."""
+    rows = conn.execute(
+        "SELECT client_id FROM ingest_sessions WHERE client_id LIKE %s ORDER BY client_id",
+        (prefix.replace("%", r"\%").replace("_", r"\_") + "-%",),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def forget_session(conn: psycopg.Connection, *, client_id: str) -> None:
+    """A drained and ended session is no longer a worker's."""
+    conn.execute("DELETE FROM ingest_sessions WHERE client_id = %s", (client_id,))
+
+
 def recent_message_rate(conn: psycopg.Connection, *, since: datetime) -> float:
     """Messages per second the fleet sends, from the gateways' latest health (polls/s)."""
     row = conn.execute(

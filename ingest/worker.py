@@ -47,6 +47,7 @@ class IngestWorker:
         worker_index: int = 0,
         stats: IngestStats | None = None,
         maintenance: bool = True,
+        drain: bool = False,
     ) -> None:
         self.database_url = database_url
         self.settings = settings
@@ -71,6 +72,7 @@ class IngestWorker:
             receive_maximum=settings.receive_maximum,
             inbox=self._inbox,
             on_subscribed=lambda: self.stats.update(lambda s: setattr(s, "subscribed", True)),
+            drain=drain,
         )
         self._threads = [
             threading.Thread(target=self._guarded, args=("collector", self._collect), daemon=True),
@@ -114,12 +116,13 @@ class IngestWorker:
         """Block until the broker confirmed the subscriptions."""
         return self.consumer.subscribed.wait(timeout)
 
-    def stop(self) -> None:
-        """Flush what was collected (if the database takes it), then disconnect."""
+    def stop(self, *, end_session: bool = False) -> None:
+        """Flush what was collected (if the database takes it), then disconnect (ending the
+        broker session too when ``end_session``)."""
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self.consumer.stop()
+        self.consumer.stop(end_session=end_session)
 
     # -- collector -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from ingest.models import IngestStats
 from tests.ingest.conftest import (
     Publisher,
     count,
+    ingest_settings,
     register_fleet,
     running_worker,
     telemetry,
@@ -295,3 +296,49 @@ def test_ingest_says_when_the_broker_cannot_bridge_a_database_outage(db_url, clo
         # health older than ten minutes is no measure of the rate
         later = clock.now() + timedelta(minutes=20)
         assert flows.check_broker_capacity(conn, settings=stock, now=later) is None
+
+
+def test_scaling_down_drains_and_ends_the_removed_workers_sessions(
+    db_url, broker, clock, unique_id, publisher_factory
+):
+    # ingest issue item 7: after --workers 2 then --workers 1, the stopped worker's session
+    # kept receiving half of all messages (unstored) until it expired
+    from ingest import service
+
+    fleet = register_fleet(db_url, gateway=unique_id, meters=4)
+    messages = _messages(fleet, now_ms=clock.now_ms(), n=100)
+    first, later = messages[:60], messages[60:]
+    client_id = f"ing-{unique_id}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for index in (0, 1):
+            service.register_session(conn, client_id=f"{client_id}-{index}", at=clock.now())
+    pub = publisher_factory(broker.url)
+    common = {"db_url": db_url, "mqtt_url": broker.url, "clock": clock, "client_id": client_id}
+    with running_worker(index=0, workers=2, **common) as staying:
+        with running_worker(index=1, workers=2, **common):
+            pass  # worker 1 runs once, then is gone: its session stays at the broker
+        for topic, payload in first:
+            pub.publish(topic, payload)
+        drained = flows.drain_removed_sessions(
+            database_url=db_url,
+            mqtt_url=broker.url,
+            settings=ingest_settings(client_id=client_id, workers=1),
+            clock=clock,
+            quiet_s=1.0,
+        )
+        assert list(drained) == [f"{client_id}-1"]
+        assert drained[f"{client_id}-1"] > 0  # its share of the shared subscription was waiting
+        stored = wait_for_count(db_url, "SELECT count(*) FROM telemetry", _points(first))
+        assert stored == _points(first)
+        # the removed session is gone: everything published now reaches the staying worker
+        for topic, payload in later:
+            pub.publish(topic, payload)
+        stored = wait_for_count(db_url, "SELECT count(*) FROM telemetry", _points(messages))
+        assert stored == _points(messages)
+        assert staying.stats.messages_stored > 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert service.registered_sessions(conn, prefix=client_id) == [f"{client_id}-0"]
+
+
+def _points(messages: list[tuple[str, bytes]]) -> int:
+    return SAMPLES * sum(1 for topic, _ in messages if "/telemetry/" in topic)
