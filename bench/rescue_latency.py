@@ -56,31 +56,40 @@ def meter_id(index: int) -> str:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from ingest.models import IngestStats
+    from ingest.models import IngestStats, Lane
     from ingest.worker import IngestWorker
     from vigil.clock import RealClock
     from vigil.config import IngestSettings
 
-    worker = IngestWorker(
-        database_url=args.database_url,
-        mqtt_url=args.mqtt_url,
-        settings=IngestSettings(
-            client_id="bench-rescue-ingest",
-            **({"batch_size": args.ingest_batch_size} if args.ingest_batch_size else {}),
-        ),
-        clock=RealClock(),
-        worker_index=0,
-        stats=IngestStats(),
+    settings = IngestSettings(
+        client_id="bench-rescue-ingest",
+        **({"batch_size": args.ingest_batch_size} if args.ingest_batch_size else {}),
     )
-    worker.start()
-    if not worker.wait_subscribed(30):
+    # as run_ingest runs it: a telemetry lane and an urgent lane (events on their own writer)
+    lanes = [
+        IngestWorker(
+            database_url=args.database_url,
+            mqtt_url=args.mqtt_url,
+            settings=settings,
+            clock=RealClock(),
+            worker_index=0,
+            stats=IngestStats(),
+            lane=lane,
+            maintenance=lane is Lane.TELEMETRY,
+        )
+        for lane in (Lane.TELEMETRY, Lane.URGENT)
+    ]
+    for worker in lanes:
+        worker.start()
+    if not all(worker.wait_subscribed(30) for worker in lanes):
         print("error: not subscribed", flush=True)
         return 1
     print("ready", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     stopped.wait()
-    worker.stop()
+    for worker in lanes:
+        worker.stop()
     return 0
 
 

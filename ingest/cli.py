@@ -81,6 +81,8 @@ def _drain_removed_workers(database_url: str, mqtt_url: str, settings: Settings)
 
     from ingest import service
     from ingest.flows import drain_removed_sessions
+    from ingest.models import Lane
+    from ingest.worker import session_client_id
 
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
@@ -91,8 +93,9 @@ def _drain_removed_workers(database_url: str, mqtt_url: str, settings: Settings)
         )
         with psycopg.connect(database_url, autocommit=True) as conn:
             for index in range(settings.ingest.workers):
-                client_id = f"{settings.ingest.client_id}-{index}"
-                service.register_session(conn, client_id=client_id, at=clock.now())
+                for lane in (Lane.TELEMETRY, Lane.URGENT):
+                    client_id = session_client_id(settings.ingest.client_id, index, lane)
+                    service.register_session(conn, client_id=client_id, at=clock.now())
     except psycopg.Error as exc:
         log.warning("sessions of removed workers not checked (database unavailable: %s)", exc)
         return

@@ -20,8 +20,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest.models import Delivery
-from vigil.wire import Channel, subscription
+from ingest.models import Delivery, Lane
+from vigil.wire import PREFIX, Channel, subscription
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,24 @@ DEFAULT_SHARE_GROUP = "ingest"  # the configured default (vigil.config.IngestSet
 ALL_TOPICS = "vigil/#"
 
 
-def shared_filters(group: str) -> list[str]:
-    """Filters of an ingest group (``$share/<group>/vigil/#``); the plain one if it is empty."""
+# The urgent lane: events (alarm button, doors, fault codes, availability), command results and
+# gateway status go through their own subscription and writer, so that an entrapment is stored
+# and notified even while telemetry is backlogged (docs/ingest.md, two lanes).
+URGENT_CHANNELS = (Channel.EVENTS, Channel.COMMAND_RESULT, Channel.STATUS)
+URGENT_TOPIC_PREFIXES = tuple(f"{PREFIX}/{c}/" for c in URGENT_CHANNELS)
+
+
+def shared_filters(group: str, lane: Lane = Lane.ALL) -> list[str]:
+    """Filters of an ingest group (``$share/<group>/vigil/#``); the plain ones if it is empty.
+    The urgent lane subscribes to its channels only, in a group of its own."""
+    if lane is Lane.URGENT:
+        topics = [f"{PREFIX}/{c}/#" for c in URGENT_CHANNELS]
+        group = f"{group}-urgent" if group else ""
+    else:
+        topics = [ALL_TOPICS]
     if not group:
-        return [ALL_TOPICS]
-    return [f"$share/{group}/{ALL_TOPICS}"]
+        return topics
+    return [f"$share/{group}/{t}" for t in topics]
 
 
 def broker_address(url: str) -> tuple[str, int]:
@@ -75,12 +88,13 @@ class MqttConsumer:
         inbox: queue.SimpleQueue[Delivery],
         on_subscribed: Callable[[], None] | None = None,
         drain: bool = False,
+        lane: Lane = Lane.ALL,
     ) -> None:
         self._host, self._port = broker_address(mqtt_url)
         self._inbox = inbox
-        self._filters = shared_filters(share_group)
+        self._filters = shared_filters(share_group, lane)
         # the other form, which an earlier run of the same client may have left in its session
-        self._stale_filters = shared_filters("" if share_group else DEFAULT_SHARE_GROUP)
+        self._stale_filters = shared_filters("" if share_group else DEFAULT_SHARE_GROUP, lane)
         self._on_subscribed = on_subscribed
         # draining: resume the session of a worker that is no longer run, take what it holds
         # and subscribe to nothing, so that no new message is routed to it

@@ -16,12 +16,14 @@ import psycopg
 
 from ingest import service
 from ingest.binary import TelemetryEncoder
+from ingest.consumer import URGENT_TOPIC_PREFIXES
 from ingest.models import (
     Accepted,
     Batch,
     DeadLetter,
     IngestReason,
     IngestStats,
+    Lane,
     Received,
     WriteResult,
 )
@@ -78,11 +80,17 @@ class Ignored:
 IGNORED = Ignored()
 
 
-def judge(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter | Ignored:
+def judge(
+    item: Received, *, registry: DeviceRegistry, lane: Lane = Lane.ALL
+) -> Accepted | DeadLetter | Ignored:
     """Accept a decoded message whose gateway, device and metrics are registered, else refuse;
-    the platform's own traffic (commands, alerts) is ignored."""
+    the platform's own traffic (commands, alerts) is ignored, and so is what the urgent lane
+    takes when this is the telemetry lane."""
     decoded = item.decoded
-    if isinstance(decoded, Command) or item.delivery.topic.startswith(NOT_FOR_INGEST):
+    topic = item.delivery.topic
+    if isinstance(decoded, Command) or topic.startswith(NOT_FOR_INGEST):
+        return IGNORED
+    if lane is Lane.TELEMETRY and topic.startswith(URGENT_TOPIC_PREFIXES):
         return IGNORED
     if isinstance(decoded, Rejected):
         return _dead(item, str(decoded.reason), decoded.detail, decoded.gateway, decoded.device)
@@ -134,10 +142,12 @@ def judge(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter 
     )
 
 
-def _judge_one(item: Received, *, registry: DeviceRegistry) -> Accepted | DeadLetter | Ignored:
+def _judge_one(
+    item: Received, *, registry: DeviceRegistry, lane: Lane
+) -> Accepted | DeadLetter | Ignored:
     """``judge``, with any failure on the message itself turned into its dead letter."""
     try:
-        return judge(item, registry=registry)
+        return judge(item, registry=registry, lane=lane)
     except Exception as exc:
         detail = f"{type(exc).__name__}: {exc}"
         return _dead(item, IngestReason.STORAGE_ERROR, detail, None, None)
@@ -255,6 +265,7 @@ class Writer:
     encoder: TelemetryEncoder = field(default_factory=TelemetryEncoder)
     partitioned_days: set[int] = field(default_factory=set)
     timescale: bool = False
+    lane: Lane = Lane.ALL
 
     def store(self, batch: Batch) -> WriteResult:
         """Validate and write a batch in one transaction; raises TransientError to retry it."""
@@ -290,7 +301,7 @@ class Writer:
             gateways={r.decoded.gateway for r in items if not isinstance(r.decoded, Rejected)},
         )
         self.conn.commit()  # end the read-only transaction of the look-ups
-        verdicts = [_judge_one(item, registry=self.registry) for item in items]
+        verdicts = [_judge_one(item, registry=self.registry, lane=self.lane) for item in items]
         accepted = [v for v in verdicts if isinstance(v, Accepted)]
         letters = [v for v in verdicts if isinstance(v, DeadLetter)]
         plan = plan_writes(accepted)
@@ -457,12 +468,23 @@ class Writer:
 # -- scaling down ----------------------------------------------------------------------------------
 
 
+def session_index(client_id: str, *, prefix: str) -> tuple[int, Lane] | None:
+    """The worker index and lane of a session ``<prefix>-<index>[-urgent]``, else None."""
+    name, lane = client_id, Lane.TELEMETRY
+    if name.endswith("-urgent"):
+        name, lane = name[: -len("-urgent")], Lane.URGENT
+    head, _, index = name.rpartition("-")
+    if head != prefix or not index.isdigit():
+        return None
+    return int(index), lane
+
+
 def removed_sessions(client_ids: Iterable[str], *, prefix: str, workers: int) -> list[str]:
-    """Sessions ``<prefix>-<index>`` of workers no longer run (index ≥ ``workers``)."""
+    """Sessions of workers no longer run (index ≥ ``workers``), both lanes."""
     removed = []
     for client_id in client_ids:
-        head, _, index = client_id.rpartition("-")
-        if head == prefix and index.isdigit() and int(index) >= workers:
+        found = session_index(client_id, prefix=prefix)
+        if found is not None and found[0] >= workers:
             removed.append(client_id)
     return removed
 
@@ -487,7 +509,9 @@ def drain_removed_sessions(
     removed = removed_sessions(known, prefix=settings.client_id, workers=settings.workers)
     drained: dict[str, int] = {}
     for client_id in removed:
-        index = int(client_id.rpartition("-")[2])
+        found = session_index(client_id, prefix=settings.client_id)
+        assert found is not None
+        index, lane = found
         worker = IngestWorker(
             database_url=database_url,
             mqtt_url=mqtt_url,
@@ -496,6 +520,7 @@ def drain_removed_sessions(
             worker_index=index,
             maintenance=False,
             drain=True,
+            lane=lane,
         )
         worker.start()
         try:
@@ -610,6 +635,8 @@ def run_ingest(
     from ingest.worker import IngestWorker
 
     section = settings.ingest if isinstance(settings, Settings) else settings
+    # two lanes (docs/ingest.md): telemetry and the rest, and the urgent channels on their own
+    # subscription and writer, so that an alarm never waits behind a telemetry backlog
     worker = IngestWorker(
         database_url=database_url,
         mqtt_url=mqtt_url,
@@ -617,19 +644,49 @@ def run_ingest(
         clock=clock,
         worker_index=worker_index,
         stats=stats,
+        lane=Lane.TELEMETRY,
     )
-    worker.start()
+    urgent = IngestWorker(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        settings=section,
+        clock=clock,
+        worker_index=worker_index,
+        maintenance=False,
+        lane=Lane.URGENT,
+    )
+    lanes = (worker, urgent)
+    for lane in lanes:
+        lane.start()
     try:
-        # until told to stop, or until one of the worker's threads died (then the caller
+        # until told to stop, or until one of the workers' threads died (then the caller
         # restarts it: a dead collector or writer must never leave ingest silently idle)
         while not stop_event.wait(0.5):
-            if worker.failed.is_set():
+            if any(lane.failed.is_set() for lane in lanes):
                 break
     finally:
-        worker.stop()
-    if worker.failed.is_set():
-        raise WorkerFailed(worker.failure or "an ingest thread died")
+        for lane in lanes:
+            lane.stop()
+    failed = [lane for lane in lanes if lane.failed.is_set()]
+    if failed:
+        raise WorkerFailed(failed[0].failure or "an ingest thread died")
+    merge_urgent(worker.stats, urgent.stats)
     return worker.stats
+
+
+def merge_urgent(stats: IngestStats, urgent: IngestStats) -> None:
+    """Add the urgent lane's counts to the telemetry lane's (one worker's totals)."""
+
+    def add(into: IngestStats) -> None:
+        into.received += urgent.received
+        into.acked += urgent.acked
+        into.messages_stored += urgent.messages_stored
+        into.events_stored += urgent.events_stored
+        into.command_results_stored += urgent.command_results_stored
+        into.dead_letters += urgent.dead_letters
+        into.rejected.update(urgent.rejected)
+
+    stats.update(add)
 
 
 class WorkerFailed(RuntimeError):

@@ -21,6 +21,15 @@ from vigil.wire import (
 )
 
 
+class Lane(StrEnum):
+    """Which messages a worker takes: all of them, telemetry and the rest (not the urgent
+    channels), or only the urgent ones (events, command results, gateway status)."""
+
+    ALL = "all"
+    TELEMETRY = "telemetry"
+    URGENT = "urgent"
+
+
 class IngestReason(StrEnum):
     """Dead-letter reasons ingest adds to the codec's (``vigil.wire.Reason``)."""
 

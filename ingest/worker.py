@@ -22,7 +22,7 @@ import psycopg
 
 from ingest import flows, scheduled, service
 from ingest.consumer import MqttConsumer
-from ingest.models import Batch, Delivery, IngestStats, Received, WriteResult
+from ingest.models import Batch, Delivery, IngestStats, Lane, Received, WriteResult
 from ingest.registry import DeviceRegistry
 from vigil import wire
 from vigil.clock import Clock
@@ -32,6 +32,12 @@ from vigil.db import has_timescaledb
 log = logging.getLogger(__name__)
 
 _STOP = None
+URGENT_FLUSH_MS = 20
+
+
+def session_client_id(client_id: str, index: int, lane: Lane) -> str:
+    """The MQTT client id (a broker session) of a worker's lane."""
+    return f"{client_id}-{index}" + ("-urgent" if lane is Lane.URGENT else "")
 
 
 class IngestWorker:
@@ -48,8 +54,15 @@ class IngestWorker:
         stats: IngestStats | None = None,
         maintenance: bool = True,
         drain: bool = False,
+        lane: Lane = Lane.ALL,
     ) -> None:
         self.database_url = database_url
+        self.lane = lane
+        if lane is Lane.URGENT:
+            # an urgent message never waits for a batch to fill
+            settings = settings.model_copy(
+                update={"flush_interval_ms": min(settings.flush_interval_ms, URGENT_FLUSH_MS)}
+            )
         self.settings = settings
         self.clock = clock
         self.stats = stats or IngestStats()
@@ -64,7 +77,7 @@ class IngestWorker:
         self._maintenance = maintenance
         self.consumer = MqttConsumer(
             mqtt_url=mqtt_url,
-            client_id=f"{settings.client_id}-{worker_index}",
+            client_id=session_client_id(settings.client_id, worker_index, lane),
             # a single worker subscribes plainly: Mosquitto restores plain subscriptions across
             # its own restart but not shared ones (docs/ingest.md); sharing only splits work
             share_group=settings.share_group if settings.workers > 1 else "",
@@ -73,6 +86,7 @@ class IngestWorker:
             inbox=self._inbox,
             on_subscribed=lambda: self.stats.update(lambda s: setattr(s, "subscribed", True)),
             drain=drain,
+            lane=lane,
         )
         self._threads = [
             threading.Thread(target=self._guarded, args=("collector", self._collect), daemon=True),
@@ -237,7 +251,11 @@ class IngestWorker:
             self.registry.load(conn)
         conn.commit()
         return flows.Writer(
-            conn=conn, registry=self.registry, clock=self.clock, timescale=timescale
+            conn=conn,
+            registry=self.registry,
+            clock=self.clock,
+            timescale=timescale,
+            lane=self.lane,
         )
 
 

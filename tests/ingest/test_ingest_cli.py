@@ -49,7 +49,7 @@ def test_cli_runs_n_workers_that_split_the_load_and_stop_cleanly(db_url, broker,
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        for _ in range(2):
+        for _ in range(4):  # two workers, each with a telemetry and an urgent lane
             assert subscribed.acquire(timeout=60), "".join(errors[-20:])
         now = RealClock().now_ms()
         pub = Publisher(broker.url)

@@ -24,7 +24,7 @@ from tests.ingest.conftest import (
     telemetry,
     wait_for_count,
 )
-from vigil import wire
+from vigil import notify, wire
 from vigil.clock import RealClock
 from vigil.wire import Event, EventBatch
 
@@ -342,3 +342,63 @@ def test_scaling_down_drains_and_ends_the_removed_workers_sessions(
 
 def _points(messages: list[tuple[str, bytes]]) -> int:
     return SAMPLES * sum(1 for topic, _ in messages if "/telemetry/" in topic)
+
+
+def test_an_alarm_is_stored_and_notified_while_telemetry_is_stuck(db_url, broker, clock, unique_id):
+    # ingest issue item 9: events (alarm button, doors, fault codes) have their own lane, so an
+    # entrapment reaches rescue detection while telemetry waits (here: a table lock)
+    fleet = register_fleet(db_url, gateway=unique_id)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=flows.run_ingest,
+        kwargs={
+            "database_url": db_url,
+            "mqtt_url": broker.url,
+            "settings": ingest_settings(client_id=f"lanes-{unique_id}"),
+            "clock": clock,
+            "stop_event": stop,
+        },
+    )
+    now = clock.now_ms()
+    alarm = wire.encode(
+        EventBatch(fleet.gateway, fleet.elevator, 1, (Event("alarm_button", now, 1.0, 0.0),))
+    )
+    with (
+        psycopg.connect(db_url, autocommit=True) as listener,
+        psycopg.connect(db_url) as blocker,
+    ):
+        listener.execute(f"LISTEN {notify.EVENTS}")
+        thread.start()
+        try:
+            # warm up until both lanes are subscribed: a telemetry message and an event through
+            pub = Publisher(broker.url)
+            for seq in range(1, 200):
+                pub.publish(*telemetry(fleet, device=fleet.meters[0], seq=seq, start_ms=now - seq))
+                if wait_for_count(db_url, "SELECT count(*) FROM telemetry", 1, timeout=0.2):
+                    break
+            for k in range(1, 200):  # door events, each new, until one is notified
+                door = float(2 * (k % 2))
+                event = Event("door_state", now - 300 + k, door, 2.0 - door)
+                pub.publish(
+                    *wire.encode(EventBatch(fleet.gateway, fleet.elevator, 1000 + k, (event,)))
+                )
+                if list(listener.notifies(timeout=0.2, stop_after=1)):
+                    break
+            stored = wait_for_count(db_url, "SELECT count(*) FROM telemetry", 10)
+            blocker.execute("LOCK TABLE telemetry IN ACCESS EXCLUSIVE MODE")
+            pub.publish(*telemetry(fleet, device=fleet.meters[1], seq=500, start_ms=now - 400))
+            pub.publish(*alarm)
+            # the alarm is committed and notified although telemetry cannot be written
+            notes = [n.payload for n in listener.notifies(timeout=20, stop_after=1)]
+            while notes and "alarm_button" not in notes[-1]:
+                notes += [n.payload for n in listener.notifies(timeout=20, stop_after=1)]
+            assert notes and "alarm_button" in notes[-1]
+            assert blocker.execute("SELECT count(*) FROM telemetry").fetchone()[0] == stored
+            blocker.rollback()  # the lock goes: the stuck telemetry follows
+            after = wait_for_count(db_url, "SELECT count(*) FROM telemetry", stored + 10)
+            assert after == stored + 10
+            pub.close()
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+    assert not thread.is_alive()
