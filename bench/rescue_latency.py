@@ -378,6 +378,7 @@ class GatewayPath:
 def run_phase(*, name: str, args, conn, path, receiver, watch, counters: dict) -> dict:
     """Inject ``--samples`` entrapments one after another; returns the latencies (ms)."""
     from compliance.rescue import flows
+    from compliance.rescue.models import StillTrapped
     from vigil.clock import RealClock
 
     clock = RealClock()
@@ -398,13 +399,23 @@ def run_phase(*, name: str, args, conn, path, receiver, watch, counters: dict) -
         to_firm.append((firm_at - origin) * 1000)
         detection.append((technician_at - noticed) * 1000)
         to_notice.append((noticed - origin) * 1000)
-        # close the incident and put the lift back for the next round
-        flows.close_false_alarm(
-            conn, incident_id=incident, at=clock.now(), actor="bench", reason="benchmark sample"
-        )
+        # put the lift back, then close the incident for the next round (rule R6: not while
+        # the controller still reports people trapped, so its freed state must land first)
         path.reset(lift)
         counters[lift] += 1
         watch.wait(lift, counters[lift])
+        for _ in range(100):
+            try:
+                flows.close_false_alarm(
+                    conn,
+                    incident_id=incident,
+                    at=clock.now(),
+                    actor="bench",
+                    reason="benchmark sample",
+                )
+                break
+            except StillTrapped:
+                time.sleep(0.05)  # the freed car's other metrics are a poll behind
         time.sleep(args.gap_ms / 1000)
     result: dict = {"phase": name, "path": path.name, "samples": args.samples}
     for label, values in (
