@@ -39,7 +39,6 @@ class IngestReason(StrEnum):
     DECOMMISSIONED_DEVICE = "decommissioned_device"
     UNKNOWN_METRIC = "unknown_metric"  # not a metric of the device's kind
     UNKNOWN_COMMAND = "unknown_command"  # a result for a command never issued to that device
-    UNEXPECTED_CHANNEL = "unexpected_channel"  # e.g. a command published where results belong
     STORAGE_ERROR = "storage_error"  # the database refused the message itself
 
 
