@@ -109,6 +109,15 @@ class Scenario:
         self.say(f"{device_id}: incident {incident['id']} opened, arrival due by {deadline:%H:%M}")
         if not scripted:
             self.say(f"{device_id}: incident {incident['id']} is yours: log in as 'dispatcher'")
+            # once your technician is on site they free the passengers; the platform sees the
+            # car freed, and only then lets you release and close (rule R6)
+            await self._until(
+                "the technician on site",
+                "SELECT 1 FROM rescue_steps WHERE incident_id = %s AND step = 'arrived'",
+                (incident["id"],),
+            )
+            car.clear(fault)
+            self.say(f"{device_id}: the technician freed the passengers: release and close it")
             return
         await self._field_rescue(device_id, incident_id=incident["id"], car=car, fault=fault)
 
