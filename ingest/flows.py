@@ -637,25 +637,19 @@ def run_ingest(
     section = settings.ingest if isinstance(settings, Settings) else settings
     # two lanes (docs/ingest.md): telemetry and the rest, and the urgent channels on their own
     # subscription and writer, so that an alarm never waits behind a telemetry backlog
-    worker = IngestWorker(
-        database_url=database_url,
-        mqtt_url=mqtt_url,
-        settings=section,
-        clock=clock,
-        worker_index=worker_index,
-        stats=stats,
-        lane=Lane.TELEMETRY,
+    worker, urgent = lanes = tuple(
+        IngestWorker(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            settings=section,
+            clock=clock,
+            worker_index=worker_index,
+            stats=stats if lane is Lane.TELEMETRY else None,
+            maintenance=lane is Lane.TELEMETRY,  # storage upkeep once per worker
+            lane=lane,
+        )
+        for lane in (Lane.TELEMETRY, Lane.URGENT)
     )
-    urgent = IngestWorker(
-        database_url=database_url,
-        mqtt_url=mqtt_url,
-        settings=section,
-        clock=clock,
-        worker_index=worker_index,
-        maintenance=False,
-        lane=Lane.URGENT,
-    )
-    lanes = (worker, urgent)
     for lane in lanes:
         lane.start()
     try:
