@@ -1,57 +1,111 @@
-"""PostgreSQL binary COPY encoding of telemetry rows (device_id, metric, ts, value, good).
+"""Telemetry rows and their PostgreSQL binary COPY encoding.
 
-Rows are packed with ``struct`` directly from wire samples: no datetime objects per row, and the
-(device, metric) prefix of a row is cached, so encoding costs well under a microsecond a row.
+A row holds every metric a device reported at one instant (migration 0105): (device_ref,
+set_id, ts, values, bad), where the set lists the metric names in sorted order and ``bad`` the
+1-based positions of values the gateway flagged (NULL when all are good). Samples are grouped
+into rows once per batch; a second sample of the same (device, metric, ts) in one batch is kept
+apart (``Grouped.repeats``) and goes through the merge path, which records a conflict when
+the values differ.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from vigil.wire import Sample
 
-COLUMNS = "(device_id, metric, ts, value, good)"
+COLUMNS = '(device_ref, set_id, ts, "values", bad)'
 HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
 # PostgreSQL timestamps count microseconds from 2000-01-01T00:00:00Z.
 PG_EPOCH_MS = 946_684_800_000
-_TAIL = struct.Struct(">iqidi?")  # ts (len, µs), value (len, float8), good (len, bool)
+FLOAT8_OID = 701
+INT2_OID = 21
+_ROW_HEAD = struct.Struct(">hiiiiiq")  # 5 fields; device_ref, set_id, ts (each: length, value)
+_NULL = struct.pack(">i", -1)
+
+# (device, ts) -> metric -> (value, good)
+RowKey = tuple[str, int]
 
 
-class TelemetryEncoder:
-    """Encodes telemetry rows for ``COPY ... FROM STDIN (FORMAT BINARY)``."""
+@dataclass(slots=True)
+class Grouped:
+    """The samples of a batch as rows, and the repeated points that did not fit in them."""
 
-    def __init__(self, *, max_devices: int = 100_000) -> None:
-        # device -> metric -> the row's bytes up to the timestamp
-        self._prefixes: dict[str, dict[str, bytes]] = {}
-        self._max_devices = max_devices
+    rows: dict[RowKey, dict[str, tuple[float, bool]]] = field(default_factory=dict)
+    repeats: list[tuple[str, list[Sample]]] = field(default_factory=list)
+    points: int = 0
 
-    def _device_prefixes(self, device: str) -> dict[str, bytes]:
-        found = self._prefixes.get(device)
-        if found is None:
-            if len(self._prefixes) >= self._max_devices:
-                self._prefixes.clear()
-            found = self._prefixes[device] = {}
-        return found
+    def metric_sets(self) -> set[tuple[str, ...]]:
+        """Every sorted metric list the rows hold."""
+        return {tuple(sorted(metrics)) for metrics in self.rows.values()}
 
-    @staticmethod
-    def _prefix(device: str, metric: str) -> bytes:
-        d, m = device.encode(), metric.encode()
-        return struct.pack(">hi", 5, len(d)) + d + struct.pack(">i", len(m)) + m
 
-    def encode(self, rows: Iterable[tuple[str, Iterable[Sample]]]) -> bytes:
-        """One complete COPY stream (header, rows, trailer) for samples grouped by device."""
-        parts = [HEADER]
-        append = parts.append
-        pack = _TAIL.pack
-        for device, samples in rows:
-            prefixes = self._device_prefixes(device)
-            for sample in samples:
-                prefix = prefixes.get(sample.metric)
-                if prefix is None:
-                    prefix = prefixes[sample.metric] = self._prefix(device, sample.metric)
-                append(prefix)
-                append(pack(8, (sample.ts - PG_EPOCH_MS) * 1000, 8, sample.value, 1, sample.good))
-        append(TRAILER)
-        return b"".join(parts)
+def group_samples(telemetry: Iterable[tuple[str, Sequence[Sample]]]) -> Grouped:
+    """One row per (device, ts); a second sample of a (device, metric, ts) is a repeat."""
+    grouped = Grouped()
+    rows = grouped.rows
+    repeats: dict[str, list[Sample]] = {}
+    for device, samples in telemetry:
+        for sample in samples:
+            key = (device, sample.ts)
+            row = rows.get(key)
+            if row is None:
+                rows[key] = {sample.metric: (sample.value, sample.good)}
+            elif sample.metric in row:
+                repeats.setdefault(device, []).append(sample)
+                continue
+            else:
+                row[sample.metric] = (sample.value, sample.good)
+            grouped.points += 1
+    grouped.repeats = list(repeats.items())
+    return grouped
+
+
+@lru_cache(maxsize=256)
+def _array_struct(kind: str, count: int) -> struct.Struct:
+    # one-dimensional array: length, ndim, has-nulls, element type, size, lower bound, elements
+    element = "id" if kind == "d" else "ih"
+    return struct.Struct(">iiiiii" + element * count)
+
+
+def _float8_array(values: Sequence[float]) -> bytes:
+    count = len(values)
+    fields: list[float | int] = [20 + 12 * count, 1, 0, FLOAT8_OID, count, 1]
+    for value in values:
+        fields.append(8)
+        fields.append(value)
+    return _array_struct("d", count).pack(*fields)
+
+
+def _int2_array(values: Sequence[int]) -> bytes:
+    count = len(values)
+    fields: list[int] = [20 + 6 * count, 1, 0, INT2_OID, count, 1]
+    for value in values:
+        fields.append(2)
+        fields.append(value)
+    return _array_struct("h", count).pack(*fields)
+
+
+def encode_rows(
+    rows: Mapping[RowKey, Mapping[str, tuple[float, bool]]],
+    *,
+    device_refs: Mapping[str, int],
+    set_ids: Mapping[tuple[str, ...], int],
+) -> bytes:
+    """One complete COPY stream (header, rows, trailer) of telemetry rows."""
+    parts = [HEADER]
+    append = parts.append
+    head = _ROW_HEAD.pack
+    for (device, ts), points in rows.items():
+        metrics = tuple(sorted(points))
+        values = [points[m] for m in metrics]
+        append(head(5, 4, device_refs[device], 4, set_ids[metrics], 8, (ts - PG_EPOCH_MS) * 1000))
+        append(_float8_array([v for v, _ in values]))
+        bad = [i for i, (_, good) in enumerate(values, start=1) if not good]
+        append(_int2_array(bad) if bad else _NULL)
+    append(TRAILER)
+    return b"".join(parts)

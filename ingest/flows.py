@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 import psycopg
 
 from ingest import service
-from ingest.binary import TelemetryEncoder
+from ingest.binary import encode_rows, group_samples
 from ingest.consumer import URGENT_TOPIC_PREFIXES
 from ingest.models import (
     Accepted,
@@ -262,9 +262,11 @@ class Writer:
     conn: psycopg.Connection
     registry: DeviceRegistry
     clock: Clock
-    encoder: TelemetryEncoder = field(default_factory=TelemetryEncoder)
     partitioned_days: set[int] = field(default_factory=set)
-    timescale: bool = False
+    # sorted metric list -> telemetry_metric_sets.id, as committed; ids created by the open
+    # transaction wait in new_metric_sets until it commits (a rollback would orphan them)
+    metric_sets: dict[tuple[str, ...], int] = field(default_factory=dict)
+    new_metric_sets: dict[tuple[str, ...], int] = field(default_factory=dict)
     lane: Lane = Lane.ALL
 
     def store(self, batch: Batch) -> WriteResult:
@@ -283,6 +285,7 @@ class Writer:
 
     def rollback(self) -> None:
         """End a failed transaction, if the connection still allows it."""
+        self.new_metric_sets.clear()  # created in the transaction that ends here
         if not self.conn.closed and not self.conn.broken:
             try:
                 self.conn.rollback()
@@ -309,9 +312,12 @@ class Writer:
         try:
             with self.conn.transaction():
                 result = self._write(plan, letters, redelivery=batch.redelivery)
+            self._commit_metric_sets()
         except TRANSIENT_ERRORS:
+            self.new_metric_sets.clear()
             raise
         except Exception as exc:
+            self.new_metric_sets.clear()
             if isinstance(exc, psycopg.errors.CheckViolation) and "no partition" in str(exc):
                 raise
             # Something in the batch itself is refused (by the database, or on its way there,
@@ -322,12 +328,24 @@ class Writer:
             )
             with self.conn.transaction():
                 result = self._write_one_by_one(accepted, letters)
+            self._commit_metric_sets()
         return result
+
+    def _commit_metric_sets(self) -> None:
+        self.metric_sets.update(self.new_metric_sets)
+        self.new_metric_sets.clear()
+
+    def _metric_set_ids(self, sets: set[tuple[str, ...]]) -> dict[tuple[str, ...], int]:
+        known, new = self.metric_sets, self.new_metric_sets
+        missing = [s for s in sets if s not in known and s not in new]
+        if missing:
+            new.update(service.metric_sets(self.conn, sets=missing))
+        return {s: known[s] if s in known else new[s] for s in sets}
 
     def _ensure_partitions(self, days: set[int]) -> None:
         missing = sorted(days - self.partitioned_days)
-        if not missing or self.timescale:
-            return
+        if not missing:
+            return  # (on TimescaleDB the function creates nothing: chunks come by themselves)
         first, last = from_ms(missing[0] * DAY_MS).date(), from_ms(missing[-1] * DAY_MS).date()
         try:
             service.ensure_partitions(self.conn, first_day=first, last_day=last)
@@ -365,7 +383,7 @@ class Writer:
                 now=now,
             )
         service.insert_dead_letters(conn, letters=letters)
-        if plan.rollup_hours and not self.timescale:
+        if plan.rollup_hours:
             service.mark_rollup_hours(conn, hours_ms=plan.rollup_hours, now=now)
         # Queued in this transaction: PostgreSQL delivers them exactly when it commits.
         notify.send(conn, notify.EVENTS, [notify.event_payload(n) for n in event_notices])
@@ -384,19 +402,39 @@ class Writer:
     def _write_telemetry(self, plan: Plan, *, redelivery: bool) -> int:
         if not plan.telemetry:
             return 0
-        data = self.encoder.encode(plan.telemetry)
+        devices = self.registry.devices
+        refs = {device: devices[device].ref for device, _ in plan.telemetry}
+        grouped = group_samples(plan.telemetry)
+        data = encode_rows(
+            grouped.rows, device_refs=refs, set_ids=self._metric_set_ids(grouped.metric_sets())
+        )
+        stored: int | None = None
         if not redelivery:
-            # Fast path: COPY straight into telemetry. A row already there (a redelivery the
-            # broker did not flag) fails the COPY; the savepoint then takes the dedup path.
+            # Fast path: COPY straight into telemetry_rows. A row already there (a redelivery
+            # the broker did not flag) fails the COPY; the savepoint then takes the merge path.
             try:
                 with self.conn.transaction():
                     service.copy_telemetry(self.conn, data=data)
-                return plan.points
+                stored = grouped.points
             except psycopg.errors.UniqueViolation:
                 pass
-        return service.copy_telemetry_deduplicated(
-            self.conn, data=data, received_at=self.clock.now()
-        )
+        if stored is None:
+            stored = service.copy_telemetry_deduplicated(
+                self.conn, data=data, received_at=self.clock.now()
+            )
+        # A (device, metric, ts) offered twice in this batch: merged after the first, so an
+        # equal value is a duplicate and a different one a recorded conflict.
+        repeats = grouped.repeats
+        while repeats:
+            again = group_samples(repeats)
+            data = encode_rows(
+                again.rows, device_refs=refs, set_ids=self._metric_set_ids(again.metric_sets())
+            )
+            stored += service.copy_telemetry_deduplicated(
+                self.conn, data=data, received_at=self.clock.now()
+            )
+            repeats = again.repeats
+        return stored
 
     def _check_commands(
         self, results: list[tuple[Accepted, service.CommandResultRow]]
@@ -434,6 +472,7 @@ class Writer:
             except TRANSIENT_ERRORS:
                 raise
             except Exception as exc:
+                self.new_metric_sets.clear()  # the savepoint took back any it created
                 refused.append(
                     DeadLetter(
                         item.topic,

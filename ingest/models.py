@@ -63,6 +63,7 @@ class DeviceInfo:
     kind: DeviceKind
     gateway_id: str | None
     decommissioned: bool
+    ref: int  # devices.ref: the compact number telemetry rows carry
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ def connect_writer(url: str) -> psycopg.Connection:
     conn = psycopg.connect(url, row_factory=tuple_row, connect_timeout=5)
     conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} "
-        "(device_id text, metric text, ts timestamptz, value float8, good boolean) "
+        '(device_ref integer, set_id integer, ts timestamptz, "values" float8[], bad int2[]) '
         "ON COMMIT DELETE ROWS"
     )
     conn.commit()
@@ -41,13 +41,13 @@ def connect_writer(url: str) -> psycopg.Connection:
 
 def load_devices(conn: psycopg.Connection, *, ids: Sequence[str] | None = None) -> list[DeviceInfo]:
     """Registered devices (all, or those among ``ids``)."""
-    query = "SELECT id, kind, gateway_id, decommissioned_at IS NOT NULL FROM devices"
+    query = "SELECT id, kind, gateway_id, decommissioned_at IS NOT NULL, ref FROM devices"
     rows = (
         conn.execute(query).fetchall()
         if ids is None
         else conn.execute(query + " WHERE id = ANY(%s)", (list(ids),)).fetchall()
     )
-    return [DeviceInfo(r[0], DeviceKind(r[1]), r[2], bool(r[3])) for r in rows]
+    return [DeviceInfo(r[0], DeviceKind(r[1]), r[2], bool(r[3]), r[4]) for r in rows]
 
 
 def load_gateways(conn: psycopg.Connection, *, ids: Sequence[str] | None = None) -> set[str]:
@@ -79,37 +79,48 @@ def ensure_partitions(conn: psycopg.Connection, *, first_day: date, last_day: da
     return int(row[0]) if row else 0
 
 
+def metric_sets(
+    conn: psycopg.Connection, *, sets: Sequence[tuple[str, ...]]
+) -> dict[tuple[str, ...], int]:
+    """Id of each sorted metric list, creating the missing ones (in the caller's transaction)."""
+    wanted = sorted(set(sets))
+    if not wanted:
+        return {}
+    # One array literal per set (metric names need no quoting, vigil.wire.METRIC_PATTERN):
+    # PostgreSQL has no arrays of arrays of unequal lengths.
+    literals = ["{" + ",".join(metrics) + "}" for metrics in wanted]
+    conn.execute(
+        "INSERT INTO telemetry_metric_sets (metrics) SELECT m::text[] FROM unnest(%s::text[]) m "
+        "ORDER BY 1 ON CONFLICT (metrics) DO NOTHING",
+        (literals,),
+    )
+    rows = conn.execute(
+        "SELECT s.metrics, s.id FROM telemetry_metric_sets s "
+        "JOIN unnest(%s::text[]) m ON s.metrics = m::text[]",
+        (literals,),
+    ).fetchall()
+    return {tuple(r[0]): r[1] for r in rows}
+
+
 def copy_telemetry(conn: psycopg.Connection, *, data: bytes) -> None:
-    """Binary COPY straight into telemetry; raises UniqueViolation if any row is already there."""
-    with conn.cursor().copy(f"COPY telemetry {COLUMNS} FROM STDIN (FORMAT BINARY)") as copy:
+    """Binary COPY straight into telemetry_rows; raises UniqueViolation if a row is there."""
+    with conn.cursor().copy(f"COPY telemetry_rows {COLUMNS} FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(data)
 
 
 def copy_telemetry_deduplicated(
     conn: psycopg.Connection, *, data: bytes, received_at: datetime
 ) -> int:
-    """Binary COPY into the staging table, then move only new rows; returns rows stored.
+    """Binary COPY into the staging table, then merge point by point; returns points stored.
 
-    A row whose (device, metric, ts) is stored already with another value keeps the stored
-    value; the disagreement goes to ``telemetry_conflicts``.
+    A point whose (device, metric, ts) is stored already with another value keeps the stored
+    value; the disagreement goes to ``telemetry_conflicts`` (merge_telemetry_stage, 0105).
     """
     with conn.cursor().copy(f"COPY {STAGE_TABLE} {COLUMNS} FROM STDIN (FORMAT BINARY)") as copy:
         copy.write(data)
-    cur = conn.execute(
-        f"INSERT INTO telemetry {COLUMNS} SELECT device_id, metric, ts, value, good "
-        f"FROM {STAGE_TABLE} ON CONFLICT DO NOTHING"
-    )
-    stored = cur.rowcount
-    conn.execute(
-        "INSERT INTO telemetry_conflicts (device_id, metric, ts, kept_value, offered_value, "
-        "offered_good, received_at) "
-        "SELECT s.device_id, s.metric, s.ts, t.value, s.value, s.good, %s "
-        f"FROM {STAGE_TABLE} s JOIN telemetry t ON t.device_id = s.device_id "
-        "AND t.metric = s.metric AND t.ts = s.ts WHERE t.value IS DISTINCT FROM s.value "
-        "ON CONFLICT DO NOTHING",
-        (received_at,),
-    )
-    return stored
+    row = conn.execute("SELECT merge_telemetry_stage(%s)", (received_at,)).fetchone()
+    conn.execute(f"TRUNCATE {STAGE_TABLE}")  # a repeat round reuses it in this transaction
+    return int(row[0]) if row else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +367,7 @@ def insert_dead_letters(conn: psycopg.Connection, *, letters: Sequence[DeadLette
 
 
 def refresh_rollups(conn: psycopg.Connection, *, max_buckets: int = 24) -> int:
-    """Roll up pending hours (plain path); returns how many hours were refreshed."""
+    """Roll up pending hours; returns how many hours were refreshed."""
     row = conn.execute("SELECT refresh_telemetry_hourly(%s)", (max_buckets,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -372,14 +383,14 @@ def apply_timescale_policies(
     """Set the configured compression and retention policies; False on plain PostgreSQL."""
     if not has_timescaledb(conn):
         return False
-    conn.execute("SELECT remove_compression_policy('telemetry', if_exists => true)")
+    conn.execute("SELECT remove_compression_policy('telemetry_rows', if_exists => true)")
     conn.execute(
-        "SELECT add_compression_policy('telemetry', make_interval(days => %s))",
+        "SELECT add_compression_policy('telemetry_rows', make_interval(days => %s))",
         (compress_after_days,),
     )
-    conn.execute("SELECT remove_retention_policy('telemetry', if_exists => true)")
+    conn.execute("SELECT remove_retention_policy('telemetry_rows', if_exists => true)")
     conn.execute(
-        "SELECT add_retention_policy('telemetry', make_interval(days => %s))", (retention_days,)
+        "SELECT add_retention_policy('telemetry_rows', make_interval(days => %s))", (retention_days,)
     )
     return True
 
@@ -403,8 +414,7 @@ def telemetry_between(
 ) -> list[tuple[datetime, float, bool]]:
     """Raw samples of one metric in [start, end), oldest first."""
     return conn.execute(
-        "SELECT ts, value, good FROM telemetry WHERE device_id = %s AND metric = %s "
-        "AND ts >= %s AND ts < %s ORDER BY ts",
+        "SELECT ts, value, good FROM telemetry_series(%s, %s, %s, %s)",
         (device_id, metric, start, end),
     ).fetchall()
 
@@ -422,17 +432,18 @@ def hourly_rollups(
 
 
 def telemetry_storage(conn: psycopg.Connection) -> tuple[int, int]:
-    """Total bytes (tables, indexes, TOAST) and rows of the telemetry partitions or chunks."""
+    """Total bytes (tables, indexes, TOAST) and points of the telemetry partitions or chunks."""
+    points = "(SELECT coalesce(sum(cardinality(\"values\")), 0) FROM telemetry_rows)"
     if has_timescaledb(conn):
         row = conn.execute(
-            "SELECT (SELECT total_bytes FROM hypertable_detailed_size('telemetry')), "
-            "(SELECT count(*) FROM telemetry)"
+            "SELECT (SELECT total_bytes FROM hypertable_detailed_size('telemetry_rows')), "
+            + points
         ).fetchone()
     else:
         row = conn.execute(
             "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0), "
-            "(SELECT count(*) FROM telemetry) "
-            "FROM pg_inherits WHERE inhparent = 'telemetry'::regclass"
+            + points
+            + " FROM pg_inherits WHERE inhparent = 'telemetry_rows'::regclass"
         ).fetchone()
     assert row is not None
     return int(row[0] or 0), int(row[1])
@@ -444,7 +455,7 @@ def compression_ratio(conn: psycopg.Connection) -> float | None:
         return None
     row = conn.execute(
         "SELECT before_compression_total_bytes, after_compression_total_bytes "
-        "FROM hypertable_compression_stats('telemetry')"
+        "FROM hypertable_compression_stats('telemetry_rows')"
     ).fetchone()
     if not row or not row[0] or not row[1]:
         return None

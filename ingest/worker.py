@@ -27,7 +27,6 @@ from ingest.registry import DeviceRegistry
 from vigil import wire
 from vigil.clock import Clock
 from vigil.config import IngestSettings
-from vigil.db import has_timescaledb
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +245,6 @@ class IngestWorker:
 
     def _connect(self) -> flows.Writer:
         conn = service.connect_writer(self.database_url)
-        timescale = has_timescaledb(conn)
         if not self.registry.devices:
             self.registry.load(conn)
         conn.commit()
@@ -254,7 +252,6 @@ class IngestWorker:
             conn=conn,
             registry=self.registry,
             clock=self.clock,
-            timescale=timescale,
             lane=self.lane,
         )
 

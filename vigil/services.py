@@ -95,10 +95,19 @@ def _run_as() -> pwd.struct_passwd | None:
 class PostgresServer:
     """A private PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1:``port``."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        durable: bool = True,
+        timescaledb: bool = False,
+    ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self.durable = durable
+        # load TimescaleDB at start (it cannot be created in a database otherwise)
+        self.timescaledb = timescaledb
         self.user = "postgres"
         self._bindir = postgres_bindir()
         self._owner = _run_as()
@@ -158,6 +167,13 @@ class PostgresServer:
             "-c max_connections=200",
             "-c shared_buffers=256MB",
         ]
+        if self.timescaledb:
+            options += [
+                "-c shared_preload_libraries=timescaledb",
+                "-c timescaledb.telemetry_level=off",
+                "-c max_worker_processes=64",
+                "-c timescaledb.max_background_workers=48",
+            ]
         if not self.durable:
             # Test clusters are throwaway: trade crash safety for speed.
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]

@@ -6,6 +6,10 @@ that asks for ``db_url`` gets a fresh database cloned from a migrated template. 
 for ``broker`` or ``private_postgres``: instances of their own that they may stop, kill and
 restart. Teardown leaves no process behind.
 
+With ``VIGIL_TEST_TIMESCALEDB=1`` the private servers load TimescaleDB, so the same tests run
+against the hypertable path (``make test`` runs the storage tests that way a second time when
+TimescaleDB is installed, see scripts/ensure-timescaledb.sh).
+
 Use it with ``pytest_plugins = ["vigil.testing"]`` in a conftest.
 """
 
@@ -28,6 +32,12 @@ from vigil.services import MosquittoBroker, PostgresServer
 
 DATABASE_ENV = "VIGIL_TEST_DATABASE_URL"
 MQTT_ENV = "VIGIL_TEST_MQTT_URL"
+TIMESCALEDB_ENV = "VIGIL_TEST_TIMESCALEDB"
+
+
+def timescaledb_wanted() -> bool:
+    """True when the private test servers should load TimescaleDB."""
+    return os.environ.get(TIMESCALEDB_ENV, "") not in ("", "0")
 
 
 def _scratch_dir(prefix: str) -> Path:
@@ -50,7 +60,9 @@ def postgres_admin_url() -> Iterator[str]:
     if external:
         yield external
         return
-    server = PostgresServer(_scratch_dir("vigil-pg-") / "data", durable=False)
+    server = PostgresServer(
+        _scratch_dir("vigil-pg-") / "data", durable=False, timescaledb=timescaledb_wanted()
+    )
     atexit.register(server.stop, mode="immediate")
     server.start()
     try:
@@ -66,6 +78,15 @@ def template_database(postgres_admin_url: str) -> Iterator[str]:
     with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     migrate(with_database(postgres_admin_url, name))
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        # Cloning needs the template to itself: TimescaleDB's job scheduler would connect to it
+        # (and race the clones) unless connections are refused.
+        conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
     try:
         yield name
     finally:
@@ -123,7 +144,9 @@ def empty_db_url(postgres_admin_url: str) -> Iterator[str]:
 @pytest.fixture
 def private_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server of the test's own (migrated ``vigil`` database) that it may restart."""
-    server = PostgresServer(_scratch_dir("vigil-pgx-") / "data", durable=True)
+    server = PostgresServer(
+        _scratch_dir("vigil-pgx-") / "data", durable=True, timescaledb=timescaledb_wanted()
+    )
     server.start()
     try:
         with psycopg.connect(server.url(), autocommit=True) as conn:

@@ -217,7 +217,8 @@ async def telemetry_buckets(
     """One metric of an in-scope device over [start, end) in ``date_bin`` buckets.
 
     ``date_bin`` works the same on plain PostgreSQL and TimescaleDB; the origin is the Unix
-    epoch so that bucket edges do not depend on the requested range.
+    epoch so that bucket edges do not depend on the requested range. ``telemetry_series``
+    reads one array element per stored instant through the (device, ts) key (migration 0105).
     """
     scope = device_scope(principal)
     query = sql.SQL(
@@ -225,10 +226,8 @@ async def telemetry_buckets(
                            TIMESTAMPTZ '1970-01-01 00:00:00+00') AS ts,
                   avg(t.value) AS avg, min(t.value) AS min, max(t.value) AS max,
                   (array_agg(t.value ORDER BY t.ts DESC))[1] AS last, count(*) AS count
-           FROM telemetry t
-           WHERE t.device_id = %(device)s AND t.metric = %(metric)s
-             AND t.ts >= %(start)s AND t.ts < %(end)s AND t.good
-             AND EXISTS (SELECT 1 FROM devices d WHERE d.id = t.device_id AND ({}))
+           FROM telemetry_series(%(device)s, %(metric)s, %(start)s, %(end)s) t
+           WHERE t.good AND EXISTS (SELECT 1 FROM devices d WHERE d.id = %(device)s AND ({}))
            GROUP BY 1 ORDER BY 1"""
     ).format(scope.condition)
     params = {

@@ -385,7 +385,7 @@ def test_an_alarm_is_stored_and_notified_while_telemetry_is_stuck(db_url, broker
                 if list(listener.notifies(timeout=0.2, stop_after=1)):
                     break
             stored = wait_for_count(db_url, "SELECT count(*) FROM telemetry", 10)
-            blocker.execute("LOCK TABLE telemetry IN ACCESS EXCLUSIVE MODE")
+            blocker.execute("LOCK TABLE telemetry_rows IN ACCESS EXCLUSIVE MODE")
             pub.publish(*telemetry(fleet, device=fleet.meters[1], seq=500, start_ms=now - 400))
             pub.publish(*alarm)
             # the alarm is committed and notified although telemetry cannot be written

@@ -34,7 +34,7 @@ def _partitions(conn) -> list[str]:
         r["relname"]
         for r in conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'telemetry'::regclass ORDER BY 1"
+            "WHERE i.inhparent = 'telemetry_rows'::regclass ORDER BY 1"
         ).fetchall()
     ]
 
@@ -47,15 +47,15 @@ def test_partitions_are_created_ahead_and_dropped_after_retention(plain, db_url,
     with psycopg.connect(db_url) as conn:
         upkeep = flows.maintain_storage(conn, today=today, settings=settings)
     names = _partitions(plain)
-    expected = [f"telemetry_p{(today + timedelta(days=d)):%Y%m%d}" for d in range(-1, 4)]
+    expected = [f"telemetry_rows_p{(today + timedelta(days=d)):%Y%m%d}" for d in range(-1, 4)]
     assert names == expected
     assert upkeep.partitions_created == 5
     assert set(upkeep.partitions_dropped) == {
-        f"telemetry_p{old:%Y%m%d}",
-        f"telemetry_p{old + timedelta(days=1):%Y%m%d}",
+        f"telemetry_rows_p{old:%Y%m%d}",
+        f"telemetry_rows_p{old + timedelta(days=1):%Y%m%d}",
     }
     brin = plain.execute(
-        "SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'telemetry' AND indexdef ~* 'brin'"
+        "SELECT count(*) AS n FROM pg_indexes WHERE tablename = 'telemetry_rows' AND indexdef ~* 'brin'"
     ).fetchone()
     assert brin["n"] == 1
 

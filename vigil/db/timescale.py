@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
+
+log = logging.getLogger(__name__)
 
 
 def timescaledb_available(conn: psycopg.Connection) -> bool:
@@ -11,6 +15,13 @@ def timescaledb_available(conn: psycopg.Connection) -> bool:
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
     ).fetchone()
     return row is not None
+
+
+def timescaledb_preloaded(conn: psycopg.Connection) -> bool:
+    """True when the server loads timescaledb at start (``shared_preload_libraries``)."""
+    row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    libraries = str(row[0]) if row else ""
+    return "timescaledb" in [name.strip().strip('"') for name in libraries.split(",")]
 
 
 def has_timescaledb(conn: psycopg.Connection) -> bool:
@@ -24,6 +35,14 @@ def try_enable_timescaledb(conn: psycopg.Connection) -> bool:
     if has_timescaledb(conn):
         return True
     if not timescaledb_available(conn):
+        return False
+    if not timescaledb_preloaded(conn):
+        # CREATE EXTENSION would end the connection with FATAL: say so once and go plain.
+        log.warning(
+            "TimescaleDB is installed but not in shared_preload_libraries; using plain "
+            "PostgreSQL storage (add shared_preload_libraries = 'timescaledb' and restart "
+            "PostgreSQL to use it)"
+        )
         return False
     try:
         with conn.transaction():
