@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench services clean
+.PHONY: demo test lint bench services timescaledb clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 services:
 	@bash scripts/ensure-services.sh
 
+# The tests also run the storage path on TimescaleDB, built once per machine from
+# ../shared/vendor into ~/.cache/vigil (outside the clone).
+timescaledb:
+	@bash scripts/ensure-timescaledb.sh
+
 demo: $(STAMP) services
 	$(BIN)/vigil demo
 
-test: $(STAMP) services
+test: $(STAMP) services timescaledb
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@bash scripts/timescaledb-tests.sh $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -28,6 +28,7 @@ from api.deps import ApiContext
 from api.live.service import Broadcaster
 from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock
 from vigil.db.pool import open_pool
+from vigil.db.timescale import STALLED_JOBS_SQL
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Health(BaseModel):
     database: bool
     listening: bool
     streams: int
+    # TimescaleDB policy jobs its scheduler fails or does not run (ingest runs them itself)
+    storage_jobs_stalled: list[str] = []
 
 
 async def open_request_pool(url: str, *, max_size: int) -> AsyncConnectionPool:
@@ -204,9 +207,16 @@ def create_app(
     async def health() -> Health:
         """Whether this worker reaches the database and listens for notifications."""
         assert ctx.pool is not None
+        stalled: list[str] = []
         try:
             async with ctx.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
+                cur = await conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS ts"
+                )
+                row = await cur.fetchone()
+                if row and row["ts"]:
+                    cur = await conn.execute(STALLED_JOBS_SQL, {"hypertable": "telemetry_rows"})
+                    stalled = [f"{r['proc_name']}: {r['problem']}" for r in await cur.fetchall()]
             database = True
         except Exception:
             database = False
@@ -215,6 +225,7 @@ def create_app(
             database=database,
             listening=ctx.broadcaster.listening.is_set(),
             streams=ctx.broadcaster.subscribers,
+            storage_jobs_stalled=stalled,
         )
 
     @app.exception_handler(psycopg.OperationalError)

@@ -5,9 +5,11 @@
 Self-contained: it starts a private PostgreSQL and a private Mosquitto, registers energy meters,
 runs N ingest workers (separate processes, shared subscription) and P publisher processes that
 publish batches of samples at QoS 1 for ``--duration`` seconds. It measures committed points/s
-from the first publish to the last commit, then COPYs the very same rows (pre-encoded, binary)
-into an identical empty table over one connection and prints both rates and their ratio, the
-bytes per stored point, and the TimescaleDB compression ratio where TimescaleDB is present.
+from the first publish to the last commit, then COPYs the very same points (pre-encoded, binary)
+into a table of one row per point (Vigil's layout before migration 0105, the baseline) and prints
+both rates and their ratio, the bytes per stored point of both layouts, and with
+``--timescaledb`` the bytes per point once TimescaleDB has compressed the chunks. The values
+carry meter-like noise, so compression is not flattered by smooth data.
 
 The machine is shared and small (2 cores for broker, database, publishers and ingest): the
 figures are noisy; run it more than once before drawing conclusions.
@@ -19,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -72,12 +75,21 @@ class Layout:
         round_ = k // len(mine)
         first = self.base_ms + round_ * self.ticks * TICK_MS
         base = 200.0 + (device % 50)
+        tick0 = round_ * self.ticks
         samples = [
-            (metric, first + t * TICK_MS, base + t * 0.25 + i)
+            (metric, first + t * TICK_MS, noisy(base + i * 10.0, device, tick0 + t, i))
             for t in range(self.ticks)
             for i, metric in enumerate(METRICS)
         ]
         return gateway_id(device % self.gateways), device_id(device), round_, samples
+
+
+def noisy(level: float, device: int, tick: int, metric: int) -> float:
+    """A reading around ``level`` with deterministic noise of ±5 at 0.01 resolution, as a
+    meter's register would give (realistic for compression figures; smooth data flatters it)."""
+    h = (device * 2_654_435_761 + tick * 40_503 + metric * 97) & 0xFFFF_FFFF
+    h = (h ^ (h >> 15)) * 2_246_822_519 & 0xFFFF_FFFF
+    return round(level + ((h >> 8) % 1001 - 500) / 100.0, 2)
 
 
 def payload(seq: int, samples: list[tuple]) -> bytes:
@@ -294,6 +306,38 @@ def register(url: str, layout: Layout) -> None:
             )
 
 
+class PointRowEncoder:
+    """The baseline layout, one row per point (device_id, metric, ts, value, good), in binary
+    COPY format: Vigil's telemetry table before migration 0105, for the raw COPY comparison."""
+
+    columns = "(device_id, metric, ts, value, good)"
+    _tail = struct.Struct(">iqidi?")
+
+    def __init__(self) -> None:
+        self._prefixes: dict[tuple[str, str], bytes] = {}
+
+    def encode(self, rows: list) -> bytes:
+        from ingest.binary import HEADER, PG_EPOCH_MS, TRAILER
+
+        parts = [HEADER]
+        for device, samples in rows:
+            for sample in samples:
+                key = (device, sample.metric)
+                prefix = self._prefixes.get(key)
+                if prefix is None:
+                    d, m = device.encode(), sample.metric.encode()
+                    prefix = struct.pack(">hi", 5, len(d)) + d + struct.pack(">i", len(m)) + m
+                    self._prefixes[key] = prefix
+                parts.append(prefix)
+                parts.append(
+                    self._tail.pack(
+                        8, (sample.ts - PG_EPOCH_MS) * 1000, 8, sample.value, 1, sample.good
+                    )
+                )
+        parts.append(TRAILER)
+        return b"".join(parts)
+
+
 def raw_copy(
     url: str,
     layout: Layout,
@@ -302,15 +346,15 @@ def raw_copy(
     postmaster: int,
     connections: int,
 ) -> tuple:
-    """Rows/s of a binary COPY of the same rows into an identical, empty table."""
+    """Rows/s of a binary COPY of the same points into a table of one row per point (the layout
+    before migration 0105), and that table's bytes per point."""
     import psycopg
 
-    from ingest.binary import COLUMNS, TelemetryEncoder
     from vigil.clock import from_ms
     from vigil.wire import Sample
 
     chunks: list[bytes] = []
-    encoder = TelemetryEncoder()
+    encoder = PointRowEncoder()
     pending: list = []
     size = rows = 0
     for publisher, messages in published.items():
@@ -350,7 +394,7 @@ def raw_copy(
             conn = conns[index]
             for chunk in chunks[index::connections]:
                 with conn.cursor().copy(
-                    f"COPY bench_raw {COLUMNS} FROM STDIN (FORMAT BINARY)"
+                    f"COPY bench_raw {encoder.columns} FROM STDIN (FORMAT BINARY)"
                 ) as cp:
                     cp.write(chunk)
                 conn.commit()
@@ -367,22 +411,31 @@ def raw_copy(
     finally:
         for conn in conns:
             conn.close()
-    return rows, elapsed, cpu
+    with psycopg.connect(url, autocommit=True) as conn:
+        size = conn.execute(
+            "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
+            "WHERE inhparent = 'bench_raw'::regclass"
+        ).fetchone()[0]
+        conn.execute("DROP TABLE bench_raw")
+    return rows, elapsed, cpu, int(size)
 
 
-def storage_figures(url: str) -> tuple[int, int, float | None]:
+def storage_figures(url: str) -> tuple[int, int, int | None]:
+    """Bytes and points of telemetry; on TimescaleDB also the bytes once every chunk is
+    compressed."""
     import psycopg
 
     from ingest import service
     from vigil.db import has_timescaledb
 
     with psycopg.connect(url, autocommit=True) as conn:
-        size, rows = service.telemetry_storage(conn)
-        ratio = None
+        size, points = service.telemetry_storage(conn)
+        compressed = None
         if has_timescaledb(conn):
-            conn.execute("SELECT compress_chunk(c, true) FROM show_chunks('telemetry') c")
-            ratio = service.compression_ratio(conn)
-    return size, rows, ratio
+            conn.execute("SELECT compress_chunk(c, true) FROM show_chunks('telemetry_rows') c")
+            conn.execute("VACUUM ANALYZE telemetry_rows")
+            compressed, _ = service.telemetry_storage(conn)
+    return size, points, compressed
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -398,7 +451,11 @@ def run_bench(args: argparse.Namespace) -> int:
     # --database-url: a server of your own (a scratch database is created on it and dropped
     # after; its settings are left as they are); else a private one started here
     external = args.database_url
-    postgres = None if external else PostgresServer(scratch / "pg", durable=not args.no_fsync)
+    postgres = (
+        None
+        if external
+        else PostgresServer(scratch / "pg", durable=not args.no_fsync, timescaledb=args.timescaledb)
+    )
     broker = MosquittoBroker(scratch / "mqtt")
     children: list[Child] = []
     scratch_db = f"vigil_bench_{os.getpid()}"
@@ -549,11 +606,11 @@ def run_bench(args: argparse.Namespace) -> int:
             "publishers": publisher_cpu[0],
         }
 
-        rows, copy_s, copy_db_cpu = raw_copy(
+        rows, copy_s, copy_db_cpu, copy_size = raw_copy(
             url, layout, published, args.batch_size, postmaster, args.copy_connections
         )
         copy_rate = rows / copy_s
-        size, stored, ratio = storage_figures(url)
+        size, stored, compressed = storage_figures(url)
         print()
         print(f"points published:          {published_points[0]:,}")
         print(f"points committed:          {points:,} (rows in telemetry: {stored:,})")
@@ -563,15 +620,22 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"committed in that window:  {window:,.0f} points/s")
         print(f"end to end (MQTT→commit):  {e2e:,.0f} points/s over {elapsed:.1f} s")
         print(
-            f"raw binary COPY:           {copy_rate:,.0f} rows/s ({rows:,} rows, {copy_s:.1f} s, "
-            f"{args.copy_connections} connection(s), chunks of {args.batch_size:,})"
+            f"raw binary COPY, one row per point (the layout before 0105): {copy_rate:,.0f} "
+            f"points/s ({rows:,} rows, {copy_s:.1f} s, {args.copy_connections} connection(s), "
+            f"chunks of {args.batch_size:,})"
         )
-        print(f"ratio end-to-end / COPY:   {e2e / copy_rate:.2f}")
-        print(f"bytes per stored point:    {size / max(stored, 1):.1f} ({size / 2**20:.0f} MiB)")
-        if ratio is None:
-            print("TimescaleDB compression:   n/a (TimescaleDB is not installed on this server)")
+        print(f"ratio end-to-end / that COPY: {e2e / copy_rate:.2f}")
+        print(
+            f"bytes per stored point:    {size / max(stored, 1):.1f} ({size / 2**20:.0f} MiB); "
+            f"one row per point: {copy_size / max(rows, 1):.1f}"
+        )
+        if compressed is None:
+            print("TimescaleDB compression:   n/a (plain PostgreSQL; --timescaledb to measure)")
         else:
-            print(f"TimescaleDB compression:   {ratio:.1f}x")
+            print(
+                f"TimescaleDB compressed:    {compressed / max(stored, 1):.2f} bytes per point "
+                f"({size / max(compressed, 1):.1f}x smaller)"
+            )
         tuning = (
             "your server's settings"
             if postgres is None
@@ -620,6 +684,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--copy-connections", type=int, default=1, help="connections of the raw COPY baseline"
     )
     parser.add_argument("--no-fsync", action="store_true", help="run PostgreSQL without fsync")
+    parser.add_argument(
+        "--timescaledb",
+        action="store_true",
+        help="the private server loads TimescaleDB (hypertable path, compression figures)",
+    )
     parser.add_argument(
         "--database-url",
         help="benchmark on this PostgreSQL server (a scratch database is created and dropped) "

@@ -32,6 +32,7 @@ from vigil import notify
 from vigil.catalog import DeviceKind, is_metric
 from vigil.clock import Clock, from_ms
 from vigil.config import IngestSettings, Settings
+from vigil.db import StalledJob, stalled_jobs
 from vigil.wire import (
     PREFIX,
     Channel,
@@ -632,12 +633,15 @@ class Upkeep:
     partitions_created: int
     partitions_dropped: tuple[str, ...]
     hours_rolled_up: int
+    # TimescaleDB policy jobs its scheduler fails or does not run, which this run ran itself
+    jobs_stalled: tuple[StalledJob, ...] = ()
 
 
 def maintain_storage(
     conn: psycopg.Connection, *, today: date, settings: IngestSettings, max_rounds: int = 20
 ) -> Upkeep:
-    """Create partitions ahead, drop those past retention, roll up pending hours (plain path)."""
+    """Create partitions ahead, drop those past retention, roll up pending hours (both paths),
+    and run the TimescaleDB policy jobs (compression, retention) its scheduler cannot."""
     created = service.ensure_partitions(
         conn,
         first_day=today - timedelta(days=1),
@@ -654,7 +658,20 @@ def maintain_storage(
         if done == 0:
             break
         hours += done
-    return Upkeep(created, tuple(dropped), hours)
+    # TimescaleDB: its scheduler compresses and drops chunks; when it fails to (every job fails
+    # on PostgreSQL 15.20) or does not run, ingest does the same work on its own clock.
+    stalled = tuple(stalled_jobs(conn, hypertable="telemetry_rows"))
+    names = {job.name for job in stalled}
+    if "policy_retention" in names:
+        dropped += service.drop_chunks_before(
+            conn, day=today - timedelta(days=settings.retention_days)
+        )
+    if "policy_compression" in names:
+        service.compress_chunks_before(
+            conn, day=today - timedelta(days=settings.compress_after_days)
+        )
+    conn.commit()
+    return Upkeep(created, tuple(dropped), hours, stalled)
 
 
 # -- entry point ---------------------------------------------------------------------------------

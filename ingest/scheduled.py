@@ -42,6 +42,7 @@ def run_upkeep(
 ) -> None:
     """Run the upkeep now and every ``maintenance_interval_s`` until ``stop`` is set."""
     policies_applied = False
+    stalled_before: set[str] = set()
     while not stop.is_set():
         try:
             upkeep = upkeep_once(
@@ -54,6 +55,18 @@ def run_upkeep(
                 policies_applied = True
                 if upkeep.partitions_dropped or upkeep.partitions_created:
                     log.info("storage upkeep: %s", upkeep)
+                stalled = {job.name for job in upkeep.jobs_stalled}
+                # one line when jobs start to stall and one when they recover, not every run
+                if stalled - stalled_before:
+                    log.warning(
+                        "TimescaleDB's scheduler does not get these jobs done; ingest runs them "
+                        "itself every %.0f s: %s",
+                        settings.maintenance_interval_s,
+                        "; ".join(f"{j.name} ({j.problem})" for j in upkeep.jobs_stalled),
+                    )
+                elif stalled_before - stalled:
+                    log.info("TimescaleDB jobs run by the scheduler again: %s", stalled_before)
+                stalled_before = stalled
         except psycopg.Error as exc:
             log.warning("storage upkeep failed, retrying later: %s", exc)
         # real seconds between runs: pacing, not a domain deadline

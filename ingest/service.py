@@ -377,6 +377,24 @@ def drop_partitions_before(conn: psycopg.Connection, *, day: date) -> list[str]:
     return [r[0] for r in conn.execute("SELECT drop_telemetry_partitions(%s)", (day,)).fetchall()]
 
 
+def drop_chunks_before(conn: psycopg.Connection, *, day: date) -> list[str]:
+    """Drop the telemetry chunks that end on or before ``day`` (TimescaleDB)."""
+    rows = conn.execute(
+        "SELECT drop_chunks('telemetry_rows', older_than => %s::date::timestamptz)", (day,)
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def compress_chunks_before(conn: psycopg.Connection, *, day: date) -> int:
+    """Compress the telemetry chunks that end on or before ``day`` (TimescaleDB)."""
+    rows = conn.execute(
+        "SELECT compress_chunk(c, if_not_compressed => true) "
+        "FROM show_chunks('telemetry_rows', older_than => %s::date::timestamptz) AS c",
+        (day,),
+    ).fetchall()
+    return len(rows)
+
+
 def apply_timescale_policies(
     conn: psycopg.Connection, *, compress_after_days: int, retention_days: int
 ) -> bool:
@@ -390,7 +408,8 @@ def apply_timescale_policies(
     )
     conn.execute("SELECT remove_retention_policy('telemetry_rows', if_exists => true)")
     conn.execute(
-        "SELECT add_retention_policy('telemetry_rows', make_interval(days => %s))", (retention_days,)
+        "SELECT add_retention_policy('telemetry_rows', make_interval(days => %s))",
+        (retention_days,),
     )
     return True
 
@@ -433,11 +452,10 @@ def hourly_rollups(
 
 def telemetry_storage(conn: psycopg.Connection) -> tuple[int, int]:
     """Total bytes (tables, indexes, TOAST) and points of the telemetry partitions or chunks."""
-    points = "(SELECT coalesce(sum(cardinality(\"values\")), 0) FROM telemetry_rows)"
+    points = '(SELECT coalesce(sum(cardinality("values")), 0) FROM telemetry_rows)'
     if has_timescaledb(conn):
         row = conn.execute(
-            "SELECT (SELECT total_bytes FROM hypertable_detailed_size('telemetry_rows')), "
-            + points
+            "SELECT (SELECT total_bytes FROM hypertable_detailed_size('telemetry_rows')), " + points
         ).fetchone()
     else:
         row = conn.execute(

@@ -136,8 +136,10 @@ def test_sigkill_mid_stream_then_restart_stores_everything_once(db_url, broker, 
     with _ingest_process(db_url, broker.url):
         assert publisher.join()
         have = wait_for_count(db_url, "SELECT count(*) FROM telemetry", expected_points)
+        # events take their own lane (and writer): they may land after the telemetry
+        events = wait_for_count(db_url, "SELECT count(*) FROM events", 30)
     assert have == expected_points
-    assert count(db_url, "SELECT count(*) FROM events") == 30
+    assert events == count(db_url, "SELECT count(*) FROM events") == 30
     with psycopg.connect(db_url, autocommit=True) as conn:
         per_device = dict(
             conn.execute("SELECT device_id, count(*) FROM telemetry GROUP BY device_id").fetchall()

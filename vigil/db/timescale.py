@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import psycopg
 
@@ -51,3 +52,40 @@ def try_enable_timescaledb(conn: psycopg.Connection) -> bool:
         # Available but not preloaded (shared_preload_libraries): plain PostgreSQL path.
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class StalledJob:
+    """A TimescaleDB policy job of a hypertable that its scheduler does not get done."""
+
+    job_id: int
+    name: str  # policy_compression, policy_retention, ...
+    problem: str  # the scheduler's last error, or how long the job is overdue
+
+
+# A job is stalled when its last scheduled run failed, or when its next start is well past
+# (the scheduler is not running it at all). On PostgreSQL 15.20 every policy job fails with
+# "cannot drop portal" while `CALL run_job(id)` works (../shared/vendor/README.md).
+STALLED_JOBS_SQL = """
+SELECT j.job_id, j.proc_name,
+       CASE WHEN s.last_run_status = 'Failed'
+            THEN 'failed: ' || coalesce((SELECT e.err_message
+                                         FROM timescaledb_information.job_errors e
+                                         WHERE e.job_id = j.job_id
+                                         ORDER BY e.finish_time DESC LIMIT 1), 'no message')
+            ELSE 'overdue since ' || j.next_start::text END AS problem
+FROM timescaledb_information.jobs j
+LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id
+WHERE j.hypertable_name = %(hypertable)s AND j.scheduled
+  AND (s.last_run_status = 'Failed' OR j.next_start < now() - interval '15 minutes')
+ORDER BY j.job_id
+"""
+
+
+def stalled_jobs(conn: psycopg.Connection, *, hypertable: str) -> list[StalledJob]:
+    """Policy jobs of ``hypertable`` that fail or do not run; empty without TimescaleDB."""
+    if not has_timescaledb(conn):
+        return []
+    rows = conn.execute(STALLED_JOBS_SQL, {"hypertable": hypertable}).fetchall()
+    return [StalledJob(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
