@@ -90,7 +90,7 @@ def _generate(conn: psycopg.Connection, *, meters: int, steps: int, first_step: 
                             230 + random(), 230 + random(), 230 + random()]
                FROM devices d
                JOIN telemetry_metric_sets s ON s.metrics = %(metrics)s
-               CROSS JOIN generate_series(%(lo)s, %(hi)s) AS k
+               CROSS JOIN generate_series(%(lo)s::integer, %(hi)s::integer) AS k
                WHERE d.kind = 'energy_meter'""",
             {
                 "end": end,
@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             small_size, small_points = ingest_service.telemetry_storage(conn)
             started = time.perf_counter()
             _generate(conn, meters=args.meters, steps=steps, first_step=per_day * 7)
-            conn.execute("VACUUM ANALYZE telemetry_rows")
             conn.commit()
+            conn.autocommit = True
+            conn.execute("VACUUM ANALYZE telemetry_rows")
             size, points = ingest_service.telemetry_storage(conn)
             print(f"generated {points:,} points in {time.perf_counter() - started:.0f} s")
         after = asyncio.run(_time_reads(url, meters=meters, samples=args.samples))
