@@ -14,6 +14,8 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import groupby
+from operator import itemgetter
 
 from vigil.wire import Sample
 
@@ -27,7 +29,7 @@ INT2_OID = 21
 _ROW_HEAD = struct.Struct(">hiiiiiq")  # 5 fields; device_ref, set_id, ts (each: length, value)
 _NULL = struct.pack(">i", -1)
 
-# (device, ts) -> metric -> (value, good)
+# (device, ts); each row maps metric -> sample
 RowKey = tuple[str, int]
 
 
@@ -35,7 +37,7 @@ RowKey = tuple[str, int]
 class Grouped:
     """The samples of a batch as rows, and the repeated points that did not fit in them."""
 
-    rows: dict[RowKey, dict[str, tuple[float, bool]]] = field(default_factory=dict)
+    rows: dict[RowKey, dict[str, Sample]] = field(default_factory=dict)
     repeats: list[tuple[str, list[Sample]]] = field(default_factory=list)
     points: int = 0
 
@@ -44,23 +46,36 @@ class Grouped:
         return {tuple(sorted(metrics)) for metrics in self.rows.values()}
 
 
+_TS = itemgetter(1)  # Sample.ts
+
+
 def group_samples(telemetry: Iterable[tuple[str, Sequence[Sample]]]) -> Grouped:
     """One row per (device, ts); a second sample of a (device, metric, ts) is a repeat."""
     grouped = Grouped()
     rows = grouped.rows
     repeats: dict[str, list[Sample]] = {}
+    points = 0
     for device, samples in telemetry:
-        for sample in samples:
-            key = (device, sample.ts)
+        # a device reports its metrics of one instant together: take them a run at a time
+        for ts, run in groupby(samples, key=_TS):
+            taken = list(run)
+            values = {s.metric: s for s in taken}
+            key = (device, ts)
             row = rows.get(key)
-            if row is None:
-                rows[key] = {sample.metric: (sample.value, sample.good)}
-            elif sample.metric in row:
-                repeats.setdefault(device, []).append(sample)
+            if row is None and len(values) == len(taken):
+                rows[key] = values
+                points += len(taken)
                 continue
-            else:
-                row[sample.metric] = (sample.value, sample.good)
-            grouped.points += 1
+            # the instant was seen before in this batch, or a metric repeats within the run
+            if row is None:
+                row = rows[key] = {}
+            for sample in taken:
+                if sample.metric in row:
+                    repeats.setdefault(device, []).append(sample)
+                else:
+                    row[sample.metric] = sample
+                    points += 1
+    grouped.points = points
     grouped.repeats = list(repeats.items())
     return grouped
 
@@ -91,7 +106,7 @@ def _int2_array(values: Sequence[int]) -> bytes:
 
 
 def encode_rows(
-    rows: Mapping[RowKey, Mapping[str, tuple[float, bool]]],
+    rows: Mapping[RowKey, Mapping[str, Sample]],
     *,
     device_refs: Mapping[str, int],
     set_ids: Mapping[tuple[str, ...], int],
@@ -102,10 +117,10 @@ def encode_rows(
     head = _ROW_HEAD.pack
     for (device, ts), points in rows.items():
         metrics = tuple(sorted(points))
-        values = [points[m] for m in metrics]
+        samples = [points[m] for m in metrics]
         append(head(5, 4, device_refs[device], 4, set_ids[metrics], 8, (ts - PG_EPOCH_MS) * 1000))
-        append(_float8_array([v for v, _ in values]))
-        bad = [i for i, (_, good) in enumerate(values, start=1) if not good]
+        append(_float8_array([s.value for s in samples]))
+        bad = [i for i, s in enumerate(samples, start=1) if not s.good]
         append(_int2_array(bad) if bad else _NULL)
     append(TRAILER)
     return b"".join(parts)

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 try:  # optional speed-up for ingest; the standard library decodes the same way
     import orjson
@@ -104,9 +104,11 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One reading: metric, device timestamp (ms since epoch) and value."""
+class Sample(NamedTuple):
+    """One reading: metric, device timestamp (ms since epoch) and value.
+
+    A named tuple rather than a frozen dataclass: ingest builds one per point, and a tuple is
+    built in less than half the time."""
 
     metric: str
     ts: int

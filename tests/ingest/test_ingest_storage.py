@@ -16,8 +16,8 @@ from vigil.db import has_timescaledb, stalled_jobs
 from vigil.wire import Sample, TelemetryBatch
 
 NO_TIMESCALE = (
-    "TimescaleDB is not installed on this PostgreSQL server (no 'timescaledb' extension "
-    "available); the plain-PostgreSQL path is tested instead"
+    "this run uses plain PostgreSQL; `make test` runs the storage tests again on a TimescaleDB "
+    "server (VIGIL_TEST_TIMESCALEDB=1, scripts/timescaledb-tests.sh)"
 )
 HOUR = 3_600_000
 
