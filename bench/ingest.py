@@ -172,6 +172,7 @@ def run_worker(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             receive_maximum=args.receive_maximum,
             client_id="bench-ingest",
+            workers=args.workers,  # more than one: a shared subscription (else each gets all)
         ),
         clock=RealClock(),
         worker_index=args.index,
@@ -420,7 +421,7 @@ def raw_copy(
     return rows, elapsed, cpu, int(size)
 
 
-def storage_figures(url: str) -> tuple[int, int, int | None]:
+def storage_figures(url: str) -> tuple[int, int, int | None, str]:
     """Bytes and points of telemetry; on TimescaleDB also the bytes once every chunk is
     compressed."""
     import psycopg
@@ -430,12 +431,24 @@ def storage_figures(url: str) -> tuple[int, int, int | None]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         size, points = service.telemetry_storage(conn)
+        parts = conn.execute(
+            "SELECT sum(pg_relation_size(inhrelid)), sum(pg_indexes_size(inhrelid)) "
+            "FROM pg_inherits WHERE inhparent = 'telemetry_rows'::regclass"
+        ).fetchone()
+        rows, live_bytes = conn.execute(
+            "SELECT count(*), sum(pg_column_size(t.*)) FROM telemetry_rows t"
+        ).fetchone()
+        per_row = (live_bytes or 0) / max(rows, 1)
+        detail = (
+            f"{rows:,} rows of {points / max(rows, 1):.1f} points ({per_row:.0f} B each); heap {(parts[0] or 0) / max(points, 1):.1f} B/point, "
+            f"indexes {(parts[1] or 0) / max(points, 1):.1f} B/point"
+        )
         compressed = None
         if has_timescaledb(conn):
             conn.execute("SELECT compress_chunk(c, true) FROM show_chunks('telemetry_rows') c")
             conn.execute("VACUUM ANALYZE telemetry_rows")
             compressed, _ = service.telemetry_storage(conn)
-    return size, points, compressed
+    return size, points, compressed, detail
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -503,6 +516,8 @@ def run_bench(args: argparse.Namespace) -> int:
                         *common,
                         "--index",
                         str(index),
+                        "--workers",
+                        str(args.workers),
                         "--batch-size",
                         str(args.batch_size),
                         "--receive-maximum",
@@ -610,7 +625,7 @@ def run_bench(args: argparse.Namespace) -> int:
             url, layout, published, args.batch_size, postmaster, args.copy_connections
         )
         copy_rate = rows / copy_s
-        size, stored, compressed = storage_figures(url)
+        size, stored, compressed, layout_detail = storage_figures(url)
         print()
         print(f"points published:          {published_points[0]:,}")
         print(f"points committed:          {points:,} (rows in telemetry: {stored:,})")
@@ -629,6 +644,7 @@ def run_bench(args: argparse.Namespace) -> int:
             f"bytes per stored point:    {size / max(stored, 1):.1f} ({size / 2**20:.0f} MiB); "
             f"one row per point: {copy_size / max(rows, 1):.1f}"
         )
+        print(f"  {layout_detail}")
         if compressed is None:
             print("TimescaleDB compression:   n/a (plain PostgreSQL; --timescaledb to measure)")
         else:
@@ -703,6 +719,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         role.add_argument("--mqtt-url", required=True)
         role.add_argument("--index", type=int, required=True)
     wrk.add_argument("--database-url", required=True)
+    wrk.add_argument("--workers", type=int, required=True)
     wrk.add_argument("--batch-size", type=int, required=True)
     wrk.add_argument("--receive-maximum", type=int, required=True)
     for name, kind in (
