@@ -440,7 +440,8 @@ def storage_figures(url: str) -> tuple[int, int, int | None, str]:
         ).fetchone()
         per_row = (live_bytes or 0) / max(rows, 1)
         detail = (
-            f"{rows:,} rows of {points / max(rows, 1):.1f} points ({per_row:.0f} B each); heap {(parts[0] or 0) / max(points, 1):.1f} B/point, "
+            f"{rows:,} rows of {points / max(rows, 1):.1f} points ({per_row:.0f} B each); "
+            f"heap {(parts[0] or 0) / max(points, 1):.1f} B/point, "
             f"indexes {(parts[1] or 0) / max(points, 1):.1f} B/point"
         )
         compressed = None
