@@ -1,0 +1,172 @@
+"""Telemetry layout (migration 0105): one row per (device, ts) holding its metrics, every
+guarantee of one row per point kept: dedup, late data merged, conflicts recorded, flags."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from ingest import service
+from ingest.binary import group_samples
+from tests.ingest.conftest import count, make_batch, make_writer, register_fleet
+from vigil import wire
+from vigil.clock import from_ms
+from vigil.wire import Sample, TelemetryBatch
+
+METRICS = ("voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "frequency")
+
+
+def _points(db_url: str, device: str) -> list[tuple]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(
+            "SELECT metric, ts, value, good FROM telemetry WHERE device_id = %s "
+            "ORDER BY ts, metric",
+            (device,),
+        ).fetchall()
+
+
+def _message(fleet, device: str, seq: int, samples: list[Sample]) -> tuple[str, bytes]:
+    return wire.encode(TelemetryBatch(fleet.gateway, device, seq, tuple(samples)))
+
+
+def test_a_row_holds_every_metric_of_an_instant(db_url, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    meter = fleet.meters[0]
+    now = clock.now_ms()
+    samples = [
+        Sample(m, now - 1000 * t, 230.0 + t + i, good=(m != "frequency"))
+        for t in range(4)
+        for i, m in enumerate(METRICS)
+    ]
+    writer = make_writer(db_url, clock)
+    try:
+        result = writer.store(make_batch(clock, _message(fleet, meter, 1, samples)))
+    finally:
+        writer.conn.close()
+    assert result.points_stored == 20
+    assert count(db_url, "SELECT count(*) FROM telemetry_rows") == 4  # one per instant
+    stored = _points(db_url, meter)
+    assert sorted((m, v, g) for m, _, v, g in stored) == sorted(
+        (s.metric, s.value, s.good) for s in samples
+    )
+    # the chart's read: one metric through the (device, ts) key
+    with psycopg.connect(db_url) as conn:
+        series = service.telemetry_between(
+            conn,
+            device_id=meter,
+            metric="frequency",
+            start=from_ms(now - 10_000),
+            end=from_ms(now + 1),
+        )
+    assert [(v, g) for _, v, g in series] == [(230.0 + t + 4, False) for t in (3, 2, 1, 0)]
+
+
+def test_late_metrics_of_a_stored_instant_join_its_row(db_url, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    meter = fleet.meters[0]
+    ts = clock.now_ms() - 5000
+    first = _message(fleet, meter, 1, [Sample("voltage_l1", ts, 231.0)])
+    later = _message(
+        fleet,
+        meter,
+        2,
+        [Sample("voltage_l1", ts, 231.0), Sample("frequency", ts, 50.0, good=False)],
+    )
+    writer = make_writer(db_url, clock)
+    try:
+        assert writer.store(make_batch(clock, first)).points_stored == 1
+        # the stored point is a redelivery; the new metric is stored beside it
+        assert writer.store(make_batch(clock, later)).points_stored == 1
+    finally:
+        writer.conn.close()
+    assert count(db_url, "SELECT count(*) FROM telemetry_rows") == 1
+    assert [(m, v, g) for m, _, v, g in _points(db_url, meter)] == [
+        ("frequency", 50.0, False),
+        ("voltage_l1", 231.0, True),
+    ]
+    assert count(db_url, "SELECT count(*) FROM telemetry_conflicts") == 0
+
+
+def test_a_point_offered_twice_in_one_batch_keeps_the_first_and_records_the_conflict(
+    db_url, clock, unique_id
+):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    meter = fleet.meters[0]
+    ts = clock.now_ms() - 5000
+    one = _message(fleet, meter, 1, [Sample("voltage_l1", ts, 231.0)])
+    two = _message(
+        fleet, meter, 2, [Sample("voltage_l1", ts, 299.0), Sample("voltage_l2", ts, 232.0)]
+    )
+    writer = make_writer(db_url, clock)
+    try:
+        result = writer.store(make_batch(clock, one, two))
+    finally:
+        writer.conn.close()
+    assert (result.points_offered, result.points_stored) == (3, 2)
+    assert [(m, v) for m, _, v, _ in _points(db_url, meter)] == [
+        ("voltage_l1", 231.0),
+        ("voltage_l2", 232.0),
+    ]
+    with psycopg.connect(db_url) as conn:
+        conflicts = conn.execute(
+            "SELECT device_id, metric, kept_value, offered_value FROM telemetry_conflicts"
+        ).fetchall()
+    assert conflicts == [(meter, "voltage_l1", 231.0, 299.0)]
+
+
+def test_grouping_keeps_a_repeated_point_apart():
+    samples = (Sample("a", 1, 1.0), Sample("b", 1, 2.0), Sample("a", 1, 3.0), Sample("a", 2, 4.0))
+    grouped = group_samples([("d", samples)])
+    assert {k: sorted(v) for k, v in grouped.rows.items()} == {
+        ("d", 1): ["a", "b"],
+        ("d", 2): ["a"],
+    }
+    assert grouped.points == 3
+    assert grouped.repeats == [("d", [Sample("a", 1, 3.0)])]
+
+
+def test_a_metric_set_created_by_a_rolled_back_batch_is_not_reused(db_url, clock, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)
+    meter = fleet.meters[0]
+    writer = make_writer(db_url, clock)
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            with writer.conn.transaction():
+                writer._metric_set_ids({("frequency", "voltage_l3")})
+                writer.conn.execute("SET LOCAL statement_timeout = 1")
+                writer.conn.execute("SELECT pg_sleep(1)")  # the batch fails after the set
+        writer.rollback()
+        assert ("frequency", "voltage_l3") not in writer.metric_sets
+        ts = clock.now_ms() - 1000
+        stored = writer.store(
+            make_batch(
+                clock,
+                _message(
+                    fleet,
+                    meter,
+                    1,
+                    [Sample("voltage_l3", ts, 229.0), Sample("frequency", ts, 49.9)],
+                ),
+            )
+        )
+    finally:
+        writer.conn.close()
+    assert stored.points_stored == 2
+    assert [(m, v) for m, _, v, _ in _points(db_url, meter)] == [
+        ("frequency", 49.9),
+        ("voltage_l3", 229.0),
+    ]
+
+
+def test_an_insert_through_the_view_refuses_a_stored_point(db, unique_id):
+    fleet = register_fleet(db.info.dsn, gateway=unique_id)
+    db.execute("SELECT ensure_telemetry_partitions(current_date - 1, current_date)")
+    insert = (
+        "INSERT INTO telemetry (device_id, metric, ts, value) "
+        "VALUES (%s, 'frequency', date_trunc('hour', now()), %s)"
+    )
+    db.execute(insert, (fleet.meters[0], 50.0))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        db.execute(insert, (fleet.meters[0], 51.0))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute(insert, ("no-such-meter", 50.0))
