@@ -19,8 +19,10 @@ the event batch the gateway would publish. It times:
   webhook: detection, dispatch and delivery alone.
 
 It runs the samples idle, then under a background load of ``--load`` points/s of energy-meter
-telemetry published at QoS 1 through the same broker and ingest. The goal is p99 < 500 ms beyond
-the detection dwell time.
+telemetry published at QoS 1 through the same broker and ingest, then with that telemetry
+published as fast as the publisher can (ingest's telemetry lane at 100 % of its capacity, a
+backlog growing at the broker; ``--no-saturate`` skips it). Each loaded phase also reports the
+points/s published and committed. The goal is p99 < 500 ms beyond the detection dwell time.
 
 The machine is small and shared (2 cores for everything above, and other engineers' work): the
 figures are noisy; run it more than once before drawing conclusions.
@@ -142,14 +144,14 @@ def run_load(args: argparse.Namespace) -> int:
     client.loop_start()
     ticks = 10
     per_message = ticks * len(LOAD_METRICS)
-    rate = args.load / per_message  # messages/s
+    rate = args.load / per_message if args.load > 0 else 0.0  # messages/s; 0: as fast as it can
     print("ready", flush=True)
     start = time.monotonic()
     base_ms = int(time.time() * 1000) - 600_000
     k = 0
     while True:
         elapsed = time.monotonic() - start
-        if k > elapsed * rate:
+        if rate and k > elapsed * rate:
             time.sleep(min(0.01, k / rate - elapsed))
             continue
         meter = k % args.meters
@@ -314,6 +316,12 @@ def publish_events(client, lift: str, seq: int, ts: int, changes: dict[str, floa
     events = [{"m": m, "t": ts, "v": v} for m, v in changes.items()]
     body = json.dumps({"v": 1, "seq": seq, "events": events}, separators=(",", ":"))
     client.publish(wire.topic(wire.Channel.EVENTS, "bench-gw", lift), body.encode(), qos=1)
+
+
+def stored_points(conn) -> int:
+    """Telemetry points committed so far."""
+    row = conn.execute('SELECT coalesce(sum(cardinality("values")), 0) FROM telemetry_rows')
+    return int(row.fetchone()[0])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -585,6 +593,10 @@ def run_bench(args: argparse.Namespace) -> int:
             counters[lift] = 1
             watch.wait(lift, 1, timeout=60)
         phases = [("idle", 0)] + ([(f"load {args.load} points/s", args.load)] if args.load else [])
+        if args.saturate:
+            # the load publisher as fast as it can: the telemetry lane runs at 100 % of its
+            # capacity with a growing backlog at the broker (ingest issue 21, item 9)
+            phases.append(("ingest at capacity", -1))
         results = []
         for name, load_rate in phases:
             load = None
@@ -596,6 +608,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 load.ready.wait(30)
                 time.sleep(args.warmup)
                 published_before = int(load.last[1]) if load.last[:1] == ["published"] else 0
+                stored_before = stored_points(conn)
             began = time.monotonic()
             result = run_phase(
                 name=name,
@@ -612,6 +625,10 @@ def run_bench(args: argparse.Namespace) -> int:
                 result["load_published_points_per_s"] = round(
                     (published_after - published_before) / elapsed
                 )
+                result["telemetry_stored_points_per_s"] = round(
+                    (stored_points(conn) - stored_before) / elapsed
+                )
+                load.stop()
             results.append(result)
         stored = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
         if client is not None:
@@ -654,6 +671,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lifts", type=int, default=20)
     parser.add_argument("--load", type=int, default=20_000, help="background points/s (0: none)")
     parser.add_argument("--meters", type=int, default=400)
+    parser.add_argument(
+        "--no-saturate",
+        dest="saturate",
+        action="store_false",
+        help="skip the phase with telemetry published as fast as possible (ingest at capacity)",
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before sampling")
     parser.add_argument("--gap-ms", type=float, default=100.0, help="pause between samples")
     parser.add_argument("--database-url")
