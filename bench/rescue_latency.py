@@ -392,12 +392,18 @@ def run_phase(*, name: str, args, conn, path, receiver, watch, counters: dict) -
     clock = RealClock()
     lifts = path.lifts(args.lifts)
     to_technician, to_firm, detection, to_notice = [], [], [], []
+    event_ids: list[int] = []
+    origins: list[float] = []
+    notices: list[float] = []
     for k in range(args.samples):
         lift = lifts[k % len(lifts)]
         sent = path.start(lift)
         counters[lift] = counters.get(lift, 0) + 1
-        noticed, polled_ms = watch.wait(lift, counters[lift])
+        noticed, polled_ms, event_id = watch.wait(lift, counters[lift])
         origin = sent if sent is not None else polled_ms / 1000
+        event_ids.append(event_id)
+        origins.append(origin)
+        notices.append(noticed)
         counters["technician"] += 1
         incident, technician_at = receiver.wait("/technician", counters["technician"])
         counters["firm"] += 1
@@ -426,7 +432,19 @@ def run_phase(*, name: str, args, conn, path, receiver, watch, counters: dict) -
                 time.sleep(0.05)  # the freed car's other metrics are a poll behind
         time.sleep(args.gap_ms / 1000)
     result: dict = {"phase": name, "path": path.name, "samples": args.samples}
+    # received_at is when ingest's collector took the message off the wire: the rest of
+    # poll -> notice is ingest's writer and the commit
+    received = dict(
+        conn.execute(
+            "SELECT id, extract(epoch FROM received_at) FROM events WHERE id = ANY(%s)",
+            (event_ids,),
+        ).fetchall()
+    )
+    to_received = [(float(received[e]) - o) * 1000 for e, o in zip(event_ids, origins, strict=True)]
+    in_ingest = [(n - float(received[e])) * 1000 for e, n in zip(event_ids, notices, strict=True)]
     for label, values in (
+        ("poll_to_ingest_received_ms", to_received),
+        ("ingest_received_to_notice_ms", in_ingest),
         ("poll_to_technician_ms", to_technician),
         ("poll_to_firm_ms", to_firm),
         ("poll_to_committed_notice_ms", to_notice),
@@ -448,7 +466,7 @@ class EventWatch:
 
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("LISTEN vigil_events")
-        self.seen: dict[str, list[tuple[float, int]]] = {}
+        self.seen: dict[str, list[tuple[float, int, int]]] = {}
         self.cond = threading.Condition()
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -465,12 +483,14 @@ class EventWatch:
             body = json.loads(note.payload)
             if body["metric"] == "alarm_button":
                 with self.cond:
-                    self.seen.setdefault(body["device"], []).append((time.time(), body["ts"]))
+                    self.seen.setdefault(body["device"], []).append(
+                        (time.time(), body["ts"], body["id"])
+                    )
                     self.cond.notify_all()
 
-    def wait(self, lift: str, count: int, timeout: float = 30.0) -> tuple[float, int]:
+    def wait(self, lift: str, count: int, timeout: float = 30.0) -> tuple[float, int, int]:
         """The ``count``-th alarm-button notice of ``lift`` (1-based): when it arrived (wall
-        time, s) and the event's device timestamp (ms: the gateway's poll)."""
+        time, s), the event's device timestamp (ms: the gateway's poll) and its id."""
         with self.cond:
             if not self.cond.wait_for(lambda: len(self.seen.get(lift, [])) >= count, timeout):
                 raise TimeoutError(f"no event notice for {lift}")

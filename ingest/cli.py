@@ -1,24 +1,31 @@
 """``vigil ingest [--workers N]``: consume MQTT into PostgreSQL with N worker processes.
 
-Each worker is its own MQTT client (``<client_id>-<index>``, a persistent session) on the
-shared subscription ``$share/<share_group>/vigil/v1/...``, so the broker splits messages among
-them. With one worker it runs in this process; with more, this process supervises them and
-restarts any that dies.
+Each worker has two lanes (docs/ingest.md), and each lane runs in a process of its own: the
+telemetry lane (MQTT client ``<client_id>-<index>``, a persistent session; niced by
+``telemetry_niceness``) and the urgent lane (``<client_id>-<index>-urgent``: events, command
+results, gateway status). With several workers the broker splits messages among them (shared
+subscriptions). This process supervises the lanes and restarts any that dies.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from vigil.clock import make_clock
 from vigil.config import Settings
+
+if TYPE_CHECKING:
+    from ingest.models import Lane
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,6 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     with endpoints(settings) as where:
         _warn_about_broker_capacity(where.database_url, settings)
         _drain_removed_workers(where.database_url, where.mqtt_url, settings)
-        if workers == 1:
-            return _run_here(where.database_url, where.mqtt_url, settings)
         return _supervise(where.database_url, where.mqtt_url, settings, workers)
 
 
@@ -111,16 +116,23 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int = 0) -> int:
+def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int, lane: Lane) -> int:
     from ingest.flows import WorkerFailed, run_ingest
-    from ingest.worker import tune_gc
+    from ingest.models import Lane
+    from ingest.worker import session_client_id, tune_gc
 
     tune_gc()  # this process only runs ingest
+    if lane is Lane.TELEMETRY:
+        # a saturated machine gives the urgent lane (alarms, entrapments) the CPU first
+        os.nice(settings.ingest.telemetry_niceness)
     stop = _stop_on_signals()
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
     )
-    print(f"ingest worker {index} starting ({settings.ingest.client_id}-{index})", flush=True)
+    name = f"ingest worker {index}" + (" urgent lane" if lane is Lane.URGENT else "")
+    print(
+        f"{name} starting ({session_client_id(settings.ingest.client_id, index, lane)})", flush=True
+    )
     while True:
         try:
             stats = run_ingest(
@@ -130,50 +142,78 @@ def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int =
                 clock=clock,
                 stop_event=stop,
                 worker_index=index,
+                lanes=(lane,),
             )
             break
         except WorkerFailed as exc:
             # nothing it held was acknowledged: the broker redelivers it to the new worker
-            log.error("ingest worker %d failed (%s); restarting it", index, exc)
+            log.error("%s failed (%s); restarting it", name, exc)
             if stop.wait(1.0):
                 return 1
     print(
-        f"ingest worker {index} stopped: {stats.points_stored} points, "
+        f"{name} stopped: {stats.points_stored} points, {stats.events_stored} events, "
         f"{stats.dead_letters} dead letters",
         flush=True,
     )
     return 0
 
 
-def _worker_main(database_url: str, mqtt_url: str, settings_json: str, index: int) -> None:
+def _worker_main(
+    database_url: str, mqtt_url: str, settings_json: str, index: int, lane: str, supervisor: int
+) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from ingest.models import Lane
+
+    _die_with_parent(supervisor)
     settings = Settings.model_validate_json(settings_json)
-    sys.exit(_run_here(database_url, mqtt_url, settings, index))
+    sys.exit(_run_here(database_url, mqtt_url, settings, index, Lane(lane)))
+
+
+def _die_with_parent(supervisor: int) -> None:
+    """Linux: SIGKILL this lane when the supervisor dies, however it dies (a SIGKILLed
+    supervisor must not leave lanes running that its restart would duplicate)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the supervisor's terminate() must do
+        return
+    if os.getppid() != supervisor:  # the supervisor died before prctl took effect
+        os._exit(1)
 
 
 def _supervise(database_url: str, mqtt_url: str, settings: Settings, workers: int) -> int:
+    from ingest.models import Lane
+
     stop = _stop_on_signals()
     context = multiprocessing.get_context("spawn")
     settings_json = settings.model_dump_json()
 
-    def spawn(index: int) -> BaseProcess:
-        """Start worker ``index``."""
+    def spawn(index: int, lane: Lane) -> BaseProcess:
+        """Start one lane of worker ``index`` in a process of its own (no GIL shared with the
+        other lane: a telemetry backlog never slows the alarms down)."""
         process = context.Process(
             target=_worker_main,
-            args=(database_url, mqtt_url, settings_json, index),
-            name=f"vigil-ingest-{index}",
+            args=(database_url, mqtt_url, settings_json, index, str(lane), os.getpid()),
+            name=f"vigil-ingest-{index}-{lane}",
         )
         process.start()
         return process
 
-    running = {index: spawn(index) for index in range(workers)}
+    lanes = (Lane.TELEMETRY, Lane.URGENT)
+    running = {(index, lane): spawn(index, lane) for index in range(workers) for lane in lanes}
     while not stop.wait(1.0):
-        for index, process in list(running.items()):
+        for (index, lane), process in list(running.items()):
             if not process.is_alive():
-                log.warning("ingest worker %d exited (%s); restarting", index, process.exitcode)
-                running[index] = spawn(index)
+                log.warning(
+                    "ingest worker %d (%s lane) exited (%s); restarting",
+                    index,
+                    lane,
+                    process.exitcode,
+                )
+                running[index, lane] = spawn(index, lane)
     for process in running.values():
         if process.pid is not None and process.is_alive():
             with contextlib.suppress(ProcessLookupError):

@@ -686,42 +686,46 @@ def run_ingest(
     stop_event: threading.Event,
     worker_index: int = 0,
     stats: IngestStats | None = None,
+    lanes: Sequence[Lane] = (Lane.TELEMETRY, Lane.URGENT),
 ) -> IngestStats:
-    """Consume and store until ``stop_event`` is set (blocking; run it in a thread to embed)."""
+    """Consume and store until ``stop_event`` is set (blocking; run it in a thread to embed).
+
+    Both lanes by default (docs/ingest.md): telemetry and the rest, and the urgent channels on
+    their own subscription and writer, so that an alarm never waits behind a telemetry backlog.
+    ``vigil ingest`` runs each lane in a process of its own (``lanes`` of one)."""
     from ingest.worker import IngestWorker
 
     section = settings.ingest if isinstance(settings, Settings) else settings
-    # two lanes (docs/ingest.md): telemetry and the rest, and the urgent channels on their own
-    # subscription and writer, so that an alarm never waits behind a telemetry backlog
-    worker, urgent = lanes = tuple(
+    workers = [
         IngestWorker(
             database_url=database_url,
             mqtt_url=mqtt_url,
             settings=section,
             clock=clock,
             worker_index=worker_index,
-            stats=stats if lane is Lane.TELEMETRY else None,
+            stats=stats if index == 0 else None,
             maintenance=lane is Lane.TELEMETRY,  # storage upkeep once per worker
             lane=lane,
         )
-        for lane in (Lane.TELEMETRY, Lane.URGENT)
-    )
-    for lane in lanes:
-        lane.start()
+        for index, lane in enumerate(lanes)
+    ]
+    for worker in workers:
+        worker.start()
     try:
         # until told to stop, or until one of the workers' threads died (then the caller
         # restarts it: a dead collector or writer must never leave ingest silently idle)
         while not stop_event.wait(0.5):
-            if any(lane.failed.is_set() for lane in lanes):
+            if any(worker.failed.is_set() for worker in workers):
                 break
     finally:
-        for lane in lanes:
-            lane.stop()
-    failed = [lane for lane in lanes if lane.failed.is_set()]
+        for worker in workers:
+            worker.stop()
+    failed = [worker for worker in workers if worker.failed.is_set()]
     if failed:
         raise WorkerFailed(failed[0].failure or "an ingest thread died")
-    merge_urgent(worker.stats, urgent.stats)
-    return worker.stats
+    for other in workers[1:]:
+        merge_urgent(workers[0].stats, other.stats)
+    return workers[0].stats
 
 
 def merge_urgent(stats: IngestStats, urgent: IngestStats) -> None:

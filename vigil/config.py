@@ -65,6 +65,9 @@ class IngestSettings(Section):
     batch_size: int = Field(default=20_000, ge=1)
     flush_interval_ms: int = Field(default=200, ge=1, le=200)
     client_id: str = "vigil-ingest"
+    # `vigil ingest` runs each worker's telemetry lane in a process this much nicer than the
+    # urgent lane's, so that a saturated machine takes alarms first (docs/ingest.md)
+    telemetry_niceness: int = Field(default=5, ge=0, le=19)
     # the shared-subscription group of several workers; one worker always subscribes plainly
     # (Mosquitto restores plain subscriptions across its restart, not shared ones)
     share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")

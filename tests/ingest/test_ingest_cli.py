@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -102,3 +103,62 @@ def test_run_ingest_is_embeddable(db_url, broker, clock, unique_id):
     stats = result[0]
     assert stats.points_stored == count(db_url, "SELECT count(*) FROM telemetry") > 0
     assert stats.dead_letters == 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_each_lane_is_a_process_that_dies_with_a_killed_supervisor(db_url, broker):
+    env = {**os.environ, "VIGIL_DATABASE_URL": db_url, "VIGIL_MQTT_URL": broker.url}
+    env.pop("VIGIL_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vigil.cli", "ingest"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    subscribed = threading.Semaphore(0)
+
+    def drain() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "subscribed to" in line:
+                subscribed.release()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        for _ in range(2):  # the telemetry lane and the urgent lane
+            assert subscribed.acquire(timeout=60)
+        lanes = [
+            pid
+            for pid in _children(process.pid)
+            if "spawn_main" in open(f"/proc/{pid}/cmdline").read()
+        ]
+        assert len(lanes) == 2
+        # the telemetry lane runs nicer than the urgent lane (alarms first on a busy machine)
+        nice = sorted(os.getpriority(os.PRIO_PROCESS, pid) for pid in lanes)
+        assert nice[1] - nice[0] == 5
+        handles = [os.pidfd_open(pid) for pid in lanes]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        for handle in handles:
+            # a lane left running would store beside the restarted ingest's own lanes
+            ready, _, _ = select.select([handle], [], [], 30)
+            assert ready, "a lane outlived its SIGKILLed supervisor"
+            os.close(handle)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

@@ -101,7 +101,7 @@ def _ingest_process(db_url: str, mqtt_url: str) -> Iterator[subprocess.Popen]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    subscribed = threading.Event()
+    subscribed = threading.Semaphore(0)
     lines: list[str] = []
 
     def drain() -> None:
@@ -109,11 +109,14 @@ def _ingest_process(db_url: str, mqtt_url: str) -> Iterator[subprocess.Popen]:
         for line in process.stderr:
             lines.append(line)
             if "subscribed to" in line:
-                subscribed.set()
+                subscribed.release()
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        assert subscribed.wait(30), "ingest did not subscribe:\n" + "".join(lines[-20:])
+        for _ in range(2):  # the telemetry lane and the urgent lane, each a process
+            assert subscribed.acquire(timeout=30), "ingest did not subscribe:\n" + "".join(
+                lines[-20:]
+            )
         yield process
     finally:
         if process.poll() is None:

@@ -88,4 +88,3 @@ def stalled_jobs(conn: psycopg.Connection, *, hypertable: str) -> list[StalledJo
         return []
     rows = conn.execute(STALLED_JOBS_SQL, {"hypertable": hypertable}).fetchall()
     return [StalledJob(int(r[0]), str(r[1]), str(r[2])) for r in rows]
-
