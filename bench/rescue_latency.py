@@ -67,7 +67,12 @@ def run_ingest(args: argparse.Namespace) -> int:
         client_id="bench-rescue-ingest",
         **({"batch_size": args.ingest_batch_size} if args.ingest_batch_size else {}),
     )
-    # as run_ingest runs it: a telemetry lane and an urgent lane (events on their own writer)
+    import os
+
+    # as `vigil ingest` runs it: this process runs one lane (telemetry, niced; or urgent)
+    lane_of_this_process = Lane(args.lane)
+    if lane_of_this_process is Lane.TELEMETRY:
+        os.nice(settings.telemetry_niceness)
     lanes = [
         IngestWorker(
             database_url=args.database_url,
@@ -79,7 +84,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             lane=lane,
             maintenance=lane is Lane.TELEMETRY,
         )
-        for lane in (Lane.TELEMETRY, Lane.URGENT)
+        for lane in (lane_of_this_process,)
     ]
     for worker in lanes:
         worker.start()
@@ -575,7 +580,8 @@ def run_bench(args: argparse.Namespace) -> int:
         seed(conn, lifts=lifts, meters=args.meters, hook=receiver.url)
         common = ["--database-url", url, "--mqtt-url", broker.url]
         ingest_args = ["--ingest-batch-size", str(args.ingest_batch_size)]
-        children.append(Child("ingest", [*common, *ingest_args]))
+        for lane in ("telemetry", "urgent"):  # each lane a process, as `vigil ingest` runs them
+            children.append(Child("ingest", [*common, *ingest_args, "--lane", lane]))
         children.append(Child("rescue", common))
         for child in children:
             if not child.ready.wait(60):
@@ -684,6 +690,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="gateway: simulated controllers polled by a gateway; mqtt: events published directly",
     )
     parser.add_argument("--gateway-config")
+    parser.add_argument("--lane", choices=["telemetry", "urgent"], default="telemetry")
     parser.add_argument(
         "--ingest-batch-size", type=int, default=0, help="ingest batch size (0: its default)"
     )
