@@ -135,12 +135,19 @@ def build_fleet(url: str, *, devices: int, now: datetime) -> None:
             "SELECT ensure_telemetry_partitions(%s, %s)",
             ((now - timedelta(days=1)).date(), now.date()),
         )
+        # set-based into the layout ingest writes (one row per instant, migration 0105)
         conn.execute(
-            """INSERT INTO telemetry (device_id, metric, ts, value)
-               SELECT d.id, CASE d.kind WHEN 'elevator' THEN 'floor' ELSE 'power_total' END,
-                      %(now)s - make_interval(secs => s * 10), (s %% 12)::float8
-               FROM (SELECT id, kind FROM devices WHERE kind IN ('elevator', 'energy_meter')
-                     ORDER BY id LIMIT 20) d,
+            "INSERT INTO telemetry_metric_sets (metrics) VALUES ('{floor}'), ('{power_total}') "
+            "ON CONFLICT DO NOTHING"
+        )
+        conn.execute(
+            """INSERT INTO telemetry_rows (device_ref, set_id, ts, "values")
+               SELECT d.ref, ms.id, %(now)s - make_interval(secs => s * 10),
+                      ARRAY[(s %% 12)::float8]
+               FROM (SELECT ref, kind FROM devices WHERE kind IN ('elevator', 'energy_meter')
+                     ORDER BY id LIMIT 20) d
+               JOIN telemetry_metric_sets ms ON ms.metrics = ARRAY[
+                   CASE d.kind WHEN 'elevator' THEN 'floor' ELSE 'power_total' END],
                     generate_series(0, 8639) s""",
             {"now": now},
         )
