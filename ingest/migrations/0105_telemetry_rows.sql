@@ -29,16 +29,17 @@ BEGIN
     END IF;
     ALTER TABLE telemetry RENAME TO telemetry_by_point;
 
-    IF timescale THEN
+    -- values[i] is metric metrics[i] of the set; bad lists the positions not good
+    EXECUTE format($table$
         CREATE TABLE telemetry_rows (
             device_ref  integer NOT NULL,
             set_id      integer NOT NULL,
             ts          timestamptz NOT NULL,
-            -- values[i] is metric metrics[i] of the set; bad lists the positions not good
             "values"    double precision[] NOT NULL,
             bad         smallint[],
             PRIMARY KEY (device_ref, ts)
-        );
+        ) %s $table$, CASE WHEN timescale THEN '' ELSE 'PARTITION BY RANGE (ts)' END);
+    IF timescale THEN
         -- No default (ts DESC) index: the key serves every read, and the index slowed COPY.
         PERFORM create_hypertable('telemetry_rows', 'ts',
             chunk_time_interval => interval '1 day', create_default_indexes => false);
@@ -48,14 +49,6 @@ BEGIN
         PERFORM add_compression_policy('telemetry_rows', interval '7 days');
         PERFORM add_retention_policy('telemetry_rows', interval '365 days');
     ELSE
-        CREATE TABLE telemetry_rows (
-            device_ref  integer NOT NULL,
-            set_id      integer NOT NULL,
-            ts          timestamptz NOT NULL,
-            "values"    double precision[] NOT NULL,
-            bad         smallint[],
-            PRIMARY KEY (device_ref, ts)
-        ) PARTITION BY RANGE (ts);
         CREATE INDEX telemetry_rows_ts_brin ON telemetry_rows USING brin (ts);
     END IF;
 

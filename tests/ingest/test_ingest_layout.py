@@ -11,6 +11,7 @@ from ingest.binary import group_samples
 from tests.ingest.conftest import count, make_batch, make_writer, register_fleet
 from vigil import wire
 from vigil.clock import from_ms
+from vigil.db import migrate
 from vigil.wire import Sample, TelemetryBatch
 
 METRICS = ("voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "frequency")
@@ -170,3 +171,33 @@ def test_an_insert_through_the_view_refuses_a_stored_point(db, unique_id):
         db.execute(insert, (fleet.meters[0], 51.0))
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         db.execute(insert, ("no-such-meter", 50.0))
+
+
+def test_migration_0105_carries_the_points_of_one_row_per_point_over(empty_db_url, unique_id):
+    migrate(empty_db_url, up_to=104)
+    fleet = register_fleet(empty_db_url, gateway=unique_id, meters=2)
+    old = [
+        (fleet.meters[0], "voltage_l1", "2026-01-05T08:00:00Z", 230.5, True),
+        (fleet.meters[0], "power_total", "2026-01-05T08:00:00Z", 7.25, False),
+        (fleet.meters[0], "voltage_l1", "2026-01-05T08:00:01Z", 230.75, True),
+        (fleet.meters[1], "frequency", "2026-01-06T09:30:00Z", 50.0, True),
+    ]
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("SELECT ensure_telemetry_partitions('2026-01-05', '2026-01-06')")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO telemetry (device_id, metric, ts, value, good) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                old,
+            )
+    assert migrate(empty_db_url)[0].version == 105
+    with psycopg.connect(empty_db_url) as conn:
+        now = conn.execute(
+            "SELECT device_id, metric, to_char(ts AT TIME ZONE 'UTC', "
+            '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\'), value, good FROM telemetry ORDER BY 1, 3, 2'
+        ).fetchall()
+        rows = conn.execute("SELECT count(*) FROM telemetry_rows").fetchone()
+        pending = conn.execute("SELECT count(*) FROM telemetry_hourly_pending").fetchone()
+    assert sorted(now) == sorted(old)
+    assert rows == (3,)  # two instants of the first meter, one of the second
+    assert pending == (2,)  # the hours of the meters' rollup metrics, rolled up next upkeep

@@ -80,9 +80,10 @@ def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
     return {version: checksum for version, checksum in rows}
 
 
-def migrate(url: str, *, timescaledb: bool = True) -> list[Migration]:
-    """Apply every pending migration; a no-op when all are applied. Returns what was applied."""
-    migrations = discover()
+def migrate(url: str, *, timescaledb: bool = True, up_to: int | None = None) -> list[Migration]:
+    """Apply every pending migration (those up to version ``up_to`` when given: upgrade tests);
+    a no-op when all are applied. Returns what was applied."""
+    migrations = [m for m in discover() if up_to is None or m.version <= up_to]
     applied: list[Migration] = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
