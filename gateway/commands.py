@@ -15,6 +15,7 @@ lockout is still followed after a gateway restart.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from gateway.flows import (
     command_value,
     lockout_verdict,
     pending_lockout_verdict,
+    written_detail,
 )
 from gateway.models import Device
 from gateway.polling import Coordinator
@@ -71,6 +73,9 @@ class CommandExecutor:
         self.max_age_ms = int(max_age_s * 1000)
         self.pending: set[str] = {d for d in devices if outbox.pending_commands(d)}
         self.outbox.forget_commands(before_ms=clock.now_ms() - FORGET_AFTER_MS)
+        # ids being run now: a copy arriving meanwhile waits for the first, then is answered
+        # from the log (commands run concurrently, so the log alone would let both through)
+        self._running: dict[str, asyncio.Event] = {}
 
     async def handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         """Run one message received on the command subscription and queue its result."""
@@ -82,16 +87,28 @@ class CommandExecutor:
         if not isinstance(decoded, Command) or decoded.gateway != self.gateway_id:
             log.warning("ignored a message on %s that is not a command for us", topic)
             return
+        running = self._running.get(decoded.command_id)
+        if running is not None:
+            await running.wait()
         earlier = self.outbox.command(decoded.command_id)
         if earlier is not None:
-            # A redelivery (QoS 1) or a replay: answer again, run nothing twice.
+            # A redelivery (QoS 1), a replay or a second copy (the retained one beside the
+            # session's): answer with the first result, run nothing twice.
             self._result(
                 decoded.device,
                 decoded.command_id,
                 Verdict(CommandOutcome(earlier.outcome), earlier.detail),
             )
             return
-        verdict = await self._run(decoded, retained=retained, now=now)
+        finished = self._running[decoded.command_id] = asyncio.Event()
+        try:
+            verdict = await self._run(decoded, retained=retained, now=now)
+            self._remember(decoded, verdict, now)
+        finally:
+            del self._running[decoded.command_id]
+            finished.set()
+
+    def _remember(self, decoded: Command, verdict: Verdict, now: int) -> None:
         self.outbox.record_command(
             CommandRecord(
                 decoded.command_id,
@@ -137,7 +154,7 @@ class CommandExecutor:
         if command.action is CommandAction.RELEASE:
             self._withdraw_pending(device, by=command.command_id)
         if command.action is not CommandAction.LOCKOUT:
-            return Verdict(CommandOutcome.DONE)
+            return Verdict(CommandOutcome.DONE, written_detail(point=point, value=value))
         return await self._lockout_state(device, coordinator)
 
     async def _lockout_state(self, device: Device, coordinator: Coordinator) -> Verdict:

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 
 from gateway.models import Device, ReportStrategy
 from vigil.catalog import ELEVATOR_EVENT_METRICS, DeviceKind, LockoutState
-from vigil.profiles import Block, Profile, Register, decode_block, in_range
+from vigil.profiles import (
+    Block,
+    Point,
+    Profile,
+    Register,
+    decode_block,
+    decode_value,
+    encode_value,
+    in_range,
+)
 from vigil.wire import CommandAction, CommandOutcome, Event, Sample
 
 AVAILABLE = "available"  # the event metric that says whether the gateway reaches a device
@@ -173,6 +182,15 @@ def command_value(*, profile: Profile, action: CommandAction, value: float | Non
         return point.value
     assert value is not None
     return value
+
+
+def written_detail(*, point: Point, value: float) -> str:
+    """Said in the result when the register cannot hold ``value`` exactly (dim 33.7 is written
+    as 34 to a register of whole percent): what it holds now; empty when it holds ``value``."""
+    written = decode_value(encode_value(value, point=point), point=point)
+    if isinstance(written, float) and written != value:
+        return f"wrote {written:g}, not {value:g}: the register holds steps of {point.scale:g}"
+    return ""
 
 
 def lockout_verdict(state: float | None) -> Verdict:

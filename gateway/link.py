@@ -20,6 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.models import BrokerConfig
 from gateway.store import Outbox, Queued
@@ -119,7 +122,11 @@ class BrokerLink:
             username=self.broker.username,
             password=self.broker.secret(),
             identifier=self.broker.client_id or self.gateway_id,
-            clean_session=False,
+            # MQTT v5: a persistent session (commands sent while away are kept for us), and
+            # subscriptions that keep the retain flag of what they forward (see _listen)
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=_session_properties(self.broker.session_expiry_s),
             will=aiomqtt.Will(status_topic, offline, qos=1, retain=True),
             keepalive=self.broker.keepalive_s,
             timeout=self.broker.timeout_s,
@@ -139,7 +146,12 @@ class BrokerLink:
             else:
                 log.info("connected to %s", self.broker.url)
             self._outage_logged = False
-            await client.subscribe(subscription(Channel.COMMAND, self.gateway_id), qos=1)
+            # Retain As Published: a retained command keeps its flag even when the broker
+            # forwards it live, so it is refused then too (never executed)
+            await client.subscribe(
+                subscription(Channel.COMMAND, self.gateway_id),
+                options=SubscribeOptions(qos=1, retainAsPublished=True),
+            )
             await self._publish_status(client, GatewayState.ONLINE)
             # Fixed now, not when the task first runs: health keeps to the clock.
             first_health = self.clock.now() + timedelta(seconds=self.health_interval_s)
@@ -291,3 +303,10 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_describe(e) for e in exc.exceptions)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _session_properties(expiry_s: int) -> Properties:
+    """CONNECT properties: how long the broker keeps our session (and commands) while away."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = expiry_s
+    return properties

@@ -45,6 +45,8 @@ class BrokerConfig(Section):
     client_id: str | None = Field(default=None, description="defaults to the gateway id")
     ca_file: Path | None = Field(default=None, description="CA bundle for mqtts://")
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # how long the broker keeps the gateway's session, and the commands sent to it, while away
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     timeout_s: float = Field(default=10.0, gt=0, description="connect and publish timeout")
     inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged publishes")
     backoff_initial_s: float = Field(default=1.0, gt=0)
