@@ -35,10 +35,19 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
         print(f"vigil gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.check:
+        import sqlite3
+
+        from gateway.store import check_buffer
+
         print(
             f"{args.gateway_config}: gateway {config.gateway_id}, {len(config.devices)} devices, "
             f"broker {config.settings.broker.url}"
         )
+        try:
+            print(check_buffer(config.buffer_path))
+        except sqlite3.DatabaseError as exc:
+            print(f"buffer {config.buffer_path} cannot be read: {exc}", file=sys.stderr)
+            return 1
         return 0
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start

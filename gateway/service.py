@@ -35,7 +35,11 @@ class GatewayService:
         self.config = config
         self.clock = clock
         self.stats = Stats()
-        self.outbox = Outbox(config.buffer_path, max_messages=config.settings.buffer.max_messages)
+        self.outbox = Outbox(
+            config.buffer_path,
+            max_messages=config.settings.buffer.max_messages,
+            now_ms=clock.now_ms,
+        )
         self.devices: dict[str, Device] = {d.id: d for d in config.devices}
         by_connection: dict[tuple[str, int], list[Device]] = defaultdict(list)
         for device in config.devices:

@@ -7,18 +7,30 @@ So a message survives a broker outage and a gateway restart, a sequence number i
 reused, and a device timestamp is written once, when the poll happened, and never again.
 
 The queue is bounded: past ``max_messages`` the oldest rows are deleted and counted as
-dropped (the count survives restarts too). SQLite runs in WAL mode with ``synchronous=NORMAL``:
+dropped (the count survives restarts too). A row dropped while the broker had it in flight and
+acknowledged afterwards was delivered after all: the acknowledgement takes it off the count
+again, so ``dropped`` is exact. Each drop episode (from the first drop until the queue is back
+under its bound) is logged once when it starts and once when it ends, with the count and the
+oldest and newest queueing time dropped. SQLite runs in WAL mode with ``synchronous=NORMAL``:
 a committed row survives a crash of the gateway process; only a power cut may lose the last
 transactions.
+
+A buffer file SQLite cannot read is not fatal: it is named, moved aside (never deleted) and a
+fresh one started (``BufferRecovery``), so the gateway keeps polling and reporting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -26,7 +38,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic   TEXT    NOT NULL,
     payload BLOB    NOT NULL,
     qos     INTEGER NOT NULL,
-    retain  INTEGER NOT NULL DEFAULT 0
+    retain  INTEGER NOT NULL DEFAULT 0,
+    queued  INTEGER  -- ms since the epoch (NULL in files from before it was kept)
 );
 CREATE TABLE IF NOT EXISTS sequences (
     device   TEXT PRIMARY KEY,
@@ -72,6 +85,90 @@ class Queued:
 
 
 @dataclass(frozen=True, slots=True)
+class BufferRecovery:
+    """A buffer file that could not be opened, and where it was moved."""
+
+    path: Path
+    problem: str
+    moved_to: Path
+
+
+@dataclass(slots=True)
+class DropEpisode:
+    """Messages dropped at the bound since the queue last fitted under it."""
+
+    count: int = 0
+    oldest_ms: int | None = None
+    newest_ms: int | None = None
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return "an unknown time"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def open_buffer(path: Path) -> tuple[sqlite3.Connection, BufferRecovery | None]:
+    """Open (or create) the buffer at ``path``; a file SQLite cannot read is moved aside."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _connect(path), None
+    except sqlite3.DatabaseError as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    moved_to = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            side.rename(Path(f"{moved_to}{suffix}"))
+    log.error(
+        "buffer %s cannot be read (%s): moved it to %s and started an empty buffer; the "
+        "messages it held were not sent (recover them from the moved file)",
+        path,
+        problem,
+        moved_to,
+    )
+    return _connect(path), BufferRecovery(path, problem, moved_to)
+
+
+def check_buffer(path: Path) -> str:
+    """What the buffer at ``path`` holds, read-only (``vigil gateway --check``); raises
+    sqlite3.DatabaseError naming the problem when SQLite cannot read it."""
+    if not path.exists():
+        return f"buffer {path}: none yet (created at start)"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        problem = db.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        queued = (
+            db.execute("SELECT count(*) FROM outbox").fetchone()[0] if "outbox" in tables else 0
+        )
+    finally:
+        db.close()
+    return f"buffer {path}: {queued} messages queued"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # a damaged page can hide until it is read: check the structure at start
+        problem = db.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {problem}")
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+        if "queued" not in columns:
+            db.execute("ALTER TABLE outbox ADD COLUMN queued INTEGER")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRecord:
     """What the gateway did with a command id (so a redelivered command is not run twice)."""
 
@@ -86,14 +183,15 @@ class CommandRecord:
 class Outbox:
     """The SQLite queue and counters; used from one event loop thread."""
 
-    def __init__(self, path: Path, *, max_messages: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, path: Path, *, max_messages: int, now_ms: Callable[[], int] | None = None
+    ) -> None:
         self.path = path
         self.max_messages = max_messages
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db, self.recovery = open_buffer(path)
+        # when a message was queued (the gateway's clock), for the drop episodes' log lines
+        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.episode: DropEpisode | None = None
         self._next_seq: dict[str, int] = dict(
             self._db.execute("SELECT device, next_seq FROM sequences").fetchall()
         )
@@ -131,9 +229,10 @@ class Outbox:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            queued = self._now_ms()
             db.executemany(
-                "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                [(m.topic, m.payload, m.qos, int(m.retain)) for m in messages],
+                "INSERT INTO outbox (topic, payload, qos, retain, queued) VALUES (?, ?, ?, ?, ?)",
+                [(m.topic, m.payload, m.qos, int(m.retain), queued) for m in messages],
             )
             counters = {m.seq_device: m.seq for m in messages if m.seq_device and m.seq is not None}
             db.executemany(
@@ -145,12 +244,18 @@ class Outbox:
             overflow = self.depth - self.max_messages
             if overflow > 0:
                 # Only past the bound, and oldest first; every drop is counted (and persisted).
-                deleted = db.execute(
+                oldest, newest, deleted = db.execute(
+                    "SELECT min(queued), max(queued), count(*) FROM "
+                    "(SELECT queued FROM outbox ORDER BY id LIMIT ?)",
+                    (overflow,),
+                ).fetchone()
+                db.execute(
                     "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
                     (overflow,),
-                ).rowcount
+                )
                 self.depth -= deleted
                 self.dropped += deleted
+                self._note_drops(deleted, oldest, newest)
                 db.execute(
                     "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -162,7 +267,36 @@ class Outbox:
             self.depth = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
             raise
         self.appended += len(messages)
+        self._end_episode_if_under_bound()
         self.changed.set()
+
+    def _note_drops(self, count: int, oldest: int | None, newest: int | None) -> None:
+        episode = self.episode
+        if episode is None:
+            episode = self.episode = DropEpisode()
+            log.warning(
+                "buffer %s is full (%d messages): dropping the oldest messages until the "
+                "broker takes them again (docs/gateway.md, sizing the buffer)",
+                self.path,
+                self.max_messages,
+            )
+        episode.count += count
+        if oldest is not None:
+            episode.oldest_ms = oldest if episode.oldest_ms is None else episode.oldest_ms
+            episode.newest_ms = newest
+
+    def _end_episode_if_under_bound(self) -> None:
+        episode = self.episode
+        if episode is None or self.depth >= self.max_messages:
+            return
+        self.episode = None
+        log.warning(
+            "buffer %s fits again: %d messages dropped, queued between %s and %s",
+            self.path,
+            episode.count,
+            _time(episode.oldest_ms),
+            _time(episode.newest_ms),
+        )
 
     def peek(self, *, after: int, limit: int) -> list[Queued]:
         """Up to ``limit`` queued messages with an id above ``after``, oldest first."""
@@ -177,12 +311,25 @@ class Outbox:
         batch = [(i,) for i in ids]
         if not batch:
             return 0
-        before = self._db.total_changes
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.executemany("DELETE FROM outbox WHERE id = ?", batch)
-        self._db.execute("COMMIT")
-        removed = self._db.total_changes - before
+        db = self._db
+        before = db.total_changes
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("DELETE FROM outbox WHERE id = ?", batch)
+        removed = db.total_changes - before
+        delivered_after_drop = len(batch) - removed
+        if delivered_after_drop:
+            # dropped at the bound while in flight, then acknowledged: delivered, not lost
+            self.dropped -= delivered_after_drop
+            if self.episode is not None:
+                self.episode.count -= delivered_after_drop
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (self.dropped,),
+            )
+        db.execute("COMMIT")
         self.depth -= removed
+        self._end_episode_if_under_bound()
         return removed
 
     # -- command log -------------------------------------------------------------------------------

@@ -157,3 +157,15 @@ def test_cli_check_reports_errors_and_exit_codes(tmp_path):
     result = subprocess.run([*command, str(EXAMPLE), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "gateway gw-north-1, 4 devices" in result.stdout
+
+
+def test_cli_check_opens_the_buffer(tmp_path):
+    config = write(tmp_path, VALID)
+    buffer = load_config(config).buffer_path
+    buffer.parent.mkdir(parents=True)
+    buffer.write_bytes(b"not sqlite at all" * 100)
+    command = [sys.executable, "-m", "vigil.cli", "gateway", "--config", str(config), "--check"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"buffer {buffer} cannot be read" in result.stderr
+    assert buffer.read_bytes() == b"not sqlite at all" * 100  # --check changes nothing

@@ -55,3 +55,38 @@ def test_command_records_and_pending_lockouts(tmp_path):
     assert outbox.command("c1").detail == "applied"
     outbox.forget_commands(before_ms=11)
     assert outbox.command("c1") is None and outbox.command("c2") is not None
+
+
+def test_a_corrupt_buffer_is_named_moved_aside_and_replaced(tmp_path, caplog):
+    path = tmp_path / "q.sqlite3"
+    garbage = b"this is not a database\x00" * 300
+    path.write_bytes(garbage)
+    with caplog.at_level("ERROR", logger="gateway.store"):
+        outbox = Outbox(path, max_messages=100)  # used to raise a bare sqlite error at start
+    assert outbox.recovery is not None and outbox.recovery.path == path
+    assert outbox.recovery.moved_to.read_bytes() == garbage  # set aside, never deleted
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in line and str(outbox.recovery.moved_to) in line
+    outbox.append([message(1)])  # a fresh buffer works
+    assert [r.topic for r in outbox.peek(after=0, limit=5)] == ["t/1"]
+
+
+def test_a_drop_episode_is_logged_once_and_the_count_is_exact(tmp_path, caplog):
+    outbox = Outbox(tmp_path / "q.sqlite3", max_messages=10, now_ms=lambda: 1_767_600_000_000)
+    outbox.append([message(n) for n in range(10)])
+    in_flight = outbox.peek(after=0, limit=3)  # sent, awaiting PUBACK
+    with caplog.at_level("WARNING", logger="gateway.store"):
+        outbox.append([message(n) for n in range(10, 15)])  # 5 past the bound
+        outbox.append([message(n) for n in range(15, 17)])  # still full: no second line
+        assert outbox.dropped == 7
+        # the 3 in flight were dropped, then acknowledged: delivered after all
+        outbox.ack([r.id for r in in_flight])
+        assert outbox.dropped == 4
+        rest = outbox.peek(after=0, limit=10)
+        outbox.ack([r.id for r in rest[:2]])  # under the bound again: the episode ends
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "is full (10 messages)" in lines[0]
+    assert "4 messages dropped, queued between 2026-01-05T08:00:00+00:00" in lines[1]
+    outbox.close()
+    assert Outbox(tmp_path / "q.sqlite3", max_messages=10).dropped == 4  # persisted exact
