@@ -13,9 +13,10 @@ Failure handling is the point of this module:
   coordinator task cannot end while the gateway runs (the ThingsBoard gateway's polling task
   died when pymodbus raised after its retries; here that cannot happen);
 * a connection that fails or times out is closed (a late answer must never be taken for the
-  next request's); it is reopened at the next poll if it had answered since it was opened,
-  otherwise after a capped exponential backoff (a server that accepts connections but never
-  answers is not hammered);
+  next request's); it is reopened at the next poll if a unit behind it answered lately (on
+  this connection or the one before: a silent unit is the unit's fault, and its neighbours
+  must not miss a poll for it), otherwise after a capped exponential backoff (a server that
+  accepts connections but never answers is not hammered);
 * a device that did not answer is retried after the same kind of backoff, so a dead unit on a
   shared line costs one timeout per step instead of one per poll. Polls that fall inside a
   backoff fail at once, without I/O; they stay scheduled.
@@ -94,6 +95,9 @@ class Coordinator:
         self._client: AsyncModbusTcpClient | None = None
         self._io = asyncio.Lock()  # polls and command writes never interleave on the wire
         self._answered = False  # the open connection has answered at least once
+        # when any unit behind this host:port last answered, across reconnections: a unit
+        # that stays silent on a fresh connection is then the unit's fault, not the line's
+        self._last_answer_at: datetime | None = None
         self._retry_at: datetime | None = None
         self._backoff_s = defaults.backoff_initial_s
         self._down_logged = False
@@ -269,6 +273,7 @@ class Coordinator:
         if response is None:
             raise PollFailed("no response")
         self._answered = True
+        self._last_answer_at = self.clock.now()
         self._backoff_s = self.defaults.backoff_initial_s
         if self._down_logged:
             log.info("%s answers again", self.name)
@@ -308,13 +313,22 @@ class Coordinator:
         return client
 
     def _drop_connection(self, *, reason: str) -> None:
-        answered = self._answered
+        answered = self._answered or self._line_answers_lately()
         self.close()
         if answered:
-            self._retry_at = None  # it worked a moment ago: try again at the next poll
+            # it worked a moment ago (a silent unit has its own backoff): reconnect at the next
+            # poll, so the units sharing the line with a silent one miss nothing
+            self._retry_at = None
             log.debug("%s: connection dropped (%s)", self.name, reason)
         else:
             self._schedule_retry(reason=reason)
+
+    def _line_answers_lately(self) -> bool:
+        """Some unit behind this connection answered within its recent polls."""
+        if self._last_answer_at is None:
+            return False
+        recent = timedelta(seconds=2 * max(d.poll_s for d in self.devices) + 2 * self._timeout_s)
+        return self.clock.now() - self._last_answer_at <= recent
 
     def _schedule_retry(self, *, reason: str) -> None:
         self._retry_at = self.clock.now() + timedelta(seconds=self._backoff_s)

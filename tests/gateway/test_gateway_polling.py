@@ -106,3 +106,37 @@ async def test_cancelling_the_runner_shuts_down_cleanly(
     await collector.wait_until(lambda c: len(c.of(Status)) == 2)
     assert [s.state for s in collector.of(Status)] == [GatewayState.ONLINE, GatewayState.OFFLINE]
     assert all(t.done() for t in service.tasks)
+
+
+async def test_silent_units_cost_their_neighbours_no_poll(
+    sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
+):
+    # gateway issue 12, item 7: two silent units on one line used to put the whole connection
+    # into backoff (the second timed out on a connection reopened after the first's timeout),
+    # and the unit sharing the line with them missed its polls meanwhile
+    runner = sim_fleet(meters=3)  # one connection: units 1, 2 and 3
+    first, second, neighbour = (p.device_id for p in runner.placements())
+    config = fleet_config(
+        tmp_path,
+        gateway_id=unique_id,
+        mqtt_url=mqtt_url,
+        placements=runner.placements(),
+        timeout_s=0.3,
+        backoff_max_s=8.0,
+    )
+    collector = await collect(mqtt_url, f"vigil/v1/+/{unique_id}/+", clock=clock)
+    async with running(config, clock) as gateway:
+        await first_polls(gateway)
+        runner.inject(first, Fault.COMM_LOSS)
+        runner.inject(second, Fault.COMM_LOSS)
+        for _ in range(30):
+            await tick(gateway, clock)
+        assert gateway.stats.unavailable == {first, second}
+        await collector.wait_until(
+            lambda c: sum(1 for b in c.of(TelemetryBatch) if b.device == neighbour) == 31
+        )
+    assert availability(collector, neighbour) == [(1.0, None)]
+    neighbour_ts = sorted(
+        b.samples[0].ts for b in collector.of(TelemetryBatch) if b.device == neighbour
+    )
+    assert all(later - earlier == 1000 for earlier, later in pairwise(neighbour_ts))
