@@ -76,22 +76,26 @@ class ReportState:
     """What was last reported for one device (lives as long as the gateway process)."""
 
     sent: dict[str, Reading] = field(default_factory=dict)
-    last_full_ms: int | None = None
+    next_full_ms: int | None = None  # when the next full report falls due (fixed rate)
 
 
 def select_samples(
     *, device: Device, readings: Mapping[str, Reading], ts: int, state: ReportState
 ) -> list[Sample]:
     """The samples to publish for one poll under the device's report strategy; updates state."""
-    # Half a poll period of slack: a poll that starts a little early (its predecessor was a
-    # little late) still carries the report that falls due in its slot.
+    # Reports fall due at a fixed rate, not a period after the last report's poll: a late poll
+    # must not push the next report out (the on-time poll after a late one used to publish
+    # nothing). Half a poll period of slack lets a poll that starts a little early carry it.
     slack_ms = device.poll_s * 500
+    interval_ms = int(device.report_interval_s * 1000)
+    due_at = state.next_full_ms
     full_due = device.report is not ReportStrategy.CHANGE and (
-        state.last_full_ms is None
-        or ts - state.last_full_ms + slack_ms >= device.report_interval_s * 1000
+        due_at is None or ts + slack_ms >= due_at
     )
     if full_due:
-        state.last_full_ms = ts
+        # keep the rate; start afresh after a gap (the device was away, the gateway stopped)
+        base = due_at if due_at is not None and ts - due_at < interval_ms else ts
+        state.next_full_ms = base + interval_ms
     chosen: list[Sample] = []
     for name, reading in readings.items():
         if full_due or (

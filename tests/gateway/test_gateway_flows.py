@@ -174,3 +174,23 @@ def test_command_checks_and_lockout_outcomes():
     assert pending_lockout_verdict(1) is None
     assert pending_lockout_verdict(2).outcome is CommandOutcome.DONE
     assert pending_lockout_verdict(0).outcome is CommandOutcome.FAILED
+
+
+def test_a_late_poll_does_not_swallow_the_next_report():
+    # gateway issue 12, item 6: the on-time poll after a late one published nothing
+    state = ReportState()
+    dev = device(interval=1.0)
+    published = [
+        ts
+        for ts in (0, 1600, 2000, 3000, 3990, 5000, 9000, 10_000)
+        if select_samples(device=dev, readings=readings(voltage_l1=230.0), ts=ts, state=state)
+    ]
+    assert published == [0, 1600, 2000, 3000, 3990, 5000, 9000, 10_000]
+    # a report interval of 10 polls keeps its rate whatever the polls' lateness
+    state, dev = ReportState(), device(interval=10.0)
+    sent = [
+        ts
+        for ts in (0, 5000, 10_700, 11_000, 19_600, 20_000, 30_000)
+        if select_samples(device=dev, readings=readings(voltage_l1=230.0), ts=ts, state=state)
+    ]
+    assert sent == [0, 10_700, 19_600, 30_000]
