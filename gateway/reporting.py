@@ -104,12 +104,16 @@ class Reporter:
 
     def _events(self, device: Device, events: Sequence[Event]) -> Outgoing:
         seq = self.outbox.take_seq(device.id)
-        topic, payload = encode(EventBatch(self.gateway_id, device.id, seq, tuple(events)))
+        topic, payload = encode(
+            EventBatch(self.gateway_id, device.id, seq, tuple(events), self.outbox.epoch)
+        )
         return Outgoing(topic, payload, seq_device=device.id, seq=seq)
 
     def _telemetry(self, device: Device, samples: Sequence[Sample]) -> Outgoing:
         seq = self.outbox.take_seq(device.id)
-        topic, payload = encode(TelemetryBatch(self.gateway_id, device.id, seq, tuple(samples)))
+        topic, payload = encode(
+            TelemetryBatch(self.gateway_id, device.id, seq, tuple(samples), self.outbox.epoch)
+        )
         return Outgoing(topic, payload, seq_device=device.id, seq=seq)
 
 

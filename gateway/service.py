@@ -19,9 +19,9 @@ from gateway.link import BrokerLink
 from gateway.models import Device, Gateway, Stats, load_config
 from gateway.polling import Coordinator
 from gateway.reporting import Reporter
-from gateway.store import Outbox
+from gateway.store import Outbox, Outgoing
 from vigil.clock import Clock
-from vigil.wire import Health
+from vigil.wire import GatewayEvent, GatewayState, Health, Status, encode
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,18 @@ class GatewayService:
             max_messages=config.settings.buffer.max_messages,
             now_ms=clock.now_ms,
         )
+        if self.outbox.lost is not None:
+            # queued first in the new buffer, so it is sent as soon as the broker answers
+            topic, payload = encode(
+                Status(
+                    config.gateway_id,
+                    GatewayState.ONLINE,
+                    clock.now_ms(),
+                    GatewayEvent.BUFFER_LOST,
+                    f"{self.outbox.lost}; epoch {self.outbox.epoch}",
+                )
+            )
+            self.outbox.append([Outgoing(topic, payload)])
         self.devices: dict[str, Device] = {d.id: d for d in config.devices}
         by_connection: dict[tuple[str, int], list[Device]] = defaultdict(list)
         for device in config.devices:

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+-- the counter 'epoch': the buffer generation this file belongs to (see Outbox.epoch)
 CREATE TABLE IF NOT EXISTS commands (
     id       TEXT PRIMARY KEY,
     device   TEXT NOT NULL,
@@ -188,7 +189,9 @@ class Outbox:
     ) -> None:
         self.path = path
         self.max_messages = max_messages
+        existed = path.exists() and path.stat().st_size > 0
         self._db, self.recovery = open_buffer(path)
+        self.epoch, self.lost = self._take_epoch(existed=existed)
         # when a message was queued (the gateway's clock), for the drop episodes' log lines
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.episode: DropEpisode | None = None
@@ -199,6 +202,43 @@ class Outbox:
         self.dropped: int = self._counter("dropped")
         self.appended = 0
         self.changed = asyncio.Event()
+
+    def _take_epoch(self, *, existed: bool) -> tuple[int, str | None]:
+        """The buffer generation, kept in a file beside the buffer as well as in it.
+
+        A buffer lost while the gateway was stopped (deleted, truncated, corrupt) takes its
+        sequence numbers with it; the new generation keeps (device, epoch, seq) unique. Returns
+        the epoch and, when the buffer was lost, why (the gateway reports ``buffer_lost``).
+        """
+        marker = Path(f"{self.path}.epoch")
+        remembered = int(marker.read_text().strip() or 0) if marker.exists() else 0
+        inside = self._counter("epoch")
+        lost: str | None = None
+        if self.recovery is not None:
+            lost = f"buffer unreadable ({self.recovery.problem}), moved to {self.recovery.moved_to}"
+        elif remembered and not existed:
+            lost = "buffer missing or empty"
+        elif remembered and inside and inside != remembered:
+            lost = f"buffer of epoch {inside} where epoch {remembered} was expected"
+        if lost is not None or not (inside or remembered):
+            epoch = max(inside, remembered) + 1
+        else:
+            epoch = inside or remembered  # an older buffer without its epoch: adopt the file's
+        if lost is not None:
+            log.error(
+                "buffer %s lost: %s; what it held is gone, sequence numbers start again in "
+                "epoch %d",
+                self.path,
+                lost,
+                epoch,
+            )
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES ('epoch', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (epoch,),
+        )
+        marker.write_text(f"{epoch}\n")
+        return epoch, lost
 
     def _counter(self, name: str) -> int:
         row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()

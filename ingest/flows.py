@@ -183,6 +183,7 @@ class Plan:
     events: list[service.EventRow] = field(default_factory=list)
     results: list[tuple[Accepted, service.CommandResultRow]] = field(default_factory=list)
     statuses: dict[str, Status] = field(default_factory=dict)
+    gateway_events: list[Status] = field(default_factory=list)  # statuses with an event
     healths: dict[str, Health] = field(default_factory=dict)
 
 
@@ -232,6 +233,8 @@ def plan_writes(accepted: Sequence[Accepted]) -> Plan:
             )
             plan.results.append((item, row))
         elif isinstance(message, Status):
+            if message.event is not None:
+                plan.gateway_events.append(message)
             known = plan.statuses.get(message.gateway)
             if known is None or known.ts <= message.ts:
                 plan.statuses[message.gateway] = message
@@ -365,6 +368,18 @@ class Writer:
         result_rows, refused = self._check_commands(plan.results)
         letters = letters + refused
         command_notices = service.insert_command_results(conn, rows=result_rows, received_at=now)
+        for reported in plan.gateway_events:
+            log.warning(
+                "gateway %s reports %s: %s", reported.gateway, reported.event, reported.detail
+            )
+            service.record_gateway_event(
+                conn,
+                gateway_id=reported.gateway,
+                event=str(reported.event),
+                ts=reported.ts,
+                detail=reported.detail,
+                now=now,
+            )
         for status in plan.statuses.values():
             service.upsert_gateway_state(
                 conn, gateway_id=status.gateway, state=str(status.state), ts=status.ts, now=now

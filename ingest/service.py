@@ -271,6 +271,22 @@ def upsert_gateway_state(
     )
 
 
+def record_gateway_event(
+    conn: psycopg.Connection, *, gateway_id: str, event: str, ts: int, detail: str, now: datetime
+) -> None:
+    """Keep the newest event a gateway reported on its status topic (e.g. buffer_lost)."""
+    conn.execute(
+        "INSERT INTO gateway_status AS g (gateway_id, last_event, last_event_ts, "
+        "last_event_detail, updated_at) "
+        f"VALUES (%s, %s, {_MS.format('%s')}, %s, %s) "
+        "ON CONFLICT (gateway_id) DO UPDATE SET last_event = EXCLUDED.last_event, "
+        "last_event_ts = EXCLUDED.last_event_ts, last_event_detail = EXCLUDED.last_event_detail, "
+        "updated_at = EXCLUDED.updated_at "
+        "WHERE g.last_event_ts IS NULL OR g.last_event_ts <= EXCLUDED.last_event_ts",
+        (gateway_id, event, ts, _text(detail), now),
+    )
+
+
 def register_session(conn: psycopg.Connection, *, client_id: str, at: datetime) -> None:
     """Remember the broker session of a worker (its MQTT client id)."""
     conn.execute(

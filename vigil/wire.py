@@ -90,6 +90,14 @@ class GatewayState(StrEnum):
     OFFLINE = "offline"
 
 
+class GatewayEvent(StrEnum):
+    """Something a gateway reports on its status topic (not retained) besides its state."""
+
+    # the store-and-forward buffer was missing, empty or unreadable at start: what it held is
+    # lost, and the gateway's messages carry a new epoch from now on
+    BUFFER_LOST = "buffer_lost"
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds a decoder enforces."""
@@ -135,6 +143,9 @@ class TelemetryBatch:
     device: str
     seq: int
     samples: tuple[Sample, ...]
+    # the gateway's buffer generation: (device, epoch, seq) is unique even when a lost buffer
+    # restarts the sequence numbers (0: a gateway that does not say)
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,15 +156,18 @@ class EventBatch:
     device: str
     seq: int
     events: tuple[Event, ...]
+    epoch: int = 0  # as TelemetryBatch.epoch
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """Retained liveness of a gateway."""
+    """Retained liveness of a gateway; with ``event``, a report that is not retained."""
 
     gateway: str
     state: GatewayState
     ts: int
+    event: GatewayEvent | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,14 +277,22 @@ def encode(message: Message) -> tuple[str, bytes]:
     match message:
         case TelemetryBatch():
             body["seq"] = message.seq
+            if message.epoch:
+                body["epoch"] = message.epoch
             body["samples"] = [_encode_sample(s) for s in message.samples]
             name = topic(Channel.TELEMETRY, message.gateway, message.device)
         case EventBatch():
             body["seq"] = message.seq
+            if message.epoch:
+                body["epoch"] = message.epoch
             body["events"] = [_encode_event(e) for e in message.events]
             name = topic(Channel.EVENTS, message.gateway, message.device)
         case Status():
             body.update(state=str(message.state), ts=message.ts)
+            if message.event is not None:
+                body["event"] = str(message.event)
+                if message.detail:
+                    body["detail"] = message.detail
             name = topic(Channel.STATUS, message.gateway)
         case Health():
             body.update(
@@ -409,22 +431,37 @@ def _decode(address: Address, payload: bytes, now_ms: int, limits: Limits) -> Me
     gateway, device = address.gateway, address.device or ""
     match address.channel:
         case Channel.TELEMETRY:
-            _only(body, {"v", "seq", "samples"}, "message")
+            _only(body, {"v", "seq", "epoch", "samples"}, "message")
             items = _items(body, "samples", limits)
-            batch = TelemetryBatch(gateway, device, _seq(body), _decode_samples(items, ts_check))
+            batch = TelemetryBatch(
+                gateway,
+                device,
+                _seq(body),
+                _decode_samples(items, ts_check),
+                _count(body, "epoch", default=0),
+            )
             # validated: no string holds a colon, so every colon is a key's
             _no_duplicate_keys(payload, len(body) + sum(map(len, items)))
             return batch
         case Channel.EVENTS:
-            _only(body, {"v", "seq", "events"}, "message")
+            _only(body, {"v", "seq", "epoch", "events"}, "message")
             items = _items(body, "events", limits)
             events = tuple(_decode_event(item, i, ts_check) for i, item in enumerate(items))
             _no_duplicate_keys(payload, len(body) + sum(map(len, items)))
-            return EventBatch(gateway, device, _seq(body), events)
+            return EventBatch(
+                gateway, device, _seq(body), events, _count(body, "epoch", default=0)
+            )
         case Channel.STATUS:
-            _only(body, {"v", "state", "ts"}, "message")
+            _only(body, {"v", "state", "ts", "event", "detail"}, "message")
             state = _enum(body, "state", GatewayState)
-            return Status(gateway, state, ts_check(_int(body, "ts"), "ts"))
+            event = _enum(body, "event", GatewayEvent) if "event" in body else None
+            return Status(
+                gateway,
+                state,
+                ts_check(_int(body, "ts"), "ts"),
+                event,
+                _str(body, "detail", default=""),
+            )
         case Channel.HEALTH:
             _only(
                 body,

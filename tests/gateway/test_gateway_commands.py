@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from tests.gateway.conftest import first_polls, fleet_config, running
 from tests.gateway.test_gateway_elevator import publish_raw, results, send
-from vigil.wire import Command, CommandAction, CommandOutcome, encode
+from vigil.wire import (
+    Command,
+    CommandAction,
+    CommandOutcome,
+    GatewayEvent,
+    Status,
+    TelemetryBatch,
+    encode,
+)
 
 
 async def test_a_command_id_sent_twice_acts_once_even_across_a_restart(
@@ -93,3 +101,33 @@ async def test_a_value_rounded_by_the_register_is_reported(
     assert "wrote 34" in rounded.detail and "33.7" in rounded.detail
     assert results(collector, "c-exact")[0].detail == ""
     assert runner.values(pole)["dim_level"] == 40.0
+
+
+async def test_a_gateway_whose_buffer_was_lost_says_so_and_numbers_in_a_new_epoch(
+    sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
+):
+    # gateway issue 12, item 1: a truncated buffer used to start silently at seq 0 again
+    runner = sim_fleet(meters=1)
+    (meter,) = (p.device_id for p in runner.placements())
+    config = fleet_config(
+        tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=runner.placements()
+    )
+    collector = await collect(mqtt_url, f"vigil/v1/+/{unique_id}/#", clock=clock)
+    async with running(config, clock) as gateway:
+        await first_polls(gateway)
+        await collector.wait_until(lambda c: any(b.device == meter for b in c.of(TelemetryBatch)))
+    config.buffer_path.write_bytes(b"")  # lost while the gateway was stopped
+    async with running(config, clock) as gateway:
+        await first_polls(gateway)
+        await collector.wait_until(lambda c: any(s.event for s in c.of(Status)))
+        await collector.wait_until(
+            lambda c: any(b.epoch == 2 for b in c.of(TelemetryBatch) if b.device == meter)
+        )
+    (lost,) = [s for s in collector.of(Status) if s.event is not None]
+    assert lost.event is GatewayEvent.BUFFER_LOST and "epoch 2" in lost.detail
+    first, second = (
+        [b for b in collector.of(TelemetryBatch) if b.device == meter and b.epoch == e]
+        for e in (1, 2)
+    )
+    # numbers start again (the same seq as before the loss), told apart by the epoch
+    assert first and second and second[0].seq == first[0].seq

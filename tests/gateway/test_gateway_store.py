@@ -65,8 +65,9 @@ def test_a_corrupt_buffer_is_named_moved_aside_and_replaced(tmp_path, caplog):
         outbox = Outbox(path, max_messages=100)  # used to raise a bare sqlite error at start
     assert outbox.recovery is not None and outbox.recovery.path == path
     assert outbox.recovery.moved_to.read_bytes() == garbage  # set aside, never deleted
-    (line,) = [r.getMessage() for r in caplog.records]
-    assert str(path) in line and str(outbox.recovery.moved_to) in line
+    moved, lost = [r.getMessage() for r in caplog.records]
+    assert str(path) in moved and str(outbox.recovery.moved_to) in moved
+    assert outbox.lost is not None and "lost" in lost and f"epoch {outbox.epoch}" in lost
     outbox.append([message(1)])  # a fresh buffer works
     assert [r.topic for r in outbox.peek(after=0, limit=5)] == ["t/1"]
 
@@ -90,3 +91,26 @@ def test_a_drop_episode_is_logged_once_and_the_count_is_exact(tmp_path, caplog):
     assert "4 messages dropped, queued between 2026-01-05T08:00:00+00:00" in lines[1]
     outbox.close()
     assert Outbox(tmp_path / "q.sqlite3", max_messages=10).dropped == 4  # persisted exact
+
+
+def test_a_lost_buffer_starts_a_new_epoch_and_says_so(tmp_path, caplog):
+    path = tmp_path / "q.sqlite3"
+    outbox = Outbox(path, max_messages=100)
+    assert (outbox.epoch, outbox.lost) == (1, None)  # first start: nothing was lost
+    outbox.append([message(n, seq=outbox.take_seq("d1")) for n in range(3)])
+    outbox.close()
+    again = Outbox(path, max_messages=100)
+    assert (again.epoch, again.lost, again.next_seq("d1")) == (1, None, 3)  # an ordinary restart
+    again.close()
+    path.write_bytes(b"")  # truncated while the gateway was stopped
+    with caplog.at_level("ERROR", logger="gateway.store"):
+        after = Outbox(path, max_messages=100)
+    # the sequence numbers start again, in a new epoch: (device, epoch, seq) stays unique
+    assert (after.epoch, after.next_seq("d1")) == (2, 0)
+    assert after.lost == "buffer missing or empty"
+    assert any("lost" in r.getMessage() for r in caplog.records)
+    after.close()
+    for side in tmp_path.glob("q.sqlite3*"):
+        if not side.name.endswith(".epoch"):
+            side.unlink()  # deleted outright
+    assert Outbox(path, max_messages=100).epoch == 3

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.ingest.conftest import count, register_fleet, running_worker, telemetry
+from tests.ingest.conftest import (
+    count,
+    make_batch,
+    make_writer,
+    register_fleet,
+    running_worker,
+    telemetry,
+)
 from vigil import notify, wire
 from vigil.notify import CommandNotice, EventNotice, StateNotice
 from vigil.wire import CommandResult, Event, EventBatch, Health, Status
@@ -80,3 +87,26 @@ def test_every_channel_is_stored_and_notified(db_url, broker, clock, unique_id, 
     assert all(e.id > 0 and e.device == fleet.elevator for e in events)
     assert any(isinstance(n, StateNotice) and fleet.meters[0] in n.devices for n in notices)
     assert CommandNotice("cmd-1", fleet.elevator, "done", now) in notices
+
+
+def test_a_gateway_event_on_the_status_topic_is_kept(db_url, clock, unique_id):
+    # gateway issue 12, item 1: a gateway reports buffer_lost; ingest keeps the newest event
+    fleet = register_fleet(db_url, gateway=unique_id)
+    lost = wire.Status(
+        fleet.gateway,
+        wire.GatewayState.ONLINE,
+        clock.now_ms(),
+        wire.GatewayEvent.BUFFER_LOST,
+        "buffer missing or empty; epoch 2",
+    )
+    writer = make_writer(db_url, clock)
+    try:
+        writer.store(make_batch(clock, wire.encode(lost)))
+    finally:
+        writer.conn.close()
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT state, last_event, last_event_detail FROM gateway_status WHERE gateway_id = %s",
+            (fleet.gateway,),
+        ).fetchone()
+    assert row == ("online", "buffer_lost", "buffer missing or empty; epoch 2")
