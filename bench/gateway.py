@@ -124,6 +124,14 @@ def _cpu_s_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process (the gateway), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _own_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -158,7 +166,12 @@ async def _measure(args: argparse.Namespace, placements: list, broker: Mosquitto
     stats.lags_s.clear()
     start = (time.monotonic(), stats.polls, stats.failed_polls, service.link.published)
     cpu0, fleet_cpu0 = _own_cpu_s(), _cpu_s_of(fleet_pid)
-    await asyncio.sleep(args.seconds)
+    missed0 = stats.missed_slots
+    rss = [_rss_mb()]
+    # RSS every 10 s over the window: it must stay flat (no growth per poll)
+    while time.monotonic() - start[0] < args.seconds:
+        await asyncio.sleep(min(10.0, args.seconds - (time.monotonic() - start[0])))
+        rss.append(_rss_mb())
     wall = time.monotonic() - start[0]
     figures = {
         "devices": len(placements),
@@ -170,7 +183,11 @@ async def _measure(args: argparse.Namespace, placements: list, broker: Mosquitto
         "lag_p50_ms": 1000 * stats.lag_percentile(0.50),
         "lag_p99_ms": 1000 * stats.lag_percentile(0.99),
         "lag_max_ms": 1000 * stats.lag_percentile(1.0),
-        "missed_slots": stats.missed_slots,
+        "missed_slots": stats.missed_slots - missed0,
+        "missed_slots_per_min": 60 * (stats.missed_slots - missed0) / wall,
+        "rss_start_mb": rss[0],
+        "rss_end_mb": rss[-1],
+        "rss_max_mb": max(rss),
         "mqtt_acked_per_s": (service.link.published - start[3]) / wall,
         "outbox_depth_end": service.outbox.depth,
         "connections": len(service.coordinators),
