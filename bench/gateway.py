@@ -188,6 +188,7 @@ async def _measure(args: argparse.Namespace, placements: list, broker: Mosquitto
         "rss_start_mb": rss[0],
         "rss_end_mb": rss[-1],
         "rss_max_mb": max(rss),
+        "rss_every_10s_mb": " ".join(f"{r:.0f}" for r in rss),
         "mqtt_acked_per_s": (service.link.published - start[3]) / wall,
         "outbox_depth_end": service.outbox.depth,
         "connections": len(service.coordinators),
