@@ -16,15 +16,23 @@ from vigil.wire import (
 )
 
 
-async def test_a_command_id_sent_twice_acts_once_even_across_a_restart(
-    sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
-):
+async def one_pole(sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect) -> tuple:
+    """A simulated street light behind a gateway config, and a collector of command results."""
     runner = sim_fleet(poles=1)
     (pole,) = (p.device_id for p in runner.placements())
     config = fleet_config(
         tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=runner.placements()
     )
     collector = await collect(mqtt_url, f"vigil/v1/cmd-result/{unique_id}/+", clock=clock)
+    return runner, pole, config, collector
+
+
+async def test_a_command_id_sent_twice_acts_once_even_across_a_restart(
+    sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
+):
+    runner, pole, config, collector = await one_pole(
+        sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
+    )
     now = clock.now_ms()
     async with running(config, clock) as gateway:
         await first_polls(gateway)
@@ -46,12 +54,9 @@ async def test_a_command_id_sent_twice_acts_once_even_across_a_restart(
 async def test_a_retained_command_is_never_executed_and_gets_one_result(
     sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
 ):
-    runner = sim_fleet(poles=1)
-    (pole,) = (p.device_id for p in runner.placements())
-    config = fleet_config(
-        tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=runner.placements()
+    runner, pole, config, collector = await one_pole(
+        sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
     )
-    collector = await collect(mqtt_url, f"vigil/v1/cmd-result/{unique_id}/+", clock=clock)
     now = clock.now_ms()
     live = Command(unique_id, pole, "c-live-retained", CommandAction.DIM, now, 11.0)
     away = Command(unique_id, pole, "c-away-retained", CommandAction.DIM, now, 22.0)
@@ -83,12 +88,9 @@ async def test_a_retained_command_is_never_executed_and_gets_one_result(
 async def test_a_value_rounded_by_the_register_is_reported(
     sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
 ):
-    runner = sim_fleet(poles=1)
-    (pole,) = (p.device_id for p in runner.placements())
-    config = fleet_config(
-        tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=runner.placements()
+    runner, pole, config, collector = await one_pole(
+        sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
     )
-    collector = await collect(mqtt_url, f"vigil/v1/cmd-result/{unique_id}/+", clock=clock)
     now = clock.now_ms()
     async with running(config, clock) as gateway:
         await first_polls(gateway)
