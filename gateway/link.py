@@ -108,8 +108,10 @@ class BrokerLink:
             log.debug("broker still unreachable: %s", _describe(exc))
 
     def _client(self) -> aiomqtt.Client:
+        # the will's payload is fixed now, at connect: marked as the will, so that ingest dates
+        # the offline state by when the broker published it, not by this connect time
         status_topic, offline = encode(
-            Status(self.gateway_id, GatewayState.OFFLINE, self.clock.now_ms())
+            Status(self.gateway_id, GatewayState.OFFLINE, self.clock.now_ms(), will=True)
         )
         tls = None
         if self.broker.tls:

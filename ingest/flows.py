@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 import psycopg
@@ -30,7 +30,7 @@ from ingest.models import (
 from ingest.registry import DeviceRegistry
 from vigil import notify
 from vigil.catalog import DeviceKind, is_metric
-from vigil.clock import Clock, from_ms
+from vigil.clock import Clock, from_ms, to_ms
 from vigil.config import IngestSettings, Settings
 from vigil.db import StalledJob, stalled_jobs
 from vigil.wire import (
@@ -235,6 +235,9 @@ def plan_writes(accepted: Sequence[Accepted]) -> Plan:
         elif isinstance(message, Status):
             if message.event is not None:
                 plan.gateway_events.append(message)
+            if message.will:
+                # the will's ts is the gateway's connect time: offline since the broker said so
+                message = replace(message, ts=max(message.ts, to_ms(item.received_at)))
             known = plan.statuses.get(message.gateway)
             if known is None or known.ts <= message.ts:
                 plan.statuses[message.gateway] = message

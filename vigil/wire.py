@@ -168,6 +168,10 @@ class Status:
     ts: int
     event: GatewayEvent | None = None
     detail: str = ""
+    # the last will: the broker publishes it when the gateway vanishes, but its payload was
+    # fixed when the gateway connected, so ``ts`` is the connect time; the receiver takes the
+    # time it received the will as the time the gateway went offline
+    will: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +297,8 @@ def encode(message: Message) -> tuple[str, bytes]:
                 body["event"] = str(message.event)
                 if message.detail:
                     body["detail"] = message.detail
+            if message.will:
+                body["will"] = True
             name = topic(Channel.STATUS, message.gateway)
         case Health():
             body.update(
@@ -452,15 +458,19 @@ def _decode(address: Address, payload: bytes, now_ms: int, limits: Limits) -> Me
                 gateway, device, _seq(body), events, _count(body, "epoch", default=0)
             )
         case Channel.STATUS:
-            _only(body, {"v", "state", "ts", "event", "detail"}, "message")
+            _only(body, {"v", "state", "ts", "event", "detail", "will"}, "message")
             state = _enum(body, "state", GatewayState)
             event = _enum(body, "event", GatewayEvent) if "event" in body else None
+            will = body.get("will", False)
+            if type(will) is not bool:
+                raise _Invalid(Reason.WRONG_TYPE, "'will' must be true or false")
             return Status(
                 gateway,
                 state,
                 ts_check(_int(body, "ts"), "ts"),
                 event,
                 _str(body, "detail", default=""),
+                will,
             )
         case Channel.HEALTH:
             _only(

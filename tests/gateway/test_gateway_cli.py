@@ -86,6 +86,10 @@ async def test_cli_gateway_status_will_and_restart(sim_fleet, broker, unique_id,
     assert states(collector, unique_id) == [
         GatewayState.ONLINE, GatewayState.OFFLINE, GatewayState.ONLINE, GatewayState.OFFLINE,
     ]  # fmt: skip
+    # the crash's offline is the last will, marked so (its ts is the connect time: ingest dates
+    # it by receipt); the clean stop's is the gateway's own, dated when it stopped
+    offline = [s for s in collector.of(Status) if s.state is GatewayState.OFFLINE]
+    assert [s.will for s in offline] == [True, False]
     assert (tmp_path / "state" / "buffer.sqlite3").exists()  # relative to the config file
     # No sequence number was used twice across the crash (numbers may be skipped, never reused).
     telemetry = [b for b in collector.of(TelemetryBatch) if b.device == where.device_id]

@@ -110,3 +110,20 @@ def test_a_gateway_event_on_the_status_topic_is_kept(db_url, clock, unique_id):
             (fleet.gateway,),
         ).fetchone()
     assert row == ("online", "buffer_lost", "buffer missing or empty; epoch 2")
+
+
+def test_a_last_will_dates_the_offline_state_by_its_receipt(db_url, clock, unique_id):
+    # gateway issue 12, item 8: the will's ts is the gateway's connect time, fixed at CONNECT
+    fleet = register_fleet(db_url, gateway=unique_id)
+    connected_ms = clock.now_ms() - 3_600_000  # the gateway connected an hour ago
+    will = wire.Status(fleet.gateway, wire.GatewayState.OFFLINE, connected_ms, will=True)
+    writer = make_writer(db_url, clock)
+    try:
+        writer.store(make_batch(clock, wire.encode(will)))
+    finally:
+        writer.conn.close()
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT state, state_ts FROM gateway_status WHERE gateway_id = %s", (fleet.gateway,)
+        ).fetchone()
+    assert row == ("offline", clock.now())
