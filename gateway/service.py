@@ -9,6 +9,7 @@ and started again, so no part of the gateway dies for good while the process run
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,31 @@ from vigil.wire import GatewayEvent, GatewayState, Health, Status, encode
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
+
+
+def quiet_closed_socket_writes(loop: asyncio.AbstractEventLoop) -> None:
+    """Log at DEBUG, not as an ERROR traceback, one harmless race of aiomqtt: paho asks for the
+    MQTT socket to be watched for writing from its thread, aiomqtt schedules ``add_writer``,
+    and when the connection closes meanwhile the scheduled call finds the descriptor gone
+    (``OSError: [Errno 9] Bad file descriptor``), on every ordinary disconnect. Everything else
+    goes to the handler that was there before."""
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        error, handle_ = context.get("exception"), context.get("handle")
+        if (
+            isinstance(error, OSError)
+            and error.errno == errno.EBADF
+            and "add_writer" in repr(handle_)
+        ):
+            log.debug("MQTT socket closed before it was watched for writing (harmless)")
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
 
 
 class GatewayService:
@@ -119,6 +145,7 @@ class GatewayService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and publish until ``stop`` is set, then shut down cleanly."""
+        quiet_closed_socket_writes(asyncio.get_running_loop())
         pollers = [
             asyncio.create_task(
                 supervise(f"poller {c.name}", c.run, clock=self.clock), name=f"poll {c.name}"

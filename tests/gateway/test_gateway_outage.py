@@ -35,8 +35,9 @@ def by_device(collector):
 
 
 async def test_broker_down_60s_and_a_gateway_restart_lose_and_duplicate_nothing(
-    sim_fleet, clock, broker, unique_id, tmp_path, collect
+    sim_fleet, clock, broker, unique_id, tmp_path, collect, caplog
 ):
+    caplog.set_level("DEBUG", logger="asyncio")
     runner = sim_fleet(elevators=10, meters=20, poles=10, water_meters=10, units_per_port=10)
     placements = runner.placements()
     assert len(placements) == 50
@@ -100,3 +101,7 @@ async def test_broker_down_60s_and_a_gateway_restart_lose_and_duplicate_nothing(
     assert all(b - a == 1000 for a, b in pairwise(poll_times))
     assert len(poll_times) == 70
     assert len(redelivered) <= 50 * 2  # at most what was in flight when the broker went away
+    # gateway issue 12, item 8: the disconnects logged no asyncio traceback at ERROR
+    # ("Exception in callback ... add_writer ... Bad file descriptor")
+    tracebacks = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= 40]
+    assert tracebacks == [], [r.getMessage() for r in tracebacks]
