@@ -116,8 +116,11 @@ def _optional_routers() -> dict[str, APIRouter]:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name and (module_name.startswith(exc.name) or not exc.name.startswith("api")):
-                log.info("API without %s: %s is not available", feature, exc.name)
+            # only the domain's own package being absent is a reason to serve without it; a
+            # dependency missing inside it (or any other error) fails the start loudly
+            missing = exc.name or ""
+            if missing and (module_name == missing or module_name.startswith(missing + ".")):
+                log.warning("API without %s: %s is not installed", feature, missing)
                 continue
             raise
         found[feature] = module.router
