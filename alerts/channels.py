@@ -10,7 +10,6 @@ import asyncio
 import json
 import smtplib
 from email.message import EmailMessage
-from urllib.parse import urlsplit
 
 import aiomqtt
 import httpx
@@ -27,6 +26,7 @@ from alerts.flows import (
 )
 from alerts.models import ChannelKind, Delivery, SendResult
 from vigil import notify
+from vigil.broker import broker_address
 from vigil.config import AlertsSettings
 
 # Client errors that a retry cannot fix (408 and 429 are worth retrying).
@@ -117,14 +117,14 @@ class Channels:
         """Publish the payload at QoS 1 under the alerts topic prefix."""
         if not self._mqtt_url:
             return SendResult(ok=False, detail="no MQTT broker configured", retryable=False)
-        parts = urlsplit(self._mqtt_url)
+        where = broker_address(self._mqtt_url)
         topic = f"{self._settings.mqtt_topic_prefix}/{delivery.address}"
         try:
             async with aiomqtt.Client(
-                parts.hostname or "127.0.0.1",
-                parts.port or 1883,
-                username=parts.username,
-                password=parts.password,
+                where.host,
+                where.port,
+                username=where.username,
+                password=where.password,
                 timeout=self._settings.webhook_timeout_s,
             ) as client:
                 await client.publish(topic, webhook_body(delivery.payload), qos=1)

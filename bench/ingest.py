@@ -104,11 +104,12 @@ def payload(seq: int, samples: list[tuple]) -> bytes:
 def run_publisher(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
 
-    from ingest.consumer import broker_address
     from vigil import wire
+    from vigil.broker import broker_address
 
     layout = Layout(args.devices, args.gateways, args.publishers, args.ticks, args.base_ms)
-    host, port = broker_address(args.mqtt_url)
+    where = broker_address(args.mqtt_url)
+    host, port = where.host, where.port
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{args.index}", protocol=mqtt.MQTTv5
     )

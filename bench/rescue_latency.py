@@ -138,8 +138,10 @@ def run_load(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
 
     from vigil import wire
+    from vigil.broker import broker_address
 
-    host, port = args.mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
+    where = broker_address(args.mqtt_url)
+    host, port = where.host, where.port
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id="bench-load", protocol=mqtt.MQTTv5
     )
@@ -547,6 +549,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
     import psycopg
 
+    from vigil.broker import broker_address
     from vigil.clock import RealClock
     from vigil.db import migrate
     from vigil.services import MosquittoBroker, PostgresServer
@@ -598,7 +601,8 @@ def run_bench(args: argparse.Namespace) -> int:
             children.append(Child("gateway", [*common, "--gateway-config", str(config)]))
             path = GatewayPath(fleet, lifts)
         else:
-            host, port = broker.url.removeprefix("mqtt://").rsplit(":", 1)
+            where = broker_address(broker.url)
+            host, port = where.host, where.port
             client = mqtt.Client(
                 mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway", protocol=mqtt.MQTTv5
             )

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from pydantic import Field, model_validator
 
+from vigil.broker import broker_address
 from vigil.catalog import MetricType, metric
 from vigil.config import ConfigError, Section, load_file, locate, read_toml
 from vigil.profiles import Profile, builtin_models, builtin_profile, load_profile
@@ -55,18 +56,17 @@ class BrokerConfig(Section):
     @property
     def host(self) -> str:
         """Broker host name."""
-        return urlsplit(self.url).hostname or "127.0.0.1"
+        return broker_address(self.url).host
 
     @property
     def port(self) -> int:
         """Broker port (1883, or 8883 for mqtts:// when not given)."""
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        return broker_address(self.url).port
 
     @property
     def tls(self) -> bool:
         """True for mqtts:// URLs."""
-        return urlsplit(self.url).scheme == "mqtts"
+        return broker_address(self.url).tls
 
     def secret(self) -> str | None:
         """The password, read from ``password_file`` when one is given."""

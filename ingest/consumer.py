@@ -13,7 +13,6 @@ import queue
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -21,6 +20,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.models import Delivery, Lane
+from vigil.broker import broker_address
 from vigil.wire import PREFIX, Channel, subscription
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,6 @@ def shared_filters(group: str, lane: Lane = Lane.ALL) -> list[str]:
     return [f"$share/{group}/{t}" for t in topics]
 
 
-def broker_address(url: str) -> tuple[str, int]:
-    """Host and port of an ``mqtt://host:port`` URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"not an mqtt://host:port URL: {url!r}")
-    return parts.hostname, parts.port or 1883
-
-
 class MqttConsumer:
     """Receives into ``inbox``; ``ack()`` acknowledges deliveries of the current connection."""
 
@@ -90,7 +82,8 @@ class MqttConsumer:
         drain: bool = False,
         lane: Lane = Lane.ALL,
     ) -> None:
-        self._host, self._port = broker_address(mqtt_url)
+        where = broker_address(mqtt_url)
+        self._host, self._port = where.host, where.port
         self._inbox = inbox
         self._filters = shared_filters(share_group, lane)
         # the other form, which an earlier run of the same client may have left in its session

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from urllib.parse import urlsplit
 
 import aiomqtt
 
 from simulators.lighting import StreetLight
 from simulators.models import CommandRefused
+from vigil.broker import broker_address
 from vigil.wire import (
     Channel,
     Command,
@@ -71,12 +71,12 @@ class SmartPole:
 
     async def run(self) -> None:
         """Connect, announce, and publish and obey until ``stop()``."""
-        parts = urlsplit(self.mqtt_url)
+        where = broker_address(self.mqtt_url)
         offline = Status(self.pole_id, GatewayState.OFFLINE, self.clock.now_ms())
         will_topic, will_payload = encode(offline)
         async with aiomqtt.Client(
-            parts.hostname or "127.0.0.1",
-            parts.port or 1883,
+            where.host,
+            where.port,
             username=self.username,
             password=self.password,
             identifier=f"smart-pole-{self.pole_id}",

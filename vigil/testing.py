@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from vigil.broker import broker_address
 from vigil.clock import FakeClock
 from vigil.db import migrate
 from vigil.services import MosquittoBroker, PostgresServer
@@ -211,8 +212,8 @@ class MqttProbe:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_: self._subscribed.set()
-        host, port = url.removeprefix("mqtt://").rsplit(":", 1)
-        self._client.connect(host, int(port))
+        where = broker_address(url)
+        self._client.connect(where.host, where.port)
         self._client.subscribe(topic_filter, qos=qos)
         self._client.loop_start()
         if not self._subscribed.wait(10):

@@ -454,9 +454,7 @@ def _decode(address: Address, payload: bytes, now_ms: int, limits: Limits) -> Me
             items = _items(body, "events", limits)
             events = tuple(_decode_event(item, i, ts_check) for i, item in enumerate(items))
             _no_duplicate_keys(payload, len(body) + sum(map(len, items)))
-            return EventBatch(
-                gateway, device, _seq(body), events, _count(body, "epoch", default=0)
-            )
+            return EventBatch(gateway, device, _seq(body), events, _count(body, "epoch", default=0))
         case Channel.STATUS:
             _only(body, {"v", "state", "ts", "event", "detail", "will"}, "message")
             state = _enum(body, "state", GatewayState)

@@ -12,11 +12,11 @@ import psycopg
 import pytest
 
 from ingest import flows, service
-from ingest.consumer import broker_address
 from ingest.models import Batch, Delivery, IngestStats, Received
 from ingest.registry import DeviceRegistry
 from ingest.worker import IngestWorker
 from vigil import notify, wire
+from vigil.broker import broker_address
 from vigil.clock import Clock
 from vigil.config import IngestSettings
 from vigil.wire import Sample, TelemetryBatch
@@ -79,7 +79,8 @@ class Publisher:
     """A QoS 1 MQTT v5 publisher that waits for each PUBACK."""
 
     def __init__(self, url: str) -> None:
-        host, port = broker_address(url)
+        where = broker_address(url)
+        host, port = where.host, where.port
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.connect(host, port)
         self.client.loop_start()
