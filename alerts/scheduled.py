@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,31 +22,13 @@ from alerts.channels import Channels
 from alerts.flows import retry_at
 from alerts.models import Audience, Delivery, RetryPolicy, Severity
 from vigil import notify
-from vigil.clock import Clock
+from vigil.clock import Clock, sleep_or_event
 from vigil.config import AlertsSettings, Settings
 from vigil.db.pool import open_async_pool
 
 log = logging.getLogger(__name__)
 
 ROSTER_GAP = "roster_gap"
-
-
-async def wait_for_any(
-    *, clock: Clock, until: datetime | None, wake: asyncio.Event, stop: asyncio.Event
-) -> None:
-    """Return when ``wake`` or ``stop`` is set, or the clock reaches ``until``."""
-    waiters: list[Awaitable[object]] = [wake.wait(), stop.wait()]
-    if until is not None:
-        waiters.append(clock.sleep_until(until))
-    tasks = [asyncio.ensure_future(w) for w in waiters]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def retry_policy(settings: AlertsSettings) -> RetryPolicy:
@@ -98,7 +79,7 @@ class DeliveryWorker:
                         self._sending.add(task)
                         task.add_done_callback(self._sending.discard)
                     next_due = await service.anext_delivery_due(conn)
-                await wait_for_any(clock=self._clock, until=next_due, wake=self.wake, stop=stop)
+                await sleep_or_event(self._clock, until=next_due, events=(self.wake, stop))
         finally:
             if self._sending:
                 await asyncio.gather(*self._sending, return_exceptions=True)
@@ -152,7 +133,7 @@ async def escalate_forever(
             next_due = await service.anext_escalation(conn)
         for firing in fired:
             log.info("alarm %s: escalation level %s fired", firing.alarm_id, firing.level)
-        await wait_for_any(clock=clock, until=next_due, wake=wake, stop=stop)
+        await sleep_or_event(clock, until=next_due, events=(wake, stop))
 
 
 def check_rosters(conn: psycopg.Connection, *, now: datetime, horizon: timedelta) -> int:
@@ -215,7 +196,7 @@ async def check_rosters_forever(
     while not stop.is_set():
         await asyncio.to_thread(_check_rosters_once, database_url, clock.now(), horizon)
         until = clock.now() + timedelta(seconds=settings.roster_check_interval_s)
-        await wait_for_any(clock=clock, until=until, wake=never, stop=stop)
+        await sleep_or_event(clock, until=until, events=(never, stop))
 
 
 def _check_rosters_once(database_url: str, now: datetime, horizon: timedelta) -> None:

@@ -8,12 +8,11 @@ locks around its decisions, so two engines may run at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from vigil.clock import Clock
+from vigil.clock import Clock, sleep_or_event
 from vigil.config import Settings
 
 log = logging.getLogger(__name__)
@@ -44,19 +43,6 @@ def runners(modules: Sequence[str] = RUNNER_MODULES) -> list[tuple[str, Runner]]
     return found
 
 
-async def sleep_or_stop(*, clock: Clock, seconds: float, stop: asyncio.Event) -> None:
-    """Wait ``seconds`` of clock time, or less if ``stop`` is set first."""
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sleeper, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def _supervise(
     name: str,
     runner: Runner,
@@ -82,7 +68,7 @@ async def _supervise(
             raise
         except Exception:
             log.exception("runner %s failed; restarting in %ss", name, RESTART_DELAY_S)
-            await sleep_or_stop(clock=clock, seconds=RESTART_DELAY_S, stop=stop)
+            await sleep_or_event(clock, seconds=RESTART_DELAY_S, events=(stop,))
 
 
 async def run(

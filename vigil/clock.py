@@ -12,9 +12,11 @@ Three kinds:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -169,3 +171,28 @@ def make_clock(*, kind: str = "real", factor: float = 1.0, start: datetime | Non
     if kind == "fake":
         return FakeClock(start)
     raise ValueError(f"unknown clock kind {kind!r}")
+
+
+async def sleep_or_event(
+    clock: Clock,
+    *,
+    events: Sequence[asyncio.Event],
+    seconds: float | None = None,
+    until: datetime | None = None,
+) -> None:
+    """Wait on ``clock`` for ``seconds`` (or until ``until``), or less if one of ``events`` is
+    set first: the one wait-or-stop of every runner (no deadline: only the events end it)."""
+    waiters: list[Awaitable[object]] = [event.wait() for event in events]
+    if seconds is not None:
+        waiters.append(clock.sleep(seconds))
+    if until is not None:
+        waiters.append(clock.sleep_until(until))
+    tasks = [asyncio.ensure_future(w) for w in waiters]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -10,9 +10,8 @@ import psycopg
 
 from compliance.conditions import flows
 from compliance.conditions.models import Thresholds
-from compliance.engine import sleep_or_stop
 from vigil import notify
-from vigil.clock import Clock
+from vigil.clock import Clock, sleep_or_event
 from vigil.config import Settings
 
 log = logging.getLogger(__name__)
@@ -49,8 +48,8 @@ async def run(
             while not stop.is_set():
                 async with busy:
                     await asyncio.to_thread(check, None)
-                await sleep_or_stop(
-                    clock=clock, seconds=settings.compliance.sweep_interval_s, stop=stop
+                await sleep_or_event(
+                    clock, seconds=settings.compliance.sweep_interval_s, events=(stop,)
                 )
         finally:
             watcher.cancel()

@@ -7,9 +7,8 @@ import logging
 
 import psycopg
 
-from compliance.engine import sleep_or_stop
 from compliance.log import flows
-from vigil.clock import Clock
+from vigil.clock import Clock, sleep_or_event
 from vigil.config import Settings
 
 log = logging.getLogger(__name__)
@@ -42,4 +41,4 @@ async def run(
             )
         except psycopg.OperationalError as exc:
             log.warning("checkpoint skipped, database unavailable: %s", exc)
-        await sleep_or_stop(clock=clock, seconds=interval, stop=stop)
+        await sleep_or_event(clock, seconds=interval, events=(stop,))

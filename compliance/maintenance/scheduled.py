@@ -21,11 +21,10 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg.rows import dict_row
 
-from compliance.engine import sleep_or_stop
 from compliance.maintenance import flows, service
 from compliance.maintenance.models import SweepResult
 from vigil import notify
-from vigil.clock import Clock, to_ms
+from vigil.clock import Clock, sleep_or_event, to_ms
 from vigil.config import Settings
 from vigil.wire import Command, CommandAction, encode
 
@@ -227,7 +226,7 @@ async def _wait(*, clock: Clock, seconds: float, wake: asyncio.Event, stop: asyn
     """Sleep ``seconds`` of clock time unless woken by a notification or stopped."""
     waker = asyncio.ensure_future(wake.wait())
     try:
-        done_early = asyncio.ensure_future(sleep_or_stop(clock=clock, seconds=seconds, stop=stop))
+        done_early = asyncio.ensure_future(sleep_or_event(clock, seconds=seconds, events=(stop,)))
         await asyncio.wait({waker, done_early}, return_when=asyncio.FIRST_COMPLETED)
         done_early.cancel()
         with contextlib.suppress(asyncio.CancelledError):
