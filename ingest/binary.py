@@ -41,9 +41,9 @@ class Grouped:
     repeats: list[tuple[str, list[Sample]]] = field(default_factory=list)
     points: int = 0
 
-    def metric_sets(self) -> set[tuple[str, ...]]:
-        """Every sorted metric list the rows hold."""
-        return {tuple(sorted(metrics)) for metrics in self.rows.values()}
+    def metric_lists(self) -> dict[RowKey, tuple[str, ...]]:
+        """The sorted metric list of each row (its metric set), computed once per batch."""
+        return {key: tuple(sorted(metrics)) for key, metrics in self.rows.items()}
 
 
 _TS = itemgetter(1)  # Sample.ts
@@ -108,6 +108,7 @@ def _int2_array(values: Sequence[int]) -> bytes:
 def encode_rows(
     rows: Mapping[RowKey, Mapping[str, Sample]],
     *,
+    metric_lists: Mapping[RowKey, tuple[str, ...]],
     device_refs: Mapping[str, int],
     set_ids: Mapping[tuple[str, ...], int],
 ) -> bytes:
@@ -115,8 +116,9 @@ def encode_rows(
     parts = [HEADER]
     append = parts.append
     head = _ROW_HEAD.pack
-    for (device, ts), points in rows.items():
-        metrics = tuple(sorted(points))
+    for key, points in rows.items():
+        device, ts = key
+        metrics = metric_lists[key]
         samples = [points[m] for m in metrics]
         append(head(5, 4, device_refs[device], 4, set_ids[metrics], 8, (ts - PG_EPOCH_MS) * 1000))
         append(_float8_array([s.value for s in samples]))

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 import psycopg
 
 from ingest import service
-from ingest.binary import encode_rows, group_samples
+from ingest.binary import Grouped, encode_rows, group_samples
 from ingest.consumer import URGENT_TOPIC_PREFIXES
 from ingest.models import (
     Accepted,
@@ -338,6 +338,11 @@ class Writer:
             self._commit_metric_sets()
         return result
 
+    def _encode(self, grouped: Grouped, refs: dict[str, int]) -> bytes:
+        lists = grouped.metric_lists()
+        set_ids = self._metric_set_ids(set(lists.values()))
+        return encode_rows(grouped.rows, metric_lists=lists, device_refs=refs, set_ids=set_ids)
+
     def _commit_metric_sets(self) -> None:
         self.metric_sets.update(self.new_metric_sets)
         self.new_metric_sets.clear()
@@ -424,9 +429,7 @@ class Writer:
         devices = self.registry.devices
         refs = {device: devices[device].ref for device, _ in plan.telemetry}
         grouped = group_samples(plan.telemetry)
-        data = encode_rows(
-            grouped.rows, device_refs=refs, set_ids=self._metric_set_ids(grouped.metric_sets())
-        )
+        data = self._encode(grouped, refs)
         stored: int | None = None
         if not redelivery:
             # Fast path: COPY straight into telemetry_rows. A row already there (a redelivery
@@ -446,9 +449,7 @@ class Writer:
         repeats = grouped.repeats
         while repeats:
             again = group_samples(repeats)
-            data = encode_rows(
-                again.rows, device_refs=refs, set_ids=self._metric_set_ids(again.metric_sets())
-            )
+            data = self._encode(again, refs)
             stored += service.copy_telemetry_deduplicated(
                 self.conn, data=data, received_at=self.clock.now()
             )

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from ingest import flows, service
-from ingest.models import Batch, Delivery, IngestStats, Received
+from ingest.models import Batch, Delivery, IngestStats, Received, WriteResult
 from ingest.registry import DeviceRegistry
 from ingest.worker import IngestWorker
 from vigil import notify, wire
@@ -187,3 +187,12 @@ def make_writer(db_url: str, clock: Clock) -> flows.Writer:
     registry.load(conn)
     conn.commit()
     return flows.Writer(conn=conn, registry=registry, clock=clock)
+
+
+def store_once(db_url: str, clock: Clock, *messages: tuple[str, bytes]) -> WriteResult:
+    """Store one batch of (topic, payload) messages with a writer of its own."""
+    writer = make_writer(db_url, clock)
+    try:
+        return writer.store(make_batch(clock, *messages))
+    finally:
+        writer.conn.close()

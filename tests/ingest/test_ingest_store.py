@@ -6,10 +6,9 @@ import psycopg
 
 from tests.ingest.conftest import (
     count,
-    make_batch,
-    make_writer,
     register_fleet,
     running_worker,
+    store_once,
     telemetry,
 )
 from vigil import notify, wire
@@ -99,11 +98,7 @@ def test_a_gateway_event_on_the_status_topic_is_kept(db_url, clock, unique_id):
         wire.GatewayEvent.BUFFER_LOST,
         "buffer missing or empty; epoch 2",
     )
-    writer = make_writer(db_url, clock)
-    try:
-        writer.store(make_batch(clock, wire.encode(lost)))
-    finally:
-        writer.conn.close()
+    store_once(db_url, clock, wire.encode(lost))
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
             "SELECT state, last_event, last_event_detail FROM gateway_status WHERE gateway_id = %s",
@@ -117,11 +112,7 @@ def test_a_last_will_dates_the_offline_state_by_its_receipt(db_url, clock, uniqu
     fleet = register_fleet(db_url, gateway=unique_id)
     connected_ms = clock.now_ms() - 3_600_000  # the gateway connected an hour ago
     will = wire.Status(fleet.gateway, wire.GatewayState.OFFLINE, connected_ms, will=True)
-    writer = make_writer(db_url, clock)
-    try:
-        writer.store(make_batch(clock, wire.encode(will)))
-    finally:
-        writer.conn.close()
+    store_once(db_url, clock, wire.encode(will))
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
             "SELECT state, state_ts FROM gateway_status WHERE gateway_id = %s", (fleet.gateway,)
