@@ -18,6 +18,7 @@ from vigil.config import ConfigError, Settings, load_settings
 
 # Packages that may add subcommands (gateway, ingest, compliance, api, simulate, bench, audit...).
 COMMAND_MODULES = (
+    "fleet.cli",
     "gateway.cli",
     "ingest.cli",
     "compliance.cli",

@@ -21,7 +21,7 @@ from vigil.db.timescale import try_enable_timescaledb
 
 log = logging.getLogger(__name__)
 
-MIGRATION_PACKAGES = ("vigil.db", "ingest", "compliance", "alerts", "api")
+MIGRATION_PACKAGES = ("vigil.db", "fleet", "ingest", "compliance", "alerts", "api")
 _LOCK_KEY = 0x5649_4749  # "VIGI"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

@@ -1,0 +1,1 @@
+"""The fleet registry: jurisdictions, parties, sites, gateways, devices and contracts."""
