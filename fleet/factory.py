@@ -30,8 +30,9 @@ class FleetFactory:
     def _next(self) -> int:
         return next(self._serial)
 
-    def write(self, kind: str, **fields: Any) -> Any:
-        """Write one record of ``kind`` (by natural key: created or updated); its row id."""
+    def write(self, kind_name: str, /, **fields: Any) -> Any:
+        """Write one record of a kind (by natural key: created or updated); its row id."""
+        kind = kind_name
         spec = KINDS[kind]
         record: FleetRecord = spec.record.model_validate(fields)
         result = service.write(self.conn, kind=spec, records=[record], at=self.at)

@@ -102,6 +102,8 @@ class MqttConsumer:
             manual_ack=True,
         )
         self.client.manual_ack_set(True)
+        if where.username is not None:  # the broker's password_file and ACL (vigil-ingest)
+            self.client.username_pw_set(where.username, where.password)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -213,6 +213,8 @@ class MqttProbe:
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         where = broker_address(url)
+        if where.username is not None:
+            self._client.username_pw_set(where.username, where.password)
         self._client.connect(where.host, where.port)
         self._client.subscribe(topic_filter, qos=qos)
         self._client.loop_start()

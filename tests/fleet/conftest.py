@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet.factory import FleetFactory
+from tests.ingest.conftest import publisher_factory  # noqa: F401 - a fixture of these tests
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "fleet" / "examples" / "fleet"
 

@@ -82,6 +82,8 @@ class Publisher:
         where = broker_address(url)
         host, port = where.host, where.port
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if where.username is not None:
+            self.client.username_pw_set(where.username, where.password)
         self.client.connect(host, port)
         self.client.loop_start()
 
