@@ -104,6 +104,7 @@ async def open_request_pool(url: str, *, max_size: int) -> AsyncConnectionPool:
 
 # Routers over other domains join when their domain package is present.
 OPTIONAL_ROUTERS = {
+    "fleet": "fleet.views",
     "incidents": "api.incidents.views",
     "maintenance": "api.maintenance.views",
     "reports": "api.reports.views",

@@ -41,12 +41,23 @@ class FleetFactory:
             return result.ids[key]
         if kind in ("devices", "gateways"):
             return key[0]
-        if kind == "components":
+        if kind in ("components", "assignments"):
             return key
         if kind == "contracts":
             row = service.get(self.conn, kind=spec, key=key)
             return row["row_id"]
         return service.ids_of(self.conn, kind=spec, keys=[key[0]])[key[0]]
+
+    def update(self, kind_name: str, /, *key: Any, **changes: Any) -> None:
+        """Change fields of the record of natural key ``key``."""
+        spec = KINDS[kind_name]
+        current = service.record_of(spec, service.get(self.conn, kind=spec, key=key))
+        record = spec.record.model_validate(current.model_dump() | changes)
+        service.write(self.conn, kind=spec, records=[record], at=self.at)
+
+    def retire(self, kind_name: str, /, *key: Any) -> None:
+        """Retire the record of natural key ``key`` (its history stays)."""
+        assert service.retire(self.conn, kind=KINDS[kind_name], key=key, at=self.at)
 
     def name_of(self, kind: str, row_id: int) -> str:
         """The natural key of a numeric-id row (what another record names it by)."""
@@ -139,7 +150,7 @@ class FleetFactory:
         kind: str = "elevator",
         firm: int | str | None = None,
         contract_from: date | None = None,
-        contract_days: int = 365,
+        contract_days: int = 3650,
         **fields: Any,
     ) -> str:
         """A device at a site; with ``firm``, under that firm's contract from ``contract_from``
@@ -172,6 +183,10 @@ class FleetFactory:
             ends_on=ends_on,
             **fields,
         )
+
+    def assign(self, *, technician: int | str, device: str) -> None:
+        """Assign a technician to a device (what the technician sees, rule A2)."""
+        self.write("assignments", technician=self._ref("technicians", technician), device=device)
 
     def component(self, *, device: str, component: str, model: str) -> None:
         """The certified model of a lift's safety component (rule M9)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import tomli_w
+from psycopg import sql
 from pydantic import ValidationError
 
 from fleet import service
@@ -31,6 +32,7 @@ from fleet.models import (
     FleetRecord,
     Kind,
     Problem,
+    Viewer,
     WriteResult,
     problem_place,
 )
@@ -416,3 +418,116 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(temporary, path)
+
+
+# -- the API's reads and writes (rule A2) -----------------------------------------------------
+
+
+class Forbidden(PermissionError):
+    """The caller's role may not do this, or not to this record."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A caller and its device scope (a condition over alias ``d``, from api.scope)."""
+
+    viewer: Viewer
+    devices: sql.Composable
+    params: dict[str, Any]
+
+    def all_params(self) -> dict[str, Any]:
+        """Parameters of both the device scope and the registry's scopes."""
+        return self.params | service.viewer_params(self.viewer)
+
+
+def read_records(
+    conn: psycopg.Connection,
+    *,
+    kind: Kind,
+    access: Access,
+    include_retired: bool = False,
+    limit: int = 500,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """The records of ``kind`` the caller may read."""
+    scope = service.read_scope(kind=kind, viewer=access.viewer, devices=access.devices)
+    return service.list_records(
+        conn,
+        kind=kind,
+        scope=scope,
+        scope_params=access.all_params(),
+        include_retired=include_retired,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def read_record(
+    conn: psycopg.Connection, *, kind: Kind, key: tuple[Any, ...], access: Access
+) -> dict[str, Any]:
+    """One record the caller may read (``NotFound`` otherwise: never say it exists)."""
+    scope = service.read_scope(kind=kind, viewer=access.viewer, devices=access.devices)
+    return service.get(conn, kind=kind, key=key, scope=scope, scope_params=access.all_params())
+
+
+def _allow(access: Access, action: Action, kind: Kind) -> None:
+    if not may(access.viewer.role, action, kind.name):
+        raise Forbidden(f"a {access.viewer.role} may not {action.value} {kind.name}")
+
+
+def _writable_after(conn: psycopg.Connection, *, kind: Kind, key: tuple[Any, ...],
+                    access: Access) -> None:  # fmt: skip
+    scope = service.write_scope(kind=kind, viewer=access.viewer)
+    if not service.in_scope(conn, kind=kind, key=key, scope=scope, params=access.all_params()):
+        raise Forbidden(f"{kind.name} {'/'.join(map(str, key))} would be outside your scope")
+
+
+def create_record(
+    conn: psycopg.Connection, *, kind: Kind, record: FleetRecord, access: Access, at: datetime
+) -> dict[str, Any]:
+    """Create a record (``FleetError`` when its key exists or a name is unknown); the caller must
+    be able to write it afterwards, or nothing is kept."""
+    _allow(access, Action.CREATE, kind)
+    service.write(conn, kind=kind, records=[record], at=at, create_only=True)
+    key = service.key_of(kind, record)
+    _writable_after(conn, kind=kind, key=key, access=access)
+    return service.get(conn, kind=kind, key=key)
+
+
+def update_record(
+    conn: psycopg.Connection,
+    *,
+    kind: Kind,
+    key: tuple[Any, ...],
+    changes: dict[str, Any],
+    access: Access,
+    at: datetime,
+) -> dict[str, Any]:
+    """Change fields of a record the caller may write; the natural key cannot change."""
+    _allow(access, Action.UPDATE, kind)
+    current = read_record(conn, kind=kind, key=key, access=access)
+    _writable_after(conn, kind=kind, key=key, access=access)
+    moved = [f for f in kind.key if f in changes and changes[f] != current[f]]
+    if moved:
+        raise FleetError([Problem("the natural key cannot change; retire and create", moved[0])])
+    merged = service.record_of(kind, current).model_dump() | changes
+    try:
+        record = kind.record.model_validate(merged)
+    except ValidationError as exc:
+        raise FleetError([Problem(r, c) for c, r in map(problem_place, exc.errors())]) from None
+    service.write(conn, kind=kind, records=[record], at=at)
+    _writable_after(conn, kind=kind, key=key, access=access)
+    return service.get(conn, kind=kind, key=key)
+
+
+def retire_record(
+    conn: psycopg.Connection, *, kind: Kind, key: tuple[Any, ...], access: Access, at: datetime
+) -> dict[str, Any]:
+    """Retire a record the caller may write; its history stays."""
+    _allow(access, Action.RETIRE, kind)
+    read_record(conn, kind=kind, key=key, access=access)
+    _writable_after(conn, kind=kind, key=key, access=access)
+    service.retire(conn, kind=kind, key=key, at=at)
+    if kind.name == "components":
+        return {"retired": True}
+    return service.get(conn, kind=kind, key=key)

@@ -238,6 +238,13 @@ class Contract(FleetRecord):
         return self
 
 
+class Assignment(FleetRecord):
+    """A technician assigned to a device: what the technician sees (rule A2)."""
+
+    technician: Text  # certificate number
+    device: TopicId
+
+
 @dataclass(frozen=True, slots=True)
 class Ref:
     """A field naming a row of another kind, stored as that row's id in ``column``."""
@@ -328,6 +335,17 @@ KINDS: dict[str, Kind] = {
             Component,
             ("device", "component"),
             refs={"device": Ref("devices", "device_id")},
+            retired_column=None,
+        ),
+        Kind(
+            "assignments",
+            "technician_assignments",
+            Assignment,
+            ("technician", "device"),
+            refs={
+                "technician": Ref("technicians", "technician_id"),
+                "device": Ref("devices", "device_id"),
+            },
             retired_column=None,
         ),
         Kind(

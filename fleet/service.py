@@ -114,7 +114,11 @@ def _write_sql(kind: Kind, *, create_only: bool) -> str:
     )
     head = f"INSERT INTO {kind.table} AS t ({columns}) VALUES ({inserted})"
     if create_only:
-        return f"{head} ON CONFLICT DO NOTHING RETURNING {returning} AS id, true AS created"
+        # the key's conflict only: any other (an overlapping contract) is an error
+        return (
+            f"{head} ON CONFLICT {_conflict_target(kind)} DO NOTHING"
+            f" RETURNING {returning} AS id, true AS created"
+        )
     changed = [(c, u) for c, _, u in values]
     sets = ", ".join(f"{c} = {u}" for c, u in changed)
     old = ", ".join(f"t.{c}" for c, _ in changed)
@@ -165,8 +169,14 @@ def _key_condition(kind: Kind) -> str:
         ref = kind.refs.get(name)
         if kind.name == "contracts" and name == "starts_on":
             parts.append(f"lower(t.period) = %(k{index})s")
+        elif ref is not None and _KEY_COLUMN[ref.kind] == "id":
+            parts.append(f"t.{ref.column} = %(k{index})s")
         elif ref is not None:
-            parts.append(f"t.{ref.column} = %(k{index})s")  # only device ids name themselves
+            target = KINDS[ref.kind]
+            parts.append(
+                f"t.{ref.column} = (SELECT r.id FROM {target.table} r"
+                f" WHERE r.{_KEY_COLUMN[ref.kind]} = %(k{index})s)"
+            )
         else:
             parts.append(f"t.{_KEY_COLUMN.get(kind.name, name)} = %(k{index})s")
     return " AND ".join(parts)
@@ -390,8 +400,8 @@ def retire(conn: psycopg.Connection, *, kind: Kind, key: Key, at: datetime) -> b
             " greatest(lower(t.period) + 1, least(upper(t.period), %(at)s::date + 1)))"
             f" WHERE {where} RETURNING t.device_id"
         )
-    elif kind.name == "components":
-        query = f"DELETE FROM certified_components t WHERE {where} RETURNING t.device_id"
+    elif kind.name in ("components", "assignments"):
+        query = f"DELETE FROM {kind.table} t WHERE {where} RETURNING t.device_id"
     elif kind.name == "technicians":
         query = (
             "UPDATE technicians t SET retired_at = coalesce(t.retired_at, %(at)s), active = false"
@@ -545,6 +555,7 @@ def read_scope(*, kind: Kind, viewer: Viewer, devices: sql.Composable) -> sql.Co
         "gateways": "d.gateway_id = t.id",
         "devices": "d.id = t.id",
         "components": "d.id = t.device_id",
+        "assignments": "d.id = t.device_id",
         "contracts": "d.id = t.device_id",
     }
     if viewer.role in ("firm_manager", "dispatcher", "technician") and kind.name == "contracts":
@@ -569,6 +580,9 @@ def write_scope(*, kind: Kind, viewer: Viewer) -> sql.Composable:
     conditions = {
         "contracts": "t.firm_id = %(viewer_firm)s",
         "technicians": "t.firm_id = %(viewer_firm)s",
+        "assignments": "EXISTS (SELECT 1 FROM technicians x WHERE x.id = t.technician_id"
+        " AND x.firm_id = %(viewer_firm)s) AND EXISTS (SELECT 1 FROM devices x"
+        " WHERE x.id = t.device_id AND x.firm_id = %(viewer_firm)s)",
         "devices": "(t.firm_id IS NULL OR t.firm_id = %(viewer_firm)s)",
         "components": f"NOT EXISTS (SELECT 1 FROM devices x WHERE x.id = t.device_id AND {other})",
         "sites": f"NOT EXISTS (SELECT 1 FROM devices x WHERE x.site_id = t.id AND {other})",

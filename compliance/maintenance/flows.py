@@ -820,6 +820,13 @@ def record_drill(
     return drill_id
 
 
+# Rule M12: the user unit asks for the periodic inspection (定期检验) a month before it is due;
+# a lift whose inspection date has passed must not be used. Dates are the site's days.
+INSPECTION_WARNING_DAYS = 30
+_INSPECTED_LIFTS = """FROM devices d JOIN sites s ON s.id = d.site_id
+           WHERE d.kind = 'elevator' AND d.decommissioned_at IS NULL
+             AND d.next_inspection_due IS NOT NULL"""
+
 # Each check: (rule, kind, subject type, SELECT of subject_id + detail currently in breach).
 _CHECKS: tuple[tuple[str, str, str, str], ...] = (
     (
@@ -846,6 +853,29 @@ _CHECKS: tuple[tuple[str, str, str, str], ...] = (
                 ON st.device_id = p.device_id AND st.metric = 'alarm_selftest_at' AND st.good
            WHERE coalesce(to_timestamp(st.value), p.registered_at)
                  + make_interval(hours => p.selftest_interval_hours) < %(now)s""",
+    ),
+    (
+        "M12",
+        "inspection_lapsed",
+        "device",
+        f"""SELECT d.id AS subject_id,
+                  jsonb_build_object('next_inspection_due', d.next_inspection_due,
+                                     'registration_code', d.registration_code) AS detail
+           {_INSPECTED_LIFTS}
+             AND d.next_inspection_due < (%(now)s AT TIME ZONE s.timezone)::date""",
+    ),
+    (
+        "M12",
+        "inspection_due",
+        "device",
+        f"""SELECT d.id AS subject_id,
+                  jsonb_build_object('next_inspection_due', d.next_inspection_due,
+                                     'registration_code', d.registration_code,
+                                     'warning_days', {INSPECTION_WARNING_DAYS}) AS detail
+           {_INSPECTED_LIFTS}
+             AND d.next_inspection_due >= (%(now)s AT TIME ZONE s.timezone)::date
+             AND d.next_inspection_due
+                 < (%(now)s AT TIME ZONE s.timezone)::date + {INSPECTION_WARNING_DAYS}""",
     ),
     (
         "M10",
@@ -911,6 +941,8 @@ FIRM_TODAY_SQL = """
 _FINDING_ALARMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drill_missing": ("warning", ("firm", "user_unit")),
     "alarm_selftest_missed": ("major", ("firm", "user_unit")),
+    "inspection_lapsed": ("critical", ("firm", "user_unit", "regulator")),
+    "inspection_due": ("warning", ("firm", "user_unit")),
     "certificate_expired": ("major", ("firm",)),
     "certificate_expiring": ("info", ("firm",)),
     "licence_expired": ("major", ("firm", "regulator")),
@@ -921,7 +953,7 @@ _FINDING_ALARMS: dict[str, tuple[str, tuple[str, ...]]] = {
 def check_findings(
     conn: psycopg.Connection, *, now: datetime, log_items: list[dict[str, Any]] | None = None
 ) -> tuple[int, int]:
-    """Open findings for breaches of M8, M10, M11 and close the ones resolved, set-based.
+    """Open findings for breaches of M8, M10, M11, M12 and close the ones resolved, set-based.
 
     Log entries go to ``log_items`` when given (the sweep appends them last), else to the log.
     """

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app, serve
 from api.auth.security import hash_password
+from fleet.factory import FleetFactory
 from vigil.clock import FakeClock
 from vigil.testing import create_database, drop_database
 
@@ -42,34 +43,30 @@ def seed_fleet(url: str) -> Fleet:
     fleet = Fleet()
     ids = fleet.ids
     with psycopg.connect(url, autocommit=True) as conn:
+        make = FleetFactory(conn, at=FakeClock().now())
 
         def one(query: str, params: tuple) -> int:
             row = conn.execute(query, params).fetchone()
             assert row is not None
             return int(row[0])
 
-        ids["j1"] = one(
-            "INSERT INTO jurisdictions (code, name) VALUES ('J1','J one') RETURNING id", ()
-        )
-        ids["j2"] = one(
-            "INSERT INTO jurisdictions (code, name) VALUES ('J2','J two') RETURNING id", ()
-        )
-        ids["u1"] = one("INSERT INTO user_units (name) VALUES ('Unit one') RETURNING id", ())
-        ids["u2"] = one("INSERT INTO user_units (name) VALUES ('Unit two') RETURNING id", ())
+        ids["j1"] = make.jurisdiction("J1", name="J one")
+        ids["j2"] = make.jurisdiction("J2", name="J two")
+        ids["u1"] = make.user_unit("Unit one")
+        ids["u2"] = make.user_unit("Unit two")
         for site, unit, jur in (("s1", "u1", "j1"), ("s2", "u2", "j2")):
-            ids[site] = one(
-                """INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude,
-                   tier) VALUES (%s, %s, %s, 31.2, 121.4, 'city') RETURNING id""",
-                (ids[unit], ids[jur], f"Site {site}"),
-            )
+            ids[site] = make.site(
+                code=site, user_unit=ids[unit], jurisdiction=ids[jur], name=f"Site {site}",
+                latitude=31.2, longitude=121.4,
+            )  # fmt: skip
         for firm in ("a", "b"):
-            ids[f"firm_{firm}"] = one(
-                """INSERT INTO maintenance_firms (name, licence_no, licence_expires_on)
-                   VALUES (%s, %s, %s) RETURNING id""",
-                (f"Firm {firm.upper()}", f"LIC-{firm}", date(2030, 1, 1)),
+            ids[f"firm_{firm}"] = make.firm(
+                f"Firm {firm.upper()}",
+                licence_no=f"LIC-{firm}",
+                licence_expires_on=date(2030, 1, 1),
             )
-        ids["m1"] = one("INSERT INTO manufacturers (name) VALUES ('Maker one') RETURNING id", ())
-        ids["m2"] = one("INSERT INTO manufacturers (name) VALUES ('Maker two') RETURNING id", ())
+        ids["m1"] = make.manufacturer("Maker one")
+        ids["m2"] = make.manufacturer("Maker two")
         devices = (
             ("a-el-1", "elevator", "s1", "firm_a", "m1"),
             ("a-el-2", "elevator", "s1", "firm_a", "m1"),
@@ -77,20 +74,15 @@ def seed_fleet(url: str) -> Fleet:
             ("b-el-1", "elevator", "s2", "firm_b", "m2"),
         )
         for device, kind, site, firm, maker in devices:
-            conn.execute(
-                """INSERT INTO devices (id, kind, model, site_id, firm_id, manufacturer_id)
-                   VALUES (%s, %s, 'model-x', %s, %s, %s)""",
-                (device, kind, ids[site], ids[firm], ids[maker] if maker else None),
-            )
-        ids["ta1"] = one(
-            """INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on)
-               VALUES (%s, 'Tech A1', 'CERT-A1', '2030-01-01') RETURNING id""",
-            (ids["firm_a"],),
-        )
-        conn.execute(
-            "INSERT INTO technician_assignments (technician_id, device_id) VALUES (%s, 'a-el-1')",
-            (ids["ta1"],),
-        )
+            make.device(
+                device, kind=kind, model="model-x", site=ids[site], firm=ids[firm],
+                manufacturer=ids[maker] if maker else None,
+            )  # fmt: skip
+        ids["ta1"] = make.technician(
+            firm=ids["firm_a"], name="Tech A1", certificate_no="CERT-A1",
+            certificate_expires_on=date(2030, 1, 1),
+        )  # fmt: skip
+        make.assign(technician=ids["ta1"], device="a-el-1")
         users = (
             ("admin", "admin", {}),
             ("disp_a", "dispatcher", {"firm_id": ids["firm_a"]}),

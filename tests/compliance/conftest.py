@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from compliance.maintenance import flows
+from fleet.factory import FleetFactory
 from compliance.maintenance.models import Part, Tier, checklist
 from vigil.catalog import ServiceMode
 
@@ -29,20 +30,18 @@ class Estate:
     manufacturer_id: int
     gateway: str
     registered_at: datetime
+    fleet: FleetFactory
 
     def add_elevator(self, device_id: str, *, registered_at: datetime | None = None) -> str:
-        """Register one more elevator at the site."""
-        self.conn.execute(
-            "INSERT INTO devices (id, kind, model, site_id, firm_id, manufacturer_id, gateway_id, "
-            "registered_at) VALUES (%s, 'elevator', 'TL-1000', %s, %s, %s, %s, %s)",
-            (
-                device_id,
-                self.site_id,
-                self.firm_id,
-                self.manufacturer_id,
-                self.gateway,
-                registered_at or self.registered_at,
-            ),
+        """Register one more elevator at the site, under the firm's contract."""
+        self.fleet.device(
+            device_id,
+            site=self.site_id,
+            firm=self.firm_id,
+            manufacturer=self.manufacturer_id,
+            gateway=self.gateway,
+            model="TL-1000",
+            registered_at=registered_at or self.registered_at,
         )
         # a monitored lift: parked at a landing, doors open, nobody inside (rule M6 reads it)
         self.car(device_id, registered_at or self.registered_at, **PARKED)
@@ -119,31 +118,17 @@ class Estate:
 @pytest.fixture
 def estate(db, clock, unique_id) -> Estate:
     """One jurisdiction, user unit, site (Asia/Shanghai), firm, technician and gateway."""
-    j = db.execute(
-        "INSERT INTO jurisdictions (code, name) VALUES ('sh', 'Shanghai') RETURNING id"
-    ).fetchone()["id"]
-    u = db.execute(
-        "INSERT INTO user_units (name, safety_manager_name) VALUES ('Tower A', 'Ms Li') "
-        "RETURNING id"
-    ).fetchone()["id"]
-    s = db.execute(
-        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-        "VALUES (%s, %s, 'Tower A', 31.2, 121.5, 'city') RETURNING id",
-        (u, j),
-    ).fetchone()["id"]
-    f = db.execute(
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
-        "VALUES ('LiftCare', 'LIC-1', %s) RETURNING id",
-        (date(2030, 1, 1),),
-    ).fetchone()["id"]
-    t = db.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
-        "VALUES (%s, 'Wang', 'CERT-1', %s) RETURNING id",
-        (f, date(2030, 1, 1)),
-    ).fetchone()["id"]
-    m = db.execute("INSERT INTO manufacturers (name) VALUES ('Otis') RETURNING id").fetchone()["id"]
-    gateway = f"gw-{unique_id}"  # unique: tests share one broker
-    db.execute("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (gateway, s))
-    estate = Estate(db, j, u, s, f, t, m, gateway, clock.now() - timedelta(days=1))
+    fleet = FleetFactory(db, at=clock.now())
+    j = fleet.jurisdiction("sh", name="Shanghai")
+    u = fleet.user_unit("Tower A")
+    fleet.safety_manager(user_unit=u, name="Ms Li")
+    s = fleet.site(user_unit=u, jurisdiction=j, name="Tower A", latitude=31.2, longitude=121.5)
+    f = fleet.firm("LiftCare", licence_no="LIC-1", licence_expires_on=date(2030, 1, 1))
+    t = fleet.technician(
+        firm=f, name="Wang", certificate_no="CERT-1", certificate_expires_on=date(2030, 1, 1)
+    )
+    m = fleet.manufacturer("Otis")
+    gateway = fleet.gateway(f"gw-{unique_id}", site=s)  # unique: tests share one broker
+    estate = Estate(db, j, u, s, f, t, m, gateway, clock.now() - timedelta(days=1), fleet)
     estate.add_elevator("lift-1")
     return estate

@@ -117,3 +117,40 @@ def test_expiring_certificates_and_licences_are_warned_30_days_ahead(estate, clo
     assert ("M10", "licence_expired", str(estate.firm_id)) in _kinds(conn, "firm")
     assert ("M10", "licence_expiring", str(estate.firm_id)) not in _kinds(conn, "firm")
     assert service.qualified_technicians(conn, firm_id=estate.firm_id, on=clock.now().date()) == []
+
+
+def test_periodic_inspection_is_warned_30_days_ahead_and_alarmed_when_lapsed(estate, clock):
+    # rule M12: the periodic inspection (定期检验) is asked for a month ahead; a lapsed one alarms
+    from fleet.factory import FleetFactory
+
+    fleet = FleetFactory(estate.conn, at=clock.now())
+    today = clock.now().date()  # 2026-01-05 16:00 in Shanghai
+    fleet.update("devices", "lift-1", next_inspection_due=today + timedelta(days=31),
+                 registration_code="梯11沪HP0001(19)")  # fmt: skip
+    flows.check_findings(estate.conn, now=clock.now())
+    assert _kinds(estate.conn, "device") == []
+    clock.advance(timedelta(days=2))  # 29 days to go
+    flows.check_findings(estate.conn, now=clock.now())
+    assert ("M12", "inspection_due", "lift-1") in _kinds(estate.conn, "device")
+    warned = alerts.open_alarm(
+        estate.conn, source_type="device", source_id="lift-1", type="m12.inspection_due"
+    )
+    assert warned is not None and warned.severity == "warning"
+    clock.advance(timedelta(days=29))  # the due day itself: still valid
+    flows.check_findings(estate.conn, now=clock.now())
+    assert ("M12", "inspection_lapsed", "lift-1") not in _kinds(estate.conn, "device")
+    clock.advance(timedelta(days=1))
+    flows.check_findings(estate.conn, now=clock.now())
+    kinds = _kinds(estate.conn, "device")
+    assert ("M12", "inspection_lapsed", "lift-1") in kinds
+    assert ("M12", "inspection_due", "lift-1") not in kinds
+    lapsed = alerts.open_alarm(
+        estate.conn, source_type="device", source_id="lift-1", type="m12.inspection_lapsed"
+    )
+    assert lapsed is not None and lapsed.severity == "critical"
+    assert "regulator" in lapsed.audience
+    # the inspection is done: the registry gets the next date and the alarm clears
+    fleet.at = clock.now()
+    fleet.update("devices", "lift-1", next_inspection_due=today + timedelta(days=400))
+    flows.check_findings(estate.conn, now=clock.now())
+    assert [k for k in _kinds(estate.conn, "device") if k[0] == "M12"] == []

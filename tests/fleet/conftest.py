@@ -25,3 +25,6 @@ def example(tmp_path: Path) -> Path:
     folder = tmp_path / "fleet"
     shutil.copytree(EXAMPLE, folder)
     return folder
+
+
+from tests.api.conftest import client, fleet  # noqa: E402, F401 - the API's fixtures

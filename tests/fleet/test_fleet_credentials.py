@@ -42,9 +42,23 @@ class SecuredBroker(MosquittoBroker):
 
 def issue(tmp_path: Path, principal: str, flag: str) -> str:
     secret = tmp_path / f"{principal}.secret"
-    assert main(["fleet", "credentials", principal, flag, "--password-file",
-                 str(tmp_path / "passwords"), "--acl-file", str(tmp_path / "acl"),
-                 "--secret-file", str(secret)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "fleet",
+                "credentials",
+                principal,
+                flag,
+                "--password-file",
+                str(tmp_path / "passwords"),
+                "--acl-file",
+                str(tmp_path / "acl"),
+                "--secret-file",
+                str(secret),
+            ]
+        )
+        == 0
+    )
     return secret.read_text().strip()
 
 
@@ -54,8 +68,9 @@ def registered(db_url, factory, tmp_path, monkeypatch):
     site = factory.site()
     for gateway in ("gw-1", "gw-2"):
         factory.gateway(gateway, site=site)
-        factory.device(f"{gateway}-m0", site=site, kind="energy_meter", gateway=gateway,
-                       model="sdm630")  # fmt: skip
+        factory.device(
+            f"{gateway}-m0", site=site, kind="energy_meter", gateway=gateway, model="sdm630"
+        )
     factory.gateway("pole-7", site=site)  # a smart pole is its own gateway
     factory.device("pole-7", site=site, kind="light_pole", gateway="pole-7")
     secrets = {name: issue(tmp_path, name, "--gateway") for name in ("gw-1", "gw-2")}
@@ -67,8 +82,9 @@ def registered(db_url, factory, tmp_path, monkeypatch):
 
 @pytest.fixture
 def secured(tmp_path, registered):
-    broker = SecuredBroker(tmp_path / "mqtt", passwords=tmp_path / "passwords",
-                           acl=tmp_path / "acl")  # fmt: skip
+    broker = SecuredBroker(
+        tmp_path / "mqtt", passwords=tmp_path / "passwords", acl=tmp_path / "acl"
+    )
     broker.start()
     yield broker
     broker.kill()
@@ -80,8 +96,13 @@ def url_of(broker: MosquittoBroker, user: str, secret: str) -> str:
 
 def test_only_hashes_are_stored_and_files_hold_every_live_credential(db, registered, tmp_path):
     rows = db.execute("SELECT username, password_hash FROM mqtt_credentials").fetchall()
-    assert {r["username"] for r in rows} == {"gw-1", "gw-2", "pole-7", "vigil-ingest",
-                                             "vigil-platform"}  # fmt: skip
+    assert {r["username"] for r in rows} == {
+        "gw-1",
+        "gw-2",
+        "pole-7",
+        "vigil-ingest",
+        "vigil-platform",
+    }
     for row in rows:
         assert registered[row["username"]] not in row["password_hash"]
         assert row["password_hash"].startswith("$7$101$")
@@ -124,8 +145,12 @@ def test_a_gateway_cannot_publish_as_another_and_ingest_still_receives(
         query = "SELECT count(*) FROM telemetry WHERE device_id = %s"
         assert wait_for_count(db_url, query.replace("%s", "'gw-2-m0'"), 10) == 10
         assert wait_for_count(db_url, query.replace("%s", "'gw-1-m0'"), 10) == 10
-    forged = count(db_url, "SELECT count(*) FROM telemetry WHERE device_id = 'gw-1-m0' "
-                   "AND ts < to_timestamp(%s / 1000.0)", (start,))  # fmt: skip
+    forged = count(
+        db_url,
+        "SELECT count(*) FROM telemetry WHERE device_id = 'gw-1-m0' "
+        "AND ts < to_timestamp(%s / 1000.0)",
+        (start,),
+    )
     assert forged == 0
     assert count(db_url, "SELECT count(*) FROM dead_letters") == 0  # dropped at the broker
 
@@ -138,8 +163,9 @@ def test_a_gateway_reads_only_its_own_commands(secured, registered, clock):
         MqttProbe(platform, subscription(Channel.STATUS)) as sender,
     ):
         for gateway in ("gw-1", "gw-2"):
-            command = Command(gateway, f"{gateway}-m0", f"c-{gateway}", CommandAction.DIM,
-                              clock.now_ms(), 50.0)  # fmt: skip
+            command = Command(
+                gateway, f"{gateway}-m0", f"c-{gateway}", CommandAction.DIM, clock.now_ms(), 50.0
+            )
             name, payload = encode(command)
             assert name == topic(Channel.COMMAND, gateway, f"{gateway}-m0")
             sender._client.publish(name, payload, qos=1).wait_for_publish(10)

@@ -24,9 +24,19 @@ def cli_env(db_url, monkeypatch):
 
 
 def counts(db) -> dict[str, int]:
-    tables = ("jurisdictions", "user_units", "sites", "safety_managers", "maintenance_firms",
-              "technicians", "manufacturers", "gateways", "devices", "certified_components",
-              "contracts")  # fmt: skip
+    tables = (
+        "jurisdictions",
+        "user_units",
+        "sites",
+        "safety_managers",
+        "maintenance_firms",
+        "technicians",
+        "manufacturers",
+        "gateways",
+        "devices",
+        "certified_components",
+        "contracts",
+    )
     return {t: db.execute(f"SELECT count(*) AS n FROM {t}").fetchone()["n"] for t in tables}
 
 
