@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -47,6 +47,11 @@ class Asset(BaseModel):
     manufacturer_id: int | None
     gateway_id: str | None
     decommissioned_at: datetime | None
+    registration_code: str | None = Field(default=None, description="使用登记证")
+    next_inspection_due: date | None = Field(default=None, description="定期检验 (rule M12)")
+    inspection: str | None = Field(
+        default=None, description="inspection_due or inspection_lapsed while a finding is open"
+    )
     condition: Condition
     last_seen: datetime | None = Field(description="device time of the newest state value")
     state: dict[str, StateValue]

@@ -42,6 +42,11 @@ FROM (
                 s.tier AS site_tier, s.jurisdiction_id, s.user_unit_id, s.latitude, s.longitude,
                 d.firm_id, f.name AS firm_name, d.manufacturer_id, d.gateway_id,
                 {decommissioned} AS decommissioned_at,
+                d.registration_code, d.next_inspection_due,
+                (SELECT fi.kind FROM compliance_findings fi
+                 WHERE fi.rule = 'M12' AND fi.subject_type = 'device' AND fi.subject_id = d.id
+                   AND fi.closed_at IS NULL
+                 ORDER BY fi.kind = 'inspection_lapsed' DESC LIMIT 1) AS inspection,
                 {condition} AS condition,
                 {last_seen} AS last_seen,
                 coalesce(st.state, json_build_object()) AS state) x) AS asset

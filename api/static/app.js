@@ -527,6 +527,12 @@ function renderAsset(main, ctx) {
   function drawInfo(asset) {
     const rows = [["kind", asset.kind], ["model", asset.model], ["site", asset.site_name],
       ["firm", asset.firm_name || "—"], ["condition", badge(asset.condition)], ["last seen", fmtTime(asset.last_seen)]];
+    if (asset.registration_code) rows.push(["registration", asset.registration_code]);
+    if (asset.next_inspection_due) {
+      // rule M12: warned 30 days ahead, alarmed once lapsed
+      rows.push(["periodic inspection", h("span", { id: "asset-inspection" }, asset.next_inspection_due, " ",
+        asset.inspection ? badge(asset.inspection) : "")]);
+    }
     info.replaceChildren(...rows.flatMap(([k, v]) => [h("span", { class: "muted" }, k), h("span", {}, v)]));
     stateTable.replaceChildren(...Object.entries(asset.state).sort().map(([metric, s]) =>
       h("tr", { dataset: { metric } }, h("td", {}, metric), h("td", { class: "num" }, s.value), h("td", { class: "muted" }, fmtTime(s.ts)))));

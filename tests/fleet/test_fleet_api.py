@@ -199,3 +199,31 @@ def test_a_retired_device_keeps_its_history(client, db_url):
     assert events.status_code == 200 and len(events.json()) == 1
     mgr = login(client, "mgr_a")  # its contract ended with the device: no longer the firm's
     assert client.get(f"{F}/devices/a-el-2", headers=mgr).status_code == 404
+
+
+def test_the_console_sees_the_periodic_inspection_state(client, db, clock):
+    # rule M12: the finding opened by the compliance check shows on the asset
+    from datetime import timedelta
+
+    from compliance.maintenance import flows as maintenance
+
+    admin = login(client, "admin")
+    due = (clock.now() + timedelta(days=10)).date().isoformat()
+    patched = client.patch(
+        f"{F}/devices/a-el-1",
+        json={"next_inspection_due": due, "registration_code": "梯11沪HP0001(19)"},
+        headers=admin,
+    )
+    assert patched.status_code == 200
+    asset = client.get("/api/v1/assets/a-el-1", headers=admin).json()
+    assert asset["next_inspection_due"] == due and asset["inspection"] is None
+    maintenance.check_findings(db, now=clock.now())
+    asset = client.get("/api/v1/assets/a-el-1", headers=admin).json()
+    assert asset["inspection"] == "inspection_due"
+    assert asset["registration_code"] == "梯11沪HP0001(19)"
+    clock.advance(timedelta(days=11))
+    maintenance.check_findings(db, now=clock.now())
+    admin = login(client, "admin")  # the session ended while the days passed
+    assert client.get("/api/v1/assets/a-el-1", headers=admin).json()["inspection"] == (
+        "inspection_lapsed"
+    )
