@@ -9,7 +9,6 @@ references are natural keys. A composite key is written as path segments:
 and FastAPI must see them as objects.)
 """
 
-
 from datetime import date, datetime
 from typing import Annotated, Any
 

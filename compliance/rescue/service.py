@@ -530,6 +530,16 @@ def contracted_elevators(conn: psycopg.Connection) -> list[dict[str, Any]]:
         ).fetchall()
 
 
+def add_service_point(conn: psycopg.Connection, *, firm_id: int, name: str, place: Place) -> None:
+    """Record (or move) a firm's depot, where its technicians start from (rule R8)."""
+    conn.execute(
+        "INSERT INTO service_points (firm_id, name, latitude, longitude) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (firm_id, name) DO UPDATE SET latitude = EXCLUDED.latitude,"
+        " longitude = EXCLUDED.longitude",
+        (firm_id, name, place.latitude, place.longitude),
+    )
+
+
 def service_points(conn: psycopg.Connection) -> dict[int, list[tuple[str, Place]]]:
     """Each firm's service points (technicians' homes count when a firm has none)."""
     points: dict[int, list[tuple[str, Place]]] = {}

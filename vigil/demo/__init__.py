@@ -43,6 +43,7 @@ def run_demo(settings: Settings) -> int:
 async def _run(where: Endpoints, settings: Settings) -> int:
     from api.app import serve
     from compliance import engine
+    from fleet import service as fleet_service
     from gateway.models import (
         BrokerConfig,
         DeviceConfig,
@@ -81,10 +82,13 @@ async def _run(where: Endpoints, settings: Settings) -> int:
                 conn,
                 start=start,
                 devices={device.device_id: device.profile.kind for device in devices},
+                addresses={p.device_id: (p.host, p.port, p.unit) for p in fleet.placements()},
                 settings=demo,
             )
             conn.commit()
         logins = await seed_logins(where.database_url, world=world)
+        with psycopg.connect(where.database_url) as conn:
+            registered = fleet_service.gateway_devices(conn, gateway_id=GATEWAY_ID)
 
         gateway_dir = settings.data_dir.absolute() / "gateway"
         shutil.rmtree(gateway_dir, ignore_errors=True)  # a fresh demo replays no old buffer
@@ -96,17 +100,18 @@ async def _run(where: Endpoints, settings: Settings) -> int:
                 broker=BrokerConfig(url=where.mqtt_url),
                 # Simulated seconds: a poll every 10 s of demo time is one per second real time.
                 polling=PollingDefaults(poll_s=demo.factor, timeout_s=1.0),
+                # the registry's devices behind the gateway, as `vigil fleet gateway-config`
                 devices=[
                     DeviceConfig(
-                        id=place.device_id,
-                        profile=place.model,
-                        host=place.host,
-                        port=place.port,
-                        unit=place.unit,
+                        id=device["id"],
+                        profile=device["model"],
+                        host=device["modbus_host"],
+                        port=device["modbus_port"],
+                        unit=device["modbus_unit"],
                         report=ReportStrategy.BOTH,
                         report_interval_s=300,
                     )
-                    for place in fleet.placements()
+                    for device in registered
                 ],
             )
         )

@@ -1,8 +1,8 @@
 """The demo's world: jurisdictions, sites, a maintenance firm with its technicians and roster,
 the simulated devices registered behind one gateway, contracts and demo logins.
 
-Everything is written through plain SQL for the core tables and through the domain services
-(alerts rosters and contacts, API users) where a domain owns the table.
+The registry is written through the fleet domain's factory (fleet.factory), the alerts rosters
+and contacts and the API users through their own domains' services.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import psycopg
-from psycopg.rows import dict_row
 
+from fleet.factory import FleetFactory
 from vigil.catalog import DeviceKind
 from vigil.config import DemoSettings
 
@@ -20,12 +20,13 @@ DEMO_PASSWORD = "vigil-demo"
 GATEWAY_ID = "gw-demo"
 LAPSING_ELEVATOR = "lift-0003"  # registered 16 days ago: overdue from the start (rule M1)
 DUE_SOON_ELEVATOR = "lift-0004"  # due in two days (rule M5 warning)
+INSPECTION_DUE_ELEVATOR = "lift-0002"  # periodic inspection in 20 days (rule M12 warning)
 
-# name, latitude, longitude, tier, jurisdiction code
+# code, name, latitude, longitude, tier, jurisdiction code
 _SITES = (
-    ("Riverside Towers", 31.2304, 121.4737, "city", "sh-huangpu"),
-    ("Century Park Plaza", 31.2155, 121.5450, "city", "sh-huangpu"),
-    ("Lakeside Hospital", 31.3880, 120.9780, "elsewhere", "js-kunshan"),
+    ("riverside", "Riverside Towers", 31.2304, 121.4737, "city", "sh-huangpu"),
+    ("century-park", "Century Park Plaza", 31.2155, 121.5450, "city", "sh-huangpu"),
+    ("lakeside", "Lakeside Hospital", 31.3880, 120.9780, "elsewhere", "js-kunshan"),
 )
 # name, home latitude, home longitude, certificate valid for days
 _TECHNICIANS = (
@@ -53,79 +54,65 @@ def seed_world(
     *,
     start: datetime,
     devices: dict[str, DeviceKind],
+    addresses: dict[str, tuple[str, int, int]],
     settings: DemoSettings,
 ) -> DemoWorld:
-    """Create the demo's parties and register ``devices`` (id -> kind) behind the demo gateway."""
-    cur = conn.cursor(row_factory=dict_row)
+    """Create the demo's parties and register ``devices`` (id -> kind) behind the demo gateway,
+    each at its Modbus address (host, port, unit)."""
+    fleet = FleetFactory(conn, at=start)
     jurisdictions = {
-        "sh-huangpu": _insert(
-            cur,
-            "INSERT INTO jurisdictions (code, name, default_tier, lockout_mode) "
-            "VALUES ('sh-huangpu', 'Shanghai Huangpu District', 'city', 'enforce') RETURNING id",
+        "sh-huangpu": fleet.jurisdiction(
+            "sh-huangpu",
+            name="Shanghai Huangpu District",
+            default_tier="city",
+            lockout_mode="enforce",
+            # Every number of RULES.md is a default: the demo district shortens the lockout
+            # grace period (rule M6) to one hour so the whole escalation fits in real minutes.
+            grace_hours=1,
         ),
-        "js-kunshan": _insert(
-            cur,
-            "INSERT INTO jurisdictions (code, name, default_tier, lockout_mode) "
-            "VALUES ('js-kunshan', 'Kunshan County', 'elsewhere', 'recommend') RETURNING id",
+        "js-kunshan": fleet.jurisdiction(
+            "js-kunshan", name="Kunshan County", default_tier="elsewhere", lockout_mode="recommend"
         ),
     }
-    # Every number of RULES.md is a default: the demo district shortens the lockout grace period
-    # (rule M6) to one hour so the whole escalation fits in a few real minutes.
-    cur.execute(
-        "INSERT INTO compliance_policies (jurisdiction_id, grace_hours) VALUES (%s, 1)",
-        (jurisdictions["sh-huangpu"],),
+    manufacturer = fleet.manufacturer("Huaxia Elevator Co.")
+    firm = fleet.firm(
+        "Shenglong Lift Service",
+        licence_no="TS3131-2024-0042",
+        licence_expires_on=(start + timedelta(days=800)).date(),
+        duty_phone="+86 21 5555 0100",
     )
-    manufacturer = _insert(
-        cur, "INSERT INTO manufacturers (name) VALUES ('Huaxia Elevator Co.') RETURNING id"
-    )
-    firm = _insert(
-        cur,
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on, duty_phone) "
-        "VALUES ('Shenglong Lift Service', 'TS3131-2024-0042', %s, '+86 21 5555 0100') "
-        "RETURNING id",
-        ((start + timedelta(days=800)).date(),),
-    )
-    cur.execute(
-        "INSERT INTO service_points (firm_id, name, latitude, longitude) "
-        "VALUES (%s, 'Huangpu depot', 31.2250, 121.4900), (%s, 'Kunshan depot', 31.3800, 120.9700)",
-        (firm, firm),
-    )
+    _seed_depots(conn, firm=firm)
     sites: list[int] = []
-    for n, (name, lat, lon, tier, code) in enumerate(_SITES[: settings.sites], start=1):
-        unit = _insert(
-            cur,
-            "INSERT INTO user_units (name, safety_manager_name, safety_manager_phone) "
-            "VALUES (%s, %s, %s) RETURNING id",
-            (f"{name} Property Management", f"Safety manager {n}", f"+86 21 5555 02{n:02d}"),
-        )
+    for n, (code, name, lat, lon, tier, where) in enumerate(_SITES[: settings.sites], start=1):
+        unit = fleet.user_unit(f"{name} Property Management")
         sites.append(
-            _insert(
-                cur,
-                "INSERT INTO sites (user_unit_id, jurisdiction_id, name, address, latitude, "
-                "longitude, tier) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (unit, jurisdictions[code], name, f"{n} Demo Road", lat, lon, tier),
+            fleet.site(
+                code=code,
+                user_unit=unit,
+                jurisdiction=jurisdictions[where],
+                name=name,
+                address=f"{n} Demo Road",
+                latitude=lat,
+                longitude=lon,
+                tier=tier,
             )
+        )
+        fleet.safety_manager(
+            user_unit=unit, name=f"Safety manager {n}", phone=f"+86 21 5555 02{n:02d}", site=code
         )
     technicians: dict[str, int] = {}
     for name, lat, lon, valid_days in _TECHNICIANS:
-        technicians[name] = _insert(
-            cur,
-            "INSERT INTO technicians (firm_id, name, phone, certificate_no, "
-            "certificate_expires_on, home_latitude, home_longitude) "
-            "VALUES (%s, %s, '+86 139 0000 0000', %s, %s, %s, %s) RETURNING id",
-            (
-                firm,
-                name,
-                f"T-{len(technicians) + 1:04d}",
-                (start + timedelta(days=valid_days)).date(),
-                lat,
-                lon,
-            ),
+        technicians[name] = fleet.technician(
+            firm=firm,
+            name=name,
+            phone="+86 139 0000 0000",
+            certificate_no=f"T-{len(technicians) + 1:04d}",
+            certificate_expires_on=(start + timedelta(days=valid_days)).date(),
+            home_latitude=lat,
+            home_longitude=lon,
+            qualifications=["T1", "T2"],
         )
-    cur.execute(
-        "INSERT INTO gateways (id, site_id, name) VALUES (%s, %s, 'Demo edge gateway')",
-        (GATEWAY_ID, sites[0]),
-    )
+    fleet.gateway(GATEWAY_ID, site=sites[0], name="Demo edge gateway")
     world = DemoWorld(firm, technicians, sites, jurisdictions)
     for index, (device_id, kind) in enumerate(sorted(devices.items())):
         site = sites[index % len(sites)]
@@ -137,27 +124,31 @@ def seed_world(
         elif device_id == DUE_SOON_ELEVATOR:
             registered, site = start - timedelta(days=13), sites[0]
         elevator = kind is DeviceKind.ELEVATOR
-        cur.execute(
-            "INSERT INTO devices (id, kind, model, site_id, firm_id, manufacturer_id, gateway_id, "
-            "serial_no, registered_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                device_id,
-                kind.value,
-                _MODELS[kind],
-                site,
-                firm if elevator else None,
-                manufacturer if elevator else None,
-                GATEWAY_ID,
-                f"SN-{index + 1:06d}",
-                registered,
-            ),
-        )
+        host, port, unit = addresses[device_id]
+        statutory = {}
         if elevator:
-            cur.execute(
-                "INSERT INTO contracts (firm_id, user_unit_id, device_id, period) "
-                "SELECT %s, s.user_unit_id, %s, daterange(%s, %s) FROM sites s WHERE s.id = %s",
-                (firm, device_id, registered.date(), (start + timedelta(days=365)).date(), site),
-            )
+            inspection_in = 20 if device_id == INSPECTION_DUE_ELEVATOR else 90 + index * 7
+            statutory = {
+                "registration_code": f"梯11沪{index + 1:05d}",
+                "next_inspection_due": (start + timedelta(days=inspection_in)).date(),
+                "manufacturer": manufacturer,
+            }
+        fleet.device(
+            device_id,
+            site=site,
+            kind=kind.value,
+            model=_MODELS[kind],
+            gateway=GATEWAY_ID,
+            modbus_host=host,
+            modbus_port=port,
+            modbus_unit=unit,
+            serial_no=f"SN-{index + 1:06d}",
+            registered_at=registered,
+            firm=firm if elevator else None,
+            contract_from=registered.date(),
+            contract_days=365 + (start.date() - registered.date()).days,
+            **statutory,
+        )
         world.devices[device_id] = kind.value
     _seed_roster(conn, firm=firm, technicians=technicians, start=start)
     _seed_contacts(conn, firm=firm, manufacturer=manufacturer, technicians=technicians)
@@ -173,10 +164,13 @@ _MODELS = {
 }
 
 
-def _insert(cur: psycopg.Cursor, query: str, params: tuple | None = None) -> int:
-    row = cur.execute(query, params).fetchone()
-    assert row is not None
-    return int(row["id"])
+def _seed_depots(conn: psycopg.Connection, *, firm: int) -> None:
+    """Rule R8: the firm's depots, where its technicians start from."""
+    from compliance.rescue import service as rescue
+    from compliance.rescue.models import Place
+
+    rescue.add_service_point(conn, firm_id=firm, name="Huangpu depot", place=Place(31.2250, 121.49))
+    rescue.add_service_point(conn, firm_id=firm, name="Kunshan depot", place=Place(31.38, 120.97))
 
 
 def _seed_roster(
@@ -289,9 +283,12 @@ async def seed_logins(database_url: str, *, world: DemoWorld) -> dict[str, str]:
                 **scope,
             )
             world.logins[username] = f"{role}: {sees}"
-        await conn.execute(
-            "INSERT INTO technician_assignments (technician_id, device_id) "
-            "SELECT %s, id FROM devices WHERE site_id = %s AND kind = 'elevator'",
-            (first_tech, world.site_ids[0]),
-        )
+    with psycopg.connect(database_url) as conn:
+        fleet = FleetFactory(conn, at=datetime.now().astimezone())
+        for device_id, kind in world.devices.items():
+            at_first_site = conn.execute(
+                "SELECT site_id = %s FROM devices WHERE id = %s", (world.site_ids[0], device_id)
+            ).fetchone()
+            if kind == DeviceKind.ELEVATOR and at_first_site and at_first_site[0]:
+                fleet.assign(technician=first_tech, device=device_id)
     return world.logins
