@@ -49,8 +49,10 @@ class FleetFactory:
         return service.ids_of(self.conn, kind=spec, keys=[key[0]])[key[0]]
 
     def update(self, kind_name: str, /, *key: Any, **changes: Any) -> None:
-        """Change fields of the record of natural key ``key``."""
+        """Change fields of the record of natural key ``key`` (or of row id ``key``)."""
         spec = KINDS[kind_name]
+        if len(key) == 1 and isinstance(key[0], int):
+            key = (self.name_of(kind_name, key[0]),)
         current = service.record_of(spec, service.get(self.conn, kind=spec, key=key))
         record = spec.record.model_validate(current.model_dump() | changes)
         service.write(self.conn, kind=spec, records=[record], at=self.at)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
-from psycopg.rows import tuple_row
+
+from fleet.factory import FleetFactory
+
+# when the seeded world was registered: before any test's clock starts
+_REGISTERED = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -30,38 +34,37 @@ def seed(
     licence_expires: date = date(2030, 1, 1),
 ) -> World:
     """One jurisdiction, a user unit with a city and an elsewhere site, a firm, two lifts."""
-    cur = conn.cursor(row_factory=tuple_row)
-    jurisdiction_id = cur.execute(
-        "INSERT INTO jurisdictions (code, name, rescue_clock_from) VALUES ('sh', 'Shanghai', %s) "
-        "RETURNING id",
-        (clock_from,),
-    ).fetchone()[0]
-    unit_id = cur.execute(
-        "INSERT INTO user_units (name) VALUES ('Harbour Tower Ltd') RETURNING id"
-    ).fetchone()[0]
-    city_site = cur.execute(
-        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-        "VALUES (%s, %s, 'Harbour Tower', 31.2300, 121.4700, 'city') RETURNING id",
-        (unit_id, jurisdiction_id),
-    ).fetchone()[0]
-    rural_site = cur.execute(
-        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-        "VALUES (%s, %s, 'Hill Annex', 31.0000, 121.0000, 'elsewhere') RETURNING id",
-        (unit_id, jurisdiction_id),
-    ).fetchone()[0]
-    firm_id = cur.execute(
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
-        "VALUES ('Lift Care', 'LIC-1', %s) RETURNING id",
-        (licence_expires,),
-    ).fetchone()[0]
-    maker_id = cur.execute(
-        "INSERT INTO manufacturers (name) VALUES ('Otis-like') RETURNING id"
-    ).fetchone()[0]
+    fleet = FleetFactory(conn, at=_REGISTERED)
+    jurisdiction_id = fleet.jurisdiction("sh", name="Shanghai", rescue_clock_from=clock_from)
+    unit_id = fleet.user_unit("Harbour Tower Ltd")
+    city_site = fleet.site(
+        user_unit=unit_id,
+        jurisdiction=jurisdiction_id,
+        name="Harbour Tower",
+        latitude=31.23,
+        longitude=121.47,
+        tier="city",
+    )
+    rural_site = fleet.site(
+        user_unit=unit_id,
+        jurisdiction=jurisdiction_id,
+        name="Hill Annex",
+        latitude=31.0,
+        longitude=121.0,
+        tier="elsewhere",
+    )
+    firm_id = fleet.firm("Lift Care", licence_no="LIC-1", licence_expires_on=licence_expires)
+    maker_id = fleet.manufacturer("Otis-like")
     for device, site in (("lift-city", city_site), ("lift-rural", rural_site)):
-        cur.execute(
-            "INSERT INTO devices (id, kind, model, site_id, firm_id, manufacturer_id) "
-            "VALUES (%s, 'elevator', 'traction', %s, %s, %s)",
-            (device, site, firm_id, maker_id),
+        # under contract for as long as any test's clock runs
+        fleet.device(
+            device,
+            site=site,
+            model="traction",
+            manufacturer=maker_id,
+            firm=firm_id,
+            contract_from=_REGISTERED.date(),
+            contract_days=40 * 365,
         )
     return World(
         jurisdiction_id=jurisdiction_id,
@@ -75,6 +78,24 @@ def seed(
     )
 
 
+def registry(conn: psycopg.Connection) -> FleetFactory:
+    """The fleet factory of these tests' worlds."""
+    return FleetFactory(conn, at=_REGISTERED)
+
+
+def add_lift(conn: psycopg.Connection, *, world: World, device_id: str, **fields: object) -> str:
+    """One more elevator of the world's firm at its city site (under its contract)."""
+    fields.setdefault("site", world.city_site_id)
+    fields.setdefault("model", "traction")
+    return registry(conn).device(
+        device_id,
+        firm=world.firm_id,
+        contract_from=_REGISTERED.date(),
+        contract_days=40 * 365,
+        **fields,
+    )
+
+
 def add_technician(
     conn: psycopg.Connection,
     *,
@@ -85,12 +106,14 @@ def add_technician(
     certificate_expires: date = date(2030, 1, 1),
 ) -> int:
     """A technician of the firm living at the given place."""
-    cur = conn.cursor(row_factory=tuple_row)
-    return cur.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on, "
-        "home_latitude, home_longitude) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (firm_id, name, f"CERT-{name}", certificate_expires, latitude, longitude),
-    ).fetchone()[0]
+    return FleetFactory(conn, at=_REGISTERED).technician(
+        firm=firm_id,
+        name=name,
+        certificate_no=f"CERT-{name}",
+        certificate_expires_on=certificate_expires,
+        home_latitude=latitude,
+        home_longitude=longitude,
+    )
 
 
 def cover_roster(conn: psycopg.Connection, *, world: World, start: datetime, days: int = 7) -> int:

@@ -239,14 +239,11 @@ def test_history_is_append_only(db, clock):
 
 def test_the_default_chain_climbs_from_the_assigned_technician_to_leadership(db, clock):
     # rule S2: technician → supervisor → manager → leadership, until resolved
-    from tests.alerts.seed import add_technician
+    from tests.alerts.seed import add_technician, registry
 
     world = seed(db)
     wang = add_technician(db, firm_id=world.firm_id, name="wang", latitude=31.2, longitude=121.4)
-    db.execute(
-        "INSERT INTO technician_assignments (technician_id, device_id) VALUES (%s, %s)",
-        (wang, world.city_lift),
-    )
+    registry(db).assign(technician=wang, device=world.city_lift)
     service.add_contact(
         db,
         party_type="technician",

@@ -5,6 +5,7 @@ import pytest
 
 from alerts import scheduled, service
 from alerts.models import AlarmState
+from fleet.factory import FleetFactory
 from tests.alerts.seed import add_technician, seed
 
 H = timedelta(hours=1)
@@ -50,10 +51,7 @@ def test_shift_rules_are_enforced(db, clock):
     service.add_shift(db, roster_id=roster, technician_id=wang, start=now, end=now + 8 * H)
     with pytest.raises(psycopg.errors.ExclusionViolation):
         service.add_shift(db, roster_id=roster, technician_id=wang, start=now + H, end=now + 2 * H)
-    other_firm = db.execute(
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
-        "VALUES ('Other', 'LIC-2', '2030-01-01') RETURNING id"
-    ).fetchone()["id"]
+    other_firm = FleetFactory(db, at=now).firm("Other")
     stranger = add_technician(db, firm_id=other_firm, name="li", latitude=31.2, longitude=121.4)
     # a technician of another firm cannot be on this firm's roster
     with pytest.raises(psycopg.errors.ForeignKeyViolation):

@@ -8,6 +8,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from alerts.service import add_shift, create_roster
+from fleet.factory import FleetFactory
 from tests.api.conftest import login
 from tests.api.test_api_live import subscribe
 
@@ -17,9 +18,8 @@ SITE = (31.2, 121.4)  # where the seeded sites are
 def on_call(db_url: str, fleet, clock, technician: str = "ta1") -> None:
     """Put a technician of firm A on call (rule R3), a few kilometres from the site."""
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
-        conn.execute(
-            "UPDATE technicians SET home_latitude = 31.22, home_longitude = 121.42 WHERE id = %s",
-            (fleet.ids[technician],),
+        FleetFactory(conn, at=clock.now()).update(
+            "technicians", fleet.ids[technician], home_latitude=31.22, home_longitude=121.42
         )
         roster = create_roster(conn, firm_id=fleet.ids["firm_a"], name="duty")
         add_shift(

@@ -9,6 +9,7 @@ from psycopg.rows import dict_row
 
 from compliance.maintenance import flows as maintenance_flows
 from compliance.maintenance.models import Tier, checklist
+from fleet.factory import FleetFactory
 from tests.api.conftest import login
 
 VISIT = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)  # an hour before the fake clock's now
@@ -165,7 +166,9 @@ def test_maintenance_is_scoped_by_firm_technician_and_role(client, db, fleet):
 
 def sweep_overdue(db_url: str, db, clock) -> None:
     """Lifts registered long ago and never maintained: the sweep makes them overdue (M1, M5)."""
-    db.execute("UPDATE devices SET registered_at = '2025-11-01T00:00:00Z'")
+    registry = FleetFactory(db, at=clock.now())
+    for device in ("a-el-1", "a-el-2", "a-em-1", "b-el-1"):  # the whole seeded fleet
+        registry.update("devices", device, registered_at=datetime(2025, 11, 1, tzinfo=UTC))
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
         maintenance_flows.sweep(conn, now=clock.now())
 

@@ -106,8 +106,11 @@ def test_a_lift_still_overdue_from_last_month_counts_against_this_months_rate(
     from psycopg.rows import dict_row
 
     from compliance.maintenance import flows as maintenance_flows
+    from fleet.factory import FleetFactory
 
-    db.execute("UPDATE devices SET registered_at = '2025-11-01T00:00:00Z'")
+    registry = FleetFactory(db, at=clock.now())
+    for device in ("a-el-1", "a-el-2", "a-em-1", "b-el-1"):  # the whole seeded fleet
+        registry.update("devices", device, registered_at=datetime(2025, 11, 1, tzinfo=UTC))
     with psycopg.connect(db_url, row_factory=dict_row) as conn:
         # overdue from 20 December; nothing changes in January
         maintenance_flows.sweep(conn, now=datetime(2025, 12, 20, 2, 0, tzinfo=UTC))

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from compliance.maintenance import flows
-from fleet.factory import FleetFactory
 from compliance.maintenance.models import Part, Tier, checklist
+from fleet.factory import FleetFactory
 from vigil.catalog import ServiceMode
 
 # idle at a landing, doors open, empty: the only state a lockout may be applied in (rule M6)

@@ -252,7 +252,7 @@ def test_a_verified_visit_clears_the_lockout_an_unverified_one_does_not(estate, 
 
 def test_recommend_mode_alarms_and_logs_but_sends_no_command(estate, clock):
     # rule M6: some jurisdictions forbid hidden barriers to a lift's operation
-    estate.conn.execute("UPDATE jurisdictions SET lockout_mode = 'recommend'")
+    estate.fleet.update("jurisdictions", estate.jurisdiction_id, lockout_mode="recommend")
     flows.sweep(estate.conn, now=clock.now())
     clock.advance(timedelta(days=16, hours=72))
     flows.sweep(estate.conn, now=clock.now())

@@ -91,21 +91,22 @@ def test_expiring_certificates_and_licences_are_warned_30_days_ahead(estate, clo
     # rule M10
     today = clock.now().date()
     conn = estate.conn
-    conn.execute(
-        "UPDATE technicians SET certificate_expires_on = %s WHERE id = %s",
-        (today + timedelta(days=20), estate.technician_id),
+    estate.fleet.update(
+        "technicians", estate.technician_id, certificate_expires_on=today + timedelta(days=20)
     )
-    late = conn.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
-        "VALUES (%s, 'Zhao', 'CERT-2', %s) RETURNING id",
-        (estate.firm_id, today - timedelta(days=1)),
-    ).fetchone()["id"]
-    conn.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
-        "VALUES (%s, 'Sun', 'CERT-3', %s)",
-        (estate.firm_id, today + timedelta(days=31)),
+    late = estate.fleet.technician(
+        firm=estate.firm_id,
+        name="Zhao",
+        certificate_no="CERT-2",
+        certificate_expires_on=today - timedelta(days=1),
     )
-    conn.execute("UPDATE maintenance_firms SET licence_expires_on = %s", (date(2026, 1, 30),))
+    estate.fleet.technician(
+        firm=estate.firm_id,
+        name="Sun",
+        certificate_no="CERT-3",
+        certificate_expires_on=today + timedelta(days=31),
+    )
+    estate.fleet.update("firms", estate.firm_id, licence_expires_on=date(2026, 1, 30))
     flows.check_findings(conn, now=clock.now())
     assert _kinds(conn, "technician") == [
         ("M10", "certificate_expired", str(late)),
@@ -121,9 +122,7 @@ def test_expiring_certificates_and_licences_are_warned_30_days_ahead(estate, clo
 
 def test_periodic_inspection_is_warned_30_days_ahead_and_alarmed_when_lapsed(estate, clock):
     # rule M12: the periodic inspection (定期检验) is asked for a month ahead; a lapsed one alarms
-    from fleet.factory import FleetFactory
-
-    fleet = FleetFactory(estate.conn, at=clock.now())
+    fleet = estate.fleet
     today = clock.now().date()  # 2026-01-05 16:00 in Shanghai
     fleet.update("devices", "lift-1", next_inspection_due=today + timedelta(days=31),
                  registration_code="梯11沪HP0001(19)")  # fmt: skip

@@ -200,9 +200,7 @@ def test_sign_off_by_the_safety_manager_once(estate, clock):
             signed_by="Ms Li",
             at=clock.now(),
         )
-    other = estate.conn.execute(
-        "INSERT INTO user_units (name) VALUES ('Other') RETURNING id"
-    ).fetchone()["id"]
+    other = estate.fleet.user_unit("Other")
     with pytest.raises(RecordError, match="another user unit"):
         flows.sign_off(
             estate.conn, record_id=record.id, user_unit_id=other, signed_by="X", at=clock.now()
@@ -213,10 +211,8 @@ def test_sign_off_by_the_safety_manager_once(estate, clock):
 
 def test_replaced_safety_components_must_match_the_certified_model(estate, clock):
     # rule M9
-    estate.conn.execute(
-        "INSERT INTO certified_components (device_id, component, model) VALUES "
-        "('lift-1', 'safety_gear', 'SG-200'), ('lift-1', 'governor', 'OG-7')"
-    )
+    estate.fleet.component(device="lift-1", component="safety_gear", model="SG-200")
+    estate.fleet.component(device="lift-1", component="governor", model="OG-7")
     start, end = estate.visit("lift-1", clock.now() - timedelta(hours=2))
     record, _ = estate.record(
         "lift-1",
@@ -253,18 +249,19 @@ def test_replaced_safety_components_must_match_the_certified_model(estate, clock
 def test_only_qualified_technicians_and_visits_by_others_are_flagged(estate, clock):
     # rule M10
     conn = estate.conn
-    expired = conn.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
-        "VALUES (%s, 'Zhao', 'CERT-2', %s) RETURNING id",
-        (estate.firm_id, date(2025, 12, 31)),
-    ).fetchone()["id"]
+    expired = estate.fleet.technician(
+        firm=estate.firm_id,
+        name="Zhao",
+        certificate_no="CERT-2",
+        certificate_expires_on=date(2025, 12, 31),
+    )
     on = clock.now().date()
     assert [t.id for t in service.qualified_technicians(conn, firm_id=estate.firm_id, on=on)] == [
         estate.technician_id
     ]
-    conn.execute("UPDATE maintenance_firms SET licence_expires_on = %s", (date(2026, 1, 1),))
+    estate.fleet.update("firms", estate.firm_id, licence_expires_on=date(2026, 1, 1))
     assert service.qualified_technicians(conn, firm_id=estate.firm_id, on=on) == []
-    conn.execute("UPDATE maintenance_firms SET licence_expires_on = %s", (date(2030, 1, 1),))
+    estate.fleet.update("firms", estate.firm_id, licence_expires_on=date(2030, 1, 1))
     start, end = estate.visit("lift-1", clock.now() - timedelta(hours=2))
     record, _ = flows.submit_record(
         conn,

@@ -117,7 +117,7 @@ def _overdue_alarms(estate) -> list[str]:
 
 def test_a_further_tier_falling_overdue_raises_its_own_alarm(estate, clock):
     # rule M5: half-monthly first, then quarterly while the lift is still overdue
-    estate.conn.execute("UPDATE devices SET registered_at = %s", (clock.now() - 80 * 24 * H,))
+    estate.fleet.update("devices", "lift-1", registered_at=clock.now() - 80 * 24 * H)
     estate.conn.execute(
         "INSERT INTO maintenance_clocks (device_id, half_monthly_on, half_monthly_at, updated_at) "
         "VALUES ('lift-1', NULL, NULL, %s)",
@@ -145,9 +145,8 @@ def test_a_further_tier_falling_overdue_raises_its_own_alarm(estate, clock):
 
 def test_qualification_dates_are_read_at_the_site(estate, clock):
     # rule M10: 2026-01-05 17:00 UTC is already 2026-01-06 in Shanghai
-    estate.conn.execute(
-        "UPDATE technicians SET certificate_expires_on = %s WHERE id = %s",
-        (date(2026, 1, 5), estate.technician_id),
+    estate.fleet.update(
+        "technicians", estate.technician_id, certificate_expires_on=date(2026, 1, 5)
     )
     clock.set(datetime(2026, 1, 5, 17, 0, tzinfo=UTC))
     flows.check_findings(estate.conn, now=clock.now())

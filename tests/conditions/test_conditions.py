@@ -8,27 +8,18 @@ from alerts import service as alerts
 from compliance.conditions import flows
 from compliance.conditions.models import Thresholds
 from compliance.log import service as compliance_log
+from fleet.factory import FleetFactory
 
 NOW = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
 
 
 @pytest.fixture
 def site(db):
-    j = db.execute("INSERT INTO jurisdictions (code, name) VALUES ('j', 'J') RETURNING id")
-    u = db.execute("INSERT INTO user_units (name) VALUES ('U') RETURNING id")
-    jurisdiction, unit = j.fetchone()["id"], u.fetchone()["id"]
-    return db.execute(
-        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-        "VALUES (%s, %s, 'S', 31.2, 121.4, 'city') RETURNING id",
-        (unit, jurisdiction),
-    ).fetchone()["id"]
+    return FleetFactory(db, at=NOW).site(latitude=31.2, longitude=121.4)
 
 
 def device(db, site, device_id, kind, **state):
-    db.execute(
-        "INSERT INTO devices (id, kind, model, site_id) VALUES (%s, %s, 'm', %s)",
-        (device_id, kind, site),
-    )
+    FleetFactory(db, at=NOW).device(device_id, site=site, kind=kind, model="m")
     set_state(db, device_id, **state)
 
 

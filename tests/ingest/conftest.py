@@ -11,13 +11,14 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
+from fleet.factory import FleetFactory
 from ingest import flows, service
 from ingest.models import Batch, Delivery, IngestStats, Received, WriteResult
 from ingest.registry import DeviceRegistry
 from ingest.worker import IngestWorker
 from vigil import notify, wire
 from vigil.broker import broker_address
-from vigil.clock import Clock
+from vigil.clock import Clock, FakeClock
 from vigil.config import IngestSettings
 from vigil.wire import Sample, TelemetryBatch
 
@@ -38,31 +39,18 @@ def register_fleet(url: str, *, gateway: str, meters: int = 3) -> Fleet:
     meter_ids = tuple(f"{gateway}-m{i}" for i in range(meters))
     elevator = f"{gateway}-lift"
     with psycopg.connect(url, autocommit=True) as conn:
-        j = conn.execute(
-            "INSERT INTO jurisdictions (code, name) VALUES (%s, 'Test') "
-            "ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-            (f"j-{gateway}",),
-        ).fetchone()[0]
-        u = conn.execute(
-            "INSERT INTO user_units (name) VALUES (%s) RETURNING id", (f"unit-{gateway}",)
-        ).fetchone()[0]
-        site = conn.execute(
-            "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-            "VALUES (%s, %s, 'Site', 31.2, 121.5, 'city') RETURNING id",
-            (u, j),
-        ).fetchone()[0]
-        conn.execute("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (gateway, site))
-        for meter in meter_ids:
-            conn.execute(
-                "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
-                "VALUES (%s, 'energy_meter', 'DTSU666', %s, %s)",
-                (meter, site, gateway),
-            )
-        conn.execute(
-            "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
-            "VALUES (%s, 'elevator', 'Gen2', %s, %s)",
-            (elevator, site, gateway),
+        registry = FleetFactory(conn, at=FakeClock().now())
+        j = registry.jurisdiction(f"j-{gateway}", name="Test")
+        site = registry.site(
+            code=f"site-{gateway}",
+            user_unit=registry.user_unit(f"unit-{gateway}"),
+            jurisdiction=j,
+            name="Site",
         )
+        registry.gateway(gateway, site=site)
+        for meter in meter_ids:
+            registry.device(meter, site=site, kind="energy_meter", model="DTSU666", gateway=gateway)
+        registry.device(elevator, site=site, model="Gen2", gateway=gateway)
     return Fleet(gateway, meter_ids, elevator)
 
 

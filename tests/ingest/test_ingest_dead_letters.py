@@ -7,6 +7,7 @@ import json
 
 import psycopg
 
+from fleet.factory import FleetFactory
 from ingest.registry import DeviceRegistry
 from tests.ingest.conftest import (
     count,
@@ -151,12 +152,11 @@ def test_device_registered_later_is_accepted(db_url, broker, clock, unique_id, p
         assert worker.stats.rejected["unknown_device"] == 1
         with psycopg.connect(db_url, autocommit=True) as conn:
             site = conn.execute(
-                "SELECT site_id FROM gateways WHERE id = %s", (fleet.gateway,)
+                "SELECT s.code FROM gateways g JOIN sites s ON s.id = g.site_id WHERE g.id = %s",
+                (fleet.gateway,),
             ).fetchone()[0]
-            conn.execute(
-                "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
-                "VALUES (%s, 'energy_meter', 'X', %s, %s)",
-                (late, site, fleet.gateway),
+            FleetFactory(conn, at=clock.now()).device(
+                late, site=site, kind="energy_meter", model="X", gateway=fleet.gateway
             )
         pub.publish(topic, payload)
         assert worker.stats.wait_for(lambda s: s.acked >= 2, timeout=10)
@@ -209,16 +209,14 @@ def test_a_message_the_database_refuses_is_dead_lettered_and_the_rest_stored(
     )
 
 
-def test_registry_reload_picks_up_decommissioned_devices(db_url, unique_id):
+def test_registry_reload_picks_up_decommissioned_devices(db_url, unique_id, clock):
     fleet = register_fleet(db_url, gateway=unique_id)
     registry = DeviceRegistry(recheck_s=3600, reload_s=0)
     with psycopg.connect(db_url) as conn:
         registry.load(conn)
         assert not registry.devices[fleet.meters[0]].decommissioned
         with psycopg.connect(db_url, autocommit=True) as admin:
-            admin.execute(
-                "UPDATE devices SET decommissioned_at = now() WHERE id = %s", (fleet.meters[0],)
-            )
+            FleetFactory(admin, at=clock.now()).retire("devices", fleet.meters[0])
         registry.refresh(conn, devices={(fleet.meters[0], fleet.gateway)}, gateways=())
         assert registry.devices[fleet.meters[0]].decommissioned
 

@@ -8,7 +8,7 @@ import pytest
 
 from ingest import service
 from ingest.binary import group_samples
-from tests.ingest.conftest import count, make_batch, make_writer, register_fleet
+from tests.ingest.conftest import Fleet, count, make_batch, make_writer, register_fleet
 from vigil import wire
 from vigil.clock import from_ms
 from vigil.db import migrate
@@ -173,9 +173,29 @@ def test_an_insert_through_the_view_refuses_a_stored_point(db, unique_id):
         db.execute(insert, ("no-such-meter", 50.0))
 
 
+def _register_at_version_104(url: str, *, gateway: str) -> list[str]:
+    """Two meters in the registry as version 104 had it: the fleet service writes today's
+    schema (columns added later, by 0301), so this upgrade test writes its rows itself."""
+    meters = [f"{gateway}-m0", f"{gateway}-m1"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        site = conn.execute(
+            "WITH j AS (INSERT INTO jurisdictions (code, name) VALUES ('j', 'J') RETURNING id),"
+            " u AS (INSERT INTO user_units (name) VALUES ('U') RETURNING id)"
+            " INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier)"
+            " SELECT u.id, j.id, 'S', 31.2, 121.5, 'city' FROM j, u RETURNING id"
+        ).fetchone()[0]
+        for meter in meters:
+            conn.execute(
+                "INSERT INTO devices (id, kind, model, site_id)"
+                " VALUES (%s, 'energy_meter', 'm', %s)",
+                (meter, site),
+            )
+    return meters
+
+
 def test_migration_0105_carries_the_points_of_one_row_per_point_over(empty_db_url, unique_id):
     migrate(empty_db_url, up_to=104)
-    fleet = register_fleet(empty_db_url, gateway=unique_id, meters=2)
+    fleet = Fleet(unique_id, tuple(_register_at_version_104(empty_db_url, gateway=unique_id)), "")
     old = [
         (fleet.meters[0], "voltage_l1", "2026-01-05T08:00:00Z", 230.5, True),
         (fleet.meters[0], "power_total", "2026-01-05T08:00:00Z", 7.25, False),

@@ -7,16 +7,12 @@ from compliance.log import service as compliance_log
 from compliance.rescue import flows, service
 from compliance.rescue.models import RescueError, Status, Step, Trigger
 from tests.alerts.harness import Notices
-from tests.alerts.seed import seed
+from tests.alerts.seed import add_lift, seed
 from tests.rescue.lift import IDLE, detector, incidents, push, reported
 
 
 def _add_lift(db, world, device):
-    db.execute(
-        "INSERT INTO devices (id, kind, model, site_id, firm_id) "
-        "VALUES (%s, 'elevator', 't', %s, %s)",
-        (device, world.city_site_id, world.firm_id),
-    )
+    add_lift(db, world=world, device_id=device, model="t")
 
 
 async def test_alarm_button_opens_an_incident_unless_at_a_landing_with_doors_open(

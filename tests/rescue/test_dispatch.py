@@ -11,7 +11,7 @@ from compliance.rescue.flows import StraightLineEstimator
 from compliance.rescue.models import RescueError, Status, Step, Trigger
 from tests.alerts.harness import Notices, running, settings_for
 from tests.alerts.receivers import WebhookReceiver
-from tests.alerts.seed import seed
+from tests.alerts.seed import registry, seed
 from tests.rescue.crew import crew
 from tests.rescue.lift import detector, push
 
@@ -191,10 +191,7 @@ def test_infeasible_estimated_arrival_escalates_at_once(db, clock):
 def test_a_jurisdiction_without_delay_calls_the_fire_service_at_once(db, clock):
     # rule R5: the delay is the jurisdiction's policy; 0 means every level at once
     world = seed(db)
-    db.execute(
-        "UPDATE jurisdictions SET rescue_fire_service_after_s = 0 WHERE id = %s",
-        (world.jurisdiction_id,),
-    )
+    registry(db).update("jurisdictions", world.jurisdiction_id, rescue_fire_service_after_s=0)
     crew(db, world=world, start=clock.now(), far_away=True)
     incident = _report(db, world.rural_lift, clock)
     flows.dispatch_next(db, incident_id=incident.id, now=clock.now(), estimator=ESTIMATOR)

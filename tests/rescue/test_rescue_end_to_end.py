@@ -9,7 +9,7 @@ from alerts import scheduled as alerts_scheduled
 from simulators.models import Fault
 from tests.alerts.harness import running, settings_for
 from tests.alerts.receivers import WebhookReceiver
-from tests.alerts.seed import seed
+from tests.alerts.seed import add_lift, registry, seed
 from tests.gateway.conftest import first_polls, fleet_config, tick
 from tests.gateway.conftest import running as gateway_running
 from tests.ingest.conftest import running_worker
@@ -42,14 +42,8 @@ async def test_simulated_entrapment_reaches_the_technician_by_webhook(
 ):
     world = seed(db)
     lift = sim_elevator.device_id
-    db.execute(
-        "INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (unique_id, world.city_site_id)
-    )
-    db.execute(
-        "INSERT INTO devices (id, kind, model, site_id, firm_id, gateway_id) "
-        "VALUES (%s, 'elevator', %s, %s, %s, %s)",
-        (lift, sim_elevator.placement.model, world.city_site_id, world.firm_id, unique_id),
-    )
+    registry(db).gateway(unique_id, site=world.city_site_id)
+    add_lift(db, world=world, device_id=lift, model=sim_elevator.placement.model, gateway=unique_id)
     config = fleet_config(
         tmp_path,
         gateway_id=unique_id,

@@ -22,7 +22,7 @@ from compliance.rescue.models import (
     UnknownTechnician,
 )
 from tests.alerts.harness import Notices
-from tests.alerts.seed import add_technician, seed
+from tests.alerts.seed import add_technician, registry, seed
 from tests.rescue.crew import crew
 from tests.rescue.lift import IDLE, detector, incidents, push, reported
 from tests.rescue.test_detection import _add_lift
@@ -271,10 +271,7 @@ def test_a_shift_held_by_an_expired_technician_is_a_roster_gap(db, clock):
 async def test_dwell_times_come_from_the_jurisdiction_and_are_recorded(db_url, db, clock):
     # rule R1
     world = seed(db)
-    db.execute(
-        "UPDATE jurisdictions SET rescue_dwell_outside_door_zone_s = 10 WHERE id = %s",
-        (world.jurisdiction_id,),
-    )
+    registry(db).update("jurisdictions", world.jurisdiction_id, rescue_dwell_outside_door_zone_s=10)
     push(db, world.city_lift, clock.now(), **IDLE)
     async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock) as progress:
         stopped_at = clock.advance(5)
@@ -316,10 +313,7 @@ async def test_a_car_in_inspection_mode_is_not_an_entrapment_by_dwell_alone(db_u
 def test_the_accept_window_is_the_jurisdictions(db, clock):
     # rule R4
     world = seed(db)
-    db.execute(
-        "UPDATE jurisdictions SET rescue_accept_timeout_s = 300 WHERE id = %s",
-        (world.jurisdiction_id,),
-    )
+    registry(db).update("jurisdictions", world.jurisdiction_id, rescue_accept_timeout_s=300)
     team = crew(db, world=world, start=clock.now())
     incident = _report(db, world.city_lift, clock)
     outcome = flows.dispatch_next(db, incident_id=incident.id, now=clock.now(), estimator=ESTIMATOR)
