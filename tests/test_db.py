@@ -4,6 +4,8 @@ from datetime import date
 import psycopg
 import pytest
 
+from fleet.factory import FleetFactory
+from vigil.clock import FakeClock
 from vigil.db import applied_versions, discover, has_timescaledb, migrate, timescaledb_available
 from vigil.db.timescale import timescaledb_preloaded
 from vigil.testing import timescaledb_wanted
@@ -67,10 +69,8 @@ def test_telemetry_is_partitioned_by_day_on_plain_postgresql(db):
         "SELECT ensure_telemetry_partitions(%s, %s) AS n", (date(2026, 1, 1), date(2026, 1, 3))
     ).fetchone()
     assert again["n"] == 0
-    db.execute(
-        "INSERT INTO devices (id, kind, model, site_id) VALUES ('e1', 'elevator', 'T', %s)",
-        (seed_site(db)["site"],),
-    )
+    ids = seed_site(db)
+    ids["fleet"].device("e1", site=ids["site"], model="T")
     db.execute(
         "INSERT INTO telemetry (device_id, metric, ts, value) "
         "VALUES ('e1', 'floor', '2026-01-02T23:59:59.999Z', 3)"
@@ -86,22 +86,14 @@ def test_telemetry_is_partitioned_by_day_on_plain_postgresql(db):
 
 
 def seed_site(db) -> dict:
-    j = db.execute(
-        "INSERT INTO jurisdictions (code, name) VALUES ('sh', 'Shanghai') RETURNING id"
-    ).fetchone()["id"]
-    u = db.execute("INSERT INTO user_units (name) VALUES ('Tower Co') RETURNING id").fetchone()[
-        "id"
-    ]
-    s = db.execute(
-        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-        "VALUES (%s, %s, 'Tower A', 31.2, 121.5, 'city') RETURNING id",
-        (u, j),
-    ).fetchone()["id"]
-    f = db.execute(
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
-        "VALUES ('LiftCare', 'L-1', '2030-01-01') RETURNING id"
-    ).fetchone()["id"]
-    return {"jurisdiction": j, "unit": u, "site": s, "firm": f}
+    """A jurisdiction, user unit, site and firm, through the fleet service. The tests below then
+    write bad rows straight to the tables: the schema must refuse them even past the service."""
+    fleet = FleetFactory(db, at=FakeClock().now())
+    j = fleet.jurisdiction("sh", name="Shanghai")
+    u = fleet.user_unit("Tower Co")
+    s = fleet.site(code="tower-a", user_unit=u, jurisdiction=j, name="Tower A")
+    f = fleet.firm("LiftCare", licence_no="L-1")
+    return {"jurisdiction": j, "unit": u, "site": s, "firm": f, "fleet": fleet}
 
 
 def test_constraints_keep_invalid_states_out(db):
@@ -139,11 +131,7 @@ def test_constraints_keep_invalid_states_out(db):
 
 def test_contract_periods_of_one_device_never_overlap(db):
     ids = seed_site(db)
-    db.execute(
-        "INSERT INTO devices (id, kind, model, site_id, firm_id) "
-        "VALUES ('e1', 'elevator', 'SIM-LIFT-1', %s, %s)",
-        (ids["site"], ids["firm"]),
-    )
+    ids["fleet"].device("e1", site=ids["site"], model="SIM-LIFT-1")
     insert = (
         "INSERT INTO contracts (firm_id, user_unit_id, device_id, period) "
         "VALUES (%s, %s, 'e1', daterange(%s, %s))"
@@ -156,15 +144,8 @@ def test_contract_periods_of_one_device_never_overlap(db):
 
 def test_technician_user_belongs_to_the_technicians_firm(db):
     ids = seed_site(db)
-    other = db.execute(
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
-        "VALUES ('Other', 'L-2', '2030-01-01') RETURNING id"
-    ).fetchone()["id"]
-    tech = db.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
-        "VALUES (%s, 'Wang', 'C-1', '2028-01-01') RETURNING id",
-        (ids["firm"],),
-    ).fetchone()["id"]
+    other = ids["fleet"].firm("Other", licence_no="L-2")
+    tech = ids["fleet"].technician(firm=ids["firm"], name="Wang", certificate_no="C-1")
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         db.execute(
             "INSERT INTO users (username, password_hash, role, firm_id, technician_id) "

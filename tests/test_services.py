@@ -3,11 +3,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
 
+from fleet.factory import FleetFactory
 from vigil.services import MosquittoBroker
 from vigil.testing import MqttProbe
 
@@ -41,7 +43,7 @@ def test_private_broker_restarts_on_the_same_port(broker: MosquittoBroker, uniqu
 def test_private_postgres_survives_a_restart(private_postgres):
     url = private_postgres.url("vigil")
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO manufacturers (name) VALUES ('Otis')")
+        FleetFactory(conn, at=datetime.now(UTC)).manufacturer("Otis")
     private_postgres.stop(mode="immediate")
     assert not private_postgres.running
     private_postgres.start()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from fleet.factory import FleetFactory
 from tests.api.conftest import login
+from vigil.clock import FakeClock
 
 EXPECTED = {
     "admin": {"a-el-1", "a-el-2", "a-em-1", "b-el-1"},
@@ -47,19 +49,13 @@ def test_technician_sees_only_assigned_assets(client, db, fleet):
     headers = login(client, "tech_a")
     assert client.get("/api/v1/assets/a-el-1", headers=headers).status_code == 200
     assert client.get("/api/v1/assets/a-el-2", headers=headers).status_code == 404
-    db.execute(
-        "INSERT INTO technician_assignments (technician_id, device_id) VALUES (%s, 'a-el-2')",
-        (fleet.ids["ta1"],),
-    )
+    FleetFactory(db, at=FakeClock().now()).assign(technician=fleet.ids["ta1"], device="a-el-2")
     assert client.get("/api/v1/assets/a-el-2", headers=headers).status_code == 200
 
 
 def test_technician_assignment_outside_own_firm_grants_nothing(client, db, fleet):
     # an assignment row to another firm's asset must not widen the scope (003:L1141)
-    db.execute(
-        "INSERT INTO technician_assignments (technician_id, device_id) VALUES (%s, 'b-el-1')",
-        (fleet.ids["ta1"],),
-    )
+    FleetFactory(db, at=FakeClock().now()).assign(technician=fleet.ids["ta1"], device="b-el-1")
     headers = login(client, "tech_a")
     assert client.get("/api/v1/assets/b-el-1", headers=headers).status_code == 404
 

@@ -20,6 +20,7 @@ from compliance import engine
 from compliance.log import flows as log_flows
 from compliance.maintenance import flows, service
 from compliance.maintenance.models import Tier, Verdict, checklist
+from fleet.factory import FleetFactory
 from gateway.models import (
     BrokerConfig,
     DeviceConfig,
@@ -43,30 +44,23 @@ LIFT = "lift-e2e"
 
 def _estate(conn: psycopg.Connection, *, gateway: str) -> int:
     """A site in Shanghai whose lift has had no maintenance for 20 days; grace 1 h."""
-    j = conn.execute("INSERT INTO jurisdictions (code, name) VALUES ('sh', 'SH') RETURNING id")
-    jurisdiction = j.fetchone()["id"]
-    unit = conn.execute("INSERT INTO user_units (name) VALUES ('Tower') RETURNING id").fetchone()
-    site = conn.execute(
-        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-        "VALUES (%s, %s, 'Tower', 31.2, 121.5, 'city') RETURNING id",
-        (unit["id"], jurisdiction),
-    ).fetchone()["id"]
-    firm = conn.execute(
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
-        "VALUES ('LiftCare', 'L-1', '2030-01-01') RETURNING id"
-    ).fetchone()["id"]
-    technician = conn.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on) "
-        "VALUES (%s, 'Wang', 'C-1', %s) RETURNING id",
-        (firm, date(2030, 1, 1)),
-    ).fetchone()["id"]
-    conn.execute("INSERT INTO gateways (id, site_id) VALUES (%s, %s)", (gateway, site))
-    conn.execute(
-        "INSERT INTO devices (id, kind, model, site_id, firm_id, gateway_id, registered_at) "
-        "VALUES (%s, 'elevator', 'lift-controller', %s, %s, %s, %s)",
-        (LIFT, site, firm, gateway, START - timedelta(days=20)),
+    registry = FleetFactory(conn, at=START)
+    jurisdiction = registry.jurisdiction("sh", name="SH", grace_hours=1)
+    site = registry.site(
+        user_unit=registry.user_unit("Tower"),
+        jurisdiction=jurisdiction,
+        name="Tower",
+        latitude=31.2,
+        longitude=121.5,
     )
-    service.set_policy(conn, jurisdiction_id=jurisdiction, grace_hours=1)
+    firm = registry.firm("LiftCare", licence_no="L-1", licence_expires_on=date(2030, 1, 1))
+    technician = registry.technician(
+        firm=firm, name="Wang", certificate_no="C-1", certificate_expires_on=date(2030, 1, 1)
+    )
+    registry.gateway(gateway, site=site)
+    registry.device(
+        LIFT, site=site, firm=firm, gateway=gateway, registered_at=START - timedelta(days=20)
+    )
     return technician
 
 
