@@ -45,6 +45,7 @@ from api.auth.security import hash_password
 from compliance.maintenance import flows as maintenance_flows
 from compliance.rescue import flows as rescue_flows
 from compliance.rescue.models import Trigger
+from fleet.factory import FleetFactory
 from vigil.db import migrate
 from vigil.services import PostgresServer, free_port, wait_for_port
 
@@ -91,39 +92,80 @@ def build_fleet(url: str, *, devices: int, now: datetime) -> None:
     elevators = devices * 8 // 10
     meters = (devices - elevators) // 2
     with psycopg.connect(url, autocommit=True) as conn:
-        for statement, params in [
-            ("INSERT INTO jurisdictions (code, name) VALUES ('J1', 'One'), ('J2', 'Two')", {}),
-            ("INSERT INTO user_units (name) SELECT 'uu-' || g FROM generate_series(1, 20) g", {}),
+        # the registry through the fleet service: 2 jurisdictions, 20 sites, the firms, their
+        # technicians, and every device under the contract of firm 1 + n % FIRMS
+        fleet = FleetFactory(conn, at=now)
+        fleet.jurisdiction("J1", name="One")
+        fleet.jurisdiction("J2", name="Two")
+        fleet.bulk("user_units", ({"name": f"uu-{g}"} for g in range(1, 21)))
+        fleet.bulk(
+            "sites",
             (
-                """INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude,
-                                      tier)
-                   SELECT g, 1 + g %% 2, 'site-' || g, 31.2 + g * 0.001, 121.4, 'city'
-                   FROM generate_series(1, 20) g""",
-                {},
+                {
+                    "code": f"site-{g}",
+                    "user_unit": f"uu-{g}",
+                    "jurisdiction": f"J{1 + g % 2}",
+                    "name": f"site-{g}",
+                    "latitude": 31.2 + g * 0.001,
+                    "longitude": 121.4,
+                    "tier": "city",
+                }
+                for g in range(1, 21)
             ),
+        )
+        fleet.bulk(
+            "firms",
             (
-                """INSERT INTO maintenance_firms (name, licence_no, licence_expires_on)
-                   SELECT 'Firm ' || g, 'L-' || g, '2030-01-01' FROM generate_series(1, %(f)s) g""",
-                {"f": FIRMS},
+                {"name": f"Firm {g}", "licence_no": f"L-{g}", "licence_expires_on": "2030-01-01"}
+                for g in range(1, FIRMS + 1)
             ),
+        )
+        fleet.bulk(
+            "technicians",
             (
-                """INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on,
-                                            home_latitude, home_longitude)
-                   SELECT 1 + g %% %(f)s, 'tech-' || g, 'C-' || g, '2030-01-01', 31.21, 121.41
-                   FROM generate_series(1, 50) g""",
-                {"f": FIRMS},
+                {
+                    "firm": f"Firm {1 + g % FIRMS}",
+                    "name": f"tech-{g}",
+                    "certificate_no": f"C-{g}",
+                    "certificate_expires_on": "2030-01-01",
+                    "home_latitude": 31.21,
+                    "home_longitude": 121.41,
+                }
+                for g in range(1, 51)
             ),
+        )
+
+        def kind(g: int) -> str:
+            if g <= elevators:
+                return "elevator"
+            return "energy_meter" if g <= elevators + meters else "light_pole"
+
+        registered = now - timedelta(days=60)
+        fleet.bulk(
+            "devices",
             (
-                """INSERT INTO devices (id, kind, model, site_id, firm_id, registered_at)
-                   SELECT 'dev-' || lpad(g::text, 5, '0'),
-                          CASE WHEN g <= %(e)s THEN 'elevator'
-                               WHEN g <= %(e)s + %(m)s THEN 'energy_meter' ELSE 'light_pole' END,
-                          'model-x', 1 + g %% 20, 1 + g %% %(f)s, %(now)s - interval '60 days'
-                   FROM generate_series(1, %(n)s) g""",
-                {"e": elevators, "m": meters, "n": devices, "f": FIRMS, "now": now},
+                {
+                    "id": f"dev-{g:05d}",
+                    "kind": kind(g),
+                    "model": "model-x",
+                    "site": f"site-{1 + g % 20}",
+                    "registered_at": registered,
+                }
+                for g in range(1, devices + 1)
             ),
-        ]:
-            conn.execute(statement, params)
+        )
+        fleet.bulk(
+            "contracts",
+            (
+                {
+                    "device": f"dev-{g:05d}",
+                    "firm": f"Firm {1 + g % FIRMS}",
+                    "starts_on": registered.date(),
+                    "ends_on": "2030-01-01",
+                }
+                for g in range(1, devices + 1)
+            ),
+        )
         for kind, metrics in _STATE.items():
             conn.execute(
                 """INSERT INTO device_state (device_id, metric, value, ts)
@@ -392,9 +434,15 @@ def main(argv: list[str] | None = None) -> int:
 
             port = free_port()
             command = [
-                sys.executable, "-m", "vigil.cli", "api",
-                "--port", str(port), "--workers", str(args.workers),
-            ]  # fmt: skip
+                sys.executable,
+                "-m",
+                "vigil.cli",
+                "api",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ]
             api_process = subprocess.Popen(
                 command,
                 env={**os.environ, "VIGIL_DATABASE_URL": url, "VIGIL_LOG_LEVEL": "WARNING"},

@@ -23,17 +23,80 @@ import argparse
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 
 from compliance.maintenance import flows, service
 from compliance.maintenance.models import Tier, checklist
+from fleet.factory import FleetFactory
 from vigil.db import migrate
 from vigil.services import PostgresServer
 
 NOW = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)
+
+
+def _register(conn: psycopg.Connection, *, elevators: int) -> None:
+    """The registry through the fleet service: 1,000 sites, one firm with 200 technicians,
+    ``elevators`` lifts under its contract (ids 1.. match the set-based rows below)."""
+    fleet = FleetFactory(conn, at=NOW)
+    fleet.jurisdiction("bench", name="Bench")
+    fleet.bulk("user_units", ({"name": f"uu-{g}"} for g in range(1, 1001)))
+    fleet.bulk(
+        "sites",
+        (
+            {
+                "code": f"site-{g}",
+                "user_unit": f"uu-{g}",
+                "jurisdiction": "bench",
+                "name": f"site-{g}",
+                "latitude": 31.2,
+                "longitude": 121.5,
+                "tier": "city",
+            }
+            for g in range(1, 1001)
+        ),
+    )
+    fleet.firm("BenchCare", licence_no="L-1", licence_expires_on=date(2030, 1, 1))
+    fleet.bulk(
+        "technicians",
+        (
+            {
+                "firm": "BenchCare",
+                "name": f"t{g}",
+                "certificate_no": f"C-{g}",
+                "certificate_expires_on": "2030-01-01",
+            }
+            for g in range(1, 201)
+        ),
+    )
+    registered = NOW - timedelta(days=400)
+    fleet.bulk(
+        "devices",
+        (
+            {
+                "id": f"lift-{g}",
+                "kind": "elevator",
+                "model": "TL-1000",
+                "site": f"site-{1 + g % 1000}",
+                "registered_at": registered,
+            }
+            for g in range(1, elevators + 1)
+        ),
+    )
+    fleet.bulk(
+        "contracts",
+        (
+            {
+                "device": f"lift-{g}",
+                "firm": "BenchCare",
+                "starts_on": registered.date(),
+                "ends_on": date(2030, 1, 1),
+            }
+            for g in range(1, elevators + 1)
+        ),
+    )
 
 
 def _generate(conn: psycopg.Connection, *, elevators: int, visits: int) -> dict[str, int]:
@@ -47,19 +110,8 @@ def _generate(conn: psycopg.Connection, *, elevators: int, visits: int) -> dict[
         "sa": checklist(Tier.SEMI_ANNUAL),
         "an": checklist(Tier.ANNUAL),
     }
+    _register(conn, elevators=elevators)
     statements = [
-        "INSERT INTO jurisdictions (code, name) VALUES ('bench', 'Bench')",
-        "INSERT INTO user_units (name) SELECT 'uu-' || g FROM generate_series(1, 1000) g",
-        """INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier)
-           SELECT g, 1, 'site-' || g, 31.2, 121.5, 'city' FROM generate_series(1, 1000) g""",
-        """INSERT INTO maintenance_firms (name, licence_no, licence_expires_on)
-           VALUES ('BenchCare', 'L-1', '2030-01-01')""",
-        """INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on)
-           SELECT 1, 't' || g, 'C-' || g, '2030-01-01' FROM generate_series(1, 200) g""",
-        """INSERT INTO devices (id, kind, model, site_id, firm_id, registered_at)
-           SELECT 'lift-' || g, 'elevator', 'TL-1000', 1 + g %% 1000, 1,
-                  %(now)s - interval '400 days'
-           FROM generate_series(1, %(n)s) g""",
         # one visit every 15 days for a year; 1% stopped being maintained 20 days ago
         """INSERT INTO maintenance_records (device_id, technician_id, firm_id, tier,
                claimed_start, claimed_end, checklist_done, checklist_total, credited_tier,

@@ -69,8 +69,9 @@ async def _drain(count: int, broker: MosquittoBroker, workdir: Path) -> float:
     payload = encode(
         TelemetryBatch("gw-drain", "meter-1", 0, tuple(Sample(f"m{i}", 1, 1.0) for i in range(15)))
     )[1]
-    outbox.append([Outgoing(f"vigil/v1/telemetry/gw-drain/d{n % 1000}", payload)
-                   for n in range(count)])  # fmt: skip
+    outbox.append(
+        [Outgoing(f"vigil/v1/telemetry/gw-drain/d{n % 1000}", payload) for n in range(count)]
+    )
     link = BrokerLink(
         gateway_id="gw-drain",
         broker=BrokerConfig(url=broker.url, inflight=500),
@@ -100,15 +101,25 @@ async def _ignore(topic: str, payload: bytes, retained: bool) -> None:
 def _start_fleet(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[str], list]:
     manifest = workdir / "fleet.json"
     command = [
-        sys.executable, "-m", "vigil.cli", "simulate",
-        "--elevators", str(args.elevators),
-        "--meters", str(args.meters),
-        "--poles", str(args.poles),
-        "--water-meters", str(args.water_meters),
-        "--units-per-port", str(args.units_per_port),
-        "--traffic", "20",
-        "--manifest", str(manifest),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vigil.cli",
+        "simulate",
+        "--elevators",
+        str(args.elevators),
+        "--meters",
+        str(args.meters),
+        "--poles",
+        str(args.poles),
+        "--water-meters",
+        str(args.water_meters),
+        "--units-per-port",
+        str(args.units_per_port),
+        "--traffic",
+        "20",
+        "--manifest",
+        str(manifest),
+    ]
     log = (workdir / "fleet.log").open("w")  # pymodbus is chatty; kept out of the figures
     fleet = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
     assert fleet.stdout is not None
@@ -137,8 +148,13 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _measure(args: argparse.Namespace, placements: list, broker: MosquittoBroker,
-                   workdir: Path, fleet_pid: int) -> dict[str, float]:  # fmt: skip
+async def _measure(
+    args: argparse.Namespace,
+    placements: list,
+    broker: MosquittoBroker,
+    workdir: Path,
+    fleet_pid: int,
+) -> dict[str, float]:
     settings = GatewayConfig(
         gateway_id="gw-bench",
         data_dir=workdir / "gateway",
@@ -217,9 +233,11 @@ def main(argv: list[str]) -> int:
             figures["backlog_drain_msg_per_s"] = asyncio.run(_drain(args.drain, broker, workdir))
     finally:
         broker.stop()
-    print(f"gateway benchmark: {figures['devices']} devices at {1 / args.poll_s:g} Hz, "
-          f"{figures['connections']} connections, {args.seconds:g} s measured "
-          f"(2 shared cores: noisy)")  # fmt: skip
+    print(
+        f"gateway benchmark: {figures['devices']} devices at {1 / args.poll_s:g} Hz, "
+        f"{figures['connections']} connections, {args.seconds:g} s measured "
+        f"(2 shared cores: noisy)"
+    )
     for name, value in figures.items():
         print(f"  {name:<24} {value:,.1f}" if isinstance(value, float) else f"  {name:<24} {value}")
     print("command: vigil bench gateway " + " ".join(argv))

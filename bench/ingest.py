@@ -282,30 +282,38 @@ class Child:
 
 
 def register(url: str, layout: Layout) -> None:
+    from datetime import UTC, datetime
+
     import psycopg
 
+    from fleet.factory import FleetFactory
+
     with psycopg.connect(url, autocommit=True) as conn:
-        j = conn.execute("INSERT INTO jurisdictions (code, name) VALUES ('b', 'B') RETURNING id")
-        u = conn.execute("INSERT INTO user_units (name) VALUES ('bench') RETURNING id")
-        jid, uid = j.fetchone()[0], u.fetchone()[0]
-        site = conn.execute(
-            "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-            "VALUES (%s, %s, 'bench', 31, 121, 'city') RETURNING id",
-            (uid, jid),
-        ).fetchone()[0]
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO gateways (id, site_id) VALUES (%s, %s)",
-                [(gateway_id(g), site) for g in range(layout.gateways)],
-            )
-            cur.executemany(
-                "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
-                "VALUES (%s, 'energy_meter', 'bench', %s, %s)",
-                [
-                    (device_id(d), site, gateway_id(d % layout.gateways))
-                    for d in range(layout.devices)
-                ],
-            )
+        fleet = FleetFactory(conn, at=datetime.now(UTC))
+        fleet.site(
+            code="bench",
+            user_unit=fleet.user_unit("bench"),
+            jurisdiction=fleet.jurisdiction("b", name="B"),
+            name="bench",
+            latitude=31,
+            longitude=121,
+        )
+        fleet.bulk(
+            "gateways", ({"id": gateway_id(g), "site": "bench"} for g in range(layout.gateways))
+        )
+        fleet.bulk(
+            "devices",
+            (
+                {
+                    "id": device_id(d),
+                    "kind": "energy_meter",
+                    "model": "bench",
+                    "site": "bench",
+                    "gateway": gateway_id(d % layout.gateways),
+                }
+                for d in range(layout.devices)
+            ),
+        )
 
 
 class PointRowEncoder:

@@ -254,43 +254,67 @@ def seed(conn, *, lifts: list[str], meters: int, hook: str) -> int:
     from datetime import UTC, date, datetime, timedelta
 
     from alerts import service as alerts
+    from fleet.factory import FleetFactory
 
-    cur = conn.cursor()
-    jurisdiction = cur.execute(
-        "INSERT INTO jurisdictions (code, name) VALUES ('bench', 'Bench') RETURNING id"
-    ).fetchone()[0]
-    unit = cur.execute("INSERT INTO user_units (name) VALUES ('Bench') RETURNING id").fetchone()[0]
-    site = cur.execute(
-        "INSERT INTO sites (user_unit_id, jurisdiction_id, name, latitude, longitude, tier) "
-        "VALUES (%s, %s, 'Bench Tower', 31.23, 121.47, 'city') RETURNING id",
-        (unit, jurisdiction),
-    ).fetchone()[0]
-    firm = cur.execute(
-        "INSERT INTO maintenance_firms (name, licence_no, licence_expires_on) "
-        "VALUES ('Bench Lifts', 'B-1', %s) RETURNING id",
-        (date(2099, 1, 1),),
-    ).fetchone()[0]
-    cur.execute("INSERT INTO gateways (id, site_id) VALUES ('bench-gw', %s)", (site,))
-    roster = alerts.create_roster(conn, firm_id=firm, name="bench")
     now = datetime.now(UTC)
-    for lift in lifts:
-        cur.execute(
-            "INSERT INTO devices (id, kind, model, site_id, firm_id, gateway_id) "
-            "VALUES (%s, 'elevator', 'traction', %s, %s, 'bench-gw')",
-            (lift, site, firm),
-        )
-    for i in range(meters):
-        cur.execute(
-            "INSERT INTO devices (id, kind, model, site_id, gateway_id) "
-            "VALUES (%s, 'energy_meter', 'sdm630', %s, 'bench-gw')",
-            (meter_id(i), site),
-        )
-    technician = cur.execute(
-        "INSERT INTO technicians (firm_id, name, certificate_no, certificate_expires_on, "
-        "home_latitude, home_longitude) VALUES (%s, 'tech', 'C-1', %s, 31.24, 121.47) "
-        "RETURNING id",
-        (firm, date(2099, 1, 1)),
-    ).fetchone()[0]
+    fleet = FleetFactory(conn, at=now)
+    site = fleet.site(
+        code="bench-tower",
+        user_unit=fleet.user_unit("Bench"),
+        jurisdiction=fleet.jurisdiction("bench", name="Bench"),
+        name="Bench Tower",
+        latitude=31.23,
+        longitude=121.47,
+    )
+    firm = fleet.firm("Bench Lifts", licence_no="B-1", licence_expires_on=date(2099, 1, 1))
+    fleet.gateway("bench-gw", site=site)
+    roster = alerts.create_roster(conn, firm_id=firm, name="bench")
+    fleet.bulk(
+        "devices",
+        (
+            {
+                "id": lift,
+                "kind": "elevator",
+                "model": "traction",
+                "site": "bench-tower",
+                "gateway": "bench-gw",
+            }
+            for lift in lifts
+        ),
+    )
+    fleet.bulk(
+        "contracts",
+        (
+            {
+                "device": lift,
+                "firm": "Bench Lifts",
+                "starts_on": now.date() - timedelta(days=1),
+                "ends_on": date(2099, 1, 1),
+            }
+            for lift in lifts
+        ),
+    )
+    fleet.bulk(
+        "devices",
+        (
+            {
+                "id": meter_id(i),
+                "kind": "energy_meter",
+                "model": "sdm630",
+                "site": "bench-tower",
+                "gateway": "bench-gw",
+            }
+            for i in range(meters)
+        ),
+    )
+    technician = fleet.technician(
+        firm=firm,
+        name="tech",
+        certificate_no="C-1",
+        certificate_expires_on=date(2099, 1, 1),
+        home_latitude=31.24,
+        home_longitude=121.47,
+    )
     alerts.add_shift(
         conn,
         roster_id=roster,

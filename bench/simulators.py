@@ -72,9 +72,12 @@ async def _phase(
 ) -> None:
     plan = {"targets": targets, "seconds": args.seconds, "paced": paced, "clients": args.clients}
     load = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators.loadgen",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "simulators.loadgen",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
     assert load.stdin and load.stdout
     load.stdin.write(json.dumps(plan).encode() + b"\n")
     await load.stdin.drain()

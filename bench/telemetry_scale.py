@@ -61,12 +61,35 @@ def _compliance_sweep_module():
 
 
 def _register_meters(conn: psycopg.Connection, *, meters: int) -> None:
-    conn.execute(
-        """INSERT INTO devices (id, kind, model, site_id, firm_id, registered_at)
-           SELECT 'meter-' || g, 'energy_meter', 'DTSU666', 1 + g %% 1000, 1,
-                  %s - interval '400 days'
-           FROM generate_series(1, %s) g""",
-        (NOW, meters),
+    """The meters, through the fleet service, at the sites compliance_sweep registered."""
+    from fleet.factory import FleetFactory
+
+    fleet = FleetFactory(conn, at=NOW)
+    registered = NOW - timedelta(days=400)
+    fleet.bulk(
+        "devices",
+        (
+            {
+                "id": f"meter-{g}",
+                "kind": "energy_meter",
+                "model": "DTSU666",
+                "site": f"site-{1 + g % 1000}",
+                "registered_at": registered,
+            }
+            for g in range(1, meters + 1)
+        ),
+    )
+    fleet.bulk(
+        "contracts",
+        (
+            {
+                "device": f"meter-{g}",
+                "firm": "BenchCare",
+                "starts_on": registered.date(),
+                "ends_on": "2030-01-01",
+            }
+            for g in range(1, meters + 1)
+        ),
     )
     conn.execute(
         "INSERT INTO telemetry_metric_sets (metrics) VALUES (%s) ON CONFLICT DO NOTHING",

@@ -9,6 +9,7 @@ devices, their id string). Names and codes not given are made unique per factory
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from fleet import service
-from fleet.models import KINDS, FleetRecord
+from fleet.models import KINDS, FleetRecord, WriteResult
 
 
 class FleetFactory:
@@ -47,6 +48,22 @@ class FleetFactory:
             row = service.get(self.conn, kind=spec, key=key)
             return row["row_id"]
         return service.ids_of(self.conn, kind=spec, keys=[key[0]])[key[0]]
+
+    def bulk(
+        self, kind_name: str, /, records: Iterable[dict[str, Any]], *, chunk: int = 5000
+    ) -> WriteResult:
+        """Write many records of a kind (benchmarks' fleets), ``chunk`` per statement batch."""
+        spec = KINDS[kind_name]
+        result = WriteResult()
+        batch: list[FleetRecord] = []
+        for fields in records:
+            batch.append(spec.record.model_validate(fields))
+            if len(batch) >= chunk:
+                result += service.write(self.conn, kind=spec, records=batch, at=self.at)
+                batch = []
+        if batch:
+            result += service.write(self.conn, kind=spec, records=batch, at=self.at)
+        return result
 
     def update(self, kind_name: str, /, *key: Any, **changes: Any) -> None:
         """Change fields of the record of natural key ``key`` (or of row id ``key``)."""
