@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -89,7 +90,7 @@ def _connect(settings: Settings) -> psycopg.Connection | None:
     return psycopg.connect(settings.database_url)
 
 
-def _now(settings: Settings):  # noqa: ANN202 - a datetime
+def _now(settings: Settings) -> datetime:
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
     )

@@ -245,10 +245,19 @@ def import_fleet(
                     rows=item.rows[start : start + chunk],
                     source=item.source.name,
                     at=at,
+                    sync_firms=False,
                 )
                 done += len(records)
                 if progress is not None:
                     progress(kind.name, done, total)
+            if len(item.records) > chunk:  # the next kinds' lookups see the real table
+                service.analyze(conn, kinds=[kind])
+        touched = sorted(
+            {r.device for i in parsed if i.source.kind.name == "contracts" for r in i.records}  # type: ignore[attr-defined]
+            | {r.id for i in parsed if i.source.kind.name == "devices" for r in i.records}  # type: ignore[attr-defined]
+        )
+        if touched:
+            service.sync_firm_in_force(conn, now=at, device_ids=touched)
     return report
 
 

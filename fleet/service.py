@@ -251,9 +251,12 @@ def write(
     create_only: bool = False,
     rows: Sequence[int | None] | None = None,
     source: str | None = None,
+    sync_firms: bool = True,
 ) -> WriteResult:
     """Insert or update ``records`` of ``kind`` by natural key, in one transaction; a
-    ``FleetError`` lists every problem and nothing is written."""
+    ``FleetError`` lists every problem and nothing is written. Writing contracts (or devices)
+    sets their devices' firm in force, unless ``sync_firms`` is false (an import does it once,
+    at the end)."""
     rows = list(rows) if rows is not None else [None] * len(records)
     params, problems = resolve_refs(conn, kind=kind, records=records, rows=rows, source=source)
     if problems:
@@ -293,10 +296,17 @@ def write(
         (result.created if created else result.updated).append(key)
         if row_id is not None:
             result.ids[key] = row_id
-    if kind.name in ("contracts", "devices"):
+    if sync_firms and kind.name in ("contracts", "devices"):
         devices = {p["device" if kind.name == "contracts" else "id"] for p in params}
         sync_firm_in_force(conn, now=at, device_ids=sorted(devices))
     return result
+
+
+def analyze(conn: psycopg.Connection, *, kinds: Iterable[Kind]) -> None:
+    """Refresh the planner's statistics of tables a large write just filled (inside the
+    import's transaction, where autovacuum cannot see the rows yet)."""
+    for kind in kinds:
+        conn.execute(f"ANALYZE {kind.table}")
 
 
 def _fetch_each(cur: psycopg.Cursor) -> list[tuple[Any, ...] | None]:
@@ -426,18 +436,24 @@ def sync_firm_in_force(
 ) -> int:
     """Set each device's firm to the one whose contract covers the site's today (none when no
     contract does, or when the device is decommissioned); returns how many changed."""
-    only = "AND d.id = ANY(%(ids)s)" if device_ids is not None else ""
+    only = "WHERE d.id = ANY(%(ids)s)" if device_ids is not None else ""
+    # per device, the contract by its (device_id, lower(period)) index: no join over all
     cur = conn.execute(
         f"""
-        UPDATE devices d SET firm_id = f.firm_id
+        UPDATE devices d SET firm_id = x.firm_id
         FROM (
-            SELECT d.id, (SELECT c.firm_id FROM contracts c
-                          WHERE c.device_id = d.id AND d.decommissioned_at IS NULL
-                            AND c.period @> (%(now)s AT TIME ZONE s.timezone)::date) AS firm_id
+            SELECT d.id, c.firm_id
             FROM devices d JOIN sites s ON s.id = d.site_id
-            WHERE true {only}
-        ) f
-        WHERE f.id = d.id AND d.firm_id IS DISTINCT FROM f.firm_id
+            LEFT JOIN LATERAL (
+                SELECT c.firm_id FROM contracts c
+                WHERE c.device_id = d.id AND d.decommissioned_at IS NULL
+                  AND lower(c.period) <= (%(now)s AT TIME ZONE s.timezone)::date
+                  AND c.period @> (%(now)s AT TIME ZONE s.timezone)::date
+                ORDER BY lower(c.period) DESC LIMIT 1
+            ) c ON true
+            {only}
+        ) x
+        WHERE x.id = d.id AND d.firm_id IS DISTINCT FROM x.firm_id
         """,
         {"now": now, "ids": list(device_ids or [])},
     )
