@@ -24,6 +24,7 @@ RUNNER_MODULES = (
     "compliance.log.scheduled",
     "compliance.rescue.scheduled",
     "compliance.conditions.scheduled",
+    "fleet.scheduled",  # the firm in force as contracts begin and end
 )
 
 RESTART_DELAY_S = 5.0

@@ -85,9 +85,8 @@ def _drain_removed_workers(database_url: str, mqtt_url: str, settings: Settings)
     import psycopg
 
     from ingest import service
-    from ingest.flows import drain_removed_sessions
     from ingest.models import Lane
-    from ingest.worker import session_client_id
+    from ingest.worker import drain_removed_sessions, session_client_id
 
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
@@ -117,9 +116,8 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int, lane: Lane) -> int:
-    from ingest.flows import WorkerFailed, run_ingest
     from ingest.models import Lane
-    from ingest.worker import session_client_id, tune_gc
+    from ingest.worker import WorkerFailed, run_ingest, session_client_id, tune_gc
 
     tune_gc()  # this process only runs ingest
     if lane is Lane.TELEMETRY:

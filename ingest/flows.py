@@ -1,13 +1,12 @@
 """Ingest decisions: what to accept, what each batch writes, and the storage upkeep.
 
-``run_ingest`` is the entry point for embedding ingest in another process (the demo);
-``vigil ingest`` runs the same worker (see ``ingest.cli``).
+The processes that run them are ``ingest.worker`` (``run_ingest`` embeds ingest in another
+process, the demo; ``vigil ingest`` runs the same worker, see ``ingest.cli``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -22,7 +21,6 @@ from ingest.models import (
     Batch,
     DeadLetter,
     IngestReason,
-    IngestStats,
     Lane,
     Received,
     WriteResult,
@@ -31,7 +29,7 @@ from ingest.registry import DeviceRegistry
 from vigil import notify
 from vigil.catalog import DeviceKind, is_metric
 from vigil.clock import Clock, from_ms, to_ms
-from vigil.config import IngestSettings, Settings
+from vigil.config import IngestSettings
 from vigil.db import StalledJob, stalled_jobs
 from vigil.wire import (
     PREFIX,
@@ -548,62 +546,6 @@ def removed_sessions(client_ids: Iterable[str], *, prefix: str, workers: int) ->
     return removed
 
 
-def drain_removed_sessions(
-    *,
-    database_url: str,
-    mqtt_url: str,
-    settings: IngestSettings,
-    clock: Clock,
-    quiet_s: float = 2.0,
-) -> dict[str, int]:
-    """Scaling down from M to N workers: resume each session of workers N..M-1, store what it
-    holds (subscribed to nothing, so nothing new is routed to it), then end it at the broker.
-    Returns the messages stored from each drained session.
-    Before, a stopped worker's session kept receiving its share of a shared subscription until
-    it expired, and those messages waited there unstored."""
-    from ingest.worker import IngestWorker
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        known = service.registered_sessions(conn, prefix=settings.client_id)
-    removed = removed_sessions(known, prefix=settings.client_id, workers=settings.workers)
-    drained: dict[str, int] = {}
-    for client_id in removed:
-        found = session_index(client_id, prefix=settings.client_id)
-        assert found is not None
-        index, lane = found
-        worker = IngestWorker(
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            settings=settings,
-            clock=clock,
-            worker_index=index,
-            maintenance=False,
-            drain=True,
-            lane=lane,
-        )
-        worker.start()
-        try:
-            worker.wait_subscribed(15)
-            stats = worker.stats
-            while True:
-                seen = stats.received
-                # quiet: nothing more arrived for a while and everything taken is stored
-                if not stats.wait_for(lambda s, seen=seen: s.received > seen, timeout=quiet_s):
-                    if stats.wait_for(lambda s: s.acked >= s.received, timeout=quiet_s):
-                        break
-        finally:
-            worker.stop(end_session=True)
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            service.forget_session(conn, client_id=client_id)
-        drained[client_id] = worker.stats.messages_stored
-        log.info(
-            "drained %d message(s) and ended the session of removed worker %s",
-            drained[client_id],
-            client_id,
-        )
-    return drained
-
-
 # -- broker capacity -----------------------------------------------------------------------------
 
 
@@ -691,76 +633,3 @@ def maintain_storage(
         )
     conn.commit()
     return Upkeep(created, tuple(dropped), hours, stalled)
-
-
-# -- entry point ---------------------------------------------------------------------------------
-
-
-def run_ingest(
-    *,
-    database_url: str,
-    mqtt_url: str,
-    settings: IngestSettings | Settings,
-    clock: Clock,
-    stop_event: threading.Event,
-    worker_index: int = 0,
-    stats: IngestStats | None = None,
-    lanes: Sequence[Lane] = (Lane.TELEMETRY, Lane.URGENT),
-) -> IngestStats:
-    """Consume and store until ``stop_event`` is set (blocking; run it in a thread to embed).
-
-    Both lanes by default (docs/ingest.md): telemetry and the rest, and the urgent channels on
-    their own subscription and writer, so that an alarm never waits behind a telemetry backlog.
-    ``vigil ingest`` runs each lane in a process of its own (``lanes`` of one)."""
-    from ingest.worker import IngestWorker
-
-    section = settings.ingest if isinstance(settings, Settings) else settings
-    workers = [
-        IngestWorker(
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            settings=section,
-            clock=clock,
-            worker_index=worker_index,
-            stats=stats if index == 0 else None,
-            maintenance=lane is Lane.TELEMETRY,  # storage upkeep once per worker
-            lane=lane,
-        )
-        for index, lane in enumerate(lanes)
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        # until told to stop, or until one of the workers' threads died (then the caller
-        # restarts it: a dead collector or writer must never leave ingest silently idle)
-        while not stop_event.wait(0.5):
-            if any(worker.failed.is_set() for worker in workers):
-                break
-    finally:
-        for worker in workers:
-            worker.stop()
-    failed = [worker for worker in workers if worker.failed.is_set()]
-    if failed:
-        raise WorkerFailed(failed[0].failure or "an ingest thread died")
-    for other in workers[1:]:
-        merge_urgent(workers[0].stats, other.stats)
-    return workers[0].stats
-
-
-def merge_urgent(stats: IngestStats, urgent: IngestStats) -> None:
-    """Add the urgent lane's counts to the telemetry lane's (one worker's totals)."""
-
-    def add(into: IngestStats) -> None:
-        into.received += urgent.received
-        into.acked += urgent.acked
-        into.messages_stored += urgent.messages_stored
-        into.events_stored += urgent.events_stored
-        into.command_results_stored += urgent.command_results_stored
-        into.dead_letters += urgent.dead_letters
-        into.rejected.update(urgent.rejected)
-
-    stats.update(add)
-
-
-class WorkerFailed(RuntimeError):
-    """One of an ingest worker's threads died; the worker stopped and must be restarted."""

@@ -29,7 +29,7 @@ from gateway.models import (
     build_config,
 )
 from gateway.service import GatewayService
-from ingest.flows import run_ingest
+from ingest.worker import run_ingest
 from simulators.elevator import Elevator
 from simulators.testing import FleetRunner
 from vigil import notify

@@ -193,3 +193,32 @@ def test_read_sources_orders_files_by_dependency(example):
     assert names.index("sites") < names.index("devices") < names.index("contracts")
     with pytest.raises(FleetError, match="no such file"):
         flows.read_sources(example / "missing")
+
+
+def test_the_firm_in_force_follows_contracts_as_days_pass(db, db_url, factory, clock):
+    # rule A2 reads devices.firm_id: it must follow the contract in force, day by day
+    from datetime import timedelta
+
+    from fleet.scheduled import sync_firms
+
+    site = factory.site()
+    first, second = factory.firm("First"), factory.firm("Second")
+    today = clock.now().date()
+    device = factory.device("lift-x", site=site, firm=first, contract_from=today, contract_days=10)
+    factory.contract(
+        device=device,
+        firm=second,
+        starts_on=today + timedelta(days=11),
+        ends_on=today + timedelta(days=20),
+    )
+
+    def firm() -> int | None:
+        return db.execute("SELECT firm_id FROM devices WHERE id = 'lift-x'").fetchone()["firm_id"]
+
+    assert firm() == first
+    assert sync_firms(db_url, now=clock.now() + timedelta(days=10)) == 0  # its last day
+    assert firm() == first
+    assert sync_firms(db_url, now=clock.now() + timedelta(days=11)) == 1
+    assert firm() == second
+    assert sync_firms(db_url, now=clock.now() + timedelta(days=21)) == 1
+    assert firm() is None  # no contract: no firm sees it as its own

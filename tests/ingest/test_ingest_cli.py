@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 
-from ingest.flows import run_ingest
+from ingest.worker import run_ingest
 from tests.ingest.conftest import (
     Publisher,
     count,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from ingest import flows
+from ingest import flows, worker
 from ingest.models import IngestStats
 from tests.ingest.conftest import (
     Publisher,
@@ -324,7 +324,7 @@ def test_scaling_down_drains_and_ends_the_removed_workers_sessions(
             pass  # worker 1 runs once, then is gone: its session stays at the broker
         for topic, payload in first:
             pub.publish(topic, payload)
-        drained = flows.drain_removed_sessions(
+        drained = worker.drain_removed_sessions(
             database_url=db_url,
             mqtt_url=broker.url,
             settings=ingest_settings(client_id=client_id, workers=1),
@@ -355,7 +355,7 @@ def test_an_alarm_is_stored_and_notified_while_telemetry_is_stuck(db_url, broker
     fleet = register_fleet(db_url, gateway=unique_id)
     stop = threading.Event()
     thread = threading.Thread(
-        target=flows.run_ingest,
+        target=worker.run_ingest,
         kwargs={
             "database_url": db_url,
             "mqtt_url": broker.url,

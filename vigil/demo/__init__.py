@@ -53,7 +53,7 @@ async def _run(where: Endpoints, settings: Settings) -> int:
         build_config,
     )
     from gateway.service import run_gateway
-    from ingest.flows import run_ingest
+    from ingest.worker import run_ingest
     from simulators.server import ModbusFleet, build_devices
     from vigil.demo.scenario import Scenario
     from vigil.demo.seed import DEMO_PASSWORD, GATEWAY_ID, seed_logins, seed_world

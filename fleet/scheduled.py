@@ -1,0 +1,38 @@
+"""The registry's runner (in ``vigil compliance``): contracts begin and end with the days, so the
+firm in force of every device is set again at start and every sweep interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+import psycopg
+
+from fleet import service
+from vigil.clock import Clock, sleep_or_event
+from vigil.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def sync_firms(database_url: str, *, now: datetime) -> int:
+    """Set every device's firm to the contract in force at ``now``; how many changed."""
+    with psycopg.connect(database_url) as conn:
+        return service.sync_firm_in_force(conn, now=now)
+
+
+async def run(
+    *,
+    database_url: str,
+    mqtt_url: str,
+    clock: Clock,
+    settings: Settings,
+    stop: asyncio.Event,
+) -> None:
+    """Keep the firm in force current until ``stop`` is set."""
+    while not stop.is_set():
+        changed = await asyncio.to_thread(sync_firms, database_url, now=clock.now())
+        if changed:
+            log.info("contracts began or ended: %d device(s) changed firm", changed)
+        await sleep_or_event(clock, seconds=settings.compliance.sweep_interval_s, events=(stop,))
