@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             command = [
                 sys.executable,
                 "-m",
-                "vigil.cli",
+                "runtime.cli",
                 "api",
                 "--port",
                 str(port),

@@ -103,7 +103,7 @@ def _start_fleet(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
     command = [
         sys.executable,
         "-m",
-        "vigil.cli",
+        "runtime.cli",
         "simulate",
         "--elevators",
         str(args.elevators),

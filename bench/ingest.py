@@ -56,7 +56,7 @@ def gateway_id(index: int) -> str:
 
 
 class Layout:
-    """Which device each message is for, and its samples (no dataclass: vigil.bench loads this
+    """Which device each message is for, and its samples (no dataclass: runtime.bench loads this
     file without registering it in sys.modules, which dataclasses need)."""
 
     def __init__(self, devices: int, gateways: int, publishers: int, ticks: int, base_ms: int):

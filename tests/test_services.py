@@ -66,7 +66,7 @@ def test_demo_runs_the_scenario_end_to_end_and_exits_cleanly_on_ctrl_c():
         VIGIL_DEMO__POLES="2",
     )
     demo = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "demo"],
+        [sys.executable, "-m", "runtime.cli", "demo"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,6 +1,6 @@
 from alerts import service
+from runtime.cli import main
 from tests.alerts.seed import seed
-from vigil.cli import main
 
 
 def test_list_acknowledge_and_clear_from_the_shell(db_url, db, clock, monkeypatch, capsys):

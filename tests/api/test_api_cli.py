@@ -9,8 +9,8 @@ import sys
 
 import httpx
 
+from runtime.cli import main
 from tests.api.conftest import PASSWORD
-from vigil.cli import main
 from vigil.services import free_port, wait_for_port
 
 
@@ -27,7 +27,7 @@ def test_user_add_key_add_and_two_workers_serving(db_url, fleet, monkeypatch, ca
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "api", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "runtime.cli", "api", "--port", str(port), "--workers", "2"],
         env={**os.environ, "VIGIL_DATABASE_URL": db_url, "VIGIL_LOG_LEVEL": "WARNING"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -13,7 +13,7 @@ import pytest
 
 from compliance.log import flows, service
 from compliance.log.models import GENESIS_HASH, BodyError, canonical_json, entry_bytes, entry_hash
-from vigil.cli import main as vigil_main
+from runtime.cli import main as vigil_main
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 

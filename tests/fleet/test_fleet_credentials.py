@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet import flows
+from runtime.cli import main
 from tests.ingest.conftest import (
     Fleet,
     count,
@@ -20,7 +21,6 @@ from tests.ingest.conftest import (
     telemetry,
     wait_for_count,
 )
-from vigil.cli import main
 from vigil.services import MosquittoBroker
 from vigil.testing import MqttProbe
 from vigil.wire import Channel, Command, CommandAction, encode, subscription, topic

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.models import load_config
-from vigil.cli import main
+from runtime.cli import main
 
 
 def register_gateway(factory) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from fleet import flows
 from fleet.models import FleetError
-from vigil.cli import main
+from runtime.cli import main
 
 
 def run_import(db_url: str, path: Path, *extra: str) -> int:

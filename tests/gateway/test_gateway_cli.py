@@ -35,7 +35,7 @@ unit = {unit}
 
 def start(config: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "gateway", "--config", str(config)],
+        [sys.executable, "-m", "runtime.cli", "gateway", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

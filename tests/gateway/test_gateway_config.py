@@ -150,7 +150,7 @@ def test_duplicates_and_foreign_deadbands_are_refused(tmp_path):
 
 def test_cli_check_reports_errors_and_exit_codes(tmp_path):
     bad = write(tmp_path, VALID.replace('"lift-controller"', '"nope"'))
-    command = [sys.executable, "-m", "vigil.cli", "gateway", "--config"]
+    command = [sys.executable, "-m", "runtime.cli", "gateway", "--config"]
     result = subprocess.run([*command, str(bad), "--check"], capture_output=True, text=True)
     assert result.returncode == 2
     assert f"{bad}:8: key 'devices[0].profile': unknown profile 'nope'" in result.stderr
@@ -164,7 +164,7 @@ def test_cli_check_opens_the_buffer(tmp_path):
     buffer = load_config(config).buffer_path
     buffer.parent.mkdir(parents=True)
     buffer.write_bytes(b"not sqlite at all" * 100)
-    command = [sys.executable, "-m", "vigil.cli", "gateway", "--config", str(config), "--check"]
+    command = [sys.executable, "-m", "runtime.cli", "gateway", "--config", str(config), "--check"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1
     assert f"buffer {buffer} cannot be read" in result.stderr

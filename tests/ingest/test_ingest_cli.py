@@ -32,7 +32,7 @@ def test_cli_runs_n_workers_that_split_the_load_and_stop_cleanly(db_url, broker,
     }
     env.pop("VIGIL_CONFIG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "ingest", "--workers", "2"],
+        [sys.executable, "-m", "runtime.cli", "ingest", "--workers", "2"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -123,7 +123,7 @@ def test_each_lane_is_a_process_that_dies_with_a_killed_supervisor(db_url, broke
     env = {**os.environ, "VIGIL_DATABASE_URL": db_url, "VIGIL_MQTT_URL": broker.url}
     env.pop("VIGIL_CONFIG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "ingest"],
+        [sys.executable, "-m", "runtime.cli", "ingest"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -95,7 +95,7 @@ def _ingest_process(db_url: str, mqtt_url: str) -> Iterator[subprocess.Popen]:
     }
     env.pop("VIGIL_CONFIG", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "ingest", "--workers", "1"],
+        [sys.executable, "-m", "runtime.cli", "ingest", "--workers", "1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

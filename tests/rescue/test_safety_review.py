@@ -439,7 +439,7 @@ def test_rescue_kpis_count_months_at_the_site(db, clock):
 
 def test_coverage_from_the_shell(db_url, db, clock, monkeypatch, capsys):
     # rule R8: the city lift is minutes from the nearest technician; the rural one is not
-    from vigil.cli import main
+    from runtime.cli import main
 
     world = seed(db)
     crew(db, world=world, start=clock.now())

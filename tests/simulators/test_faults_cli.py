@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
+from runtime.cli import main as vigil_main
 from simulators.elevator import Elevator
 from simulators.energy_meter import EnergyMeter
 from simulators.faults import FaultAction, apply, handle_control_line, load_scenario, run_scenario
 from simulators.server import Placement
 from simulators.testing import modbus_read
 from vigil.catalog import FaultCode, ServiceMode
-from vigil.cli import main as vigil_main
 from vigil.config import ConfigError
 from vigil.profiles import builtin_profile
 
@@ -132,7 +132,7 @@ def test_control_lines_answer_with_clear_errors(clock):
 def test_vigil_simulate_and_sim_fault_end_to_end(tmp_path):
     manifest = tmp_path / "fleet.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "simulate", "--elevators", "3", "--meters", "2",
+        [sys.executable, "-m", "runtime.cli", "simulate", "--elevators", "3", "--meters", "2",
          "--poles", "1", "--units-per-port", "4", "--control-port", "0",
          "--manifest", str(manifest)],
         stdout=subprocess.PIPE,

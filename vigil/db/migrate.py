@@ -12,7 +12,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -21,7 +21,9 @@ from vigil.db.timescale import try_enable_timescaledb
 
 log = logging.getLogger(__name__)
 
-MIGRATION_PACKAGES = ("vigil.db", "fleet", "ingest", "compliance", "alerts", "api")
+# Packages declare their migrations as entry points of this group (pyproject.toml): the kernel
+# names no domain.
+ENTRY_POINT_GROUP = "vigil.migrations"
 _LOCK_KEY = 0x5649_4749  # "VIGI"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -45,8 +47,16 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[Migration]:
-    """All migrations of the given packages, ordered by version."""
+def migration_packages() -> tuple[str, ...]:
+    """The kernel's own migrations and those of every package that declares some."""
+    declared = sorted({e.value for e in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    return ("vigil.db", *declared)
+
+
+def discover(packages: tuple[str, ...] | None = None) -> list[Migration]:
+    """All migrations of the given packages (default: every declared one), ordered by version."""
+    if packages is None:
+        packages = migration_packages()
     found: dict[int, Migration] = {}
     for package in packages:
         try:

@@ -2,7 +2,7 @@
 
 It starts (or uses the configured) PostgreSQL and Mosquitto, a simulated fleet of Modbus
 devices, one edge gateway polling them, ingest, the compliance engine (maintenance, rescue,
-alerts) and the API with its console, then plays the scenario in ``vigil.demo.scenario``.
+alerts) and the API with its console, then plays the scenario in ``runtime.demo.scenario``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from vigil.config import Settings
 from vigil.embedded import Endpoints, endpoints
 from vigil.services import free_port
 
-log = logging.getLogger("vigil.demo")
+log = logging.getLogger("runtime.demo")
 
 DEMO_DATABASE = "vigil_demo"
 
@@ -54,9 +54,9 @@ async def _run(where: Endpoints, settings: Settings) -> int:
     )
     from gateway.service import run_gateway
     from ingest.worker import run_ingest
+    from runtime.demo.scenario import Scenario
+    from runtime.demo.seed import DEMO_PASSWORD, GATEWAY_ID, seed_logins, seed_world
     from simulators.server import ModbusFleet, build_devices
-    from vigil.demo.scenario import Scenario
-    from vigil.demo.seed import DEMO_PASSWORD, GATEWAY_ID, seed_logins, seed_world
 
     demo = settings.demo
     start = demo_start()

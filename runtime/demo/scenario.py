@@ -17,11 +17,11 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from runtime.demo.seed import LAPSING_ELEVATOR
 from simulators.models import Fault, SimulatedDevice
 from vigil.clock import Clock
-from vigil.demo.seed import LAPSING_ELEVATOR
 
-log = logging.getLogger("vigil.demo")
+log = logging.getLogger("runtime.demo")
 
 FIRST_ENTRAPMENT = "lift-0001"
 SECOND_ENTRAPMENT = "lift-0002"

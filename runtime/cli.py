@@ -25,7 +25,7 @@ COMMAND_MODULES = (
     "alerts.cli",
     "simulators.cli",
     "api.cli",
-    "vigil.bench",
+    "runtime.bench",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -89,7 +89,7 @@ def wait_for_stop_signal() -> None:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from vigil.demo import run_demo
+    from runtime.demo import run_demo
 
     return run_demo(settings)
 
