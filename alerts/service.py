@@ -38,6 +38,7 @@ from alerts.models import (
     Severity,
     Shift,
 )
+from vigil import notify
 from vigil.db.rows import first_value
 
 _RAISE = (
@@ -474,8 +475,8 @@ def notify_party(
         queued = cur.rowcount
         if queued:
             cur.execute(
-                "SELECT pg_notify('vigil_alerts', %s)",
-                (json.dumps({"kind": "deliveries", "subject_type": subject_type}),),
+                "SELECT pg_notify(%s, %s)",
+                (notify.ALERTS, json.dumps({"kind": "deliveries", "subject_type": subject_type})),
             )
     return queued
 
@@ -578,7 +579,7 @@ async def arecord_attempt(
             "ok": ok,
             "status": status.value,
         }
-        await cur.execute("SELECT pg_notify('vigil_alerts', %s)", (json.dumps(notice),))
+        await cur.execute("SELECT pg_notify(%s, %s)", (notify.ALERTS, json.dumps(notice)))
     return status
 
 

@@ -20,14 +20,12 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
 from api.deps import ApiContext
 from api.live.service import Broadcaster
 from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock
-from vigil.db.pool import open_pool
+from vigil.db.pool import open_async_pool, open_pool
 from vigil.db.timescale import STALLED_JOBS_SQL
 
 log = logging.getLogger(__name__)
@@ -87,21 +85,6 @@ class Health(BaseModel):
     storage_jobs_stalled: list[str] = []
 
 
-async def open_request_pool(url: str, *, max_size: int) -> AsyncConnectionPool:
-    """The pool requests read from: autocommit, so that a read is one round trip (no BEGIN and
-    COMMIT around it); writes are single statements or go through the domains' own
-    transactions on the synchronous pool."""
-    pool = AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
-        open=False,
-    )
-    await pool.open(wait=True, timeout=30)
-    return pool
-
-
 # Routers over other domains join when their domain package is present.
 OPTIONAL_ROUTERS = {
     "fleet": "fleet.views",
@@ -158,7 +141,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx.pool = await open_request_pool(database_url, max_size=pool_size)
+        # requests read through autocommit connections; writes are single statements or go
+        # through the domains' own transactions on the synchronous pool
+        ctx.pool = await open_async_pool(database_url, max_size=pool_size, autocommit=True)
         ctx.sync_pool = await asyncio.to_thread(
             open_pool, database_url, min_size=1, max_size=sync_pool_size
         )

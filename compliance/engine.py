@@ -12,8 +12,9 @@ import importlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from vigil.clock import Clock, sleep_or_event
+from vigil.clock import Clock
 from vigil.config import Settings
+from vigil.tasks import supervise
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,15 @@ async def _supervise(
     stop: asyncio.Event,
 ) -> None:
     """Run one runner until stop, restarting it if it fails."""
-    while not stop.is_set():
-        try:
-            await runner(
-                database_url=database_url,
-                mqtt_url=mqtt_url,
-                clock=clock,
-                settings=settings,
-                stop=stop,
-            )
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("runner %s failed; restarting in %ss", name, RESTART_DELAY_S)
-            await sleep_or_event(clock, seconds=RESTART_DELAY_S, events=(stop,))
+
+    def start() -> Awaitable[None]:
+        return runner(
+            database_url=database_url, mqtt_url=mqtt_url, clock=clock, settings=settings, stop=stop
+        )
+
+    await supervise(
+        f"runner {name}", start, clock=clock, restart_delay_s=RESTART_DELAY_S, stop=stop
+    )
 
 
 async def run(

@@ -12,7 +12,6 @@ import asyncio
 import errno
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from gateway.commands import CommandExecutor
@@ -22,6 +21,7 @@ from gateway.polling import Coordinator
 from gateway.reporting import Reporter
 from gateway.store import Outbox, Outgoing
 from vigil.clock import Clock
+from vigil.tasks import supervise
 from vigil.wire import GatewayEvent, GatewayState, Health, Status, encode
 
 log = logging.getLogger(__name__)
@@ -148,12 +148,21 @@ class GatewayService:
         quiet_closed_socket_writes(asyncio.get_running_loop())
         pollers = [
             asyncio.create_task(
-                supervise(f"poller {c.name}", c.run, clock=self.clock), name=f"poll {c.name}"
+                supervise(
+                    f"poller {c.name}", c.run, clock=self.clock, restart_delay_s=RESTART_DELAY_S
+                ),
+                name=f"poll {c.name}",
             )
             for c in self.coordinators
         ]
         link = asyncio.create_task(
-            supervise("broker link", lambda: self.link.run(stop), clock=self.clock, stop=stop),
+            supervise(
+                "broker link",
+                lambda: self.link.run(stop),
+                clock=self.clock,
+                restart_delay_s=RESTART_DELAY_S,
+                stop=stop,
+            ),
             name="broker link",
         )
         self.tasks = [*pollers, link]
@@ -178,27 +187,6 @@ class GatewayService:
                 link.cancel()
                 await asyncio.gather(link, return_exceptions=True)
             self.outbox.close()
-
-
-async def supervise(
-    name: str,
-    start: Callable[[], Awaitable[None]],
-    *,
-    clock: Clock,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Run ``start()`` again whenever it ends with an error (until cancelled or stopped)."""
-    while stop is None or not stop.is_set():
-        try:
-            await start()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s ended with an error; restarting it", name)
-            await clock.sleep(RESTART_DELAY_S)
-            continue
-        if stop is not None:
-            return
 
 
 async def run_gateway(

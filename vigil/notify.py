@@ -20,6 +20,8 @@ EVENTS = "vigil_events"  # one notification per stored event
 STATE = "vigil_state"  # devices whose latest state changed in a commit
 COMMANDS = "vigil_commands"  # command results reported by gateways
 ALERTS = "vigil_alerts"  # alarm and incident changes, for the live console
+MAINTENANCE = "vigil_maintenance"  # a maintenance record was saved: {"device": id}
+ESCALATIONS = "vigil_escalations"  # a lift's escalation state changed: device, state, from
 
 _MAX_PAYLOAD = 7900
 

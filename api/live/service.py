@@ -26,7 +26,7 @@ from vigil import notify
 log = logging.getLogger(__name__)
 
 # the kernel's channels, and the compliance engine's maintenance and escalation changes
-MAINTENANCE_CHANNELS = ("vigil_maintenance", "vigil_escalations")
+MAINTENANCE_CHANNELS = (notify.MAINTENANCE, notify.ESCALATIONS)
 CHANNELS = (notify.STATE, notify.EVENTS, notify.COMMANDS, notify.ALERTS, *MAINTENANCE_CHANNELS)
 _MAX_BATCH = 2000
 _QUEUE_SIZE = 5000

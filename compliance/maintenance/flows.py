@@ -38,13 +38,8 @@ from compliance.maintenance.models import (
     Verdict,
     checklist,
 )
+from vigil import notify
 from vigil.db.rows import first_value
-
-# NOTIFY channel: a maintenance record was saved for {"device": id}.
-MAINTENANCE_CHANNEL = "vigil_maintenance"
-
-# NOTIFY channel: an elevator's escalation state changed, {"device": id, "state": s, "from": s}.
-ESCALATIONS_CHANNEL = "vigil_escalations"
 
 # pg_try_advisory_xact_lock key: one sweep at a time across all engines ("MSWP").
 SWEEP_LOCK_KEY = 0x4D53_5750
@@ -252,7 +247,7 @@ def submit_record(
         elif corrects_id is not None:
             service.refresh_clocks(conn, device_id=device_id, at=at)
         conn.execute(
-            "SELECT pg_notify(%s, %s)", (MAINTENANCE_CHANNEL, json.dumps({"device": device_id}))
+            "SELECT pg_notify(%s, %s)", (notify.MAINTENANCE, json.dumps({"device": device_id}))
         )
     return saved, judgement
 
@@ -689,7 +684,7 @@ def _notify_transitions(conn: psycopg.Connection, *, transitions: Sequence[Trans
     ]
     conn.execute(
         "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
-        (ESCALATIONS_CHANNEL, payloads),
+        (notify.ESCALATIONS, payloads),
     )
 
 

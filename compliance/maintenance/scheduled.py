@@ -177,7 +177,7 @@ async def run(
     pending: set[str] = set()  # lifts whose lockout waits for a safe car (rule M6)
     wake = asyncio.Event()
     publisher = Publisher(mqtt_url)
-    channels = [notify.EVENTS, notify.COMMANDS, flows.MAINTENANCE_CHANNEL]
+    channels = [notify.EVENTS, notify.COMMANDS, notify.MAINTENANCE]
     conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
     try:
         async with notify.Listener(database_url, channels) as listener:

@@ -32,6 +32,7 @@ from compliance.rescue.models import (
     Step,
     Trigger,
 )
+from vigil import notify
 from vigil.db.rows import first_value
 
 SUBJECT = "rescue_incident"
@@ -102,7 +103,7 @@ def announce(conn: psycopg.Connection, *, incident: Incident, change: str) -> No
         "device": incident.device_id,
         "status": incident.status.value,
     }
-    conn.execute("SELECT pg_notify('vigil_alerts', %s)", (json.dumps(payload),))
+    conn.execute("SELECT pg_notify(%s, %s)", (notify.ALERTS, json.dumps(payload)))
 
 
 # -- lift state -----------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_rel
                 },
             )
             stop = asyncio.Event()
-            channels = [flows.ESCALATIONS_CHANNEL, notify.EVENTS]
+            channels = [notify.ESCALATIONS, notify.EVENTS]
             async with notify.Listener(db_url, channels) as listener:
                 ingest.start()
                 gateway = asyncio.create_task(

@@ -10,7 +10,6 @@ from datetime import timedelta
 from compliance import engine
 from compliance.log import flows as log_flows
 from compliance.log import service as log_service
-from compliance.maintenance import flows
 from vigil import notify
 from vigil.config import ComplianceSettings, Settings
 from vigil.testing import MqttProbe
@@ -88,7 +87,7 @@ async def test_engine_locks_out_an_overdue_lift_and_releases_it_after_a_verified
 ):
     settings = _settings(tmp_path)
     probe = MqttProbe(mqtt_url, f"vigil/v1/cmd/{estate.gateway}/#")
-    async with notify.Listener(db_url, [flows.ESCALATIONS_CHANNEL]) as listener:
+    async with notify.Listener(db_url, [notify.ESCALATIONS]) as listener:
         async with _engines(1, db_url=db_url, mqtt_url=mqtt_url, clock=clock, settings=settings):
             await _asleep(clock, 2)  # maintenance and checkpoint runners
             clock.advance(timedelta(days=16))
@@ -131,7 +130,7 @@ async def test_two_engines_at_once_decide_and_send_everything_exactly_once(
     devices = [estate.add_elevator(f"lift-{n}") for n in range(2, 13)] + ["lift-1"]
     settings = _settings(tmp_path)
     probe = MqttProbe(mqtt_url, f"vigil/v1/cmd/{estate.gateway}/#")
-    async with notify.Listener(db_url, [flows.ESCALATIONS_CHANNEL]) as listener:
+    async with notify.Listener(db_url, [notify.ESCALATIONS]) as listener:
         async with _engines(2, db_url=db_url, mqtt_url=mqtt_url, clock=clock, settings=settings):
             await _asleep(clock, 4)
             clock.advance(timedelta(days=16))

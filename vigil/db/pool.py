@@ -30,13 +30,16 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPo
     return pool
 
 
-async def open_async_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
-    """An opened asynchronous pool."""
+async def open_async_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, autocommit: bool = False
+) -> AsyncConnectionPool:
+    """An opened asynchronous pool (``autocommit``: a read is one round trip, no BEGIN and
+    COMMIT around it)."""
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row},
+        kwargs={"row_factory": dict_row, "autocommit": autocommit},
         open=False,
     )
     await pool.open(wait=True, timeout=30)

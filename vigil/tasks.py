@@ -1,0 +1,38 @@
+"""The one supervise loop: a long-lived task that ends with an error is logged and started
+again after a delay on the clock; a failure is data, never a dead task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from vigil.clock import Clock, sleep_or_event
+
+log = logging.getLogger(__name__)
+
+
+async def supervise(
+    name: str,
+    start: Callable[[], Awaitable[None]],
+    *,
+    clock: Clock,
+    restart_delay_s: float,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run ``start()``; whenever it ends with an error, log it and run it again
+    ``restart_delay_s`` later. With ``stop``: return once ``start()`` returns or ``stop`` is
+    set; without: run until cancelled."""
+    while stop is None or not stop.is_set():
+        try:
+            await start()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s ended with an error; restarting it in %ss", name, restart_delay_s)
+            await sleep_or_event(
+                clock, seconds=restart_delay_s, events=(stop,) if stop is not None else ()
+            )
+            continue
+        if stop is not None:
+            return
