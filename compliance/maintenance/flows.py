@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from functools import cache
-from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.rows import dict_row
 
 from alerts import service as alerts
 from compliance.log import service as log
@@ -38,11 +35,8 @@ from compliance.maintenance.models import (
     Verdict,
     checklist,
 )
-from vigil import notify
-from vigil.db.rows import first_value
 
 # pg_try_advisory_xact_lock key: one sweep at a time across all engines ("MSWP").
-SWEEP_LOCK_KEY = 0x4D53_5750
 
 # A claim may end a little after "now" (clock skew between a phone and the platform).
 FUTURE_CLAIM_TOLERANCE = timedelta(minutes=5)
@@ -208,8 +202,7 @@ def submit_record(
         raise RecordError("a correction needs both the record it corrects and a reason")
     with conn.transaction():
         service.lock_device(conn, device_id=device_id)
-        kind = conn.execute("SELECT kind FROM devices WHERE id = %s", (device_id,)).fetchone()
-        if kind is None or first_value(kind) != "elevator":
+        if service.device_kind(conn, device_id=device_id) != "elevator":
             raise RecordError(f"no elevator {device_id!r}")
         try:
             firm_id = service.technician_firm(conn, technician_id=technician_id)
@@ -246,9 +239,7 @@ def submit_record(
             judgement = judge_and_store(conn, record=saved, now=at)
         elif corrects_id is not None:
             service.refresh_clocks(conn, device_id=device_id, at=at)
-        conn.execute(
-            "SELECT pg_notify(%s, %s)", (notify.MAINTENANCE, json.dumps({"device": device_id}))
-        )
+        service.announce_record(conn, device_id=device_id)
     return saved, judgement
 
 
@@ -483,30 +474,19 @@ def rejudge_device(conn: psycopg.Connection, *, device_id: str, now: datetime) -
 # ---------------------------------------------------------------- sweep (rules M1, M2, M5, M6)
 
 
-@cache
-def _sweep_sql() -> str:
-    text = resources.files("compliance.maintenance").joinpath("sweep.sql").read_text("utf-8")
-    return text.replace("{{policy}}", service.policy_sql())
-
-
 def sweep(
     conn: psycopg.Connection, *, now: datetime, device_ids: Sequence[str] | None = None
 ) -> SweepResult:
     """Judge finished records, move every elevator's escalation state, run M8/M10/M11 checks."""
     result = SweepResult()
     with conn.transaction():
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK_KEY,)).fetchone()
-        if not first_value(got):
+        if not service.try_sweep_lock(conn):
             result.skipped = True  # another engine is sweeping right now
             return result
         for item in service.unjudged_records(conn, now=now):
             judge_and_store(conn, record=item, now=now)
             result.verdicts += 1
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                _sweep_sql(),
-                {"now": now, "devices": list(device_ids) if device_ids is not None else None},
-            ).fetchall()
+        rows = service.escalation_moves(conn, now=now, device_ids=device_ids)
         # Log entries are appended last: the log's writer lock is then held only for the
         # append and the commit, not for the whole sweep (rescue steps share that log).
         log_items: list[dict[str, Any]] = []
@@ -514,8 +494,7 @@ def sweep(
         if device_ids is None:
             opened, closed = check_findings(conn, now=now, log_items=log_items)
             result.findings_opened, result.findings_closed = opened, closed
-        count = conn.execute("SELECT count(*) FROM maintenance_escalations").fetchone()
-        result.elevators = int(first_value(count))
+        result.elevators = service.escalation_count(conn)
         log.append_many(conn, items=log_items)
     return result
 
@@ -583,11 +562,7 @@ def _act_on(
                 at=now,
                 repeat_minutes=int(rules["lockout_retry_minutes"]),
             )
-            conn.execute(
-                "UPDATE maintenance_escalations SET lockout_command_id = %s, "
-                "lockout_issued_at = %s, release_command_id = NULL WHERE device_id = %s",
-                (lockout_id, now, device_id),
-            )
+            service.set_lockout_command(conn, device_id=device_id, command_id=lockout_id, at=now)
             raise_alarm(
                 conn,
                 type="maintenance.lockout",
@@ -682,10 +657,7 @@ def _notify_transitions(conn: psycopg.Connection, *, transitions: Sequence[Trans
         )
         for t in transitions
     ]
-    conn.execute(
-        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
-        (notify.ESCALATIONS, payloads),
-    )
+    service.announce_transitions(conn, payloads=payloads)
 
 
 def _release(
@@ -696,11 +668,7 @@ def _release(
     release_id = service.insert_command(
         conn, device_id=device_id, action="release", reason=reason, at=now, repeat_minutes=None
     )
-    conn.execute(
-        "UPDATE maintenance_escalations SET lockout_command_id = NULL, lockout_issued_at = NULL, "
-        "release_command_id = %s WHERE device_id = %s",
-        (release_id, device_id),
-    )
+    service.set_release_command(conn, device_id=device_id, command_id=release_id)
     return release_id
 
 
@@ -711,13 +679,7 @@ def override_lockout(
     if not reason.strip():
         raise RecordError("an override needs a reason")
     with conn.transaction():
-        with conn.cursor(row_factory=dict_row) as cur:
-            who = cur.execute(
-                "SELECT u.username, u.role, u.jurisdiction_id, s.jurisdiction_id AS device_j "
-                "FROM users u, devices d JOIN sites s ON s.id = d.site_id "
-                "WHERE u.id = %s AND d.id = %s AND u.active",
-                (user_id, device_id),
-            ).fetchone()
+        who = service.override_authority(conn, user_id=user_id, device_id=device_id)
         if who is None:
             raise RecordError(f"no active user {user_id} or no elevator {device_id!r}")
         allowed = who["role"] == "admin" or (
@@ -744,11 +706,7 @@ def override_lockout(
                 reason=f"override: {reason}",
                 now=at,
             )
-        conn.execute(
-            "UPDATE maintenance_escalations SET state = 'overridden', previous_state = state, "
-            "since = %s WHERE device_id = %s",
-            (at, device_id),
-        )
+        service.mark_overridden(conn, device_id=device_id, at=at)
         _notify_transitions(
             conn,
             transitions=[
@@ -797,12 +755,15 @@ def record_drill(
     if held_at > at + FUTURE_CLAIM_TOLERANCE:
         raise RecordError("a drill cannot be recorded before it is held")
     with conn.transaction():
-        row = conn.execute(
-            "INSERT INTO rescue_drills (device_id, held_at, technician_id, notes, recorded_by, "
-            "recorded_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (device_id, held_at, technician_id, notes, recorded_by, at),
-        ).fetchone()
-        drill_id = int(first_value(row))
+        drill_id = service.insert_drill(
+            conn,
+            device_id=device_id,
+            held_at=held_at,
+            technician_id=technician_id,
+            notes=notes,
+            recorded_by=recorded_by,
+            at=at,
+        )
         log.append(
             conn,
             kind="drill.held",
@@ -816,121 +777,8 @@ def record_drill(
 
 
 # Rule M12: the user unit asks for the periodic inspection (定期检验) a month before it is due;
-# a lift whose inspection date has passed must not be used. Dates are the site's days.
+# a lift whose inspection date has passed must not be used.
 INSPECTION_WARNING_DAYS = 30
-_INSPECTED_LIFTS = """FROM devices d JOIN sites s ON s.id = d.site_id
-           WHERE d.kind = 'elevator' AND d.decommissioned_at IS NULL
-             AND d.next_inspection_due IS NOT NULL"""
-
-# Each check: (rule, kind, subject type, SELECT of subject_id + detail currently in breach).
-_CHECKS: tuple[tuple[str, str, str, str], ...] = (
-    (
-        "M8",
-        "drill_missing",
-        "device",
-        """SELECT p.device_id AS subject_id,
-                  jsonb_build_object('last_drill', dr.last, 'drill_interval_days',
-                                     p.drill_interval_days) AS detail
-           FROM pol p LEFT JOIN (SELECT device_id, max(held_at) AS last FROM rescue_drills
-                                 GROUP BY device_id) dr ON dr.device_id = p.device_id
-           WHERE coalesce(dr.last, p.registered_at)
-                 + make_interval(days => p.drill_interval_days) < %(now)s""",
-    ),
-    (
-        "M11",
-        "alarm_selftest_missed",
-        "device",
-        """SELECT p.device_id AS subject_id,
-                  jsonb_build_object('last_selftest', to_timestamp(st.value),
-                                     'selftest_interval_hours', p.selftest_interval_hours)
-                      AS detail
-           FROM pol p LEFT JOIN device_state st
-                ON st.device_id = p.device_id AND st.metric = 'alarm_selftest_at' AND st.good
-           WHERE coalesce(to_timestamp(st.value), p.registered_at)
-                 + make_interval(hours => p.selftest_interval_hours) < %(now)s""",
-    ),
-    (
-        "M12",
-        "inspection_lapsed",
-        "device",
-        f"""SELECT d.id AS subject_id,
-                  jsonb_build_object('next_inspection_due', d.next_inspection_due,
-                                     'registration_code', d.registration_code) AS detail
-           {_INSPECTED_LIFTS}
-             AND d.next_inspection_due < (%(now)s AT TIME ZONE s.timezone)::date""",
-    ),
-    (
-        "M12",
-        "inspection_due",
-        "device",
-        f"""SELECT d.id AS subject_id,
-                  jsonb_build_object('next_inspection_due', d.next_inspection_due,
-                                     'registration_code', d.registration_code,
-                                     'warning_days', {INSPECTION_WARNING_DAYS}) AS detail
-           {_INSPECTED_LIFTS}
-             AND d.next_inspection_due >= (%(now)s AT TIME ZONE s.timezone)::date
-             AND d.next_inspection_due
-                 < (%(now)s AT TIME ZONE s.timezone)::date + {INSPECTION_WARNING_DAYS}""",
-    ),
-    (
-        "M10",
-        "certificate_expired",
-        "technician",
-        """SELECT t.id::text AS subject_id,
-                  jsonb_build_object('certificate_no', t.certificate_no,
-                                     'expires_on', t.certificate_expires_on) AS detail
-           FROM technicians t JOIN ft ON ft.firm_id = t.firm_id
-           WHERE t.active AND t.certificate_expires_on < ft.today""",
-    ),
-    (
-        "M10",
-        "certificate_expiring",
-        "technician",
-        """SELECT t.id::text AS subject_id,
-                  jsonb_build_object('certificate_no', t.certificate_no,
-                                     'expires_on', t.certificate_expires_on,
-                                     'warning_days', %(warning_days)s::int) AS detail
-           FROM technicians t JOIN ft ON ft.firm_id = t.firm_id
-           WHERE t.active AND t.certificate_expires_on >= ft.today
-             AND t.certificate_expires_on < ft.today + %(warning_days)s::int""",
-    ),
-    (
-        "M10",
-        "licence_expired",
-        "firm",
-        """SELECT f.id::text AS subject_id,
-                  jsonb_build_object('licence_no', f.licence_no,
-                                     'expires_on', f.licence_expires_on) AS detail
-           FROM maintenance_firms f JOIN ft ON ft.firm_id = f.id
-           WHERE f.licence_expires_on < ft.today""",
-    ),
-    (
-        "M10",
-        "licence_expiring",
-        "firm",
-        """SELECT f.id::text AS subject_id,
-                  jsonb_build_object('licence_no', f.licence_no,
-                                     'expires_on', f.licence_expires_on,
-                                     'warning_days', %(warning_days)s::int) AS detail
-           FROM maintenance_firms f JOIN ft ON ft.firm_id = f.id
-           WHERE f.licence_expires_on >= ft.today
-             AND f.licence_expires_on < ft.today + %(warning_days)s::int""",
-    ),
-)
-
-
-# Rule M10: a qualification is valid through its expiry date, read at the sites where the firm
-# works; where its sites lie in several zones, the one whose date is furthest on counts (the
-# strictest). A firm without sites reads the date in UTC.
-FIRM_TODAY_SQL = """
-    SELECT f.id AS firm_id,
-           coalesce(max((%(now)s AT TIME ZONE s.timezone)::date),
-                    (%(now)s AT TIME ZONE 'UTC')::date) AS today
-    FROM maintenance_firms f
-    LEFT JOIN devices d ON d.firm_id = f.id AND d.decommissioned_at IS NULL
-    LEFT JOIN sites s ON s.id = d.site_id
-    GROUP BY f.id
-"""
 
 # Alarm severity and audience of each finding the sweep checks.
 _FINDING_ALARMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -952,80 +800,58 @@ def check_findings(
 
     Log entries go to ``log_items`` when given (the sweep appends them last), else to the log.
     """
-    warning = conn.execute(
-        "SELECT qualification_warning_days FROM compliance_policies "
-        "WHERE jurisdiction_id IS NULL AND contract_id IS NULL"
-    ).fetchone()
-    params = {"now": now, "warning_days": int(first_value(warning))}
+    warning_days = service.qualification_warning_days(conn)
     entries: list[dict[str, Any]] = []
     opened = closed = 0
-    with conn.cursor(row_factory=dict_row) as cur:
-        for rule, kind, subject_type, select in _CHECKS:
-            key = {"rule": rule, "kind": kind, "subject_type": subject_type}
-            rows = cur.execute(
-                f"""
-                WITH pol AS ({service.policy_sql()}),
-                ft AS ({FIRM_TODAY_SQL}),
-                breach AS ({select}),
-                opened AS (
-                    INSERT INTO compliance_findings (rule, kind, subject_type, subject_id,
-                                                     opened_at, detail)
-                    SELECT %(rule)s, %(kind)s, %(subject_type)s, b.subject_id, %(now)s, b.detail
-                    FROM breach b
-                    ON CONFLICT (rule, kind, subject_type, subject_id) WHERE closed_at IS NULL
-                    DO NOTHING
-                    RETURNING id, subject_id, detail, 'opened'::text AS change
-                ),
-                closed AS (
-                    UPDATE compliance_findings f SET closed_at = %(now)s
-                    WHERE f.rule = %(rule)s AND f.kind = %(kind)s
-                      AND f.subject_type = %(subject_type)s AND f.closed_at IS NULL
-                      AND f.subject_id NOT IN (SELECT subject_id FROM breach)
-                    RETURNING id, subject_id, detail, 'closed'::text AS change
+    for rule, kind, subject_type, select in service.FINDING_CHECKS:
+        key = {"rule": rule, "kind": kind, "subject_type": subject_type}
+        rows = service.apply_finding_check(
+            conn,
+            key=key,
+            breach_sql=select,
+            now=now,
+            warning_days=warning_days,
+            inspection_days=INSPECTION_WARNING_DAYS,
+        )
+        severity, audience = _FINDING_ALARMS[kind]
+        for row in rows:
+            opened += row["change"] == "opened"
+            closed += row["change"] == "closed"
+            alarm_type = f"{rule.lower()}.{kind}"
+            if row["change"] == "opened":
+                raise_alarm(
+                    conn,
+                    type=alarm_type,
+                    source_type=subject_type,
+                    source_id=row["subject_id"],
+                    severity=severity,
+                    message=f"{subject_type} {row['subject_id']}: "
+                    f"{kind.replace('_', ' ')} (rule {rule})",
+                    audience=audience,
+                    body={"finding_id": row["id"], **row["detail"]},
+                    at=now,
+                    log_items=entries,
                 )
-                SELECT * FROM opened UNION ALL SELECT * FROM closed
-                """,
-                {**params, **key},
-            ).fetchall()
-            severity, audience = _FINDING_ALARMS[kind]
-            for row in rows:
-                opened += row["change"] == "opened"
-                closed += row["change"] == "closed"
-                alarm_type = f"{rule.lower()}.{kind}"
-                if row["change"] == "opened":
-                    raise_alarm(
-                        conn,
-                        type=alarm_type,
-                        source_type=subject_type,
-                        source_id=row["subject_id"],
-                        severity=severity,
-                        message=f"{subject_type} {row['subject_id']}: "
-                        f"{kind.replace('_', ' ')} (rule {rule})",
-                        audience=audience,
-                        body={"finding_id": row["id"], **row["detail"]},
-                        at=now,
-                        log_items=entries,
-                    )
-                else:
-                    clear_alarm(
-                        conn,
-                        type=alarm_type,
-                        source_type=subject_type,
-                        source_id=row["subject_id"],
-                        reason="resolved",
-                        at=now,
-                        log_items=entries,
-                    )
-                entries.append(
-                    {
-                        "kind": f"finding.{row['change']}",
-                        "subject_type": subject_type,
-                        "subject_id": row["subject_id"],
-                        "body": {"finding_id": row["id"], **key, "detail": row["detail"]},
-                        "actor": service.ENGINE_ACTOR,
-                        "at": now,
-                    }
+            else:
+                clear_alarm(
+                    conn,
+                    type=alarm_type,
+                    source_type=subject_type,
+                    source_id=row["subject_id"],
+                    reason="resolved",
+                    at=now,
+                    log_items=entries,
                 )
+            entries.append(
+                {
+                    "kind": f"finding.{row['change']}",
+                    "subject_type": subject_type,
+                    "subject_id": row["subject_id"],
+                    "body": {"finding_id": row["id"], **key, "detail": row["detail"]},
+                    "actor": service.ENGINE_ACTOR,
+                    "at": now,
+                }
+            )
     if log_items is None:
         log.append_many(conn, items=entries)
     else:

@@ -5,9 +5,12 @@ Every write that is a compliance fact appends to the compliance log in the same 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import psycopg
@@ -26,6 +29,7 @@ from compliance.maintenance.models import (
     Technician,
     Tier,
 )
+from vigil import notify
 from vigil.catalog import ServiceMode
 from vigil.db.rows import first_value
 
@@ -762,3 +766,284 @@ def escalation(conn: psycopg.Connection, *, device_id: str) -> dict[str, Any] | 
         return cur.execute(
             "SELECT * FROM maintenance_escalations WHERE device_id = %s", (device_id,)
         ).fetchone()
+
+
+# Rule M12: a lift's periodic inspection (定期检验) date, read in the site's days.
+_INSPECTED_LIFTS = """FROM devices d JOIN sites s ON s.id = d.site_id
+           WHERE d.kind = 'elevator' AND d.decommissioned_at IS NULL
+             AND d.next_inspection_due IS NOT NULL"""
+
+# Each check: (rule, kind, subject type, SELECT of subject_id + detail currently in breach).
+FINDING_CHECKS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "M8",
+        "drill_missing",
+        "device",
+        """SELECT p.device_id AS subject_id,
+                  jsonb_build_object('last_drill', dr.last, 'drill_interval_days',
+                                     p.drill_interval_days) AS detail
+           FROM pol p LEFT JOIN (SELECT device_id, max(held_at) AS last FROM rescue_drills
+                                 GROUP BY device_id) dr ON dr.device_id = p.device_id
+           WHERE coalesce(dr.last, p.registered_at)
+                 + make_interval(days => p.drill_interval_days) < %(now)s""",
+    ),
+    (
+        "M11",
+        "alarm_selftest_missed",
+        "device",
+        """SELECT p.device_id AS subject_id,
+                  jsonb_build_object('last_selftest', to_timestamp(st.value),
+                                     'selftest_interval_hours', p.selftest_interval_hours)
+                      AS detail
+           FROM pol p LEFT JOIN device_state st
+                ON st.device_id = p.device_id AND st.metric = 'alarm_selftest_at' AND st.good
+           WHERE coalesce(to_timestamp(st.value), p.registered_at)
+                 + make_interval(hours => p.selftest_interval_hours) < %(now)s""",
+    ),
+    (
+        "M12",
+        "inspection_lapsed",
+        "device",
+        f"""SELECT d.id AS subject_id,
+                  jsonb_build_object('next_inspection_due', d.next_inspection_due,
+                                     'registration_code', d.registration_code) AS detail
+           {_INSPECTED_LIFTS}
+             AND d.next_inspection_due < (%(now)s AT TIME ZONE s.timezone)::date""",
+    ),
+    (
+        "M12",
+        "inspection_due",
+        "device",
+        f"""SELECT d.id AS subject_id,
+                  jsonb_build_object('next_inspection_due', d.next_inspection_due,
+                                     'registration_code', d.registration_code,
+                                     'warning_days', %(inspection_days)s::int) AS detail
+           {_INSPECTED_LIFTS}
+             AND d.next_inspection_due >= (%(now)s AT TIME ZONE s.timezone)::date
+             AND d.next_inspection_due
+                 < (%(now)s AT TIME ZONE s.timezone)::date + %(inspection_days)s::int""",
+    ),
+    (
+        "M10",
+        "certificate_expired",
+        "technician",
+        """SELECT t.id::text AS subject_id,
+                  jsonb_build_object('certificate_no', t.certificate_no,
+                                     'expires_on', t.certificate_expires_on) AS detail
+           FROM technicians t JOIN ft ON ft.firm_id = t.firm_id
+           WHERE t.active AND t.certificate_expires_on < ft.today""",
+    ),
+    (
+        "M10",
+        "certificate_expiring",
+        "technician",
+        """SELECT t.id::text AS subject_id,
+                  jsonb_build_object('certificate_no', t.certificate_no,
+                                     'expires_on', t.certificate_expires_on,
+                                     'warning_days', %(warning_days)s::int) AS detail
+           FROM technicians t JOIN ft ON ft.firm_id = t.firm_id
+           WHERE t.active AND t.certificate_expires_on >= ft.today
+             AND t.certificate_expires_on < ft.today + %(warning_days)s::int""",
+    ),
+    (
+        "M10",
+        "licence_expired",
+        "firm",
+        """SELECT f.id::text AS subject_id,
+                  jsonb_build_object('licence_no', f.licence_no,
+                                     'expires_on', f.licence_expires_on) AS detail
+           FROM maintenance_firms f JOIN ft ON ft.firm_id = f.id
+           WHERE f.licence_expires_on < ft.today""",
+    ),
+    (
+        "M10",
+        "licence_expiring",
+        "firm",
+        """SELECT f.id::text AS subject_id,
+                  jsonb_build_object('licence_no', f.licence_no,
+                                     'expires_on', f.licence_expires_on,
+                                     'warning_days', %(warning_days)s::int) AS detail
+           FROM maintenance_firms f JOIN ft ON ft.firm_id = f.id
+           WHERE f.licence_expires_on >= ft.today
+             AND f.licence_expires_on < ft.today + %(warning_days)s::int""",
+    ),
+)
+
+
+# Rule M10: a qualification is valid through its expiry date, read at the sites where the firm
+# works; where its sites lie in several zones, the one whose date is furthest on counts (the
+# strictest). A firm without sites reads the date in UTC.
+FIRM_TODAY_SQL = """
+    SELECT f.id AS firm_id,
+           coalesce(max((%(now)s AT TIME ZONE s.timezone)::date),
+                    (%(now)s AT TIME ZONE 'UTC')::date) AS today
+    FROM maintenance_firms f
+    LEFT JOIN devices d ON d.firm_id = f.id AND d.decommissioned_at IS NULL
+    LEFT JOIN sites s ON s.id = d.site_id
+    GROUP BY f.id
+"""
+
+
+def qualification_warning_days(conn: psycopg.Connection) -> int:
+    """Days ahead that expiries are warned (rule M10), from the default policy."""
+    row = conn.execute(
+        "SELECT qualification_warning_days FROM compliance_policies "
+        "WHERE jurisdiction_id IS NULL AND contract_id IS NULL"
+    ).fetchone()
+    return int(first_value(row))
+
+
+def apply_finding_check(
+    conn: psycopg.Connection,
+    *,
+    key: dict[str, str],
+    breach_sql: str,
+    now: datetime,
+    warning_days: int,
+    inspection_days: int,
+) -> list[dict[str, Any]]:
+    """Open a finding for each subject in breach and close those no longer in it, set-based;
+    the rows opened and closed (``change``)."""
+    params = {"now": now, "warning_days": warning_days, "inspection_days": inspection_days}
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""
+            WITH pol AS ({policy_sql()}),
+            ft AS ({FIRM_TODAY_SQL}),
+            breach AS ({breach_sql}),
+            opened AS (
+                INSERT INTO compliance_findings (rule, kind, subject_type, subject_id,
+                                                 opened_at, detail)
+                SELECT %(rule)s, %(kind)s, %(subject_type)s, b.subject_id, %(now)s, b.detail
+                FROM breach b
+                ON CONFLICT (rule, kind, subject_type, subject_id) WHERE closed_at IS NULL
+                DO NOTHING
+                RETURNING id, subject_id, detail, 'opened'::text AS change
+            ),
+            closed AS (
+                UPDATE compliance_findings f SET closed_at = %(now)s
+                WHERE f.rule = %(rule)s AND f.kind = %(kind)s
+                  AND f.subject_type = %(subject_type)s AND f.closed_at IS NULL
+                  AND f.subject_id NOT IN (SELECT subject_id FROM breach)
+                RETURNING id, subject_id, detail, 'closed'::text AS change
+            )
+            SELECT * FROM opened UNION ALL SELECT * FROM closed
+            """,
+            {**params, **key},
+        ).fetchall()
+
+
+# -- the sweep's statements (decisions in compliance.maintenance.flows) ----------------------
+
+SWEEP_LOCK_KEY = 0x4D53_5750  # one sweep at a time across engines
+
+
+def device_kind(conn: psycopg.Connection, *, device_id: str) -> str | None:
+    """The kind of a registered device, or None."""
+    row = conn.execute("SELECT kind FROM devices WHERE id = %s", (device_id,)).fetchone()
+    return None if row is None else str(first_value(row))
+
+
+def announce_record(conn: psycopg.Connection, *, device_id: str) -> None:
+    """Tell listeners (at commit) that a maintenance record of ``device_id`` was saved."""
+    conn.execute(
+        "SELECT pg_notify(%s, %s)", (notify.MAINTENANCE, json.dumps({"device": device_id}))
+    )
+
+
+def announce_transitions(conn: psycopg.Connection, *, payloads: Sequence[str]) -> None:
+    """Tell listeners (at commit) of escalation transitions, one notice each."""
+    conn.execute(
+        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
+        (notify.ESCALATIONS, list(payloads)),
+    )
+
+
+def try_sweep_lock(conn: psycopg.Connection) -> bool:
+    """Take the sweep's transaction lock; False when another engine holds it."""
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK_KEY,)).fetchone()
+    return bool(first_value(row))
+
+
+@cache
+def _sweep_sql() -> str:
+    text = resources.files("compliance.maintenance").joinpath("sweep.sql").read_text("utf-8")
+    return text.replace("{{policy}}", policy_sql())
+
+
+def escalation_moves(
+    conn: psycopg.Connection, *, now: datetime, device_ids: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """Move every elevator's (or those given) escalation state on, set-based (sweep.sql);
+    one row per transition."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            _sweep_sql(),
+            {"now": now, "devices": list(device_ids) if device_ids is not None else None},
+        ).fetchall()
+
+
+def escalation_count(conn: psycopg.Connection) -> int:
+    """Elevators with an escalation state."""
+    return int(first_value(conn.execute("SELECT count(*) FROM maintenance_escalations").fetchone()))
+
+
+def set_lockout_command(
+    conn: psycopg.Connection, *, device_id: str, command_id: str, at: datetime
+) -> None:
+    """Record the lockout command sent for an elevator (rule M6)."""
+    conn.execute(
+        "UPDATE maintenance_escalations SET lockout_command_id = %s, "
+        "lockout_issued_at = %s, release_command_id = NULL WHERE device_id = %s",
+        (command_id, at, device_id),
+    )
+
+
+def set_release_command(conn: psycopg.Connection, *, device_id: str, command_id: str) -> None:
+    """Record the release command that ends an elevator's lockout (rule M6)."""
+    conn.execute(
+        "UPDATE maintenance_escalations SET lockout_command_id = NULL, lockout_issued_at = NULL, "
+        "release_command_id = %s WHERE device_id = %s",
+        (command_id, device_id),
+    )
+
+
+def override_authority(
+    conn: psycopg.Connection, *, user_id: int, device_id: str
+) -> dict[str, Any] | None:
+    """The active user's name, role and jurisdiction, with the elevator's jurisdiction."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT u.username, u.role, u.jurisdiction_id, s.jurisdiction_id AS device_j "
+            "FROM users u, devices d JOIN sites s ON s.id = d.site_id "
+            "WHERE u.id = %s AND d.id = %s AND u.active",
+            (user_id, device_id),
+        ).fetchone()
+
+
+def mark_overridden(conn: psycopg.Connection, *, device_id: str, at: datetime) -> None:
+    """An elevator's escalation is overridden from ``at`` (rule M6)."""
+    conn.execute(
+        "UPDATE maintenance_escalations SET state = 'overridden', previous_state = state, "
+        "since = %s WHERE device_id = %s",
+        (at, device_id),
+    )
+
+
+def insert_drill(
+    conn: psycopg.Connection,
+    *,
+    device_id: str,
+    held_at: datetime,
+    technician_id: int | None,
+    notes: str,
+    recorded_by: str,
+    at: datetime,
+) -> int:
+    """Store a rescue drill (rule M8); its id."""
+    row = conn.execute(
+        "INSERT INTO rescue_drills (device_id, held_at, technician_id, notes, recorded_by, "
+        "recorded_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (device_id, held_at, technician_id, notes, recorded_by, at),
+    ).fetchone()
+    return int(first_value(row))
