@@ -24,9 +24,6 @@ from vigil.config import Settings
 
 KEY_FILE_NAME = "compliance-signing-key.pem"
 
-# pg_advisory_xact_lock key that makes checkpoint creation single-writer across engines.
-CHECKPOINT_LOCK_KEY = 0x5643_4B50
-
 
 def signing_key_path(settings: Settings) -> Path:
     """Where the Ed25519 signing key lives: configured, or in the data directory."""
@@ -85,7 +82,7 @@ def create_checkpoint(
 ) -> Checkpoint | None:
     """Sign and store the current head; None when the last checkpoint already covers it."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHECKPOINT_LOCK_KEY,))
+        service.lock_checkpoints(conn)
         count, head_hash = service.head(conn)
         last = service.latest_checkpoint(conn)
         if not force and last is not None and last.entry_count == count:

@@ -291,3 +291,11 @@ def hashes_at(conn: psycopg.Connection, *, seqs: list[int]) -> dict[int, str]:
             "SELECT seq, hash FROM compliance_log WHERE seq = ANY(%s)", (seqs,)
         ).fetchall()
     return {row["seq"]: row["hash"] for row in rows}
+
+
+CHECKPOINT_LOCK_KEY = 0x5643_4B50  # one checkpoint writer at a time
+
+
+def lock_checkpoints(conn: psycopg.Connection) -> None:
+    """Wait for the checkpoint writers' transaction lock."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHECKPOINT_LOCK_KEY,))

@@ -10,7 +10,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.rows import dict_row
 
 from alerts import service as alerts
 from alerts.models import AlarmState, Audience, PartyType, Severity
@@ -669,13 +668,7 @@ def accept_timed_out(
 ) -> DispatchOutcome | None:
     """Rule R4: no answer in time: alert the duty manager and dispatch the next candidate."""
     with conn.transaction():
-        with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(
-                "UPDATE rescue_dispatches SET outcome = 'timed_out', outcome_at = %(now)s "
-                "WHERE id = %(id)s AND outcome IS NULL AND accept_by <= %(now)s "
-                "RETURNING incident_id, technician_id, accept_by",
-                {"id": dispatch_id, "now": now},
-            ).fetchone()
+        row = service.time_out_dispatch(conn, dispatch_id=dispatch_id, now=now)
         if row is None:
             return None  # answered in time, or handled by another engine
         incident = service.get_incident(conn, incident_id=row["incident_id"], lock=True)

@@ -596,3 +596,17 @@ def coverage_rows(
             )
         )
     return rows
+
+
+def time_out_dispatch(
+    conn: psycopg.Connection, *, dispatch_id: int, now: datetime
+) -> dict[str, Any] | None:
+    """Mark an unanswered dispatch timed out once its accept window has passed (rule R4); its
+    incident, technician and window, or None when it was answered (or handled) already."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "UPDATE rescue_dispatches SET outcome = 'timed_out', outcome_at = %(now)s "
+            "WHERE id = %(id)s AND outcome IS NULL AND accept_by <= %(now)s "
+            "RETURNING incident_id, technician_id, accept_by",
+            {"id": dispatch_id, "now": now},
+        ).fetchone()
