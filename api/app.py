@@ -87,6 +87,7 @@ class Health(BaseModel):
 
 # Routers over other domains join when their domain package is present.
 OPTIONAL_ROUTERS = {
+    "audit": "compliance.log.views",
     "fleet": "fleet.views",
     "incidents": "api.incidents.views",
     "maintenance": "api.maintenance.views",
@@ -114,11 +115,10 @@ def _optional_routers() -> dict[str, APIRouter]:
 def _routers() -> list[APIRouter]:
     from api.alarms.views import router as alarms
     from api.assets.views import router as assets
-    from api.audit.views import router as audit
     from api.auth.views import router as auth
     from api.live.views import router as live
 
-    return [auth, assets, live, alarms, audit]
+    return [auth, assets, live, alarms]
 
 
 def create_app(

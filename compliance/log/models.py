@@ -16,6 +16,8 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from pydantic import BaseModel, Field, field_validator
+
 GENESIS_HASH = "0" * 64
 
 
@@ -172,3 +174,61 @@ def checkpoint_message(*, entry_count: int, head_hash: str, signed_at: datetime)
             "type": "vigil.compliance.checkpoint.v1",
         }
     ).encode("utf-8")
+
+
+# -- what the audit API sends (compliance.log.views) ---------------------------------------
+
+
+class LogEntry(BaseModel):
+    """One compliance log entry, with the hashes that chain it (rule A1)."""
+
+    seq: int
+    kind: str
+    subject_type: str
+    subject_id: str
+    device_id: str | None = Field(description="the asset the entry is about, when there is one")
+    body: dict[str, Any]
+    actor: str
+    at: datetime
+    prev_hash: str
+    hash: str
+
+    @field_validator("body", mode="before")
+    @classmethod
+    def _parsed(cls, value: Any) -> Any:
+        # the log stores the body as the canonical JSON text its hash covers
+        return json.loads(value) if isinstance(value, str) else value
+
+
+class LogPage(BaseModel):
+    """Entries after ``after_seq``; ask again with ``next_after_seq`` for more."""
+
+    items: list[LogEntry]
+    next_after_seq: int | None
+
+
+class VerificationOut(BaseModel):
+    """Outcome of verifying the whole chain and every checkpoint."""
+
+    ok: bool
+    entries: int
+    head_hash: str
+    checkpoints: int
+    first_bad_entry: int | None
+    problem: str | None
+    checkpoint_problems: list[str]
+    signatures_checked: bool
+
+
+class CheckpointOut(BaseModel):
+    """A signed statement of the log's entry count and head hash."""
+
+    id: int
+    entry_count: int
+    head_hash: str
+    signed_at: datetime
+    public_key: str
+    signature: str
+    signature_valid: bool | None = Field(
+        description="whether it verifies under the public key given; null when none was given"
+    )

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.audit import service
-from api.audit.models import CheckpointOut, LogPage, VerificationOut
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, SyncConn, require_roles
+from api.scope import device_scope
 from compliance.log import flows as log_flows
 from compliance.log import service as log_service
+from compliance.log.models import CheckpointOut, LogPage, VerificationOut
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -44,6 +44,14 @@ EXPORT_COLUMNS = (
 )
 
 
+def _scope(principal: Principal) -> dict[str, Any]:
+    """An admin reads every entry; a regulator those about assets in its jurisdiction (A2)."""
+    if principal.role is Role.ADMIN:
+        return {"devices": None, "device_params": {}}
+    scope = device_scope(principal)
+    return {"devices": scope.condition, "device_params": scope.params}
+
+
 class ExportFormat(StrEnum):
     """Export formats."""
 
@@ -66,9 +74,9 @@ async def query_log(
 ) -> LogPage:
     """Entries in chain order with their hashes; a regulator reads those about assets in its
     jurisdiction (rule A2)."""
-    items = await service.list_entries(
+    items = await log_service.list_entries(
         conn,
-        principal=principal,
+        **_scope(principal),
         after_seq=after_seq,
         limit=limit,
         kind=kind,
@@ -90,7 +98,7 @@ async def _lines(
             writer = csv.writer(buffer, lineterminator="\n")
             writer.writerow(EXPORT_COLUMNS)
             yield buffer.getvalue()
-        async for row in service.stream_entries(conn, principal=principal, **filters):
+        async for row in log_service.stream_entries(conn, **_scope(principal), **filters):
             row["at"] = row["at"].isoformat()
             if fmt is ExportFormat.JSONL:
                 # body as the exact canonical text the hash covers, parsed

@@ -1,1 +1,0 @@
-"""Regulator audit: the compliance log (rule A1), exports, chain verification, checkpoints."""
