@@ -384,6 +384,34 @@ def _filters(
     return sql.SQL(" AND ").join(where), params
 
 
+async def _scoped_select(
+    conn: psycopg.AsyncConnection,
+    *,
+    devices: sql.Composable | None,
+    device_params: dict[str, Any],
+    filters: dict[str, Any],
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """``SELECT`` of the entries in scope and matching ``filters``, in chain order (no limit)."""
+    device = entry_device(await subject_tables(conn))
+    where, params = _filters(
+        devices=devices,
+        device_params=device_params,
+        device=device,
+        kind=filters.get("kind"),
+        subject_type=filters.get("subject_type"),
+        subject_id=filters.get("subject_id"),
+        device_id=filters.get("device_id"),
+        since=filters.get("since"),
+        until=filters.get("until"),
+    )
+    query = sql.SQL(
+        """SELECT l.seq, l.at, l.kind, l.subject_type, l.subject_id, {dev} AS device_id,
+                  l.actor, l.body, l.prev_hash, l.hash
+           FROM compliance_log l WHERE {where} ORDER BY l.seq"""
+    ).format(dev=device, where=where)
+    return query, params
+
+
 async def list_entries(
     conn: psycopg.AsyncConnection,
     *,
@@ -391,34 +419,18 @@ async def list_entries(
     device_params: dict[str, Any],
     after_seq: int,
     limit: int,
-    kind: str | None = None,
-    subject_type: str | None = None,
-    subject_id: str | None = None,
-    device_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    **filters: Any,
 ) -> list[LogEntry]:
     """Entries about devices in ``devices`` (a condition over alias ``d``; None: every entry,
-    about an asset or not), in chain order, after ``after_seq``."""
-    device = entry_device(await subject_tables(conn))
-    where, params = _filters(
-        devices=devices,
-        device_params=device_params,
-        device=device,
-        kind=kind,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        device_id=device_id,
-        since=since,
-        until=until,
+    about an asset or not), in chain order, after ``after_seq``; ``filters``: kind,
+    subject_type, subject_id, device_id, since, until."""
+    query, params = await _scoped_select(
+        conn, devices=devices, device_params=device_params, filters=filters
     )
-    query = sql.SQL(
-        """SELECT l.seq, l.kind, l.subject_type, l.subject_id, {dev} AS device_id, l.body,
-                  l.actor, l.at, l.prev_hash, l.hash
-           FROM compliance_log l WHERE {where} ORDER BY l.seq LIMIT %(limit)s"""
-    ).format(dev=device, where=where)
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, {**params, "after": after_seq, "limit": limit})
+        await cur.execute(
+            query + sql.SQL(" LIMIT %(limit)s"), {**params, "after": after_seq, "limit": limit}
+        )
         return [LogEntry.model_validate(row) for row in await cur.fetchall()]
 
 
@@ -427,30 +439,13 @@ async def stream_entries(
     *,
     devices: sql.Composable | None,
     device_params: dict[str, Any],
-    kind: str | None = None,
-    device_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
     batch: int = 2000,
+    **filters: Any,
 ) -> AsyncIterator[dict[str, Any]]:
     """Every entry in scope, in chain order, through a server-side cursor (body as stored)."""
-    device = entry_device(await subject_tables(conn))
-    where, params = _filters(
-        devices=devices,
-        device_params=device_params,
-        device=device,
-        kind=kind,
-        subject_type=None,
-        subject_id=None,
-        device_id=device_id,
-        since=since,
-        until=until,
+    query, params = await _scoped_select(
+        conn, devices=devices, device_params=device_params, filters=filters
     )
-    query = sql.SQL(
-        """SELECT l.seq, l.at, l.kind, l.subject_type, l.subject_id, {dev} AS device_id,
-                  l.actor, l.body, l.prev_hash, l.hash
-           FROM compliance_log l WHERE {where} ORDER BY l.seq"""
-    ).format(dev=device, where=where)
     async with conn.transaction():
         async with conn.cursor("audit_export", row_factory=dict_row) as cur:
             cur.itersize = batch
