@@ -90,7 +90,7 @@ OPTIONAL_ROUTERS = {
     "audit": "compliance.log.views",
     "fleet": "fleet.views",
     "incidents": "api.incidents.views",
-    "maintenance": "api.maintenance.views",
+    "maintenance": "compliance.maintenance.views",
     "reports": "api.reports.views",
 }
 

@@ -11,7 +11,7 @@ It then times, on the API's own query functions, as a firm manager would call th
 * ``chart 24 h``: one meter's ``power_total`` over 24 h in 5-minute buckets
   (``api.assets.service.telemetry_buckets``, the console's device chart);
 * ``chart 7 d``: the same over 7 days in hourly buckets;
-* ``due list``: the overdue elevators (``api.maintenance.service.list_due``, limit 200);
+* ``due list``: the overdue elevators (``compliance.maintenance.service.list_due``, limit 200);
 
 first with one day of telemetry stored (the baseline), then again after generating older
 telemetry up to ``--points`` points (500 meters x 10 metrics a minute: 100 M points are two
@@ -131,7 +131,8 @@ def _generate(conn: psycopg.Connection, *, meters: int, steps: int, first_step: 
 async def _time_reads(url: str, *, meters: list[str], samples: int) -> dict[str, list[float]]:
     from api.assets import service as assets
     from api.auth.models import Principal, Role
-    from api.maintenance import service as maintenance
+    from api.scope import device_scope
+    from compliance.maintenance import service as maintenance
 
     manager = Principal(
         user_id=1, username="m", display_name="m", role=Role.FIRM_MANAGER, firm_id=1
@@ -156,8 +157,13 @@ async def _time_reads(url: str, *, meters: list[str], samples: int) -> dict[str,
                 timings[name].append(time.perf_counter() - start)
                 assert buckets, f"no telemetry for {device}"
             start = time.perf_counter()
+            scope = device_scope(manager)
             due = await maintenance.list_due(
-                conn, principal=manager, states=("overdue", "lockout_pending"), limit=200
+                conn,
+                scope=scope.condition,
+                scope_params=scope.params,
+                states=("overdue", "lockout_pending"),
+                limit=200,
             )
             timings["due list"].append(time.perf_counter() - start)
             assert due, "the due list is empty: the sweep made no overdue elevator"

@@ -1,1 +1,0 @@
-"""Maintenance through the API: records, verdicts, sign-off, due lists, lockout overrides."""
