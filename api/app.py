@@ -89,7 +89,7 @@ class Health(BaseModel):
 OPTIONAL_ROUTERS = {
     "audit": "compliance.log.views",
     "fleet": "fleet.views",
-    "incidents": "api.incidents.views",
+    "incidents": "compliance.rescue.views",
     "maintenance": "compliance.maintenance.views",
     "reports": "api.reports.views",
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
@@ -18,18 +18,22 @@ from api.deps import (
     run_sync,
     send,
 )
-from api.incidents import service
-from api.incidents.models import (
+from api.scope import device_scope
+from compliance.rescue import flows as rescue_flows
+from compliance.rescue import service
+from compliance.rescue.models import (
     AcceptRequest,
     CheckInRequest,
     FalseAlarmRequest,
     IncidentDetail,
+    IncidentNotFound,
     IncidentOut,
     ReportOut,
     ReportRequest,
+    RescueError,
+    Trigger,
+    UnknownTechnician,
 )
-from compliance.rescue import flows as rescue_flows
-from compliance.rescue.models import IncidentNotFound, RescueError, Trigger, UnknownTechnician
 
 router = APIRouter(prefix="/incidents", tags=["incidents"])
 
@@ -51,6 +55,12 @@ CONFLICT = {409: {"description": "the incident cannot take this step now; the me
 ESTIMATOR = rescue_flows.StraightLineEstimator()
 
 
+def _scope(principal: Principal) -> dict[str, Any]:
+    """The caller's devices (rule A2), as the service's scope arguments."""
+    scope = device_scope(principal)
+    return {"scope": scope.condition, "scope_params": scope.params}
+
+
 def conflict(exc: RescueError) -> HTTPException:
     """409 with the rescue domain's reason; 404 for an incident that does not exist, 422 for a
     technician id that names nobody."""
@@ -68,14 +78,14 @@ def _recorded_by(principal: Principal) -> str | None:
 
 
 async def _scoped(conn: Conn, principal: Principal, incident_id: int) -> IncidentOut:
-    found = await service.get_incident(conn, principal=principal, incident_id=incident_id)
+    found = await service.get_scoped_incident(conn, **_scope(principal), incident_id=incident_id)
     if found is None:
         raise not_found("incident")
     return found
 
 
 async def _fresh(conn: Conn, principal: Principal, incident_id: int) -> IncidentOut:
-    found = await service.get_incident(conn, principal=principal, incident_id=incident_id)
+    found = await service.get_scoped_incident(conn, **_scope(principal), incident_id=incident_id)
     assert found is not None
     return found
 
@@ -106,8 +116,8 @@ async def list_incidents(
     limit: Annotated[int, Query(ge=1, le=2000)] = 200,
 ) -> Response:
     """Open incidents by arrival deadline (rule R2), or all of them newest first."""
-    incidents = await service.list_incidents(
-        conn, principal=principal, open_only=which == "open", device_id=device_id, limit=limit
+    incidents = await service.list_scoped_incidents(
+        conn, **_scope(principal), open_only=which == "open", device_id=device_id, limit=limit
     )
     return send(list[IncidentOut], incidents)
 
@@ -122,13 +132,13 @@ async def get_incident(
     incident_id: IncidentId, principal: CurrentPrincipal, conn: Conn
 ) -> IncidentDetail:
     """404 when missing or outside the caller's scope (rule A2)."""
-    found = await service.get_incident(conn, principal=principal, incident_id=incident_id)
+    found = await service.get_scoped_incident(conn, **_scope(principal), incident_id=incident_id)
     if found is None:
         raise not_found("incident")
     return IncidentDetail(
         **found.model_dump(),
-        steps=await service.steps(conn, incident_id=incident_id),
-        dispatches=await service.dispatches(conn, incident_id=incident_id),
+        steps=await service.incident_steps(conn, incident_id=incident_id),
+        dispatches=await service.incident_dispatches(conn, incident_id=incident_id),
     )
 
 

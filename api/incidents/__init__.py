@@ -1,1 +1,0 @@
-"""Entrapment rescue incidents through the API (the lifecycle is compliance.rescue's)."""
