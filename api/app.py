@@ -91,7 +91,7 @@ OPTIONAL_ROUTERS = {
     "fleet": "fleet.views",
     "incidents": "compliance.rescue.views",
     "maintenance": "compliance.maintenance.views",
-    "reports": "api.reports.views",
+    "reports": "compliance.reports.views",
 }
 
 

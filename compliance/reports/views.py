@@ -13,8 +13,9 @@ from pydantic import BaseModel
 
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, require_roles, run_sync
-from api.reports import service
-from api.reports.models import CoverageRowOut, MonthlyFirmRow, RescueKpiRow
+from api.scope import device_scope
+from compliance.reports import service
+from compliance.reports.models import CoverageRowOut, MonthlyFirmRow, RescueKpiRow
 from compliance.rescue import flows as rescue_flows
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -75,7 +76,16 @@ async def rescue_kpis(
     first_month = parse_month(first) if first else date(last_month.year - 1, last_month.month, 1)
     if first_month > last_month:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="first must not be after last")
-    rows = await service.rescue_kpis(conn, principal=principal, first=first_month, last=last_month)
+    # a regulator reads its jurisdiction, a firm's people their firm, an admin everything
+    if principal.role is Role.ADMIN:
+        of, party = "all", None
+    elif principal.role is Role.REGULATOR:
+        of, party = "jurisdiction", principal.jurisdiction_id
+    else:  # a firm's people their firm; any other role has none, so sees no row
+        of, party = "firm", principal.firm_id
+    rows = await service.rescue_kpis(
+        conn, of=of, party_id=party, first=first_month, last=last_month
+    )
     if format == "csv":
         return as_csv(rows, RescueKpiRow, f"rescue-kpis-{first_month:%Y-%m}-{last_month:%Y-%m}")
     return rows
@@ -98,7 +108,10 @@ async def monthly(
     lockouts and overrides, entrapments and their deadline compliance, drills; over the
     elevators in the caller's scope (rule A2). Default: the platform clock's month."""
     chosen = parse_month(month) if month else ctx.clock.now().date().replace(day=1)
-    rows = await service.monthly_firm_report(conn, principal=principal, month=chosen)
+    scope = device_scope(principal)
+    rows = await service.monthly_firm_report(
+        conn, scope=scope.condition, scope_params=scope.params, month=chosen
+    )
     if format == "csv":
         return as_csv(rows, MonthlyFirmRow, f"monthly-{chosen:%Y-%m}")
     return rows
@@ -116,7 +129,8 @@ async def coverage(
     """Each contracted elevator's estimated travel time from its firm's nearest service point
     (technicians' homes where a firm has none) against its rescue deadline; a firm sees its
     own elevators, a regulator its jurisdiction's (rule A2)."""
-    visible = await service.devices_in_scope(conn, principal=principal)
+    scope = device_scope(principal)
+    visible = await service.devices_in_scope(conn, scope=scope.condition, scope_params=scope.params)
     rows = await run_sync(
         ctx, rescue_flows.coverage, estimator=rescue_flows.StraightLineEstimator()
     )

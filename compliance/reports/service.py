@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from api.auth.models import Principal, Role
-from api.reports.models import MonthlyFirmRow, RescueKpiRow
-from api.scope import device_scope
+from compliance.reports.models import MonthlyFirmRow, RescueKpiRow
 
 
 def month_bounds(month: date) -> tuple[date, date]:
@@ -22,17 +20,21 @@ def month_bounds(month: date) -> tuple[date, date]:
 
 
 async def rescue_kpis(
-    conn: psycopg.AsyncConnection, *, principal: Principal, first: date, last: date
+    conn: psycopg.AsyncConnection,
+    *,
+    of: Literal["all", "jurisdiction", "firm"],
+    party_id: int | None,
+    first: date,
+    last: date,
 ) -> list[RescueKpiRow]:
-    """Rule R7 rows of the rescue domain's view, for the caller's firm or jurisdiction."""
+    """Rule R7 rows of the rescue domain's view: every row, or those of one jurisdiction or
+    one firm (``party_id``; none: no row)."""
     where = [sql.SQL("k.month >= %(first)s AND k.month <= %(last)s")]
-    params: dict[str, Any] = {"first": first, "last": last}
-    if principal.role is Role.REGULATOR:
-        where.append(sql.SQL("k.jurisdiction_id = %(jurisdiction)s"))
-        params["jurisdiction"] = principal.jurisdiction_id
-    elif principal.role is not Role.ADMIN:
-        where.append(sql.SQL("k.firm_id = %(firm)s"))
-        params["firm"] = principal.firm_id
+    params: dict[str, Any] = {"first": first, "last": last, "party": party_id}
+    if of == "jurisdiction":
+        where.append(sql.SQL("k.jurisdiction_id = %(party)s"))
+    elif of == "firm":
+        where.append(sql.SQL("k.firm_id = %(party)s"))
     query = sql.SQL(
         """SELECT k.firm_id, f.name AS firm_name, k.jurisdiction_id, k.month, k.incidents,
                   k.answered_within_3_min::float8 AS answered_within_3_min,
@@ -115,15 +117,18 @@ ORDER BY f.id
 
 
 async def monthly_firm_report(
-    conn: psycopg.AsyncConnection, *, principal: Principal, month: date
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    month: date,
 ) -> list[MonthlyFirmRow]:
     """Rule A4: per firm, the month's maintenance, escalation, rescue and drill figures over
-    the elevators the caller sees (a regulator: its jurisdiction; a firm: its own)."""
-    scope = device_scope(principal)
+    the elevators in ``scope`` (a regulator: its jurisdiction; a firm: its own)."""
     first, after = month_bounds(month)
-    query = sql.SQL(_MONTHLY).format(scope=scope.condition)
+    query = sql.SQL(_MONTHLY).format(scope=scope)
     params = {
-        **scope.params,
+        **scope_params,
         "first": first,
         "after": after,
         "month": first,
@@ -143,12 +148,11 @@ async def monthly_firm_report(
     ]
 
 
-async def devices_in_scope(conn: psycopg.AsyncConnection, *, principal: Principal) -> set[str]:
-    """Ids of the elevators the caller may see (rule A2)."""
-    scope = device_scope(principal)
-    query = sql.SQL("SELECT d.id FROM devices d WHERE d.kind = 'elevator' AND ({})").format(
-        scope.condition
-    )
+async def devices_in_scope(
+    conn: psycopg.AsyncConnection, *, scope: sql.Composable, scope_params: dict[str, Any]
+) -> set[str]:
+    """Ids of the elevators in ``scope`` (rule A2)."""
+    query = sql.SQL("SELECT d.id FROM devices d WHERE d.kind = 'elevator' AND ({})").format(scope)
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, scope.params)
+        await cur.execute(query, scope_params)
         return {row["id"] for row in await cur.fetchall()}
