@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
@@ -22,7 +23,9 @@ from alerts.flows import roster_gaps_in
 from alerts.models import (
     Alarm,
     AlarmChange,
+    AlarmChangeOut,
     AlarmNotFound,
+    AlarmOut,
     AlarmState,
     AlarmStateError,
     Audience,
@@ -713,3 +716,82 @@ def contracted_elevators_by_zone(conn: psycopg.Connection) -> dict[tuple[int, st
         ):
             groups.setdefault((firm_id, timezone), []).append(device_id)
     return groups
+
+
+# -- scoped reads for the alarms API (rule A2) ----------------------------------------------
+
+_ALARM_OUT_COLUMNS = sql.SQL(
+    """a.id, a.source_type, a.source_id,
+       CASE WHEN a.source_type = 'device' THEN a.source_id END AS device_id,
+       a.type, a.severity, a.message, a.state, a.details, a.raised_at, a.last_triggered_at,
+       a.trigger_count, a.acknowledged_at, a.acknowledged_by, a.cleared_at, a.cleared_by"""
+)
+
+
+async def list_scoped_alarms(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    states: Sequence[str],
+    device_id: str | None = None,
+    type: str | None = None,
+    limit: int = 200,
+) -> list[AlarmOut]:
+    """Alarms in ``scope`` (a condition over alias ``a``, rule A2), newest first."""
+    params: dict[str, Any] = {**scope_params, "states": list(states), "limit": limit}
+    where = [sql.SQL("({})").format(scope), sql.SQL("a.state = ANY(%(states)s)")]
+    if device_id is not None:
+        where.append(sql.SQL("a.source_type = 'device' AND a.source_id = %(device)s"))
+        params["device"] = device_id
+    if type is not None:
+        where.append(sql.SQL("a.type = %(type)s"))
+        params["type"] = type
+    query = sql.SQL(
+        "SELECT {} FROM alarms a WHERE {} ORDER BY a.last_triggered_at DESC, a.id DESC"
+        " LIMIT %(limit)s"
+    ).format(_ALARM_OUT_COLUMNS, sql.SQL(" AND ").join(where))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return [AlarmOut.model_validate(row) for row in await cur.fetchall()]
+
+
+async def get_scoped_alarm(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    alarm_id: int,
+) -> AlarmOut | None:
+    """One alarm, or None when missing or outside ``scope``."""
+    query = sql.SQL("SELECT {} FROM alarms a WHERE a.id = %(id)s AND ({})").format(
+        _ALARM_OUT_COLUMNS, scope
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope_params, "id": alarm_id})
+        row = await cur.fetchone()
+    return AlarmOut.model_validate(row) if row else None
+
+
+async def visible_alarm_ids(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    alarm_ids: Sequence[int],
+) -> set[int]:
+    """Those of ``alarm_ids`` in ``scope``."""
+    query = sql.SQL("SELECT a.id FROM alarms a WHERE a.id = ANY(%(ids)s) AND ({})").format(scope)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope_params, "ids": list(alarm_ids)})
+        return {row["id"] for row in await cur.fetchall()}
+
+
+async def alarm_history(conn: psycopg.AsyncConnection, *, alarm_id: int) -> list[AlarmChangeOut]:
+    """The changes of one alarm, oldest first (call after the scope check)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT change, at, actor, detail FROM alarm_changes WHERE alarm_id = %s ORDER BY id",
+            (alarm_id,),
+        )
+        return [AlarmChangeOut.model_validate(row) for row in await cur.fetchall()]

@@ -87,6 +87,7 @@ class Health(BaseModel):
 
 # Routers over other domains join when their domain package is present.
 OPTIONAL_ROUTERS = {
+    "alarms": "alerts.views",
     "audit": "compliance.log.views",
     "fleet": "fleet.views",
     "incidents": "compliance.rescue.views",
@@ -113,12 +114,11 @@ def _optional_routers() -> dict[str, APIRouter]:
 
 
 def _routers() -> list[APIRouter]:
-    from api.alarms.views import router as alarms
     from api.assets.views import router as assets
     from api.auth.views import router as auth
     from api.live.views import router as live
 
-    return [auth, assets, live, alarms]
+    return [auth, assets, live]
 
 
 def create_app(

@@ -17,10 +17,10 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.alarms import service as alarms_service
+from alerts import service as alarms_service
 from api.assets import service as assets_service
 from api.auth.models import Principal
-from api.scope import device_scope
+from api.scope import alarm_scope, device_scope
 from vigil import notify
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ class Broadcaster:
         async with self._pool.connection() as conn:
             for subs in groups.values():
                 principal = subs[0].principal
+                alarm_sql = alarm_scope(principal)
                 assets = (
                     await assets_service.get_assets(conn, principal=principal, device_ids=changed)
                     if changed
@@ -202,7 +203,10 @@ class Broadcaster:
                 )
                 seen_alarms = (
                     await alarms_service.visible_alarm_ids(
-                        conn, principal=principal, alarm_ids=alarms
+                        conn,
+                        scope=alarm_sql.condition,
+                        scope_params=alarm_sql.params,
+                        alarm_ids=alarms,
                     )
                     if alarms
                     else set()

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from alerts import service as alerts
-from alerts.models import AlarmState, Audience, PartyType, Severity
+from alerts.models import ENTRAPMENT_ALARM, AlarmState, Audience, PartyType, Severity
 from compliance.rescue import service
 from compliance.rescue.models import (
     Candidate,
@@ -35,7 +35,6 @@ from compliance.rescue.models import (
 )
 from vigil.catalog import CarStatus, DoorState, FaultCode, ServiceMode
 
-ENTRAPMENT_ALARM = "entrapment"
 # rule R1: a controller fault that needs repair (GB/T 24476 codes 1-10 other than 4)
 FAULT_ALARM = "controller_fault"
 

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from alerts import service as alerts_service
-from alerts.models import AlarmError, AlarmStateError
-from api.alarms import service
-from api.alarms.models import AlarmDetail, AlarmOut, ClearRequest
+from alerts import service
+from alerts.models import (
+    CLEARED_BY_SOURCE,
+    AlarmDetail,
+    AlarmError,
+    AlarmOut,
+    AlarmStateError,
+    ClearRequest,
+)
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, send
-from compliance.rescue.flows import ENTRAPMENT_ALARM
+from api.scope import alarm_scope
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
 AlarmId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def _scope(principal: Principal) -> dict[str, Any]:
+    """The alarms the caller may see (rule A2), as the service's scope arguments."""
+    scope = alarm_scope(principal)
+    return {"scope": scope.condition, "scope_params": scope.params}
+
+
 # who may act on an alarm: the firm's people and the platform; regulators never write
 Responder = Annotated[
     Principal,
@@ -46,8 +59,8 @@ async def list_alarms(
             status.HTTP_400_BAD_REQUEST,
             detail=f"unknown state {unknown[0]!r}; one of {', '.join(STATES)}",
         )
-    alarms = await service.list_alarms(
-        conn, principal=principal, states=states, device_id=device_id, type=type, limit=limit
+    alarms = await service.list_scoped_alarms(
+        conn, **_scope(principal), states=states, device_id=device_id, type=type, limit=limit
     )
     return send(list[AlarmOut], alarms)
 
@@ -60,7 +73,7 @@ async def list_alarms(
 )
 async def get_alarm(alarm_id: AlarmId, principal: CurrentPrincipal, conn: Conn) -> AlarmDetail:
     """404 when missing or outside the caller's scope (rule A2)."""
-    alarm = await service.get_alarm(conn, principal=principal, alarm_id=alarm_id)
+    alarm = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
     if alarm is None:
         raise not_found("alarm")
     history = await service.alarm_history(conn, alarm_id=alarm_id)
@@ -68,7 +81,7 @@ async def get_alarm(alarm_id: AlarmId, principal: CurrentPrincipal, conn: Conn) 
 
 
 async def _in_scope(conn: Conn, principal: Principal, alarm_id: int) -> None:
-    if await service.get_alarm(conn, principal=principal, alarm_id=alarm_id) is None:
+    if await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id) is None:
         raise not_found("alarm")
 
 
@@ -84,14 +97,14 @@ async def acknowledge(
     """Idempotent while acknowledged; a cleared alarm cannot be acknowledged (409)."""
     await _in_scope(conn, principal, alarm_id)
     try:
-        await alerts_service.aacknowledge_alarm(
+        await service.aacknowledge_alarm(
             conn, alarm_id=alarm_id, by=principal.username, at=ctx.clock.now()
         )
     except AlarmStateError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     except AlarmError:
         raise not_found("alarm") from None
-    found = await service.get_alarm(conn, principal=principal, alarm_id=alarm_id)
+    found = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
     assert found is not None
     return found
 
@@ -111,16 +124,16 @@ async def clear(
 ) -> AlarmOut:
     """Idempotent once cleared; the reason is kept in the alarm's history. An entrapment alarm
     clears only when its incident closes (rule R6): 409 before that."""
-    found = await service.get_alarm(conn, principal=principal, alarm_id=alarm_id)
+    found = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
     if found is None:
         raise not_found("alarm")
-    if found.type == ENTRAPMENT_ALARM and found.state != "cleared":
+    if found.type in CLEARED_BY_SOURCE and found.state != "cleared":
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail="an entrapment alarm clears when its incident is closed, not by hand",
         )
     try:
-        await alerts_service.aclear_alarm(
+        await service.aclear_alarm(
             conn,
             alarm_id=alarm_id,
             by=principal.username,
@@ -129,6 +142,6 @@ async def clear(
         )
     except AlarmError:
         raise not_found("alarm") from None
-    found = await service.get_alarm(conn, principal=principal, alarm_id=alarm_id)
+    found = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
     assert found is not None
     return found
