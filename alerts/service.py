@@ -157,40 +157,6 @@ def raise_alarm(
     return _alarm(row)
 
 
-async def araise_alarm(
-    conn: psycopg.AsyncConnection,
-    *,
-    source_type: str,
-    source_id: str | int,
-    type: str,
-    severity: Severity | str,
-    message: str,
-    audience: Sequence[Audience | str],
-    at: datetime,
-    details: dict[str, Any] | None = None,
-    actor: str = "system",
-    policy: str | None = None,
-) -> Alarm:
-    """Async ``raise_alarm``."""
-    params = _raise_params(
-        source_type=source_type,
-        source_id=source_id,
-        type=type,
-        severity=severity,
-        message=message,
-        audience=audience,
-        at=at,
-        details=details,
-        actor=actor,
-        policy=policy,
-    )
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_RAISE, params)
-        row = await cur.fetchone()
-    assert row is not None
-    return _alarm(row)
-
-
 def acknowledge_alarm(conn: psycopg.Connection, *, alarm_id: int, by: str, at: datetime) -> Alarm:
     """Acknowledge an active alarm, which stops its escalation; idempotent when acknowledged."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -6,14 +6,13 @@ body={...}, actor=..., at=...)`` inside the transaction that writes the fact.
 
 from compliance.log.flows import create_checkpoint, load_or_create_key, verify
 from compliance.log.models import Checkpoint, Entry, Problem, Verification
-from compliance.log.service import aappend, append, entries, head
+from compliance.log.service import append, entries, head
 
 __all__ = [
     "Checkpoint",
     "Entry",
     "Problem",
     "Verification",
-    "aappend",
     "append",
     "create_checkpoint",
     "entries",

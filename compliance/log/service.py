@@ -1,6 +1,6 @@
 """Reads and writes of the compliance log (rule A1).
 
-Call ``append`` (or ``aappend``) inside the transaction that writes the fact itself, so that the
+Call ``append`` inside the transaction that writes the fact itself, so that the
 fact and its log entry commit together or not at all. Writers are serialised by a
 transaction-scoped advisory lock: the lock is held until the caller's transaction ends, so two
 writers can never both extend the same head (and the table's UNIQUE ``prev_hash`` and insert
@@ -121,35 +121,6 @@ def append(
             at=at,
         )
         cur.execute(_INSERT, row)
-    return _entry(row)
-
-
-async def aappend(
-    conn: psycopg.AsyncConnection,
-    *,
-    kind: str,
-    subject_type: str,
-    subject_id: str | int,
-    body: dict[str, Any],
-    actor: str,
-    at: datetime,
-) -> Entry:
-    """Async ``append``: one entry inside the caller's transaction."""
-    canonical_body(body)
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
-        await cur.execute(_HEAD)
-        head = await cur.fetchone()
-        row = _row(
-            head=head,
-            kind=kind,
-            subject_type=subject_type,
-            subject_id=subject_id,
-            body=body,
-            actor=actor,
-            at=at,
-        )
-        await cur.execute(_INSERT, row)
     return _entry(row)
 
 

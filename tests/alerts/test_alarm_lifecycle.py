@@ -123,9 +123,10 @@ async def test_changes_are_announced_after_commit(db_url, db, clock):
     world = seed(db)
     async with notify.Listener(db_url, [notify.ALERTS]) as listener:
         stream = aiter(listener)
-        async with await psycopg.AsyncConnection.connect(db_url) as conn:
-            alarm = await service.araise_alarm(
-                conn,
+        # raised as the engines raise (sync), acknowledged as the API does (async)
+        with psycopg.connect(db_url) as engine_conn:
+            alarm = service.raise_alarm(
+                engine_conn,
                 source_type="device",
                 source_id=world.city_lift,
                 type="entrapment",
@@ -134,7 +135,8 @@ async def test_changes_are_announced_after_commit(db_url, db, clock):
                 audience=["firm"],
                 at=clock.now(),
             )
-            await conn.commit()
+            engine_conn.commit()
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
             await service.aacknowledge_alarm(conn, alarm_id=alarm.id, by="li", at=clock.now())
             await conn.commit()
         first = await asyncio.wait_for(anext(stream), 5)

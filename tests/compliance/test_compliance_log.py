@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import threading
@@ -169,27 +168,6 @@ def test_concurrent_writers_never_fork_the_chain(db_url):
             "SELECT subject_id, count(*) FROM compliance_log GROUP BY 1"
         ).fetchall()
     assert sorted(by_writer) == [(str(n), each) for n in range(writers)]
-
-
-async def test_concurrent_async_writers_never_fork_the_chain(db_url):
-    async def write(n: int) -> None:
-        async with await psycopg.AsyncConnection.connect(db_url) as conn:
-            for i in range(10):
-                async with conn.transaction():
-                    await service.aappend(
-                        conn,
-                        kind="k",
-                        subject_type="writer",
-                        subject_id=n,
-                        body={"i": i},
-                        actor="w",
-                        at=T0,
-                    )
-
-    await asyncio.gather(*(write(n) for n in range(4)))
-    with psycopg.connect(db_url) as conn:
-        result = flows.verify(conn)
-    assert result.ok and result.entries == 40
 
 
 @pytest.mark.parametrize(
