@@ -335,16 +335,9 @@ def ensure_default_chain(conn: psycopg.Connection, *, alarm_types: Sequence[str]
     return policy_id
 
 
-def fire_due_escalations(conn: psycopg.Connection, *, now: datetime) -> list[Firing]:
+async def afire_due_escalations(conn: psycopg.AsyncConnection, *, now: datetime) -> list[Firing]:
     """Fire every escalation level due by ``now`` on open alarms (once per run; later once
     acknowledged, rule S2)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT * FROM alerts_fire_due(%s)", (now,)).fetchall()
-    return [Firing(**row) for row in rows]
-
-
-async def afire_due_escalations(conn: psycopg.AsyncConnection, *, now: datetime) -> list[Firing]:
-    """Async ``fire_due_escalations``."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT * FROM alerts_fire_due(%s)", (now,))
         rows = await cur.fetchall()

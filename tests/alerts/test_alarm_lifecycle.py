@@ -1,5 +1,5 @@
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -29,6 +29,16 @@ def _raise(conn, world, at, **overrides):
     }
     args.update(overrides)
     return service.raise_alarm(conn, **args)
+
+
+def fire_due(db_url: str, *, now: datetime) -> list:
+    """Fire due escalation levels as the delivery worker does (async, its own connection)."""
+
+    async def fire() -> list:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            return await service.afire_due_escalations(conn, now=now)
+
+    return asyncio.run(fire())
 
 
 def test_raise_is_idempotent_and_counts_retriggers(db, clock):
@@ -184,7 +194,7 @@ def test_raise_queues_a_delivery_per_contact_of_the_audience(db, clock):
     assert len(service.deliveries(db, alarm_id=alarm.id)) == 2
 
 
-def test_escalation_levels_fire_once_slow_down_on_ack_and_restart_on_retrigger(db, clock):
+def test_escalation_levels_fire_once_slow_down_on_ack_and_restart_on_retrigger(db_url, db, clock):
     # rule S2: acknowledging does not stop the chain; it goes on, slower, until resolved
     world = seed(db)
     service.create_policy(
@@ -198,27 +208,27 @@ def test_escalation_levels_fire_once_slow_down_on_ack_and_restart_on_retrigger(d
         alarm_types=["maintenance_overdue"],
     )
     alarm = _raise(db, world, clock.now())
-    assert [f.level for f in service.fire_due_escalations(db, now=clock.now())] == [1]
-    assert service.fire_due_escalations(db, now=clock.now()) == []
+    assert [f.level for f in fire_due(db_url, now=clock.now())] == [1]
+    assert fire_due(db_url, now=clock.now()) == []
     clock.advance(timedelta(minutes=10))
-    assert [f.level for f in service.fire_due_escalations(db, now=clock.now())] == [2]
-    assert service.fire_due_escalations(db, now=clock.advance(60)) == []
+    assert [f.level for f in fire_due(db_url, now=clock.now())] == [2]
+    assert fire_due(db_url, now=clock.advance(60)) == []
     started = alarm.escalation_started_at
     service.acknowledge_alarm(db, alarm_id=alarm.id, by="manager", at=clock.now())
     # acknowledged: level 3 is due after 4 x 30 min (the policy's factor), not 30 min
-    assert service.fire_due_escalations(db, now=started + timedelta(minutes=119)) == []
-    fired = service.fire_due_escalations(db, now=started + timedelta(minutes=120))
+    assert fire_due(db_url, now=started + timedelta(minutes=119)) == []
+    fired = fire_due(db_url, now=started + timedelta(minutes=120))
     assert [f.level for f in fired] == [3]
     clock.set(started + timedelta(minutes=121))
     # a re-trigger restarts the policy from level 1
     _raise(db, world, clock.advance(1))
-    fired = service.fire_due_escalations(db, now=clock.now())
+    fired = fire_due(db_url, now=clock.now())
     assert [(f.run, f.level) for f in fired] == [(2, 1)]
     history = [(f.run, f.level) for f in service.escalation_firings(db, alarm_id=alarm.id)]
     assert history == [(1, 1), (1, 2), (1, 3), (2, 1)]
     # resolved: nothing more fires
     service.clear_alarm(db, alarm_id=alarm.id, by="manager", at=clock.now())
-    assert service.fire_due_escalations(db, now=clock.advance(timedelta(days=1))) == []
+    assert fire_due(db_url, now=clock.advance(timedelta(days=1))) == []
 
 
 def test_policy_levels_must_be_ordered(db):
@@ -239,7 +249,7 @@ def test_history_is_append_only(db, clock):
         db.execute("UPDATE alarm_changes SET actor = 'forger' WHERE alarm_id = %s", (alarm.id,))
 
 
-def test_the_default_chain_climbs_from_the_assigned_technician_to_leadership(db, clock):
+def test_the_default_chain_climbs_from_the_assigned_technician_to_leadership(db_url, db, clock):
     # rule S2: technician → supervisor → manager → leadership, until resolved
     from tests.alerts.seed import add_technician, registry
 
@@ -267,18 +277,14 @@ def test_the_default_chain_climbs_from_the_assigned_technician_to_leadership(db,
     service.ensure_default_chain(db, alarm_types=["controller_fault"])  # idempotent
     alarm = _raise(db, world, clock.now(), type="controller_fault")
     start = alarm.escalation_started_at
-    assert service.fire_due_escalations(db, now=start + timedelta(seconds=299)) == []
-    assert [
-        f.level for f in service.fire_due_escalations(db, now=start + timedelta(minutes=5))
-    ] == [1]
+    assert fire_due(db_url, now=start + timedelta(seconds=299)) == []
+    assert [f.level for f in fire_due(db_url, now=start + timedelta(minutes=5))] == [1]
     service.acknowledge_alarm(db, alarm_id=alarm.id, by="wang", at=start + timedelta(minutes=6))
     # acknowledged, not resolved: the supervisor hears after 4 x 15 min
-    assert service.fire_due_escalations(db, now=start + timedelta(minutes=59)) == []
-    assert [f.level for f in service.fire_due_escalations(db, now=start + timedelta(hours=1))] == [
-        2
-    ]
+    assert fire_due(db_url, now=start + timedelta(minutes=59)) == []
+    assert [f.level for f in fire_due(db_url, now=start + timedelta(hours=1))] == [2]
     late = start + timedelta(hours=16)
-    assert [f.level for f in service.fire_due_escalations(db, now=late)] == [3, 4]
+    assert [f.level for f in fire_due(db_url, now=late)] == [3, 4]
     sent = service.deliveries(db, subject_type="device", subject_id=world.city_lift)
     reasons = {(d.audience.value, d.address) for d in sent if d.reason.startswith("escalation")}
     assert reasons == {
