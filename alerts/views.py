@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
@@ -17,17 +17,11 @@ from alerts.models import (
 )
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, send
-from api.scope import alarm_scope
+from api.scope import alarm_scope_args
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
 AlarmId = Annotated[int, Path(ge=1, le=2**62)]
-
-
-def _scope(principal: Principal) -> dict[str, Any]:
-    """The alarms the caller may see (rule A2), as the service's scope arguments."""
-    scope = alarm_scope(principal)
-    return {"scope": scope.condition, "scope_params": scope.params}
 
 
 # who may act on an alarm: the firm's people and the platform; regulators never write
@@ -60,7 +54,12 @@ async def list_alarms(
             detail=f"unknown state {unknown[0]!r}; one of {', '.join(STATES)}",
         )
     alarms = await service.list_scoped_alarms(
-        conn, **_scope(principal), states=states, device_id=device_id, type=type, limit=limit
+        conn,
+        **alarm_scope_args(principal),
+        states=states,
+        device_id=device_id,
+        type=type,
+        limit=limit,
     )
     return send(list[AlarmOut], alarms)
 
@@ -73,7 +72,7 @@ async def list_alarms(
 )
 async def get_alarm(alarm_id: AlarmId, principal: CurrentPrincipal, conn: Conn) -> AlarmDetail:
     """404 when missing or outside the caller's scope (rule A2)."""
-    alarm = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
+    alarm = await service.get_scoped_alarm(conn, **alarm_scope_args(principal), alarm_id=alarm_id)
     if alarm is None:
         raise not_found("alarm")
     history = await service.alarm_history(conn, alarm_id=alarm_id)
@@ -81,7 +80,10 @@ async def get_alarm(alarm_id: AlarmId, principal: CurrentPrincipal, conn: Conn) 
 
 
 async def _in_scope(conn: Conn, principal: Principal, alarm_id: int) -> None:
-    if await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id) is None:
+    if (
+        await service.get_scoped_alarm(conn, **alarm_scope_args(principal), alarm_id=alarm_id)
+        is None
+    ):
         raise not_found("alarm")
 
 
@@ -104,7 +106,7 @@ async def acknowledge(
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
     except AlarmError:
         raise not_found("alarm") from None
-    found = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
+    found = await service.get_scoped_alarm(conn, **alarm_scope_args(principal), alarm_id=alarm_id)
     assert found is not None
     return found
 
@@ -124,7 +126,7 @@ async def clear(
 ) -> AlarmOut:
     """Idempotent once cleared; the reason is kept in the alarm's history. An entrapment alarm
     clears only when its incident closes (rule R6): 409 before that."""
-    found = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
+    found = await service.get_scoped_alarm(conn, **alarm_scope_args(principal), alarm_id=alarm_id)
     if found is None:
         raise not_found("alarm")
     if found.type in CLEARED_BY_SOURCE and found.state != "cleared":
@@ -142,6 +144,6 @@ async def clear(
         )
     except AlarmError:
         raise not_found("alarm") from None
-    found = await service.get_scoped_alarm(conn, **_scope(principal), alarm_id=alarm_id)
+    found = await service.get_scoped_alarm(conn, **alarm_scope_args(principal), alarm_id=alarm_id)
     assert found is not None
     return found

@@ -115,3 +115,15 @@ def scoped_device_ids_query(scope: Scope) -> sql.Composed:
     return sql.SQL("SELECT d.id FROM devices d WHERE ({}) AND d.id = ANY(%(ids)s)").format(
         scope.condition
     )
+
+
+def device_scope_args(principal: Principal) -> dict[str, Any]:
+    """The caller's devices as the keyword arguments of the domains' scoped reads."""
+    scope = device_scope(principal)
+    return {"scope": scope.condition, "scope_params": scope.params}
+
+
+def alarm_scope_args(principal: Principal) -> dict[str, Any]:
+    """The caller's alarms as the keyword arguments of the domains' scoped reads."""
+    scope = alarm_scope(principal)
+    return {"scope": scope.condition, "scope_params": scope.params}

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from api.assets import service as assets_service
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync, send
-from api.scope import device_scope
+from api.scope import device_scope_args
 from compliance.maintenance import flows as maintenance_flows
 from compliance.maintenance import service
 from compliance.maintenance.models import (
@@ -48,12 +48,6 @@ VERDICTS = (
 )
 
 
-def _scope(principal: Principal) -> dict[str, Any]:
-    """The caller's devices (rule A2), as the service's scope arguments."""
-    scope = device_scope(principal)
-    return {"scope": scope.condition, "scope_params": scope.params}
-
-
 def refused(exc: RecordError) -> HTTPException:
     """400 for a record the rules refuse; 409 when it clashes with what is already saved."""
     text = str(exc)
@@ -76,7 +70,7 @@ async def list_due(
             status.HTTP_400_BAD_REQUEST,
             detail=f"unknown state {unknown[0]!r}; one of ok, {', '.join(service.DUE_STATES)}",
         )
-    due = await service.list_due(conn, **_scope(principal), states=states, limit=limit)
+    due = await service.list_due(conn, **device_scope_args(principal), states=states, limit=limit)
     return send(list[DueItem], due)
 
 
@@ -95,7 +89,11 @@ async def list_records(
             detail=f"unknown verdict {verdict!r}; one of {', '.join(VERDICTS)}",
         )
     records = await service.list_scoped_records(
-        conn, **_scope(principal), device_id=device_id, verdict=verdict, limit=limit
+        conn,
+        **device_scope_args(principal),
+        device_id=device_id,
+        verdict=verdict,
+        limit=limit,
     )
     return send(list[RecordOut], records)
 
@@ -108,7 +106,9 @@ async def list_records(
 )
 async def get_record(record_id: RecordId, principal: CurrentPrincipal, conn: Conn) -> RecordDetail:
     """404 when missing or outside the caller's scope (rule A2)."""
-    found = await service.get_scoped_record(conn, **_scope(principal), record_id=record_id)
+    found = await service.get_scoped_record(
+        conn, **device_scope_args(principal), record_id=record_id
+    )
     if found is None:
         raise not_found("maintenance record")
     verdicts = await service.record_verdicts(conn, record_id=record_id)
@@ -167,7 +167,9 @@ async def _submit(
         )
     except RecordError as exc:
         raise refused(exc) from None
-    found = await service.get_scoped_record(conn, **_scope(principal), record_id=saved.id)
+    found = await service.get_scoped_record(
+        conn, **device_scope_args(principal), record_id=saved.id
+    )
     assert found is not None
     return found
 
@@ -202,7 +204,7 @@ async def correct_record(
     record_id: RecordId, body: RecordCorrection, principal: Recorder, ctx: Context, conn: Conn
 ) -> RecordOut:
     """A saved record is never edited: the correction is a new record (rule M4)."""
-    old = await service.get_scoped_record(conn, **_scope(principal), record_id=record_id)
+    old = await service.get_scoped_record(conn, **device_scope_args(principal), record_id=record_id)
     if old is None:
         raise not_found("maintenance record")
     technician_id = await _technician_for(conn, principal, body.technician_id)
@@ -228,7 +230,10 @@ async def sign_off(
     record_id: RecordId, principal: SafetyManager, ctx: Context, conn: Conn
 ) -> RecordOut:
     """Once per record, by the safety manager of the site's user unit (rule M4)."""
-    if await service.get_scoped_record(conn, **_scope(principal), record_id=record_id) is None:
+    if (
+        await service.get_scoped_record(conn, **device_scope_args(principal), record_id=record_id)
+        is None
+    ):
         raise not_found("maintenance record")
     try:
         await run_sync(
@@ -241,7 +246,9 @@ async def sign_off(
         )
     except RecordError as exc:
         raise refused(exc) from None
-    found = await service.get_scoped_record(conn, **_scope(principal), record_id=record_id)
+    found = await service.get_scoped_record(
+        conn, **device_scope_args(principal), record_id=record_id
+    )
     assert found is not None
     return found
 

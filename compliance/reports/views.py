@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, require_roles, run_sync
-from api.scope import device_scope
+from api.scope import device_scope_args
 from compliance.reports import service
 from compliance.reports.models import CoverageRowOut, MonthlyFirmRow, RescueKpiRow
 from compliance.rescue import flows as rescue_flows
@@ -108,10 +108,7 @@ async def monthly(
     lockouts and overrides, entrapments and their deadline compliance, drills; over the
     elevators in the caller's scope (rule A2). Default: the platform clock's month."""
     chosen = parse_month(month) if month else ctx.clock.now().date().replace(day=1)
-    scope = device_scope(principal)
-    rows = await service.monthly_firm_report(
-        conn, scope=scope.condition, scope_params=scope.params, month=chosen
-    )
+    rows = await service.monthly_firm_report(conn, **device_scope_args(principal), month=chosen)
     if format == "csv":
         return as_csv(rows, MonthlyFirmRow, f"monthly-{chosen:%Y-%m}")
     return rows
@@ -129,8 +126,7 @@ async def coverage(
     """Each contracted elevator's estimated travel time from its firm's nearest service point
     (technicians' homes where a firm has none) against its rescue deadline; a firm sees its
     own elevators, a regulator its jurisdiction's (rule A2)."""
-    scope = device_scope(principal)
-    visible = await service.devices_in_scope(conn, scope=scope.condition, scope_params=scope.params)
+    visible = await service.devices_in_scope(conn, **device_scope_args(principal))
     rows = await run_sync(
         ctx, rescue_flows.coverage, estimator=rescue_flows.StraightLineEstimator()
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
@@ -18,7 +18,7 @@ from api.deps import (
     run_sync,
     send,
 )
-from api.scope import device_scope
+from api.scope import device_scope_args
 from compliance.rescue import flows as rescue_flows
 from compliance.rescue import service
 from compliance.rescue.models import (
@@ -55,12 +55,6 @@ CONFLICT = {409: {"description": "the incident cannot take this step now; the me
 ESTIMATOR = rescue_flows.StraightLineEstimator()
 
 
-def _scope(principal: Principal) -> dict[str, Any]:
-    """The caller's devices (rule A2), as the service's scope arguments."""
-    scope = device_scope(principal)
-    return {"scope": scope.condition, "scope_params": scope.params}
-
-
 def conflict(exc: RescueError) -> HTTPException:
     """409 with the rescue domain's reason; 404 for an incident that does not exist, 422 for a
     technician id that names nobody."""
@@ -78,14 +72,18 @@ def _recorded_by(principal: Principal) -> str | None:
 
 
 async def _scoped(conn: Conn, principal: Principal, incident_id: int) -> IncidentOut:
-    found = await service.get_scoped_incident(conn, **_scope(principal), incident_id=incident_id)
+    found = await service.get_scoped_incident(
+        conn, **device_scope_args(principal), incident_id=incident_id
+    )
     if found is None:
         raise not_found("incident")
     return found
 
 
 async def _fresh(conn: Conn, principal: Principal, incident_id: int) -> IncidentOut:
-    found = await service.get_scoped_incident(conn, **_scope(principal), incident_id=incident_id)
+    found = await service.get_scoped_incident(
+        conn, **device_scope_args(principal), incident_id=incident_id
+    )
     assert found is not None
     return found
 
@@ -117,7 +115,11 @@ async def list_incidents(
 ) -> Response:
     """Open incidents by arrival deadline (rule R2), or all of them newest first."""
     incidents = await service.list_scoped_incidents(
-        conn, **_scope(principal), open_only=which == "open", device_id=device_id, limit=limit
+        conn,
+        **device_scope_args(principal),
+        open_only=which == "open",
+        device_id=device_id,
+        limit=limit,
     )
     return send(list[IncidentOut], incidents)
 
@@ -132,7 +134,9 @@ async def get_incident(
     incident_id: IncidentId, principal: CurrentPrincipal, conn: Conn
 ) -> IncidentDetail:
     """404 when missing or outside the caller's scope (rule A2)."""
-    found = await service.get_scoped_incident(conn, **_scope(principal), incident_id=incident_id)
+    found = await service.get_scoped_incident(
+        conn, **device_scope_args(principal), incident_id=incident_id
+    )
     if found is None:
         raise not_found("incident")
     return IncidentDetail(
