@@ -1,10 +1,12 @@
-"""Subcommands: ``vigil compliance`` (the engine), ``vigil audit verify|checkpoint`` (rule A1)."""
+"""Subcommands: ``vigil audit verify|checkpoint`` (rule A1), ``vigil rescue coverage`` (R8).
+
+``vigil compliance`` (the engine that runs every domain's runners) is the composition root's:
+see ``runtime.cli``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 
 import psycopg
@@ -15,8 +17,6 @@ from vigil.config import Settings
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``compliance`` and ``audit`` subcommands."""
-    engine = sub.add_parser("compliance", help="run the compliance engine")
-    engine.set_defaults(handler=_run_engine)
 
     audit = sub.add_parser("audit", help="compliance log tools (verify, checkpoint)")
     actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -118,30 +118,4 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         f"checkpoint {made.id}: {made.entry_count} entries, head {made.head_hash}, "
         f"signed {made.signed_at.isoformat()} by {made.public_key}"
     )
-    return 0
-
-
-def _run_engine(args: argparse.Namespace, settings: Settings) -> int:
-    from compliance import engine
-    from vigil.embedded import endpoints
-
-    clock = make_clock(
-        kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
-    )
-
-    async def main(database_url: str, mqtt_url: str) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await engine.run(
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            clock=clock,
-            settings=settings,
-            stop=stop,
-        )
-
-    with endpoints(settings) as where:
-        asyncio.run(main(where.database_url, where.mqtt_url))
     return 0

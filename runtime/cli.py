@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run everything on this machine")
     demo.set_defaults(handler=_demo)
 
+    engine = sub.add_parser("compliance", help="run the compliance engine (every runner)")
+    engine.set_defaults(handler=_run_engine)
+
     db = sub.add_parser("db", help="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("migrate", help="apply pending migrations (idempotent)").set_defaults(
@@ -122,6 +125,35 @@ def _db_status(args: argparse.Namespace, settings: Settings) -> int:
     for migration in discover():
         mark = "applied" if migration.version in done else "pending"
         print(f"{migration.version:04d}_{migration.name:<30} {migration.package:<12} {mark}")
+    return 0
+
+
+def _run_engine(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from runtime import engine
+    from vigil.clock import make_clock
+    from vigil.embedded import endpoints
+
+    clock = make_clock(
+        kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
+    )
+
+    async def main(database_url: str, mqtt_url: str) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await engine.run(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            clock=clock,
+            settings=settings,
+            stop=stop,
+        )
+
+    with endpoints(settings) as where:
+        asyncio.run(main(where.database_url, where.mqtt_url))
     return 0
 
 

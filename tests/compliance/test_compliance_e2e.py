@@ -16,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg.rows import dict_row
 
-from compliance import engine
 from compliance.log import flows as log_flows
 from compliance.maintenance import flows, service
 from compliance.maintenance.models import Tier, Verdict, checklist
@@ -30,6 +29,7 @@ from gateway.models import (
 )
 from gateway.service import GatewayService
 from ingest.worker import run_ingest
+from runtime import engine
 from simulators.elevator import Elevator
 from simulators.testing import FleetRunner
 from vigil import notify

@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
-from compliance import engine
 from compliance.log import flows as log_flows
 from compliance.log import service as log_service
+from runtime import engine
 from vigil import notify
 from vigil.config import ComplianceSettings, Settings
 from vigil.testing import MqttProbe

@@ -1,7 +1,7 @@
 import inspect
 
-from compliance import engine
 from compliance.rescue import scheduled
+from runtime import engine
 
 
 def test_the_engine_finds_the_rescue_runner_with_the_agreed_signature():
