@@ -114,11 +114,10 @@ def _optional_routers() -> dict[str, APIRouter]:
 
 
 def _routers() -> list[APIRouter]:
-    from api.assets.views import router as assets
     from api.auth.views import router as auth
     from api.live.views import router as live
 
-    return [auth, assets, live]
+    return [auth, live]
 
 
 def create_app(

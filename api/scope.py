@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from api.auth.models import Principal, Role
@@ -127,3 +128,14 @@ def alarm_scope_args(principal: Principal) -> dict[str, Any]:
     """The caller's alarms as the keyword arguments of the domains' scoped reads."""
     scope = alarm_scope(principal)
     return {"scope": scope.condition, "scope_params": scope.params}
+
+
+async def device_visible(
+    conn: psycopg.AsyncConnection, *, principal: Principal, device_id: str
+) -> bool:
+    """True when the caller may see ``device_id`` (rule A2)."""
+    scope = device_scope(principal)
+    cursor = await conn.execute(
+        scoped_device_ids_query(scope), {**scope.params, "ids": [device_id]}
+    )
+    return await cursor.fetchone() is not None

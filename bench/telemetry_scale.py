@@ -9,7 +9,7 @@ first compliance sweep, as ``bench/compliance_sweep.py`` makes them, so the due 
 It then times, on the API's own query functions, as a firm manager would call them:
 
 * ``chart 24 h``: one meter's ``power_total`` over 24 h in 5-minute buckets
-  (``api.assets.service.telemetry_buckets``, the console's device chart);
+  (``fleet.service.telemetry_buckets``, the console's device chart);
 * ``chart 7 d``: the same over 7 days in hourly buckets;
 * ``due list``: the overdue elevators (``compliance.maintenance.service.list_due``, limit 200);
 
@@ -129,10 +129,10 @@ def _generate(conn: psycopg.Connection, *, meters: int, steps: int, first_step: 
 
 
 async def _time_reads(url: str, *, meters: list[str], samples: int) -> dict[str, list[float]]:
-    from api.assets import service as assets
     from api.auth.models import Principal, Role
-    from api.scope import device_scope
+    from api.scope import device_scope, device_scope_args
     from compliance.maintenance import service as maintenance
+    from fleet import service as assets
 
     manager = Principal(
         user_id=1, username="m", display_name="m", role=Role.FIRM_MANAGER, firm_id=1
@@ -147,7 +147,7 @@ async def _time_reads(url: str, *, meters: list[str], samples: int) -> dict[str,
                 start = time.perf_counter()
                 buckets = await assets.telemetry_buckets(
                     conn,
-                    principal=manager,
+                    **device_scope_args(manager),
                     device_id=device,
                     metric="power_total",
                     start=NOW - span,

@@ -484,8 +484,9 @@ def _allow(access: Access, action: Action, kind: Kind) -> None:
         raise Forbidden(f"a {access.viewer.role} may not {action.value} {kind.name}")
 
 
-def _writable_after(conn: psycopg.Connection, *, kind: Kind, key: tuple[Any, ...],
-                    access: Access) -> None:  # fmt: skip
+def _writable_after(
+    conn: psycopg.Connection, *, kind: Kind, key: tuple[Any, ...], access: Access
+) -> None:
     scope = service.write_scope(kind=kind, viewer=access.viewer)
     if not service.in_scope(conn, kind=kind, key=key, scope=scope, params=access.all_params()):
         raise Forbidden(f"{kind.name} {'/'.join(map(str, key))} would be outside your scope")

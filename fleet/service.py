@@ -9,6 +9,7 @@ the record's row and column.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,14 +22,18 @@ from psycopg.types.json import Jsonb
 from fleet.models import (
     KINDS,
     POLICY_FIELDS,
+    Condition,
+    Event,
     FleetError,
     FleetRecord,
     Kind,
     NotFound,
     Problem,
+    TelemetryBucket,
     Viewer,
     WriteResult,
 )
+from vigil.catalog import DeviceKind, FaultCode, LockoutState, ServiceMode
 
 Key = tuple[Any, ...]
 
@@ -699,3 +704,287 @@ def principal_exists(conn: psycopg.Connection, *, kind: str, principal_id: str) 
         ).fetchone()
         is not None
     )
+
+
+# -- assets: devices with their live state (rule A2 scope given as SQL over alias ``d``) ------
+
+# Which colour an asset gets on the fleet grid: a decision written as SQL so that the database
+# builds the grid's JSON in one pass (hundreds of assets with a dozen values each); the codes
+# come from vigil.catalog.
+_ALARM_FAULTS = (FaultCode.TRAPPED_PASSENGER, FaultCode.ALARM_BUTTON)
+_NOT_FAULTS = (FaultCode.NONE, FaultCode.OUT_OF_SERVICE, FaultCode.INSPECTION)
+
+
+def _codes(values: tuple[int, ...]) -> str:
+    return ", ".join(str(int(v)) for v in values)
+
+
+# Over a row with the latest ``service_mode``, ``fault_code``, ``alarm_button``,
+# ``lockout_state`` and ``lamps_out`` of device ``d`` (NULL when never reported) and ``metrics``,
+# the number of metrics it reported at all.
+CONDITION_SQL = f"""
+CASE
+    WHEN coalesce(st.metrics, 0) = 0 THEN '{Condition.UNKNOWN.value}'
+    WHEN d.kind = '{DeviceKind.ELEVATOR.value}' THEN CASE
+        WHEN st.alarm_button = 1 OR st.fault_code IN ({_codes(_ALARM_FAULTS)})
+            THEN '{Condition.ALARM.value}'
+        WHEN st.lockout_state = {int(LockoutState.APPLIED)} THEN '{Condition.LOCKED_OUT.value}'
+        WHEN coalesce(st.fault_code, 0) NOT IN ({_codes(_NOT_FAULTS)})
+            THEN '{Condition.FAULT.value}'
+        WHEN st.service_mode = {int(ServiceMode.INSPECTION)} THEN '{Condition.INSPECTION.value}'
+        WHEN st.service_mode IS NOT NULL AND st.service_mode <> {int(ServiceMode.NORMAL)}
+            THEN '{Condition.OUT_OF_SERVICE.value}'
+        ELSE '{Condition.OK.value}' END
+    WHEN d.kind IN ('{DeviceKind.LIGHT_POLE.value}', '{DeviceKind.HIGH_MAST.value}') THEN CASE
+        WHEN coalesce(st.lamps_out, 0) > 0 THEN '{Condition.FAULT.value}'
+        ELSE '{Condition.OK.value}' END
+    ELSE '{Condition.OK.value}'
+END"""
+
+# The metrics CONDITION_SQL reads.
+CONDITION_METRICS = ("service_mode", "fault_code", "alarm_button", "lockout_state", "lamps_out")
+
+
+def iso_sql(column: str) -> str:
+    """SQL text of a timestamptz as the API's models write times: UTC, ``Z``, microseconds
+    only when there are any (formatted by the database: the fleet grid has thousands)."""
+    return (
+        f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN"
+        f" date_part('microseconds', {column})::int %% 1000000 = 0 THEN '' ELSE"
+        f" to_char({column} AT TIME ZONE 'UTC', '.US') END || 'Z'"
+    )
+
+
+_LATEST = ", ".join(
+    f"max(ds.value) FILTER (WHERE ds.metric = '{m}') AS {m}" for m in CONDITION_METRICS
+)
+
+# Assets in the ``Asset`` shape, built as JSON by the database in one pass (state, condition
+# and all): the fleet grid lists hundreds of assets with a dozen values each.
+_ASSETS_JSON = """
+SELECT coalesce(json_agg(a.asset ORDER BY a.id), '[]')::text AS items, max(a.total) AS total
+FROM (
+    SELECT d.id, count(*) OVER () AS total,
+           (SELECT row_to_json(x) FROM (SELECT
+                d.id, d.kind, d.model, d.serial_no, d.site_id, s.name AS site_name,
+                s.tier AS site_tier, s.jurisdiction_id, s.user_unit_id, s.latitude, s.longitude,
+                d.firm_id, f.name AS firm_name, d.manufacturer_id, d.gateway_id,
+                {decommissioned} AS decommissioned_at,
+                d.registration_code, d.next_inspection_due,
+                (SELECT fi.kind FROM compliance_findings fi
+                 WHERE fi.rule = 'M12' AND fi.subject_type = 'device' AND fi.subject_id = d.id
+                   AND fi.closed_at IS NULL
+                 ORDER BY fi.kind = 'inspection_lapsed' DESC LIMIT 1) AS inspection,
+                {condition} AS condition,
+                {last_seen} AS last_seen,
+                coalesce(st.state, json_build_object()) AS state) x) AS asset
+    FROM devices d
+    JOIN sites s ON s.id = d.site_id
+    LEFT JOIN maintenance_firms f ON f.id = d.firm_id
+    LEFT JOIN LATERAL (
+        SELECT json_object_agg(ds.metric, json_build_object(
+                   'value', ds.value, 'ts', {state_ts}, 'good', ds.good))
+                   FILTER (WHERE %(metrics)s::text[] IS NULL OR ds.metric = ANY(%(metrics)s))
+                   AS state,
+               max(ds.ts) AS last_seen, count(*) AS metrics, {latest}
+        FROM device_state ds WHERE ds.device_id = d.id
+    ) st ON true
+    WHERE {{where}}
+    ORDER BY d.id LIMIT %(limit)s OFFSET %(offset)s
+) a
+""".format(
+    decommissioned=iso_sql("d.decommissioned_at"),
+    condition=CONDITION_SQL,
+    last_seen=iso_sql("st.last_seen"),
+    state_ts=iso_sql("ds.ts"),
+    latest=_LATEST,
+)
+
+JsonDict = dict[str, Any]
+
+
+async def _assets_json(
+    conn: psycopg.AsyncConnection,
+    *,
+    where: list[sql.Composable],
+    params: dict[str, Any],
+    limit: int,
+    offset: int,
+    metrics: Sequence[str] | None = None,
+) -> tuple[str, int]:
+    """(JSON text of the assets matching ``where``, how many match in all); ``metrics`` limits
+    the state sent (the condition always reads every metric)."""
+    query = sql.SQL(_ASSETS_JSON).format(
+        where=sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where)
+    )
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(query, {**params, "limit": limit, "offset": offset, "metrics": metrics})
+        row = await cur.fetchone()
+    assert row is not None
+    return row[0], int(row[1] or 0)
+
+
+async def list_assets_json(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    kind: str | None = None,
+    site_id: int | None = None,
+    search: str | None = None,
+    limit: int = 500,
+    offset: int = 0,
+    metrics: Sequence[str] | None = None,
+) -> str:
+    """The assets in ``scope`` (rule A2), by id, with their live state: an ``AssetPage`` as JSON."""
+    where = [scope]
+    params: dict[str, Any] = dict(scope_params)
+    if kind is not None:
+        where.append(sql.SQL("d.kind = %(kind)s"))
+        params["kind"] = kind
+    if site_id is not None:
+        where.append(sql.SQL("d.site_id = %(site_id)s"))
+        params["site_id"] = site_id
+    if search:
+        where.append(sql.SQL("d.id ILIKE %(search)s"))
+        params["search"] = "%" + search.replace("\\", "\\\\").replace("%", r"\%") + "%"
+    items, total = await _assets_json(
+        conn,
+        where=where,
+        params=params,
+        limit=limit,
+        offset=offset,
+        # an empty list would travel as NULL (every metric): no metric is named ""
+        metrics=(list(metrics) or [""]) if metrics is not None else None,
+    )
+    if total == 0 and offset:
+        total = await count_assets(conn, scope=scope, scope_params=scope_params)
+    return f'{{"total":{total},"items":{items}}}'
+
+
+async def get_assets(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    device_ids: Sequence[str],
+) -> list[JsonDict]:
+    """Those of ``device_ids`` in ``scope``, with their live state (``Asset`` shape)."""
+    where = [scope, sql.SQL("d.id = ANY(%(ids)s)")]
+    params = {**scope_params, "ids": list(device_ids)}
+    items, _ = await _assets_json(
+        conn, where=where, params=params, limit=max(1, len(device_ids)), offset=0
+    )
+    return json.loads(items)
+
+
+async def get_asset(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    device_id: str,
+) -> JsonDict | None:
+    """One asset, or None when it does not exist or is outside ``scope``."""
+    found = await get_assets(conn, scope=scope, scope_params=scope_params, device_ids=[device_id])
+    return found[0] if found else None
+
+
+async def count_assets(
+    conn: psycopg.AsyncConnection, *, scope: sql.Composable, scope_params: dict[str, Any]
+) -> int:
+    """How many assets ``scope`` holds."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            sql.SQL("SELECT count(*) FROM devices d WHERE {}").format(scope),
+            scope_params,
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def visible_device_ids(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    device_ids: Sequence[str],
+) -> set[str]:
+    """Those of ``device_ids`` in ``scope``."""
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(
+            sql.SQL("SELECT d.id FROM devices d WHERE ({}) AND d.id = ANY(%(ids)s)").format(scope),
+            {**scope_params, "ids": list(device_ids)},
+        )
+        return {row[0] for row in await cur.fetchall()}
+
+
+async def list_events(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    device_id: str,
+    start: datetime,
+    end: datetime,
+    metric: str | None,
+    limit: int,
+) -> list[Event]:
+    """Events of one in-scope device in [start, end), newest first."""
+    params: dict[str, Any] = {
+        **scope_params,
+        "device": device_id,
+        "start": start,
+        "end": end,
+        "limit": limit,
+        "metric": metric,
+    }
+    query = sql.SQL(
+        """SELECT e.id, e.device_id, e.metric, e.ts, e.value, e.previous
+           FROM events e JOIN devices d ON d.id = e.device_id
+           WHERE ({}) AND e.device_id = %(device)s AND e.ts >= %(start)s AND e.ts < %(end)s
+             AND (%(metric)s::text IS NULL OR e.metric = %(metric)s)
+           ORDER BY e.ts DESC, e.id DESC LIMIT %(limit)s"""
+    ).format(scope)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return [Event.model_validate(row) for row in await cur.fetchall()]
+
+
+async def telemetry_buckets(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+) -> list[TelemetryBucket]:
+    """One metric of an in-scope device over [start, end) in ``date_bin`` buckets.
+
+    ``date_bin`` works the same on plain PostgreSQL and TimescaleDB; the origin is the Unix
+    epoch so that bucket edges do not depend on the requested range. ``telemetry_series``
+    reads one array element per stored instant through the (device, ts) key (migration 0105).
+    """
+    query = sql.SQL(
+        """SELECT date_bin(make_interval(secs => %(bucket)s), t.ts,
+                           TIMESTAMPTZ '1970-01-01 00:00:00+00') AS ts,
+                  avg(t.value) AS avg, min(t.value) AS min, max(t.value) AS max,
+                  (array_agg(t.value ORDER BY t.ts DESC))[1] AS last, count(*) AS count
+           FROM telemetry_series(%(device)s, %(metric)s, %(start)s, %(end)s) t
+           WHERE t.good AND EXISTS (SELECT 1 FROM devices d WHERE d.id = %(device)s AND ({}))
+           GROUP BY 1 ORDER BY 1"""
+    ).format(scope)
+    params = {
+        **scope_params,
+        "bucket": bucket_s,
+        "device": device_id,
+        "metric": metric,
+        "start": start,
+        "end": end,
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return [TelemetryBucket.model_validate(row) for row in await cur.fetchall()]

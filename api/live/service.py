@@ -18,9 +18,9 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from alerts import service as alarms_service
-from api.assets import service as assets_service
 from api.auth.models import Principal
-from api.scope import alarm_scope, device_scope
+from api.scope import alarm_scope, device_scope, device_scope_args
+from fleet import service as assets_service
 from vigil import notify
 
 log = logging.getLogger(__name__)
@@ -190,13 +190,15 @@ class Broadcaster:
                 principal = subs[0].principal
                 alarm_sql = alarm_scope(principal)
                 assets = (
-                    await assets_service.get_assets(conn, principal=principal, device_ids=changed)
+                    await assets_service.get_assets(
+                        conn, **device_scope_args(principal), device_ids=changed
+                    )
                     if changed
                     else []
                 )
                 visible = (
                     await assets_service.visible_device_ids(
-                        conn, principal=principal, device_ids=named
+                        conn, **device_scope_args(principal), device_ids=named
                     )
                     if named
                     else set()

@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from api.assets import service as assets_service
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync, send
-from api.scope import device_scope_args
+from api.scope import device_scope_args, device_visible
 from compliance.maintenance import flows as maintenance_flows
 from compliance.maintenance import service
 from compliance.maintenance.models import (
@@ -185,7 +184,7 @@ async def create_record(
     body: RecordCreate, principal: Recorder, ctx: Context, conn: Conn
 ) -> RecordOut:
     """Saved immutably (M4) and judged against the telemetry once the visit is over (M3)."""
-    if await assets_service.get_asset(conn, principal=principal, device_id=body.device_id) is None:
+    if not await device_visible(conn, principal=principal, device_id=body.device_id):
         raise not_found("asset")
     technician_id = await _technician_for(conn, principal, body.technician_id)
     return await _submit(
@@ -264,7 +263,7 @@ async def override_lockout(
 ) -> OverrideOut:
     """Rule M6: the reason and the user go to the compliance log; a release is sent when a
     lockout command was issued."""
-    if await assets_service.get_asset(conn, principal=principal, device_id=device_id) is None:
+    if not await device_visible(conn, principal=principal, device_id=device_id):
         raise not_found("asset")
     try:
         release_id = await run_sync(

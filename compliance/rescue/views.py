@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from api.assets import service as assets_service
 from api.auth.models import Principal, Role
 from api.deps import (
     ApiContext,
@@ -18,7 +17,7 @@ from api.deps import (
     run_sync,
     send,
 )
-from api.scope import device_scope_args
+from api.scope import device_scope_args, device_visible
 from compliance.rescue import flows as rescue_flows
 from compliance.rescue import service
 from compliance.rescue.models import (
@@ -156,7 +155,7 @@ async def get_incident(
 async def report(body: ReportRequest, principal: Reporter, ctx: Context, conn: Conn) -> ReportOut:
     """Rule R1: opens an incident, or attaches the report to the lift's open one
     (``created`` false). The deadline counts from the report (rule R2)."""
-    if await assets_service.get_asset(conn, principal=principal, device_id=body.device_id) is None:
+    if not await device_visible(conn, principal=principal, device_id=body.device_id):
         raise not_found("asset")
     try:
         opened = await run_sync(

@@ -1,1 +1,0 @@
-"""Assets, their live state, events and telemetry."""
