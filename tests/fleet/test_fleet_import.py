@@ -25,6 +25,7 @@ def cli_env(db_url, monkeypatch):
 
 def counts(db) -> dict[str, int]:
     tables = (
+        "technician_assignments",
         "jurisdictions",
         "user_units",
         "sites",
@@ -58,6 +59,7 @@ def test_example_set_imports_and_reimports_unchanged(db, clock, example, cli_env
     assert "devices: 4 created, 0 updated, 0 unchanged" in first
     assert "contracts: 3 created" in first
     assert counts(db)["devices"] == 4 and counts(db)["certified_components"] == 4
+    assert counts(db)["technician_assignments"] == 3
     lift = db.execute(
         "SELECT d.*, s.code FROM devices d JOIN sites s ON s.id = d.site_id "
         "WHERE d.id = 'bund-lift-1'"
@@ -108,6 +110,7 @@ def test_changed_row_is_updated_in_place(db, example, cli_env, capsys):
         ("contracts.csv", 2, "terms", "{not json", 4, "not JSON"),
         ("gateways.csv", 0, "id", "gw bad/id", 2, "id"),
         ("jurisdictions.csv", 0, "lockout_mode", "maybe", 2, "lockout_mode"),
+        ("assignments.csv", 1, "technician", "T-9999", 3, "technician 'T-9999' is not in the"),
     ],
 )
 def test_a_bad_row_names_file_line_and_column_and_writes_nothing(
