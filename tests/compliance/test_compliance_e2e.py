@@ -91,6 +91,21 @@ async def _until(listener: notify.Listener, match, *, timeout: float = 60.0):
     return await asyncio.wait_for(first(), timeout)
 
 
+async def _until_all(listener: notify.Listener, *matches, timeout: float = 60.0) -> None:
+    """Until every one of ``matches`` has matched a notice, in whatever order they come: the
+    controller's report and the engine's decision travel separately (the engine may record the
+    lockout from the command result before the lockout_state event is announced)."""
+    waiting = list(matches)
+
+    async def every():
+        async for notice in listener:
+            waiting[:] = [match for match in waiting if not match(notice)]
+            if not waiting:
+                return
+
+    await asyncio.wait_for(every(), timeout)
+
+
 def _escalated(state: str):
     return lambda n: isinstance(n, dict) and n.get("device") == LIFT and n.get("state") == state
 
@@ -184,8 +199,11 @@ async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_rel
                     # The passenger leaves: the platform sees an idle, empty car at a landing,
                     # sends the lockout, and the controller opens its doors and applies it.
                     fleet.call(lift.set_occupied, False)
-                    await _until(listener, _event("lockout_state", LockoutState.APPLIED))
-                    await _until(listener, _escalated("locked_out"))
+                    await _until_all(
+                        listener,
+                        _event("lockout_state", LockoutState.APPLIED),
+                        _escalated("locked_out"),
+                    )
                     applied = fleet.call(
                         lambda: (
                             lift.lockout_state,
@@ -216,8 +234,9 @@ async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_rel
                         at=clock.now(),
                     )
                     assert judgement is not None and judgement.verdict is Verdict.VERIFIED
-                    await _until(listener, _escalated("ok"))
-                    await _until(listener, _event("lockout_state", LockoutState.NONE))
+                    await _until_all(
+                        listener, _escalated("ok"), _event("lockout_state", LockoutState.NONE)
+                    )
                     assert fleet.call(lambda: lift.lockout_state) is LockoutState.NONE
                 finally:
                     stop.set()
