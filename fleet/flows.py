@@ -252,9 +252,15 @@ def import_fleet(
                     progress(kind.name, done, total)
             if len(item.records) > chunk:  # the next kinds' lookups see the real table
                 service.analyze(conn, kinds=[kind])
+        # devices and contracts name their device first in their key: sync those once
+        # devices and contracts name their device first in their key: sync those once
         touched = sorted(
-            {r.device for i in parsed if i.source.kind.name == "contracts" for r in i.records}  # type: ignore[attr-defined]
-            | {r.id for i in parsed if i.source.kind.name == "devices" for r in i.records}  # type: ignore[attr-defined]
+            {
+                service.key_of(item.source.kind, record)[0]
+                for item in parsed
+                if item.source.kind.name in ("devices", "contracts")
+                for record in item.records
+            }
         )
         if touched:
             service.sync_firm_in_force(conn, now=at, device_ids=touched)

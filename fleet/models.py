@@ -433,18 +433,6 @@ class Viewer(Protocol):
     def jurisdiction_id(self) -> int | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Party:
-    """A viewer built outside the API (the CLI acts as ``Party("admin")``)."""
-
-    role: str
-    firm_id: int | None = None
-    technician_id: int | None = None
-    user_unit_id: int | None = None
-    manufacturer_id: int | None = None
-    jurisdiction_id: int | None = None
-
-
 # -- the monitored asset: a device with its live state (the console's fleet grid, /assets) ---
 
 

@@ -114,9 +114,8 @@ def _write_sql(kind: Kind, *, create_only: bool) -> str:
     values = _values(kind)
     columns = ", ".join(c for c, _, _ in values)
     inserted = ", ".join(v for _, v, _ in values)
-    returning = (
-        "t.id" if kind.name in _NUMERIC_ID or kind.name in ("gateways", "devices") else ("NULL")
-    )
+    # every kind has an id of its own but the pure link tables (components, assignments)
+    returning = "NULL" if kind.name in ("components", "assignments") else "t.id"
     head = f"INSERT INTO {kind.table} AS t ({columns}) VALUES ({inserted})"
     if create_only:
         # the key's conflict only: any other (an overlapping contract) is an error
