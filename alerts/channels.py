@@ -11,9 +11,8 @@ import json
 import smtplib
 from email.message import EmailMessage
 
-import aiomqtt
 import httpx
-import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from alerts.flows import (
     DELIVERY_HEADER,
@@ -26,7 +25,7 @@ from alerts.flows import (
 )
 from alerts.models import ChannelKind, Delivery, SendResult
 from vigil import notify
-from vigil.broker import broker_address
+from vigil.broker import Publisher
 from vigil.config import AlertsSettings
 
 # Client errors that a retry cannot fix (408 and 429 are worth retrying).
@@ -40,13 +39,13 @@ class Channels:
         self,
         *,
         settings: AlertsSettings,
-        mqtt_url: str | None,
-        database_url: str,
+        mqtt: Publisher,
+        pool: AsyncConnectionPool,
         http: httpx.AsyncClient,
     ) -> None:
         self._settings = settings
-        self._mqtt_url = mqtt_url
-        self._database_url = database_url
+        self._mqtt = mqtt
+        self._pool = pool
         self._http = http
 
     async def send(self, delivery: Delivery, *, timestamp_ms: int) -> SendResult:
@@ -115,21 +114,11 @@ class Channels:
 
     async def send_mqtt(self, delivery: Delivery) -> SendResult:
         """Publish the payload at QoS 1 under the alerts topic prefix."""
-        if not self._mqtt_url:
-            return SendResult(ok=False, detail="no MQTT broker configured", retryable=False)
-        where = broker_address(self._mqtt_url)
         topic = f"{self._settings.mqtt_topic_prefix}/{delivery.address}"
-        try:
-            async with aiomqtt.Client(
-                where.host,
-                where.port,
-                username=where.username,
-                password=where.password,
-                timeout=self._settings.webhook_timeout_s,
-            ) as client:
-                await client.publish(topic, webhook_body(delivery.payload), qos=1)
-        except aiomqtt.MqttError as exc:
-            return SendResult(ok=False, detail=f"MQTT: {exc}")
+        body = webhook_body(delivery.payload)
+        # the process's one MQTT client (paho's thread does the network)
+        if not await asyncio.to_thread(self._mqtt.publish, topic, body, qos=1):
+            return SendResult(ok=False, detail="MQTT: the broker did not acknowledge")
         return SendResult(ok=True, detail=f"published to {topic}")
 
     async def send_console(self, delivery: Delivery) -> SendResult:
@@ -147,8 +136,6 @@ class Channels:
             },
             default=str,
         )
-        async with await psycopg.AsyncConnection.connect(
-            self._database_url, autocommit=True
-        ) as conn:
+        async with self._pool.connection() as conn:
             await notify.asend(conn, notify.ALERTS, [text])
         return SendResult(ok=True, detail="announced on the live stream")

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from alerts import service
 from alerts.channels import Channels
@@ -23,8 +23,8 @@ from alerts.flows import retry_at
 from alerts.models import Audience, Delivery, RetryPolicy, Severity
 from vigil import notify
 from vigil.clock import Clock, sleep_or_event
-from vigil.config import AlertsSettings, Settings
-from vigil.db.pool import open_async_pool
+from vigil.config import AlertsSettings
+from vigil.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -188,73 +188,57 @@ def check_rosters(conn: psycopg.Connection, *, now: datetime, horizon: timedelta
 
 
 async def check_rosters_forever(
-    *, database_url: str, clock: Clock, settings: AlertsSettings, stop: asyncio.Event
+    *, db: ConnectionPool, clock: Clock, settings: AlertsSettings, stop: asyncio.Event
 ) -> None:
     """Check rosters at start and then every ``roster_check_interval_s``."""
     horizon = timedelta(hours=settings.roster_horizon_h)
     never = asyncio.Event()
     while not stop.is_set():
-        await asyncio.to_thread(_check_rosters_once, database_url, clock.now(), horizon)
+        await asyncio.to_thread(_check_rosters_once, db, clock.now(), horizon)
         until = clock.now() + timedelta(seconds=settings.roster_check_interval_s)
         await sleep_or_event(clock, until=until, events=(never, stop))
 
 
-def _check_rosters_once(database_url: str, now: datetime, horizon: timedelta) -> None:
-    with psycopg.connect(database_url) as conn:
+def _check_rosters_once(db: ConnectionPool, now: datetime, horizon: timedelta) -> None:
+    with db.connection() as conn, conn.transaction():
         check_rosters(conn, now=now, horizon=horizon)
 
 
-async def run(
-    *,
-    database_url: str,
-    mqtt_url: str,
-    clock: Clock,
-    settings: Settings,
-    stop: asyncio.Event,
-) -> None:
+async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     """Run the delivery worker, the escalation timer and the roster check until ``stop``."""
-    alerts = settings.alerts
-    pool = await open_async_pool(database_url, min_size=1, max_size=6)
+    clock, alerts, pool = resources.clock, resources.settings.alerts, resources.adb
     escalation_wake = asyncio.Event()
-    try:
-        async with (
-            httpx.AsyncClient() as http,
-            notify.Listener(database_url, [notify.ALERTS]) as listener,
-        ):
-            channels = Channels(
-                settings=alerts, mqtt_url=mqtt_url, database_url=database_url, http=http
-            )
-            worker = DeliveryWorker(pool=pool, channels=channels, clock=clock, settings=alerts)
+    async with (
+        httpx.AsyncClient() as http,
+        resources.listener([notify.ALERTS]) as listener,
+    ):
+        channels = Channels(settings=alerts, mqtt=resources.mqtt, pool=pool, http=http)
+        worker = DeliveryWorker(pool=pool, channels=channels, clock=clock, settings=alerts)
 
-            async def fan_out() -> None:
-                async for notice in listener:
-                    kind = notice.get("kind") if isinstance(notice, dict) else None
-                    if kind == "deliveries":
-                        worker.wake.set()
-                    elif kind == "alarm":
-                        escalation_wake.set()
+        async def fan_out() -> None:
+            async for notice in listener:
+                kind = notice.get("kind") if isinstance(notice, dict) else None
+                if kind == "deliveries":
+                    worker.wake.set()
+                elif kind == "alarm":
+                    escalation_wake.set()
 
-            listening = asyncio.create_task(fan_out())
-            working = asyncio.ensure_future(
-                asyncio.gather(
-                    worker.run(stop=stop),
-                    escalate_forever(pool=pool, clock=clock, wake=escalation_wake, stop=stop),
-                    check_rosters_forever(
-                        database_url=database_url, clock=clock, settings=alerts, stop=stop
-                    ),
-                )
+        listening = asyncio.create_task(fan_out())
+        working = asyncio.ensure_future(
+            asyncio.gather(
+                worker.run(stop=stop),
+                escalate_forever(pool=pool, clock=clock, wake=escalation_wake, stop=stop),
+                check_rosters_forever(db=resources.db, clock=clock, settings=alerts, stop=stop),
             )
-            try:
-                await asyncio.wait({listening, working}, return_when=asyncio.FIRST_COMPLETED)
-                if listening.done():
-                    # without notices nothing would wake up: fail so the engine restarts us
-                    stop_working = listening.exception() or RuntimeError("alerts listener ended")
-                    raise stop_working
-                await working
-            finally:
-                for task in (listening, working):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-    finally:
-        await pool.close()
+        )
+        try:
+            await asyncio.wait({listening, working}, return_when=asyncio.FIRST_COMPLETED)
+            if listening.done():
+                # without notices nothing would wake up: fail so the engine restarts us
+                raise listening.exception() or RuntimeError("alerts listener ended")
+            await working
+        finally:
+            for task in (listening, working):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -107,6 +107,7 @@ def run_rescue(args: argparse.Namespace) -> int:
     from compliance.rescue import scheduled
     from vigil.clock import RealClock
     from vigil.config import Settings
+    from vigil.resources import open_resources
 
     logging.basicConfig(level=logging.ERROR)
     base = Settings()
@@ -117,18 +118,16 @@ def run_rescue(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        task = asyncio.create_task(
-            scheduled.run(
-                database_url=args.database_url,
-                mqtt_url=args.mqtt_url,
-                clock=RealClock(),
-                settings=settings,
-                stop=stop,
-            )
-        )
-        await asyncio.sleep(2)  # let it LISTEN and scan before samples start
-        print("ready", flush=True)
-        await task
+        async with open_resources(
+            database_url=args.database_url,
+            mqtt_url=args.mqtt_url,
+            clock=RealClock(),
+            settings=settings,
+        ) as resources:  # as `vigil compliance` builds them
+            task = asyncio.create_task(scheduled.run(resources=resources, stop=stop))
+            await asyncio.sleep(2)  # let it LISTEN and scan before samples start
+            print("ready", flush=True)
+            await task
 
     asyncio.run(main())
     return 0

@@ -7,32 +7,26 @@ import asyncio
 import logging
 from datetime import datetime
 
-import psycopg
+from psycopg_pool import ConnectionPool
 
 from fleet import service
-from vigil.clock import Clock, sleep_or_event
-from vigil.config import Settings
+from vigil.clock import sleep_or_event
+from vigil.resources import Resources
 
 log = logging.getLogger(__name__)
 
 
-def sync_firms(database_url: str, *, now: datetime) -> int:
+def sync_firms(db: ConnectionPool, *, now: datetime) -> int:
     """Set every device's firm to the contract in force at ``now``; how many changed."""
-    with psycopg.connect(database_url) as conn:
+    with db.connection() as conn, conn.transaction():
         return service.sync_firm_in_force(conn, now=now)
 
 
-async def run(
-    *,
-    database_url: str,
-    mqtt_url: str,
-    clock: Clock,
-    settings: Settings,
-    stop: asyncio.Event,
-) -> None:
+async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     """Keep the firm in force current until ``stop`` is set."""
+    clock, settings = resources.clock, resources.settings
     while not stop.is_set():
-        changed = await asyncio.to_thread(sync_firms, database_url, now=clock.now())
+        changed = await asyncio.to_thread(sync_firms, resources.db, now=clock.now())
         if changed:
             log.info("contracts began or ended: %d device(s) changed firm", changed)
         await sleep_or_event(clock, seconds=settings.compliance.sweep_interval_s, events=(stop,))

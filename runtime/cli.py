@@ -134,6 +134,7 @@ def _run_engine(args: argparse.Namespace, settings: Settings) -> int:
     from runtime import engine
     from vigil.clock import make_clock
     from vigil.embedded import endpoints
+    from vigil.resources import open_resources
 
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
@@ -144,13 +145,10 @@ def _run_engine(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await engine.run(
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            clock=clock,
-            settings=settings,
-            stop=stop,
-        )
+        async with open_resources(
+            database_url=database_url, mqtt_url=mqtt_url, clock=clock, settings=settings
+        ) as resources:
+            await engine.run(resources=resources, stop=stop)
 
     with endpoints(settings) as where:
         asyncio.run(main(where.database_url, where.mqtt_url))

@@ -1,8 +1,9 @@
 """The compliance engine: runs each runner (maintenance, compliance-log checkpoints, rescue).
 
-A runner is ``async def run(*, database_url, mqtt_url, clock, settings, stop) -> None`` and
-returns when ``stop`` is set. Every runner keeps its state in the database and takes advisory
-locks around its decisions, so two engines may run at once.
+A runner is ``async def run(*, resources, stop) -> None`` and returns when ``stop`` is set; the
+process's pools, MQTT client, clock and settings come in ``resources`` (``vigil.resources``).
+Every runner keeps its state in the database and takes advisory locks around its decisions, so
+two engines may run at once.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import importlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from vigil.clock import Clock
-from vigil.config import Settings
+from vigil.resources import Resources
 from vigil.tasks import supervise
 
 log = logging.getLogger(__name__)
@@ -46,50 +46,24 @@ def runners(modules: Sequence[str] = RUNNER_MODULES) -> list[tuple[str, Runner]]
 
 
 async def _supervise(
-    name: str,
-    runner: Runner,
-    *,
-    database_url: str,
-    mqtt_url: str,
-    clock: Clock,
-    settings: Settings,
-    stop: asyncio.Event,
+    name: str, runner: Runner, *, resources: Resources, stop: asyncio.Event
 ) -> None:
     """Run one runner until stop, restarting it if it fails."""
-
-    def start() -> Awaitable[None]:
-        return runner(
-            database_url=database_url, mqtt_url=mqtt_url, clock=clock, settings=settings, stop=stop
-        )
-
     await supervise(
-        f"runner {name}", start, clock=clock, restart_delay_s=RESTART_DELAY_S, stop=stop
+        f"runner {name}",
+        lambda: runner(resources=resources, stop=stop),
+        clock=resources.clock,
+        restart_delay_s=RESTART_DELAY_S,
+        stop=stop,
     )
 
 
 async def run(
-    *,
-    database_url: str,
-    mqtt_url: str,
-    clock: Clock,
-    settings: Settings,
-    stop: asyncio.Event,
-    modules: Sequence[str] = RUNNER_MODULES,
+    *, resources: Resources, stop: asyncio.Event, modules: Sequence[str] = RUNNER_MODULES
 ) -> None:
     """Run every runner until ``stop`` is set."""
     found = runners(modules)
     log.info("compliance engine: %s", ", ".join(name for name, _ in found))
     await asyncio.gather(
-        *(
-            _supervise(
-                name,
-                runner,
-                database_url=database_url,
-                mqtt_url=mqtt_url,
-                clock=clock,
-                settings=settings,
-                stop=stop,
-            )
-            for name, runner in found
-        )
+        *(_supervise(name, runner, resources=resources, stop=stop) for name, runner in found)
     )

@@ -19,7 +19,8 @@ import atexit
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,8 +28,10 @@ import psycopg
 import pytest
 
 from vigil.broker import broker_address
-from vigil.clock import FakeClock
+from vigil.clock import Clock, FakeClock
+from vigil.config import Settings
 from vigil.db import migrate
+from vigil.resources import Resources, open_resources
 from vigil.services import MosquittoBroker, PostgresServer
 
 DATABASE_ENV = "VIGIL_TEST_DATABASE_URL"
@@ -189,6 +192,26 @@ def broker() -> Iterator[MosquittoBroker]:
 def clock() -> FakeClock:
     """A fake clock at a fixed start time."""
     return FakeClock()
+
+
+@pytest.fixture
+def resources_for(
+    db_url: str, mqtt_url: str, clock: FakeClock
+) -> Callable[..., AbstractAsyncContextManager[Resources]]:
+    """What a process's composition root builds, on the test database and broker:
+    ``async with resources_for(settings=...) as resources`` (the test's clock unless given)."""
+
+    def make(
+        *, settings: Settings | None = None, clock: Clock = clock, database_url: str = db_url
+    ) -> AbstractAsyncContextManager[Resources]:
+        return open_resources(
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            clock=clock,
+            settings=settings or Settings(),
+        )
+
+    return make
 
 
 @pytest.fixture

@@ -6,37 +6,29 @@ import asyncio
 import contextlib
 import logging
 
-import psycopg
-
 from compliance.conditions import flows
 from compliance.conditions.models import Thresholds
 from vigil import notify
-from vigil.clock import Clock, sleep_or_event
-from vigil.config import Settings
+from vigil.clock import sleep_or_event
+from vigil.resources import Resources
 
 log = logging.getLogger(__name__)
 
 
-async def run(
-    *,
-    database_url: str,
-    mqtt_url: str,
-    clock: Clock,
-    settings: Settings,
-    stop: asyncio.Event,
-) -> None:
+async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     """Check every device at start and every sweep interval; changed devices as they change."""
+    clock, settings = resources.clock, resources.settings
     thresholds = Thresholds()
-    # One connection serves every check; the lock keeps the sweep and the watcher apart.
-    conn = await asyncio.to_thread(psycopg.connect, database_url, autocommit=True)
-    busy = asyncio.Lock()
+    busy = asyncio.Lock()  # keeps the sweep and the watcher apart
 
     def check(devices: list[str] | None) -> None:
-        for finding in flows.check(conn, now=clock.now(), thresholds=thresholds, devices=devices):
+        with resources.db.connection() as conn:
+            findings = flows.check(conn, now=clock.now(), thresholds=thresholds, devices=devices)
+        for finding in findings:
             state = "raised" if finding.holds else "cleared"
             log.info("%s: %s %s", finding.device_id, finding.condition.type, state)
 
-    async with notify.Listener(database_url, [notify.STATE]) as listener:
+    async with resources.listener([notify.STATE]) as listener:
 
         async def on_state() -> None:
             async for notice in listener:
@@ -55,4 +47,3 @@ async def run(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            await asyncio.to_thread(conn.close)

@@ -87,6 +87,19 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class DueCommand:
+    """A lockout or release command due for publication, claimed from the outbox (rule M6)."""
+
+    command_id: str
+    repeat_minutes: int | None
+    device_id: str
+    action: str
+    reason: str | None
+    gateway_id: str | None
+    car_safe: bool | None  # what the platform itself sees of the car, not the device's word
+
+
+@dataclass(frozen=True, slots=True)
 class Part:
     """A part replaced or repaired during a visit."""
 

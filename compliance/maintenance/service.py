@@ -15,13 +15,14 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
 from compliance.log import service as log
 from compliance.log.models import canonical_json
 from compliance.maintenance.models import (
+    DueCommand,
     DueItem,
     Interval,
     Judgement,
@@ -626,6 +627,28 @@ def insert_command(
 def close_outbox(conn: psycopg.Connection, *, command_id: str) -> None:
     """Stop (re)publishing a command."""
     conn.execute("UPDATE compliance_outbox SET done = true WHERE command_id = %s", (command_id,))
+
+
+def claim_due_commands(conn: psycopg.Connection, *, now: datetime) -> list[DueCommand]:
+    """Lock the outbox commands due at ``now`` (others' claims skipped) for this transaction."""
+    with conn.cursor(row_factory=class_row(DueCommand)) as cur:
+        return cur.execute(
+            "SELECT o.command_id, o.repeat_minutes, c.device_id, c.action, c.reason, "
+            "d.gateway_id, maintenance_car_is_safe(c.device_id, false) AS car_safe "
+            "FROM compliance_outbox o "
+            "JOIN commands c ON c.id = o.command_id JOIN devices d ON d.id = c.device_id "
+            "WHERE NOT o.done AND o.next_publish_at <= %s ORDER BY o.next_publish_at "
+            "FOR UPDATE OF o SKIP LOCKED LIMIT 500",
+            (now,),
+        ).fetchall()
+
+
+def next_publication(conn: psycopg.Connection) -> datetime | None:
+    """When the next outbox command is due."""
+    row = conn.execute(
+        "SELECT min(next_publish_at) FROM compliance_outbox WHERE NOT done"
+    ).fetchone()
+    return first_value(row)
 
 
 def defer_publication(

@@ -33,8 +33,7 @@ from compliance.rescue.models import (
 from vigil import notify
 from vigil.catalog import ServiceMode
 from vigil.clock import Clock, from_ms
-from vigil.config import Settings
-from vigil.db.pool import open_pool
+from vigil.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +75,10 @@ class Rescue:
         self._timers: dict[tuple[str, int], tuple[Any, asyncio.Task[None]]] = {}
 
     async def db(self, action: Callable[..., T], **kwargs: Any) -> T:
-        """Run a flow in a worker thread on a pooled connection; commits on success."""
+        """Run a flow in a worker thread in one transaction on a pooled connection."""
 
         def call() -> T:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, conn.transaction():
                 return action(conn, **kwargs)
 
         return await asyncio.to_thread(call)
@@ -423,9 +422,7 @@ async def _handle(rescue: Rescue, notice: Any) -> None:
 
 async def detect_and_dispatch(
     *,
-    database_url: str,
-    clock: Clock,
-    settings: Settings,
+    resources: Resources,
     stop: asyncio.Event,
     estimator: TravelEstimator | None = None,
     processed: Callable[[Any], None] | None = None,
@@ -434,12 +431,13 @@ async def detect_and_dispatch(
 
     ``processed`` (for tests and benchmarks) is called with each notice once it is handled.
     """
-    pool = await asyncio.to_thread(open_pool, database_url, min_size=1, max_size=4)
-    rescue = Rescue(pool=pool, clock=clock, estimator=estimator or flows.StraightLineEstimator())
+    rescue = Rescue(
+        pool=resources.db,
+        clock=resources.clock,
+        estimator=estimator or flows.StraightLineEstimator(),
+    )
     try:
-        async with notify.Listener(
-            database_url, [notify.EVENTS, notify.STATE, notify.ALERTS]
-        ) as listener:
+        async with resources.listener([notify.EVENTS, notify.STATE, notify.ALERTS]) as listener:
             # LISTEN is in force before the scan, so nothing committed in between is missed
             await rescue.rearm()
             if processed is not None:
@@ -479,25 +477,11 @@ async def detect_and_dispatch(
                     await pumping
     finally:
         await rescue.close()
-        await asyncio.to_thread(pool.close)
 
 
-async def run(
-    *,
-    database_url: str,
-    mqtt_url: str,
-    clock: Clock,
-    settings: Settings,
-    stop: asyncio.Event,
-) -> None:
+async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     """The compliance engine's rescue runner: detection, dispatch and the alerts workers."""
     await asyncio.gather(
-        detect_and_dispatch(database_url=database_url, clock=clock, settings=settings, stop=stop),
-        alerts_scheduled.run(
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            clock=clock,
-            settings=settings,
-            stop=stop,
-        ),
+        detect_and_dispatch(resources=resources, stop=stop),
+        alerts_scheduled.run(resources=resources, stop=stop),
     )

@@ -20,6 +20,7 @@ import psycopg
 from vigil.clock import AcceleratedClock
 from vigil.config import Settings
 from vigil.embedded import Endpoints, endpoints
+from vigil.resources import open_resources
 from vigil.services import free_port
 
 log = logging.getLogger("runtime.demo")
@@ -76,7 +77,12 @@ async def _run(where: Endpoints, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    async with ModbusFleet(devices, host="127.0.0.1", units_per_port=50) as fleet:
+    async with (
+        ModbusFleet(devices, host="127.0.0.1", units_per_port=50) as fleet,
+        open_resources(
+            database_url=where.database_url, mqtt_url=where.mqtt_url, clock=clock, settings=settings
+        ) as resources,
+    ):
         with psycopg.connect(where.database_url) as conn:
             world = seed_world(
                 conn,
@@ -133,13 +139,7 @@ async def _run(where: Endpoints, settings: Settings) -> int:
                 name="ingest",
             ),
             asyncio.create_task(
-                engine.run(
-                    database_url=where.database_url,
-                    mqtt_url=where.mqtt_url,
-                    clock=clock,
-                    settings=settings,
-                    stop=stop,
-                ),
+                engine.run(resources=resources, stop=stop),
                 name="compliance",
             ),
             asyncio.create_task(

@@ -25,7 +25,9 @@ def _raise(db, world, clock, type="maintenance_overdue"):
     )
 
 
-async def test_every_channel_delivers_and_every_delivery_is_logged(db_url, db, clock, mqtt_url):
+async def test_every_channel_delivers_and_every_delivery_is_logged(
+    db_url, db, clock, mqtt_url, resources_for
+):
     world = seed(db)
     cover_roster(db, world=world, start=clock.now())
     with (
@@ -68,13 +70,8 @@ async def test_every_channel_delivers_and_every_delivery_is_logged(db_url, db, c
         settings = settings_for(webhook_secret=SECRET, smtp_port=smtp.port)
         async with (
             Notices(db_url) as notices,
-            running(
-                scheduled.run,
-                database_url=db_url,
-                mqtt_url=mqtt_url,
-                clock=clock,
-                settings=settings,
-            ),
+            resources_for(settings=settings) as resources,
+            running(scheduled.run, resources=resources),
         ):
             alarm = _raise(db, world, clock)
             await notices.wait(attempt(status="delivered"), count=4)
@@ -112,7 +109,7 @@ async def test_every_channel_delivers_and_every_delivery_is_logged(db_url, db, c
         assert log.ok
 
 
-async def test_webhook_is_retried_with_backoff_until_it_succeeds(db_url, db, clock):
+async def test_webhook_is_retried_with_backoff_until_it_succeeds(db_url, db, clock, resources_for):
     world = seed(db)
     cover_roster(db, world=world, start=clock.now())
     with WebhookReceiver(statuses=[503, 503]) as hook:
@@ -128,9 +125,8 @@ async def test_webhook_is_retried_with_backoff_until_it_succeeds(db_url, db, clo
         start = clock.now()
         async with (
             Notices(db_url) as notices,
-            running(
-                scheduled.run, database_url=db_url, mqtt_url="", clock=clock, settings=settings
-            ),
+            resources_for(settings=settings) as resources,
+            running(scheduled.run, resources=resources),
         ):
             alarm = _raise(db, world, clock)
             await notices.wait(attempt(ok=False), count=1)
@@ -150,7 +146,7 @@ async def test_webhook_is_retried_with_backoff_until_it_succeeds(db_url, db, clo
     ]
 
 
-async def test_permanent_failure_gives_up_and_is_logged(db_url, db, clock):
+async def test_permanent_failure_gives_up_and_is_logged(db_url, db, clock, resources_for):
     world = seed(db)
     cover_roster(db, world=world, start=clock.now())
     with WebhookReceiver(statuses=[410]) as hook:
@@ -164,13 +160,8 @@ async def test_permanent_failure_gives_up_and_is_logged(db_url, db, clock):
         )
         async with (
             Notices(db_url) as notices,
-            running(
-                scheduled.run,
-                database_url=db_url,
-                mqtt_url="",
-                clock=clock,
-                settings=settings_for(),
-            ),
+            resources_for(settings=settings_for()) as resources,
+            running(scheduled.run, resources=resources),
         ):
             alarm = _raise(db, world, clock)
             await notices.wait(attempt(status="failed"))
@@ -178,7 +169,9 @@ async def test_permanent_failure_gives_up_and_is_logged(db_url, db, clock):
     assert delivery.status is DeliveryStatus.FAILED and delivery.last_error == "HTTP 410"
 
 
-async def test_a_failing_or_hanging_channel_never_blocks_the_others(db_url, db, clock):
+async def test_a_failing_or_hanging_channel_never_blocks_the_others(
+    db_url, db, clock, resources_for
+):
     world = seed(db)
     cover_roster(db, world=world, start=clock.now())
     dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
@@ -204,9 +197,8 @@ async def test_a_failing_or_hanging_channel_never_blocks_the_others(db_url, db, 
         settings = settings_for(smtp_port=smtp.port, retry_base_s=60)
         async with (
             Notices(db_url) as notices,
-            running(
-                scheduled.run, database_url=db_url, mqtt_url="", clock=clock, settings=settings
-            ),
+            resources_for(settings=settings) as resources,
+            running(scheduled.run, resources=resources),
         ):
             alarm = _raise(db, world, clock)
             # the email and the dead webhook's first attempt are logged while one webhook hangs

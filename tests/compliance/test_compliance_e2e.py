@@ -124,7 +124,7 @@ def _event(metric: str, value: float, previous: float | None = None):
 
 
 async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_releases_it(
-    db_url, mqtt_url, tmp_path, unique_id
+    db_url, mqtt_url, tmp_path, unique_id, resources_for
 ):
     clock = AcceleratedClock(factor=FACTOR, start=START)
     gateway_id = f"gw-{unique_id}"
@@ -171,17 +171,17 @@ async def test_a_lapsed_lift_is_locked_out_at_a_landing_and_a_verified_visit_rel
             )
             stop = asyncio.Event()
             channels = [notify.ESCALATIONS, notify.EVENTS]
-            async with notify.Listener(db_url, channels) as listener:
+            async with (
+                notify.Listener(db_url, channels) as listener,
+                resources_for(settings=settings, clock=clock) as resources,
+            ):
                 ingest.start()
                 gateway = asyncio.create_task(
                     GatewayService(config=config, clock=clock, stagger=False).run(stop)
                 )
                 compliance = asyncio.create_task(
                     engine.run(
-                        database_url=db_url,
-                        mqtt_url=mqtt_url,
-                        clock=clock,
-                        settings=settings,
+                        resources=resources,
                         stop=stop,
                         modules=("compliance.maintenance.scheduled",),
                     )

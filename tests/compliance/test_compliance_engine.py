@@ -26,26 +26,22 @@ def _settings(tmp_path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def _engines(n, *, db_url, mqtt_url, clock, settings):
+async def _engines(n, *, resources_for, settings):
+    # n engine processes, each with its own pools and MQTT client
     stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(
-            engine.run(
-                database_url=db_url,
-                mqtt_url=mqtt_url,
-                clock=clock,
-                settings=settings,
-                stop=stop,
-                modules=MODULES,
-            )
-        )
-        for _ in range(n)
-    ]
-    try:
-        yield tasks
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    async with contextlib.AsyncExitStack() as stack:
+        opened = [
+            await stack.enter_async_context(resources_for(settings=settings)) for _ in range(n)
+        ]
+        tasks = [
+            asyncio.create_task(engine.run(resources=resources, stop=stop, modules=MODULES))
+            for resources in opened
+        ]
+        try:
+            yield tasks
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 20)
 
 
 async def _states(listener, wanted: dict[str, str], *, timeout: float = 15.0) -> None:
@@ -83,12 +79,12 @@ def _commands(probe: MqttProbe, count: int, now_ms: int) -> list[Command]:
 
 
 async def test_engine_locks_out_an_overdue_lift_and_releases_it_after_a_verified_visit(
-    estate, db_url, mqtt_url, clock, tmp_path
+    estate, db_url, mqtt_url, clock, tmp_path, resources_for
 ):
     settings = _settings(tmp_path)
     probe = MqttProbe(mqtt_url, f"vigil/v1/cmd/{estate.gateway}/#")
     async with notify.Listener(db_url, [notify.ESCALATIONS]) as listener:
-        async with _engines(1, db_url=db_url, mqtt_url=mqtt_url, clock=clock, settings=settings):
+        async with _engines(1, resources_for=resources_for, settings=settings):
             await _asleep(clock, 2)  # maintenance and checkpoint runners
             clock.advance(timedelta(days=16))
             await _states(listener, {"lift-1": "overdue"})
@@ -125,13 +121,13 @@ async def test_engine_locks_out_an_overdue_lift_and_releases_it_after_a_verified
 
 
 async def test_two_engines_at_once_decide_and_send_everything_exactly_once(
-    estate, db_url, mqtt_url, clock, tmp_path
+    estate, db_url, mqtt_url, clock, tmp_path, resources_for
 ):
     devices = [estate.add_elevator(f"lift-{n}") for n in range(2, 13)] + ["lift-1"]
     settings = _settings(tmp_path)
     probe = MqttProbe(mqtt_url, f"vigil/v1/cmd/{estate.gateway}/#")
     async with notify.Listener(db_url, [notify.ESCALATIONS]) as listener:
-        async with _engines(2, db_url=db_url, mqtt_url=mqtt_url, clock=clock, settings=settings):
+        async with _engines(2, resources_for=resources_for, settings=settings):
             await _asleep(clock, 4)
             clock.advance(timedelta(days=16))
             await _states(listener, dict.fromkeys(devices, "overdue"))
@@ -157,7 +153,7 @@ def test_the_engine_runs_every_runner_module_that_exists():
     assert engine.runners(("compliance.nothing_here.scheduled",)) == []
 
 
-async def test_a_failing_runner_is_restarted_after_a_delay(clock, tmp_path):
+async def test_a_failing_runner_is_restarted_after_a_delay(clock, tmp_path, resources_for):
     calls: list[int] = []
     stop = asyncio.Event()
 
@@ -167,19 +163,12 @@ async def test_a_failing_runner_is_restarted_after_a_delay(clock, tmp_path):
             raise RuntimeError("database went away")
         stop.set()
 
-    task = asyncio.create_task(
-        engine._supervise(
-            "flaky",
-            flaky,
-            database_url="",
-            mqtt_url="",
-            clock=clock,
-            settings=_settings(tmp_path),
-            stop=stop,
+    async with resources_for(settings=_settings(tmp_path)) as resources:
+        task = asyncio.create_task(
+            engine._supervise("flaky", flaky, resources=resources, stop=stop)
         )
-    )
-    await _asleep(clock, 1)
-    assert calls == [0]
-    clock.advance(engine.RESTART_DELAY_S)
-    await asyncio.wait_for(task, 5)
-    assert calls == [0, 1]
+        await _asleep(clock, 1)
+        assert calls == [0]
+        clock.advance(engine.RESTART_DELAY_S)
+        await asyncio.wait_for(task, 5)
+        assert calls == [0, 1]

@@ -3,6 +3,7 @@ failed before. Numbers refer to the items of the safety-path issue."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 from alerts import service as alerts
@@ -79,8 +80,9 @@ def test_a_lockout_is_not_sent_while_somebody_is_in_the_car(estate, clock):
         def __init__(self) -> None:
             self.sent: list[str] = []
 
-        def publish(self, command) -> bool:
-            self.sent.append(command.command_id)
+        def publish(self, topic: str, payload: bytes | str, *, qos: int = 1) -> bool:
+            assert topic.startswith("vigil/v1/cmd/") and qos == 1
+            self.sent.append(json.loads(payload)["id"])
             return True
 
     publisher = Recorder()

@@ -203,6 +203,7 @@ def test_the_firm_in_force_follows_contracts_as_days_pass(db, db_url, factory, c
     from datetime import timedelta
 
     from fleet.scheduled import sync_firms
+    from vigil.db.pool import open_pool
 
     site = factory.site()
     first, second = factory.firm("First"), factory.firm("Second")
@@ -219,9 +220,10 @@ def test_the_firm_in_force_follows_contracts_as_days_pass(db, db_url, factory, c
         return db.execute("SELECT firm_id FROM devices WHERE id = 'lift-x'").fetchone()["firm_id"]
 
     assert firm() == first
-    assert sync_firms(db_url, now=clock.now() + timedelta(days=10)) == 0  # its last day
-    assert firm() == first
-    assert sync_firms(db_url, now=clock.now() + timedelta(days=11)) == 1
-    assert firm() == second
-    assert sync_firms(db_url, now=clock.now() + timedelta(days=21)) == 1
-    assert firm() is None  # no contract: no firm sees it as its own
+    with open_pool(db_url, autocommit=True) as pool:
+        assert sync_firms(pool, now=clock.now() + timedelta(days=10)) == 0  # its last day
+        assert firm() == first
+        assert sync_firms(pool, now=clock.now() + timedelta(days=11)) == 1
+        assert firm() == second
+        assert sync_firms(pool, now=clock.now() + timedelta(days=21)) == 1
+        assert firm() is None  # no contract: no firm sees it as its own

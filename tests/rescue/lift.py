@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +14,9 @@ import psycopg
 from compliance.rescue import scheduled
 from compliance.rescue.flows import StraightLineEstimator
 from vigil import notify
-from vigil.clock import Clock, to_ms
+from vigil.clock import to_ms
 from vigil.config import Settings
+from vigil.resources import Resources
 
 # A car parked at a landing, doors open, nobody inside.
 IDLE = {
@@ -102,31 +104,30 @@ class Progress:
 
 @contextlib.asynccontextmanager
 async def detector(
+    resources_for: Callable[..., AbstractAsyncContextManager[Resources]],
     *,
-    database_url: str,
-    clock: Clock,
     settings: Settings | None = None,
     estimator: Any = None,
 ) -> AsyncIterator[Progress]:
-    """Run detection and dispatch (without the alerts workers) until the block ends."""
+    """Run detection and dispatch (without the alerts workers) until the block ends, on the
+    resources that ``resources_for`` (the fixture) opens."""
     progress = Progress()
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        scheduled.detect_and_dispatch(
-            database_url=database_url,
-            clock=clock,
-            settings=settings or Settings(),
-            stop=stop,
-            estimator=estimator or StraightLineEstimator(),
-            processed=progress,
+    async with resources_for(settings=settings or Settings()) as resources:
+        task = asyncio.create_task(
+            scheduled.detect_and_dispatch(
+                resources=resources,
+                stop=stop,
+                estimator=estimator or StraightLineEstimator(),
+                processed=progress,
+            )
         )
-    )
-    try:
-        await progress.ready()
-        yield progress
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+        try:
+            await progress.ready()
+            yield progress
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
 
 
 def incidents(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -16,14 +16,14 @@ def _add_lift(db, world, device):
 
 
 async def test_alarm_button_opens_an_incident_unless_at_a_landing_with_doors_open(
-    db_url, db, clock
+    db_url, db, clock, resources_for
 ):
     # rule R1
     world = seed(db)
     _add_lift(db, world, "lift-landing")
     for lift in ("lift-landing", world.city_lift):
         push(db, lift, clock.now(), **IDLE)
-    async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock) as progress:
+    async with Notices(db_url) as notices, detector(resources_for) as progress:
         clock.advance(5)
         # at a landing with doors open: people can walk out, no entrapment
         push(db, "lift-landing", clock.now(), alarm_button=1)
@@ -47,13 +47,13 @@ async def test_alarm_button_opens_an_incident_unless_at_a_landing_with_doors_ope
     assert notice["id"] == incident["id"]
 
 
-async def test_stopped_outside_door_zone_with_passengers_for_30_s(db_url, db, clock):
+async def test_stopped_outside_door_zone_with_passengers_for_30_s(db_url, db, clock, resources_for):
     # rule R1
     world = seed(db)
     _add_lift(db, world, "lift-empty")
     for lift in ("lift-empty", world.city_lift):
         push(db, lift, clock.now(), **IDLE)
-    async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock) as progress:
+    async with Notices(db_url) as notices, detector(resources_for) as progress:
         stopped_at = clock.advance(10)
         # both stop between floors; only one has passengers
         push(db, "lift-empty", stopped_at, door_zone=0, door_state=0)
@@ -75,13 +75,13 @@ async def test_stopped_outside_door_zone_with_passengers_for_30_s(db_url, db, cl
     assert incident["reported_at"] == stopped_at + timedelta(seconds=30)
 
 
-async def test_trapped_at_floor_with_doors_closed_for_120_s(db_url, db, clock):
+async def test_trapped_at_floor_with_doors_closed_for_120_s(db_url, db, clock, resources_for):
     # rule R1
     world = seed(db)
     _add_lift(db, world, "lift-opens")
     for lift in ("lift-opens", world.city_lift):
         push(db, lift, clock.now(), **IDLE)
-    async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock) as progress:
+    async with Notices(db_url) as notices, detector(resources_for) as progress:
         closed_at = clock.advance(10)
         for lift in ("lift-opens", world.city_lift):
             push(db, lift, closed_at, door_state=0, passengers=1)
@@ -100,10 +100,10 @@ async def test_trapped_at_floor_with_doors_closed_for_120_s(db_url, db, clock):
     assert incident["reported_at"] == closed_at + timedelta(seconds=120)
 
 
-async def test_condition_ending_before_the_dwell_opens_nothing(db_url, db, clock):
+async def test_condition_ending_before_the_dwell_opens_nothing(db_url, db, clock, resources_for):
     world = seed(db)
     push(db, world.city_lift, clock.now(), **IDLE)
-    async with detector(database_url=db_url, clock=clock) as progress:
+    async with detector(resources_for) as progress:
         push(db, world.city_lift, clock.advance(1), door_zone=0, door_state=0, passengers=1)
         await progress.state_of(world.city_lift)
         clock.advance(20)
@@ -187,7 +187,7 @@ def test_one_open_incident_per_elevator_is_a_database_rule(db, clock):
         )
 
 
-async def test_a_restarted_runner_misses_no_entrapment(db_url, db, clock):
+async def test_a_restarted_runner_misses_no_entrapment(db_url, db, clock, resources_for):
     # rule R1: what happened while no runner listened is found by the start-up scan
     world = seed(db)
     _add_lift(db, world, "lift-pressed")
@@ -200,7 +200,7 @@ async def test_a_restarted_runner_misses_no_entrapment(db_url, db, clock):
     push(db, "lift-pressed", clock.advance(3), alarm_button=0)  # a short press, released
     push(db, "lift-landing", clock.now(), alarm_button=1)  # doors open at a landing
     clock.advance(40)
-    async with detector(database_url=db_url, clock=clock):
+    async with detector(resources_for):
         pass
     found = {i["device_id"]: i for i in incidents(db)}
     assert set(found) == {world.city_lift, "lift-pressed"}

@@ -101,7 +101,9 @@ def test_the_fire_service_is_not_called_once_somebody_arrived(db, clock):
     assert _levels(db, incident.id) == ["firm_manager", "property_management"]
 
 
-async def test_redispatch_after_accept_timeout_alerts_the_duty_manager(db_url, db, clock):
+async def test_redispatch_after_accept_timeout_alerts_the_duty_manager(
+    db_url, db, clock, resources_for
+):
     # rule R4, end to end from the runner to webhooks
     world = seed(db)
     with WebhookReceiver() as hook:
@@ -109,9 +111,8 @@ async def test_redispatch_after_accept_timeout_alerts_the_duty_manager(db_url, d
         settings = settings_for()
         async with (
             Notices(db_url) as notices,
-            running(
-                scheduled.run, database_url=db_url, mqtt_url="", clock=clock, settings=settings
-            ),
+            resources_for(settings=settings) as resources,
+            running(scheduled.run, resources=resources),
         ):
             incident = _report(db, world.city_lift, clock)
             await notices.wait(incident_change("dispatched"))
@@ -228,11 +229,11 @@ def test_a_jurisdiction_may_count_the_deadline_from_dispatch(db, clock):
         )
 
 
-async def test_a_breach_stays_a_breach_after_arrival(db_url, db, clock):
+async def test_a_breach_stays_a_breach_after_arrival(db_url, db, clock, resources_for):
     # rule R6
     world = seed(db)
     team = crew(db, world=world, start=clock.now())
-    async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock):
+    async with Notices(db_url) as notices, detector(resources_for):
         incident = _report(db, world.city_lift, clock)
         await notices.wait(incident_change("dispatched"))
         flows.accept(db, incident_id=incident.id, technician_id=team.near, at=clock.advance(60))
@@ -308,11 +309,11 @@ def test_lifecycle_with_check_in_proof_and_no_breach_when_on_time(db, clock):
     assert kpi["mean_arrival_min"] == pytest.approx(16.0)
 
 
-async def test_inspection_mode_at_the_car_proves_arrival(db_url, db, clock):
+async def test_inspection_mode_at_the_car_proves_arrival(db_url, db, clock, resources_for):
     # rule R6
     world = seed(db)
     team = crew(db, world=world, start=clock.now())
-    async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock):
+    async with Notices(db_url) as notices, detector(resources_for):
         incident = _report(db, world.city_lift, clock)
         await notices.wait(incident_change("dispatched"))
         flows.accept(db, incident_id=incident.id, technician_id=team.near, at=clock.advance(30))

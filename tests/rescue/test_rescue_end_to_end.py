@@ -38,7 +38,7 @@ async def _event_handled(progress, device, metric, value, timeout=20.0):
 
 
 async def test_simulated_entrapment_reaches_the_technician_by_webhook(
-    sim_elevator, clock, db_url, db, mqtt_url, unique_id, tmp_path
+    sim_elevator, clock, db_url, db, mqtt_url, unique_id, tmp_path, resources_for
 ):
     world = seed(db)
     lift = sim_elevator.device_id
@@ -55,14 +55,9 @@ async def test_simulated_entrapment_reaches_the_technician_by_webhook(
         team = crew(db, world=world, start=clock.now(), hook=hook.url(""))
         with running_worker(db_url=db_url, mqtt_url=mqtt_url, clock=clock):
             async with (
-                detector(database_url=db_url, clock=clock) as progress,
-                running(
-                    alerts_scheduled.run,
-                    database_url=db_url,
-                    mqtt_url=mqtt_url,
-                    clock=clock,
-                    settings=settings_for(),
-                ),
+                detector(resources_for) as progress,
+                resources_for(settings=settings_for()) as resources,
+                running(alerts_scheduled.run, resources=resources),
                 gateway_running(config, clock) as gateway,
             ):
                 await first_polls(gateway)

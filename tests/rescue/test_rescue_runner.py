@@ -7,10 +7,12 @@ from runtime import engine
 def test_the_engine_finds_the_rescue_runner_with_the_agreed_signature():
     found = dict(engine.runners())
     assert found["compliance.rescue.scheduled"] is scheduled.run
-    parameters = inspect.signature(scheduled.run).parameters
-    assert list(parameters) == ["database_url", "mqtt_url", "clock", "settings", "stop"]
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
-    assert inspect.iscoroutinefunction(scheduled.run)
+    # every runner takes the process's resources (pools, MQTT client, clock, settings), no URL
+    for name, run in found.items():
+        parameters = inspect.signature(run).parameters
+        assert list(parameters) == ["resources", "stop"], name
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values()), name
+        assert inspect.iscoroutinefunction(run), name
 
 
 def test_queued_notices_put_events_first_and_read_state_once():

@@ -128,14 +128,14 @@ def test_release_close_and_false_alarm_are_refused_while_people_are_trapped(db, 
 
 
 async def test_fault_codes_4_and_11_open_incidents_and_1_to_10_raise_fault_alarms(
-    db_url, db, clock
+    db_url, db, clock, resources_for
 ):
     # rule R1 (GB/T 24476): codes 4 and 11 are entrapments; the others need repair
     world = seed(db)
     for lift in ("lift-4", "lift-11", "lift-2"):
         _add_lift(db, world, lift)
         push(db, lift, clock.now(), **FREED)
-    async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock) as progress:
+    async with Notices(db_url) as notices, detector(resources_for) as progress:
         at = clock.advance(5)
         push(db, "lift-4", at, fault_code=4)
         push(db, "lift-11", at, fault_code=11)
@@ -186,7 +186,9 @@ def test_a_technician_on_another_open_rescue_is_not_a_candidate(db, clock):
 # -- 5. a press received before a restart counts from when it was received ----------------------
 
 
-async def test_a_press_found_at_start_counts_from_when_it_was_received(db_url, db, clock):
+async def test_a_press_found_at_start_counts_from_when_it_was_received(
+    db_url, db, clock, resources_for
+):
     # rules R1, R2
     world = seed(db)
     push(db, world.city_lift, clock.now(), **IDLE)
@@ -194,7 +196,7 @@ async def test_a_press_found_at_start_counts_from_when_it_was_received(db_url, d
     push(db, world.city_lift, pressed_at, **TRAPPED, alarm_button=1)
     push(db, world.city_lift, clock.advance(2), alarm_button=0)
     clock.advance(600)  # the engine was down for ten minutes
-    async with detector(database_url=db_url, clock=clock):
+    async with detector(resources_for):
         pass
     [incident] = incidents(db)
     assert incident["trigger"] == "alarm_button"
@@ -202,14 +204,16 @@ async def test_a_press_found_at_start_counts_from_when_it_was_received(db_url, d
     assert incident["arrival_deadline"] == pressed_at + 30 * MIN
 
 
-async def test_a_dwell_found_at_start_counts_from_the_end_of_its_dwell(db_url, db, clock):
+async def test_a_dwell_found_at_start_counts_from_the_end_of_its_dwell(
+    db_url, db, clock, resources_for
+):
     # rules R1, R2: 30 s after the car stopped between floors with somebody inside
     world = seed(db)
     push(db, world.city_lift, clock.now(), **IDLE)
     stopped_at = clock.advance(10)
     push(db, world.city_lift, stopped_at, **TRAPPED)
     clock.advance(900)
-    async with detector(database_url=db_url, clock=clock):
+    async with detector(resources_for):
         pass
     [incident] = incidents(db)
     assert incident["reported_at"] == stopped_at + timedelta(seconds=30)
@@ -268,12 +272,14 @@ def test_a_shift_held_by_an_expired_technician_is_a_roster_gap(db, clock):
 # -- 8. dwells per jurisdiction; inspection mode suppresses dwell detection (logged) -------------
 
 
-async def test_dwell_times_come_from_the_jurisdiction_and_are_recorded(db_url, db, clock):
+async def test_dwell_times_come_from_the_jurisdiction_and_are_recorded(
+    db_url, db, clock, resources_for
+):
     # rule R1
     world = seed(db)
     registry(db).update("jurisdictions", world.jurisdiction_id, rescue_dwell_outside_door_zone_s=10)
     push(db, world.city_lift, clock.now(), **IDLE)
-    async with Notices(db_url) as notices, detector(database_url=db_url, clock=clock) as progress:
+    async with Notices(db_url) as notices, detector(resources_for) as progress:
         stopped_at = clock.advance(5)
         push(db, world.city_lift, stopped_at, **TRAPPED)
         await progress.state_of(world.city_lift)
@@ -285,11 +291,13 @@ async def test_dwell_times_come_from_the_jurisdiction_and_are_recorded(db_url, d
     assert step.detail["dwell_s"] == 10
 
 
-async def test_a_car_in_inspection_mode_is_not_an_entrapment_by_dwell_alone(db_url, db, clock):
+async def test_a_car_in_inspection_mode_is_not_an_entrapment_by_dwell_alone(
+    db_url, db, clock, resources_for
+):
     # rule R1: the technician drives it from an inspection station; the suppression is logged
     world = seed(db)
     push(db, world.city_lift, clock.now(), **IDLE)
-    async with detector(database_url=db_url, clock=clock) as progress:
+    async with detector(resources_for) as progress:
         push(db, world.city_lift, clock.advance(5), **TRAPPED, service_mode=2)
         await progress.state_of(world.city_lift)
         clock.advance(300)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import RowFactory, dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 
@@ -17,13 +19,21 @@ async def aconnect(url: str, *, autocommit: bool = False) -> psycopg.AsyncConnec
     return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, row_factory=dict_row)
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
-    """An opened synchronous pool; close it with ``pool.close()`` or use it as a context."""
+def open_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    autocommit: bool = False,
+    row_factory: RowFactory[Any] = dict_row,
+) -> ConnectionPool:
+    """An opened synchronous pool (dict rows unless told); close it with ``pool.close()`` or
+    use it as a context."""
     pool = ConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row},
+        kwargs={"row_factory": row_factory, "autocommit": autocommit},
         open=False,
     )
     pool.open(wait=True, timeout=30)
