@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from api.cli import add_actions as add_api_actions
 from vigil.config import ConfigError, Settings, load_settings
 
 # Packages that may add subcommands (gateway, ingest, compliance, api, simulate, bench, audit...).
@@ -24,7 +25,6 @@ COMMAND_MODULES = (
     "compliance.cli",
     "alerts.cli",
     "simulators.cli",
-    "api.cli",
     "runtime.bench",
 )
 
@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     engine = sub.add_parser("compliance", help="run the compliance engine (every runner)")
     engine.set_defaults(handler=_run_engine)
+
+    api = sub.add_parser("api", help="serve the HTTP API and the live console")
+    api.add_argument("--host", help="bind address (default: api.host)")
+    api.add_argument("--port", type=int, help="port (default: api.port)")
+    api.add_argument("--workers", type=int, help="worker processes (default: api.workers)")
+    api.set_defaults(handler=_serve_api)
+    add_api_actions(api)  # user-add, key-add
 
     db = sub.add_parser("db", help="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -99,7 +106,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from vigil.db import migrate
-    from vigil.embedded import endpoints
+    from vigil.embedded import database
 
     if settings.database_url:
         applied = migrate(settings.database_url)
@@ -107,8 +114,8 @@ def _db_migrate(args: argparse.Namespace, settings: Settings) -> int:
         for migration in applied:
             print(f"  {migration.version:04d}_{migration.name} ({migration.package})")
         return 0
-    with endpoints(settings.model_copy(update={"mqtt_url": "mqtt://unused"})) as where:
-        print(f"embedded database {where.database_url} is migrated")
+    with database(settings) as database_url:
+        print(f"embedded database {database_url} is migrated")
     return 0
 
 
@@ -125,6 +132,34 @@ def _db_status(args: argparse.Namespace, settings: Settings) -> int:
     for migration in discover():
         mark = "applied" if migration.version in done else "pending"
         print(f"{migration.version:04d}_{migration.name:<30} {migration.package:<12} {mark}")
+    return 0
+
+
+def _serve_api(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    import uvicorn
+
+    from vigil.embedded import database
+
+    host = args.host or settings.api.host
+    port = settings.api.port if args.port is None else args.port
+    workers = args.workers or settings.api.workers
+    with database(settings) as database_url:
+        # every worker process builds its own app (and pools) from the environment
+        os.environ["VIGIL_DATABASE_URL"] = database_url
+        if args.config:
+            os.environ["VIGIL_CONFIG"] = args.config
+        print(f"Vigil API on http://{host}:{port}/ (console), docs at /docs", flush=True)
+        uvicorn.run(
+            "runtime.api:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=3,
+        )
     return 0
 
 

@@ -71,3 +71,10 @@ def endpoints(
             embedded_database=settings.database_url is None,
             embedded_broker=settings.mqtt_url is None,
         )
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The migrated database's URL: the configured one, or an embedded server's (no broker)."""
+    with endpoints(settings.model_copy(update={"mqtt_url": "mqtt://unused"})) as where:
+        yield where.database_url

@@ -42,7 +42,6 @@ def run_demo(settings: Settings) -> int:
 
 
 async def _run(where: Endpoints, settings: Settings) -> int:
-    from api.app import serve
     from fleet import service as fleet_service
     from gateway.models import (
         BrokerConfig,
@@ -55,6 +54,7 @@ async def _run(where: Endpoints, settings: Settings) -> int:
     from gateway.service import run_gateway
     from ingest.worker import run_ingest
     from runtime import engine
+    from runtime.api import serve
     from runtime.demo.scenario import Scenario
     from runtime.demo.seed import DEMO_PASSWORD, GATEWAY_ID, seed_logins, seed_world
     from simulators.server import ModbusFleet, build_devices

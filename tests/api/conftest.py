@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app, serve
 from api.auth.security import hash_password
 from fleet.factory import FleetFactory
+from runtime.api import create_app, serve
 from vigil.clock import FakeClock
 from vigil.testing import create_database, drop_database
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from api import app as api_app
+from runtime import api as api_app
 
 
 def test_every_optional_router_is_served():

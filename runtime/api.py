@@ -1,7 +1,9 @@
-"""The FastAPI application: REST under ``/api/v1``, the live stream, and the console at ``/``.
+"""The API process's composition root: the FastAPI application (REST under ``/api/v1``, the live
+stream, the console at ``/``) assembled from ``api``'s plumbing and every domain's router.
 
 ``create_app()`` builds it for a database and a clock; ``serve()`` runs it in the caller's event
-loop (the demo and tests), ``vigil api`` runs it under uvicorn with N workers.
+loop (the demo and tests), ``vigil api`` runs it under uvicorn with N workers, each worker
+building its app with ``app_from_environment()``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import uvicorn
@@ -22,15 +23,16 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from api import STATIC_DIR
 from api.deps import ApiContext
 from api.live.service import Broadcaster
-from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock
+from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock, make_clock
+from vigil.config import load_settings
 from vigil.db.pool import open_async_pool, open_pool
 from vigil.db.timescale import STALLED_JOBS_SQL
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
 API_PREFIX = "/api/v1"
 
 TAGS = [
@@ -276,3 +278,14 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         sock.close()
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker, configured from ``VIGIL_*`` like every process."""
+    settings = load_settings()
+    if not settings.database_url:
+        raise SystemExit("vigil api: set VIGIL_DATABASE_URL for worker processes")
+    clock = make_clock(
+        kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
+    )
+    return create_app(database_url=settings.database_url, clock=clock)
