@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import pydantic.dataclasses
 from pydantic import BaseModel, Field
 
 from api.auth.models import Strict
@@ -86,7 +87,9 @@ class AlarmStateError(AlarmError):
     """The alarm cannot make this change from its current state."""
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True
+)  # class_row gives text: pydantic makes the enums
 class Alarm:
     """One alarm row."""
 
@@ -158,7 +161,9 @@ class Contact:
     active: bool
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True
+)  # class_row gives text: pydantic makes the enums
 class Delivery:
     """One message to one address, and how it went."""
 

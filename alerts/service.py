@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import class_row, dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from alerts.flows import roster_gaps_in
@@ -42,46 +42,23 @@ from alerts.models import (
     Shift,
 )
 from vigil import notify
-from vigil.db.rows import first_value
+from vigil.db.rows import columns, first_value
 
+# the audience is an array over a domain, which psycopg reads as text unless cast
+ALARM_COLUMNS = columns(Alarm, casts={"audience": "text[]"})
 _RAISE = (
-    "SELECT * FROM alerts_raise(%(source_type)s, %(source_id)s, %(type)s, %(severity)s, "
-    "%(message)s, %(audience)s, %(details)s, %(at)s, %(actor)s, %(policy)s)"
+    f"SELECT {ALARM_COLUMNS} FROM alerts_raise(%(source_type)s, %(source_id)s, %(type)s, "
+    "%(severity)s, %(message)s, %(audience)s, %(details)s, %(at)s, %(actor)s, %(policy)s)"
 )
-_ACK = "SELECT * FROM alerts_acknowledge(%(alarm_id)s, %(by)s, %(at)s)"
-_CLEAR = "SELECT * FROM alerts_clear(%(alarm_id)s, %(by)s, %(at)s, %(reason)s)"
-
-
-def _alarm(row: dict[str, Any]) -> Alarm:
-    return Alarm(
-        id=row["id"],
-        source_type=row["source_type"],
-        source_id=row["source_id"],
-        type=row["type"],
-        severity=Severity(row["severity"]),
-        message=row["message"],
-        audience=tuple(Audience(a) for a in _text_array(row["audience"])),
-        details=row["details"],
-        state=AlarmState(row["state"]),
-        policy_id=row["policy_id"],
-        raised_at=row["raised_at"],
-        last_triggered_at=row["last_triggered_at"],
-        trigger_count=row["trigger_count"],
-        escalation_run=row["escalation_run"],
-        escalation_started_at=row["escalation_started_at"],
-        acknowledged_at=row["acknowledged_at"],
-        acknowledged_by=row["acknowledged_by"],
-        cleared_at=row["cleared_at"],
-        cleared_by=row["cleared_by"],
-    )
-
-
-def _text_array(value: Any) -> list[str]:
-    """A text[] over a domain arrives as its literal ``{a,b}``; plain arrays as lists."""
-    if isinstance(value, list):
-        return value
-    inner = str(value).strip("{}")
-    return [part.strip('"') for part in inner.split(",")] if inner else []
+# the functions return a row of nulls for an unknown alarm
+_ACK = (
+    f"SELECT {ALARM_COLUMNS} FROM alerts_acknowledge(%(alarm_id)s, %(by)s, %(at)s) "
+    "WHERE id IS NOT NULL"
+)
+_CLEAR = (
+    f"SELECT {ALARM_COLUMNS} FROM alerts_clear(%(alarm_id)s, %(by)s, %(at)s, %(reason)s) "
+    "WHERE id IS NOT NULL"
+)
 
 
 def _raise_params(
@@ -115,10 +92,9 @@ def _raise_params(
     }
 
 
-def _checked(row: dict[str, Any] | None, *, alarm_id: int, wanted: str) -> Alarm:
-    if row is None or row["id"] is None:
+def _checked(alarm: Alarm | None, *, alarm_id: int, wanted: str) -> Alarm:
+    if alarm is None:
         raise AlarmNotFound(f"no alarm {alarm_id}")
-    alarm = _alarm(row)
     if wanted == "acknowledge" and alarm.state is AlarmState.CLEARED:
         raise AlarmStateError(f"alarm {alarm_id} is cleared; it cannot be acknowledged")
     return alarm
@@ -151,15 +127,15 @@ def raise_alarm(
         actor=actor,
         policy=policy,
     )
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_RAISE, params).fetchone()
-    assert row is not None
-    return _alarm(row)
+    with conn.cursor(row_factory=class_row(Alarm)) as cur:
+        alarm = cur.execute(_RAISE, params).fetchone()
+    assert alarm is not None
+    return alarm
 
 
 def acknowledge_alarm(conn: psycopg.Connection, *, alarm_id: int, by: str, at: datetime) -> Alarm:
     """Acknowledge an active alarm, which stops its escalation; idempotent when acknowledged."""
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=class_row(Alarm)) as cur:
         row = cur.execute(_ACK, {"alarm_id": alarm_id, "by": by, "at": at}).fetchone()
     return _checked(row, alarm_id=alarm_id, wanted="acknowledge")
 
@@ -168,7 +144,7 @@ async def aacknowledge_alarm(
     conn: psycopg.AsyncConnection, *, alarm_id: int, by: str, at: datetime
 ) -> Alarm:
     """Async ``acknowledge_alarm``."""
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor(row_factory=class_row(Alarm)) as cur:
         await cur.execute(_ACK, {"alarm_id": alarm_id, "by": by, "at": at})
         row = await cur.fetchone()
     return _checked(row, alarm_id=alarm_id, wanted="acknowledge")
@@ -179,7 +155,7 @@ def clear_alarm(
 ) -> Alarm:
     """Clear an open alarm; idempotent when already cleared."""
     params = {"alarm_id": alarm_id, "by": by, "at": at, "reason": reason}
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=class_row(Alarm)) as cur:
         row = cur.execute(_CLEAR, params).fetchone()
     return _checked(row, alarm_id=alarm_id, wanted="clear")
 
@@ -189,7 +165,7 @@ async def aclear_alarm(
 ) -> Alarm:
     """Async ``clear_alarm``."""
     params = {"alarm_id": alarm_id, "by": by, "at": at, "reason": reason}
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.cursor(row_factory=class_row(Alarm)) as cur:
         await cur.execute(_CLEAR, params)
         row = await cur.fetchone()
     return _checked(row, alarm_id=alarm_id, wanted="clear")
@@ -214,24 +190,25 @@ def clear_alarms_of(
 
 def get_alarm(conn: psycopg.Connection, *, alarm_id: int) -> Alarm:
     """One alarm by id."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute("SELECT * FROM alarms WHERE id = %s", (alarm_id,)).fetchone()
-    if row is None:
+    with conn.cursor(row_factory=class_row(Alarm)) as cur:
+        alarm = cur.execute(
+            f"SELECT {ALARM_COLUMNS} FROM alarms WHERE id = %s", (alarm_id,)
+        ).fetchone()
+    if alarm is None:
         raise AlarmNotFound(f"no alarm {alarm_id}")
-    return _alarm(row)
+    return alarm
 
 
 def open_alarm(
     conn: psycopg.Connection, *, source_type: str, source_id: str | int, type: str
 ) -> Alarm | None:
     """The open (active or acknowledged) alarm of a source and type, if any."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM alarms WHERE source_type = %s AND source_id = %s AND type = %s "
-            "AND state <> 'cleared'",
+    with conn.cursor(row_factory=class_row(Alarm)) as cur:
+        return cur.execute(
+            f"SELECT {ALARM_COLUMNS} FROM alarms WHERE source_type = %s AND source_id = %s "
+            "AND type = %s AND state <> 'cleared'",
             (source_type, str(source_id), type),
         ).fetchone()
-    return _alarm(row) if row else None
 
 
 def list_alarms(
@@ -250,9 +227,12 @@ def list_alarms(
         if value is not None:
             where.append(f"{column} = %({column})s")
             params[column] = str(value)
-    query = f"SELECT * FROM alarms WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %(limit)s"
-    with conn.cursor(row_factory=dict_row) as cur:
-        return [_alarm(row) for row in cur.execute(query, params).fetchall()]
+    query = (
+        f"SELECT {ALARM_COLUMNS} FROM alarms WHERE {' AND '.join(where)} "
+        "ORDER BY id DESC LIMIT %(limit)s"
+    )
+    with conn.cursor(row_factory=class_row(Alarm)) as cur:
+        return cur.execute(query, params).fetchall()
 
 
 def alarm_changes(conn: psycopg.Connection, *, alarm_id: int) -> list[AlarmChange]:
@@ -446,30 +426,7 @@ def notify_party(
 # -- deliveries -----------------------------------------------------------------------------------
 
 
-def _delivery(row: dict[str, Any]) -> Delivery:
-    return Delivery(
-        id=row["id"],
-        alarm_id=row["alarm_id"],
-        subject_type=row["subject_type"],
-        subject_id=row["subject_id"],
-        reason=row["reason"],
-        audience=Audience(row["audience"]),
-        channel=ChannelKind(row["channel"]),
-        address=row["address"],
-        payload=row["payload"],
-        status=DeliveryStatus(row["status"]),
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        next_attempt_at=row["next_attempt_at"],
-        finished_at=row["finished_at"],
-        last_error=row["last_error"],
-    )
-
-
-_DELIVERY_COLUMNS = (
-    "id, alarm_id, subject_type, subject_id, reason, audience, channel, address, payload, "
-    "status, attempts, created_at, next_attempt_at, finished_at, last_error"
-)
+_DELIVERY_COLUMNS = columns(Delivery)
 
 
 async def aclaim_due_deliveries(
@@ -482,7 +439,7 @@ async def aclaim_due_deliveries(
 ) -> list[Delivery]:
     """Pending deliveries due by ``now``, leased to this worker so no other sends them too
     (``sending``: this worker's own in-flight deliveries, never claimed twice)."""
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    async with conn.transaction(), conn.cursor(row_factory=class_row(Delivery)) as cur:
         await cur.execute(
             f"UPDATE deliveries SET next_attempt_at = %(until)s WHERE id IN ("
             f"  SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= %(now)s"
@@ -492,7 +449,7 @@ async def aclaim_due_deliveries(
             {"now": now, "until": now + lease, "limit": limit, "sending": list(sending)},
         )
         rows = await cur.fetchall()
-    return sorted((_delivery(row) for row in rows), key=lambda d: d.id)
+    return sorted(rows, key=lambda d: d.id)
 
 
 async def arecord_attempt(
@@ -569,12 +526,11 @@ def deliveries(
     if subject_id is not None:
         where.append("subject_id = %(subject_id)s")
         params["subject_id"] = str(subject_id)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
+    with conn.cursor(row_factory=class_row(Delivery)) as cur:
+        return cur.execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(where)} ORDER BY id",
             params,
         ).fetchall()
-    return [_delivery(row) for row in rows]
 
 
 def delivery_attempts(conn: psycopg.Connection, *, delivery_id: int) -> list[DeliveryAttempt]:

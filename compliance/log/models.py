@@ -16,6 +16,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+import pydantic.dataclasses
 from pydantic import BaseModel, Field, field_validator
 
 GENESIS_HASH = "0" * 64
@@ -104,7 +105,9 @@ def entry_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True
+)  # class_row gives text: pydantic makes the enums
 class Entry:
     """One compliance log entry."""
 

@@ -9,14 +9,13 @@ trigger refuse it if anyone tries without the lock).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
 from compliance.log.models import (
     GENESIS_HASH,
@@ -28,6 +27,7 @@ from compliance.log.models import (
     entry_bytes,
     entry_hash,
 )
+from vigil.db.rows import columns
 
 # pg_advisory_xact_lock key of the log's single writer slot ("VCLG").
 LOG_LOCK_KEY = 0x5643_4C47
@@ -39,7 +39,10 @@ _INSERT = (
     "VALUES (%(seq)s, %(kind)s, %(subject_type)s, %(subject_id)s, %(body)s, %(actor)s, %(at)s, "
     "%(prev_hash)s, %(hash)s)"
 )
-_COLUMNS = "seq, kind, subject_type, subject_id, body, actor, at, prev_hash, hash"
+# the body is stored as the canonical text the hash covers (what a scan checks); an entry
+# carries it as an object
+_STORED_COLUMNS = columns(Entry)
+_ENTRY_COLUMNS = columns(Entry, casts={"body": "jsonb"})
 
 
 def _row(
@@ -81,20 +84,6 @@ def _row(
     }
 
 
-def _entry(row: dict[str, Any]) -> Entry:
-    return Entry(
-        seq=row["seq"],
-        kind=row["kind"],
-        subject_type=row["subject_type"],
-        subject_id=row["subject_id"],
-        body=json.loads(row["body"]) if isinstance(row["body"], str) else row["body"],
-        actor=row["actor"],
-        at=row["at"],
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
-    )
-
-
 def append(
     conn: psycopg.Connection,
     *,
@@ -121,7 +110,7 @@ def append(
             at=at,
         )
         cur.execute(_INSERT, row)
-    return _entry(row)
+    return Entry(**{**row, "body": body})
 
 
 def append_many(conn: psycopg.Connection, *, items: list[dict[str, Any]]) -> list[Entry]:
@@ -139,7 +128,7 @@ def append_many(conn: psycopg.Connection, *, items: list[dict[str, Any]]) -> lis
             rows.append(row)
             last = row
         cur.executemany(_INSERT, rows)
-    return [_entry(row) for row in rows]
+    return [Entry(**{**row, "body": item["body"]}) for row, item in zip(rows, items, strict=True)]
 
 
 def head(conn: psycopg.Connection) -> tuple[int, str]:
@@ -171,18 +160,18 @@ def entries(
         where.append("kind = %(kind)s")
         params["kind"] = kind
     query = (
-        f"SELECT {_COLUMNS} FROM compliance_log WHERE {' AND '.join(where)} "
+        f"SELECT {_ENTRY_COLUMNS} FROM compliance_log WHERE {' AND '.join(where)} "
         "ORDER BY seq LIMIT %(limit)s"
     )
-    with conn.cursor(row_factory=dict_row) as cur:
-        return [_entry(row) for row in cur.execute(query, params).fetchall()]
+    with conn.cursor(row_factory=class_row(Entry)) as cur:
+        return cur.execute(query, params).fetchall()
 
 
 def scan(conn: psycopg.Connection, *, batch: int = 5000) -> Iterator[dict[str, Any]]:
     """Every stored row in sequence order, streamed through a server-side cursor."""
     with conn.transaction(), conn.cursor("compliance_log_scan", row_factory=dict_row) as cur:
         cur.itersize = batch
-        cur.execute(f"SELECT {_COLUMNS} FROM compliance_log ORDER BY seq")
+        cur.execute(f"SELECT {_STORED_COLUMNS} FROM compliance_log ORDER BY seq")
         yield from cur
 
 

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+import pydantic.dataclasses
 from pydantic import BaseModel, Field
 
 from api.auth.models import Strict
@@ -118,7 +119,9 @@ class Part:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True
+)  # class_row gives text: pydantic makes the enums
 class Record:
     """A saved maintenance record."""
 

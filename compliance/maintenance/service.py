@@ -36,7 +36,7 @@ from compliance.maintenance.models import (
 )
 from vigil import notify
 from vigil.catalog import ServiceMode
-from vigil.db.rows import first_value
+from vigil.db.rows import columns, first_value
 
 ENGINE_ACTOR = "compliance-engine"
 
@@ -152,37 +152,19 @@ def technician_firm(conn: psycopg.Connection, *, technician_id: int) -> int:
     row = conn.execute("SELECT firm_id FROM technicians WHERE id = %s", (technician_id,)).fetchone()
     if row is None:
         raise LookupError(f"no technician {technician_id}")
-    return int(row[0] if not isinstance(row, dict) else row["firm_id"])
+    return int(first_value(row))
+
+
+RECORD_COLUMNS = columns(Record)
+RECORD_COLUMNS_OF_R = columns(Record, table="r")
 
 
 def record(conn: psycopg.Connection, *, record_id: int) -> Record | None:
     """One saved record."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM maintenance_records WHERE id = %s", (record_id,)
+    with conn.cursor(row_factory=class_row(Record)) as cur:
+        return cur.execute(
+            f"SELECT {RECORD_COLUMNS} FROM maintenance_records WHERE id = %s", (record_id,)
         ).fetchone()
-    return _record(row) if row else None
-
-
-def _record(row: dict[str, Any]) -> Record:
-    return Record(
-        id=row["id"],
-        device_id=row["device_id"],
-        technician_id=row["technician_id"],
-        firm_id=row["firm_id"],
-        tier=Tier(row["tier"]),
-        claimed_start=row["claimed_start"],
-        claimed_end=row["claimed_end"],
-        checklist_done=tuple(row["checklist_done"]),
-        checklist_total=row["checklist_total"],
-        credited_tier=Tier(row["credited_tier"]) if row["credited_tier"] else None,
-        parts=tuple(row["parts"]),
-        notes=row["notes"],
-        corrects_id=row["corrects_id"],
-        correction_reason=row["correction_reason"],
-        recorded_by=row["recorded_by"],
-        recorded_at=row["recorded_at"],
-    )
 
 
 def insert_record(
@@ -205,12 +187,13 @@ def insert_record(
     at: datetime,
 ) -> Record:
     """Store a record and log it (rules M2, M4, A1)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+    with conn.cursor(row_factory=class_row(Record)) as cur:
+        saved = cur.execute(
             "INSERT INTO maintenance_records (device_id, technician_id, firm_id, tier, "
             "claimed_start, claimed_end, checklist_done, checklist_total, credited_tier, parts, "
             "notes, corrects_id, correction_reason, recorded_by, recorded_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"RETURNING {RECORD_COLUMNS}",
             (
                 device_id,
                 technician_id,
@@ -229,8 +212,7 @@ def insert_record(
                 at,
             ),
         ).fetchone()
-    assert row is not None
-    saved = _record(row)
+    assert saved is not None
     log.append(
         conn,
         kind="maintenance.record",
@@ -562,24 +544,23 @@ def refresh_all_clocks(conn: psycopg.Connection, *, at: datetime) -> int:
 
 def unjudged_records(conn: psycopg.Connection, *, now: datetime) -> list[Record]:
     """Records whose claimed window has ended and that have no verdict yet."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
+    with conn.cursor(row_factory=class_row(Record)) as cur:
+        return cur.execute(
             # only a record saved before its claimed end can lack a verdict (partial index)
-            "SELECT r.* FROM maintenance_records r WHERE r.claimed_end > r.recorded_at "
-            "AND r.claimed_end <= %s "
+            f"SELECT {RECORD_COLUMNS_OF_R} FROM maintenance_records r "
+            "WHERE r.claimed_end > r.recorded_at AND r.claimed_end <= %s "
             "AND NOT EXISTS (SELECT 1 FROM maintenance_verdicts v WHERE v.record_id = r.id) "
             "ORDER BY r.id",
             (now,),
         ).fetchall()
-    return [_record(row) for row in rows]
 
 
 def unsettled_records(conn: psycopg.Connection, *, device_id: str, now: datetime) -> list[Record]:
     """Records of an elevator not verified yet, still inside their evidence slack after the end."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            """
-            SELECT r.* FROM maintenance_records r
+    with conn.cursor(row_factory=class_row(Record)) as cur:
+        return cur.execute(
+            f"""
+            SELECT {RECORD_COLUMNS_OF_R} FROM maintenance_records r
             JOIN LATERAL (SELECT verdict, rule_values FROM maintenance_verdicts
                           WHERE record_id = r.id ORDER BY id DESC LIMIT 1) v ON true
             WHERE r.device_id = %(device)s AND v.verdict <> 'verified'
@@ -592,7 +573,6 @@ def unsettled_records(conn: psycopg.Connection, *, device_id: str, now: datetime
             """,
             {"device": device_id, "now": now},
         ).fetchall()
-    return [_record(row) for row in rows]
 
 
 def new_command_id(prefix: str) -> str:

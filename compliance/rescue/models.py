@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+import pydantic.dataclasses
 from pydantic import BaseModel, Field, model_validator
 
 from api.auth.models import Strict
@@ -107,7 +108,9 @@ class Condition:
     dwell_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@pydantic.dataclasses.dataclass(
+    frozen=True, slots=True
+)  # class_row gives text: pydantic makes the enums
 class Incident:
     """One rescue incident."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from compliance.log import service as compliance_log
@@ -37,29 +37,12 @@ from compliance.rescue.models import (
     Trigger,
 )
 from vigil import notify
-from vigil.db.rows import first_value
+from vigil.db.rows import columns, first_value
 
 SUBJECT = "rescue_incident"
 
 
-def _incident(row: dict[str, Any]) -> Incident:
-    return Incident(
-        id=row["id"],
-        device_id=row["device_id"],
-        site_id=row["site_id"],
-        firm_id=row["firm_id"],
-        jurisdiction_id=row["jurisdiction_id"],
-        trigger=Trigger(row["trigger"]),
-        tier=row["tier"],
-        deadline_minutes=row["deadline_minutes"],
-        clock_from=row["clock_from"],
-        reported_at=row["reported_at"],
-        arrival_deadline=row["arrival_deadline"],
-        status=Status(row["status"]),
-        alarm_id=row["alarm_id"],
-        closed_at=row["closed_at"],
-        follows_incident_id=row.get("follows_incident_id"),
-    )
+INCIDENT_COLUMNS = columns(Incident)
 
 
 def log_fact(
@@ -204,12 +187,13 @@ def insert_incident(
     follows_incident_id: int | None = None,
 ) -> Incident | None:
     """Open an incident; None when the elevator already has an open one (rule R1)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+    with conn.cursor(row_factory=class_row(Incident)) as cur:
+        return cur.execute(
             "INSERT INTO rescue_incidents (device_id, site_id, firm_id, jurisdiction_id, "
             "trigger, tier, deadline_minutes, clock_from, reported_at, arrival_deadline, "
             "follows_incident_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (device_id) WHERE closed_at IS NULL DO NOTHING RETURNING *",
+            "ON CONFLICT (device_id) WHERE closed_at IS NULL DO NOTHING "
+            f"RETURNING {INCIDENT_COLUMNS}",
             (
                 device_id,
                 site_id,
@@ -224,7 +208,6 @@ def insert_incident(
                 follows_incident_id,
             ),
         ).fetchone()
-    return _incident(row) if row else None
 
 
 def open_incident_of(
@@ -232,33 +215,33 @@ def open_incident_of(
 ) -> Incident | None:
     """The open incident of an elevator, if any."""
     suffix = " FOR UPDATE" if lock else ""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f"SELECT * FROM rescue_incidents WHERE device_id = %s AND closed_at IS NULL{suffix}",
+    with conn.cursor(row_factory=class_row(Incident)) as cur:
+        return cur.execute(
+            f"SELECT {INCIDENT_COLUMNS} FROM rescue_incidents "
+            f"WHERE device_id = %s AND closed_at IS NULL{suffix}",
             (device_id,),
         ).fetchone()
-    return _incident(row) if row else None
 
 
 def get_incident(conn: psycopg.Connection, *, incident_id: int, lock: bool = False) -> Incident:
     """One incident by id."""
     suffix = " FOR UPDATE" if lock else ""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            f"SELECT * FROM rescue_incidents WHERE id = %s{suffix}", (incident_id,)
+    with conn.cursor(row_factory=class_row(Incident)) as cur:
+        incident = cur.execute(
+            f"SELECT {INCIDENT_COLUMNS} FROM rescue_incidents WHERE id = %s{suffix}",
+            (incident_id,),
         ).fetchone()
-    if row is None:
+    if incident is None:
         raise IncidentNotFound(f"no incident {incident_id}")
-    return _incident(row)
+    return incident
 
 
 def open_incidents(conn: psycopg.Connection) -> list[Incident]:
     """Every open incident, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT * FROM rescue_incidents WHERE closed_at IS NULL ORDER BY id"
+    with conn.cursor(row_factory=class_row(Incident)) as cur:
+        return cur.execute(
+            f"SELECT {INCIDENT_COLUMNS} FROM rescue_incidents WHERE closed_at IS NULL ORDER BY id"
         ).fetchall()
-    return [_incident(row) for row in rows]
 
 
 def update_incident(
@@ -271,17 +254,17 @@ def update_incident(
     closed_at: datetime | None = None,
 ) -> Incident:
     """Move an incident's status and fill in what was not known yet."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+    with conn.cursor(row_factory=class_row(Incident)) as cur:
+        incident = cur.execute(
             "UPDATE rescue_incidents SET status = coalesce(%s, status), "
             "arrival_deadline = coalesce(arrival_deadline, %s), "
             "alarm_id = coalesce(alarm_id, %s), closed_at = coalesce(closed_at, %s) "
-            "WHERE id = %s RETURNING *",
+            f"WHERE id = %s RETURNING {INCIDENT_COLUMNS}",
             (status.value if status else None, arrival_deadline, alarm_id, closed_at, incident_id),
         ).fetchone()
-    if row is None:
+    if incident is None:
         raise IncidentNotFound(f"no incident {incident_id}")
-    return _incident(row)
+    return incident
 
 
 def add_step(
@@ -378,8 +361,7 @@ def breaches(conn: psycopg.Connection, *, incident_id: int) -> list[dict[str, An
 # -- dispatch -------------------------------------------------------------------------------------
 
 
-def _dispatch(row: dict[str, Any]) -> Dispatch:
-    return Dispatch(**row)
+DISPATCH_COLUMNS = columns(Dispatch)
 
 
 def candidates(
@@ -425,11 +407,11 @@ def insert_dispatch(
     accept_by: datetime,
 ) -> Dispatch:
     """Ask one technician to go."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+    with conn.cursor(row_factory=class_row(Dispatch)) as cur:
+        dispatch = cur.execute(
             "INSERT INTO rescue_dispatches (incident_id, technician_id, rank, estimated_travel_s, "
             "estimated_arrival, dispatched_at, accept_by) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "RETURNING *",
+            f"RETURNING {DISPATCH_COLUMNS}",
             (
                 incident_id,
                 technician_id,
@@ -440,50 +422,49 @@ def insert_dispatch(
                 accept_by,
             ),
         ).fetchone()
-    assert row is not None
-    return _dispatch(row)
+    assert dispatch is not None
+    return dispatch
 
 
 def dispatches(conn: psycopg.Connection, *, incident_id: int) -> list[Dispatch]:
     """Every dispatch of an incident, in order."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT * FROM rescue_dispatches WHERE incident_id = %s ORDER BY id", (incident_id,)
+    with conn.cursor(row_factory=class_row(Dispatch)) as cur:
+        return cur.execute(
+            f"SELECT {DISPATCH_COLUMNS} FROM rescue_dispatches WHERE incident_id = %s ORDER BY id",
+            (incident_id,),
         ).fetchall()
-    return [_dispatch(row) for row in rows]
 
 
 def awaiting_answer(conn: psycopg.Connection, *, incident_id: int) -> Dispatch | None:
     """The dispatch of an incident still waiting for an answer."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM rescue_dispatches WHERE incident_id = %s AND outcome IS NULL FOR UPDATE",
+    with conn.cursor(row_factory=class_row(Dispatch)) as cur:
+        return cur.execute(
+            f"SELECT {DISPATCH_COLUMNS} FROM rescue_dispatches "
+            "WHERE incident_id = %s AND outcome IS NULL FOR UPDATE",
             (incident_id,),
         ).fetchone()
-    return _dispatch(row) if row else None
 
 
 def answer_dispatch(
     conn: psycopg.Connection, *, dispatch_id: int, outcome: str, at: datetime
 ) -> Dispatch | None:
     """Record the answer to a dispatch once; None when it was already answered."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
+    with conn.cursor(row_factory=class_row(Dispatch)) as cur:
+        return cur.execute(
             "UPDATE rescue_dispatches SET outcome = %s, outcome_at = %s "
-            "WHERE id = %s AND outcome IS NULL RETURNING *",
+            f"WHERE id = %s AND outcome IS NULL RETURNING {DISPATCH_COLUMNS}",
             (outcome, at, dispatch_id),
         ).fetchone()
-    return _dispatch(row) if row else None
 
 
 def accepted_dispatch(conn: psycopg.Connection, *, incident_id: int) -> Dispatch | None:
     """The accepted dispatch of an incident, if any."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM rescue_dispatches WHERE incident_id = %s AND outcome = 'accepted'",
+    with conn.cursor(row_factory=class_row(Dispatch)) as cur:
+        return cur.execute(
+            f"SELECT {DISPATCH_COLUMNS} FROM rescue_dispatches "
+            "WHERE incident_id = %s AND outcome = 'accepted'",
             (incident_id,),
         ).fetchone()
-    return _dispatch(row) if row else None
 
 
 def technician_exists(conn: psycopg.Connection, *, technician_id: int) -> bool:

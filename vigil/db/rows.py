@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -10,3 +12,14 @@ def first_value(row: Any) -> Any:
     if row is None:
         return None
     return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+def columns(model: type, *, table: str = "", casts: Mapping[str, str] | None = None) -> str:
+    """The select list that fills a dataclass's fields by name, for psycopg's ``class_row``
+    (``table``: qualify each column; ``casts``: a type to cast a column to, by field)."""
+    prefix = f"{table}." if table else ""
+    casts = casts or {}
+    return ", ".join(
+        f"{prefix}{f.name}::{casts[f.name]} AS {f.name}" if f.name in casts else prefix + f.name
+        for f in dataclasses.fields(model)
+    )
