@@ -23,9 +23,11 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from alerts import service as alerts_service
 from api import STATIC_DIR
 from api.deps import ApiContext
-from api.live.service import Broadcaster
+from api.live.service import Broadcaster, DomainReads
+from fleet import service as fleet_service
 from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock, make_clock
 from vigil.config import load_settings
 from vigil.db.pool import open_async_pool, open_pool
@@ -86,6 +88,13 @@ class Health(BaseModel):
     # TimescaleDB policy jobs its scheduler fails or does not run (ingest runs them itself)
     storage_jobs_stalled: list[str] = []
 
+
+# what the live stream reads of devices and alarms (rule A2: each subscriber its own scope)
+LIVE_READS = DomainReads(
+    assets=fleet_service.get_assets,
+    visible_devices=fleet_service.visible_device_ids,
+    visible_alarms=alerts_service.visible_alarm_ids,
+)
 
 # Routers over other domains join when their domain package is present.
 OPTIONAL_ROUTERS = {
@@ -148,7 +157,7 @@ def create_app(
         ctx.sync_pool = await asyncio.to_thread(
             open_pool, database_url, min_size=1, max_size=sync_pool_size
         )
-        ctx.broadcaster = Broadcaster(database_url=database_url, pool=ctx.pool)
+        ctx.broadcaster = Broadcaster(database_url=database_url, pool=ctx.pool, reads=LIVE_READS)
         try:
             await ctx.broadcaster.start()
             yield

@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from alerts import service as alarms_service
 from api.auth.models import Principal
 from api.scope import alarm_scope, device_scope, device_scope_args
-from fleet import service as assets_service
 from vigil import notify
 
 log = logging.getLogger(__name__)
@@ -74,12 +72,24 @@ class Subscription:
             self.queue.put_nowait({"type": "resync", "reason": "client too slow"})
 
 
+@dataclass(frozen=True, slots=True)
+class DomainReads:
+    """The reads of the domains that own devices and alarms, handed in by the composition root
+    (``runtime.api``) so that the web plumbing imports no domain. Each takes an async
+    connection and keyword arguments: ``scope``, ``scope_params`` and the ids asked about."""
+
+    assets: Callable[..., Awaitable[Sequence[Any]]]  # the assets' current state, by device id
+    visible_devices: Callable[..., Awaitable[set[str]]]  # which devices the scope covers
+    visible_alarms: Callable[..., Awaitable[set[int]]]  # which alarms the scope covers
+
+
 class Broadcaster:
     """Fans NOTIFY notices out to subscribers, each seeing only its scope."""
 
-    def __init__(self, *, database_url: str, pool: AsyncConnectionPool) -> None:
+    def __init__(self, *, database_url: str, pool: AsyncConnectionPool, reads: DomainReads) -> None:
         self._url = database_url
         self._pool = pool
+        self._reads = reads
         self._subscribers: set[Subscription] = set()
         self._inbox: asyncio.Queue[Notice] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -190,21 +200,21 @@ class Broadcaster:
                 principal = subs[0].principal
                 alarm_sql = alarm_scope(principal)
                 assets = (
-                    await assets_service.get_assets(
+                    await self._reads.assets(
                         conn, **device_scope_args(principal), device_ids=changed
                     )
                     if changed
                     else []
                 )
                 visible = (
-                    await assets_service.visible_device_ids(
+                    await self._reads.visible_devices(
                         conn, **device_scope_args(principal), device_ids=named
                     )
                     if named
                     else set()
                 )
                 seen_alarms = (
-                    await alarms_service.visible_alarm_ids(
+                    await self._reads.visible_alarms(
                         conn,
                         scope=alarm_sql.condition,
                         scope_params=alarm_sql.params,
