@@ -6,7 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_packaging import ROOT, top_level_imports
+
 KERNEL = "vigil"
 DOMAINS = ("fleet", "gateway", "ingest", "compliance", "alerts", "simulators", "api")
 ROOTS = ("runtime", "bench")
@@ -52,22 +53,12 @@ def _imports_at_load(path: Path, modules: dict[str, Path]) -> set[str]:
     return {name for name in names if name in modules}
 
 
-def _all_imports(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
-    return found
-
-
 def test_the_kernel_imports_no_domain_and_no_composition_root():
     wrong = {
         f"{path.relative_to(ROOT)} imports {name}"
         for module, path in _modules().items()
         if module.split(".")[0] == KERNEL
-        for name in _all_imports(path) & {*DOMAINS, *ROOTS}
+        for name in top_level_imports(path) & {*DOMAINS, *ROOTS}
     }
     assert not wrong, sorted(wrong)
 
@@ -77,7 +68,7 @@ def test_no_domain_imports_the_composition_root():
         f"{path.relative_to(ROOT)} imports {name}"
         for module, path in _modules().items()
         if module.split(".")[0] in DOMAINS
-        for name in _all_imports(path) & set(ROOTS)
+        for name in top_level_imports(path) & set(ROOTS)
     }
     assert not wrong, sorted(wrong)
 

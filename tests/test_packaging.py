@@ -42,7 +42,8 @@ def _dev_distributions() -> set[str]:
     return names
 
 
-def _top_level_imports(path: Path) -> set[str]:
+def top_level_imports(path: Path) -> set[str]:
+    """The top-level names of every absolute import in a file (anywhere in it)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -65,6 +66,6 @@ def test_production_code_imports_no_dev_only_package():
             relative = path.relative_to(ROOT).as_posix()
             if relative in TEST_ONLY:
                 continue
-            for name in sorted(_top_level_imports(path) & dev):
+            for name in sorted(top_level_imports(path) & dev):
                 offenders.append(f"{relative} imports {name}")
     assert offenders == []
