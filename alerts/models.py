@@ -87,9 +87,8 @@ class AlarmStateError(AlarmError):
     """The alarm cannot make this change from its current state."""
 
 
-@pydantic.dataclasses.dataclass(
-    frozen=True, slots=True
-)  # class_row gives text: pydantic makes the enums
+# class_row gives the database's text: pydantic makes the enums
+@pydantic.dataclasses.dataclass(frozen=True, slots=True)
 class Alarm:
     """One alarm row."""
 
@@ -161,9 +160,8 @@ class Contact:
     active: bool
 
 
-@pydantic.dataclasses.dataclass(
-    frozen=True, slots=True
-)  # class_row gives text: pydantic makes the enums
+# class_row gives the database's text: pydantic makes the enums
+@pydantic.dataclasses.dataclass(frozen=True, slots=True)
 class Delivery:
     """One message to one address, and how it went."""
 

@@ -58,6 +58,10 @@ TAGS = [
         "description": "Regulator audit: the compliance log (A1), exports, chain "
         "verification and checkpoints.",
     },
+    {
+        "name": "work orders",
+        "description": "Work orders with service-level deadlines (rules S1-S6), callbacks.",
+    },
     {"name": "system", "description": "Health."},
 ]
 
@@ -104,6 +108,7 @@ OPTIONAL_ROUTERS = {
     "incidents": "compliance.rescue.views",
     "maintenance": "compliance.maintenance.views",
     "reports": "compliance.reports.views",
+    "work_orders": "workorders.views",
 }
 
 

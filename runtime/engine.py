@@ -26,6 +26,7 @@ RUNNER_MODULES = (
     "compliance.rescue.scheduled",
     "compliance.conditions.scheduled",
     "fleet.scheduled",  # the firm in force as contracts begin and end
+    "workorders.scheduled",  # faults, lapses and rescues become work; deadlines (S1, S2)
 )
 
 RESTART_DELAY_S = 5.0

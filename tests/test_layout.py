@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.test_packaging import ROOT, top_level_imports
 
 KERNEL = "vigil"
-DOMAINS = ("fleet", "gateway", "ingest", "compliance", "alerts", "simulators", "api")
+DOMAINS = ("fleet", "gateway", "ingest", "compliance", "alerts", "simulators", "api", "workorders")
 ROOTS = ("runtime", "bench")
 PACKAGES = (KERNEL, *DOMAINS, *ROOTS)
 

@@ -18,6 +18,7 @@ PACKAGES = (
     "alerts",
     "simulators",
     "api",
+    "workorders",
 )
 # import names of the dev-only distributions (pyproject's [project.optional-dependencies] dev)
 DEV_IMPORTS = {

@@ -105,9 +105,8 @@ def entry_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pydantic.dataclasses.dataclass(
-    frozen=True, slots=True
-)  # class_row gives text: pydantic makes the enums
+# class_row gives the database's text: pydantic makes the enums
+@pydantic.dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
     """One compliance log entry."""
 

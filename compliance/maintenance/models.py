@@ -119,9 +119,8 @@ class Part:
         }
 
 
-@pydantic.dataclasses.dataclass(
-    frozen=True, slots=True
-)  # class_row gives text: pydantic makes the enums
+# class_row gives the database's text: pydantic makes the enums
+@pydantic.dataclasses.dataclass(frozen=True, slots=True)
 class Record:
     """A saved maintenance record."""
 

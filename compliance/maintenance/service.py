@@ -472,7 +472,38 @@ def insert_verdict(
         actor=ENGINE_ACTOR,
         at=at,
     )
+    # announced on commit: work orders turn a visit the telemetry does not prove into work
+    notify.send(
+        conn,
+        notify.MAINTENANCE,
+        [
+            json.dumps(
+                {
+                    "verdict_id": row["id"],
+                    "record": record.id,
+                    "device_id": record.device_id,
+                    "verdict": str(judgement.verdict),
+                }
+            )
+        ],
+    )
     return int(row["id"])
+
+
+def failed_verdicts(conn: psycopg.Connection, *, since: datetime) -> list[dict[str, Any]]:
+    """Verdicts in force decided since ``since`` that do not prove their visit (rule M3), of
+    records not corrected since: ``verdict_id``, ``record_id``, ``device_id``, ``verdict``."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT v.id AS verdict_id, v.record_id, v.device_id, v.verdict "
+            "FROM maintenance_verdicts v WHERE v.decided_at >= %s AND v.verdict <> 'verified' "
+            "AND v.id = (SELECT max(w.id) FROM maintenance_verdicts w "
+            "            WHERE w.record_id = v.record_id) "
+            "AND NOT EXISTS (SELECT 1 FROM maintenance_records c "
+            "                WHERE c.corrects_id = v.record_id) "
+            "ORDER BY v.id",
+            (since,),
+        ).fetchall()
 
 
 _CLOCK_COLUMNS = """

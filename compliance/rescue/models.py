@@ -108,9 +108,8 @@ class Condition:
     dwell_s: float
 
 
-@pydantic.dataclasses.dataclass(
-    frozen=True, slots=True
-)  # class_row gives text: pydantic makes the enums
+# class_row gives the database's text: pydantic makes the enums
+@pydantic.dataclasses.dataclass(frozen=True, slots=True)
 class Incident:
     """One rescue incident."""
 

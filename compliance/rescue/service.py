@@ -244,6 +244,18 @@ def open_incidents(conn: psycopg.Connection) -> list[Incident]:
         ).fetchall()
 
 
+def ended_incidents(conn: psycopg.Connection, *, since: datetime) -> list[Incident]:
+    """Incidents whose passengers were released (or that closed) since ``since``."""
+    with conn.cursor(row_factory=class_row(Incident)) as cur:
+        return cur.execute(
+            f"SELECT {INCIDENT_COLUMNS} FROM rescue_incidents i WHERE i.status IN "
+            "('released', 'closed') AND EXISTS (SELECT 1 FROM rescue_steps s "
+            "WHERE s.incident_id = i.id AND s.step IN ('released', 'closed') AND s.at >= %s) "
+            "ORDER BY i.id",
+            (since,),
+        ).fetchall()
+
+
 def update_incident(
     conn: psycopg.Connection,
     *,

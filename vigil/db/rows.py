@@ -15,11 +15,14 @@ def first_value(row: Any) -> Any:
 
 
 def columns(model: type, *, table: str = "", casts: Mapping[str, str] | None = None) -> str:
-    """The select list that fills a dataclass's fields by name, for psycopg's ``class_row``
-    (``table``: qualify each column; ``casts``: a type to cast a column to, by field)."""
+    """The select list that fills a model's fields by name (a dataclass or a pydantic model),
+    for psycopg's ``class_row`` (``table``: qualify each column; ``casts``: a type to cast a
+    column to, by field)."""
     prefix = f"{table}." if table else ""
     casts = casts or {}
+    fields = getattr(model, "model_fields", None)
+    names = list(fields) if fields is not None else [f.name for f in dataclasses.fields(model)]
     return ", ".join(
-        f"{prefix}{f.name}::{casts[f.name]} AS {f.name}" if f.name in casts else prefix + f.name
-        for f in dataclasses.fields(model)
+        f"{prefix}{name}::{casts[name]} AS {name}" if name in casts else prefix + name
+        for name in names
     )

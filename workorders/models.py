@@ -1,0 +1,319 @@
+"""Types of the work-order domain: kinds, levels, the lifecycle, service levels (rules S1-S6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth.models import Strict
+
+
+class Kind(StrEnum):
+    """What the work is."""
+
+    FAULT_REPAIR = "fault_repair"
+    EMERGENCY_REPAIR = "emergency_repair"
+    LAMP_REPLACEMENT = "lamp_replacement"
+    MAST_RELAMPING = "mast_relamping"
+    METER_FAULT = "meter_fault"
+    INSPECTION_TASK = "inspection_task"
+    COMPLAINT_FOLLOW_UP = "complaint_follow_up"
+    CORRECTIVE_WORK = "corrective_work"
+
+
+class Level(IntEnum):
+    """Rule S1: the four graded levels."""
+
+    SEVERE = 1
+    MAJOR = 2
+    GENERAL = 3
+    NON_FAULT = 4
+
+
+class Origin(StrEnum):
+    """What opened a work order: a decision of the platform, or a person."""
+
+    ALARM = "alarm"
+    RESCUE = "rescue"
+    MAINTENANCE_VERDICT = "maintenance_verdict"
+    PHONE = "phone"
+    COMPLAINT = "complaint"
+    PATROL = "patrol"
+    CONSOLE = "console"
+
+
+MANUAL_ORIGINS = frozenset({Origin.PHONE, Origin.COMPLAINT, Origin.PATROL, Origin.CONSOLE})
+
+
+class Status(StrEnum):
+    """Where a work order stands."""
+
+    OPENED = "opened"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    ON_SITE = "on_site"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+# a repeat of the same cause attaches to an order in one of these states
+OPEN_STATUSES = frozenset({Status.OPENED, Status.ASSIGNED, Status.ACCEPTED, Status.ON_SITE})
+FINAL_STATUSES = frozenset({Status.CLOSED, Status.CANCELLED})
+
+# the steps each status may go to (cancelled from any state before the end)
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.OPENED: frozenset({Status.ASSIGNED, Status.CANCELLED}),
+    Status.ASSIGNED: frozenset({Status.ASSIGNED, Status.ACCEPTED, Status.CANCELLED}),
+    Status.ACCEPTED: frozenset({Status.ASSIGNED, Status.ON_SITE, Status.CANCELLED}),
+    Status.ON_SITE: frozenset({Status.RESOLVED, Status.CANCELLED}),
+    Status.RESOLVED: frozenset({Status.CLOSED}),
+    Status.CLOSED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+class Step(StrEnum):
+    """An entry of a work order's history."""
+
+    OPENED = "opened"
+    REPEATED = "repeated"
+    RESPONDED = "responded"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    ON_SITE = "on_site"
+    RESOLVED = "resolved"
+    CALLBACK = "callback"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    BREACH = "breach"
+    ESCALATED = "escalated"
+    NOTE = "note"
+
+
+class Zone(StrEnum):
+    """Rule S1: on-site deadlines differ in a city and in a province."""
+
+    CITY = "city"
+    PROVINCE = "province"
+
+
+class Deadline(StrEnum):
+    """The deadlines of rule S1 that can be breached."""
+
+    RESPOND = "respond"
+    ON_SITE = "on_site"
+    RESTORE = "restore"
+
+
+DEFAULT_PROFILE = "s1-default"  # elevators (rule S1)
+GENERAL_PROFILE = "s6-general"  # street lighting and meters (rule S6)
+REPEAT_WINDOW_DAYS = 30  # rule S5
+
+
+class WorkOrderError(Exception):
+    """A work order that cannot take the step asked for; the message says why."""
+
+
+class WorkOrderNotFound(WorkOrderError):
+    """No such work order (in the caller's scope)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """Rule S1: the minutes allowed at one level (restore: none for a non-fault)."""
+
+    respond_min: int
+    escalate_after_min: int
+    restore_min: int | None
+    on_site_city_min: int
+    on_site_province_min: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceLevel:
+    """The targets in force for one work order and where they came from."""
+
+    level: Level
+    zone: Zone
+    targets: Targets
+    profiles: tuple[str, ...]  # the profiles that applied; the strictest value of each won
+
+    def as_json(self) -> dict[str, Any]:
+        """Recorded with the work order (the values in force drive its deadlines)."""
+        return {
+            "level": int(self.level),
+            "zone": str(self.zone),
+            "profiles": list(self.profiles),
+            "respond_min": self.targets.respond_min,
+            "escalate_after_min": self.targets.escalate_after_min,
+            "restore_min": self.targets.restore_min,
+            "on_site_min": (
+                self.targets.on_site_city_min
+                if self.zone is Zone.CITY
+                else self.targets.on_site_province_min
+            ),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """When each step of rule S1 is due, counted from opening."""
+
+    respond_by: datetime
+    escalate_at: datetime
+    on_site_by: datetime
+    restore_by: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What the platform saw that needs work: the work order it opens or repeats."""
+
+    device_id: str
+    kind: Kind
+    cause: str
+    level: Level
+    origin: Origin
+    source_ref: str | None
+    title: str
+    details: dict[str, Any]
+
+
+class WorkOrder(BaseModel):
+    """One work order row (class_row gives the database's text: pydantic makes the enums)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    device_id: str
+    site_id: int
+    firm_id: int | None
+    kind: Kind
+    cause: str
+    level: Level = Field(description="rule S1: 1 severe, 2 major, 3 general, 4 non-fault")
+    origin: Origin
+    source_ref: str | None
+    title: str
+    status: Status
+    zone: Zone
+    service_level: dict[str, Any] = Field(description="the values in force and their profiles")
+    opened_at: datetime
+    respond_by: datetime
+    escalate_at: datetime
+    on_site_by: datetime
+    restore_by: datetime | None
+    technician_id: int | None
+    responded_at: datetime | None
+    on_site_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    repeats: int
+    last_repeat_at: datetime | None
+    repeat_of: int | None = Field(description="rule S5: the earlier order of the same fault")
+
+    @property
+    def open(self) -> bool:
+        """True while the work is not done (a repeat attaches to it)."""
+        return self.status in OPEN_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """One call back to the customer (rule S4)."""
+
+    id: int
+    work_order_id: int
+    at: datetime
+    actor: str
+    reached: bool
+    satisfaction: int | None
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The outcome of a source: the work order, and whether it is new or a repeat."""
+
+    work_order: WorkOrder
+    created: bool
+
+
+# -- API ------------------------------------------------------------------------------------------
+
+
+class WorkOrderOut(WorkOrder):
+    """A work order with the deadlines it missed."""
+
+    breaches: list[Deadline]
+
+
+class StepOut(BaseModel):
+    """One entry of a work order's timeline."""
+
+    step: Step
+    at: datetime
+    actor: str
+    note: str
+    details: dict[str, Any]
+
+
+class WorkOrderDetail(WorkOrderOut):
+    """A work order with its timeline, oldest first."""
+
+    steps: list[StepOut]
+
+
+class WorkOrderCreate(Strict):
+    """Work opened by hand: a phone call, a complaint, a patrol, the console."""
+
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    kind: Kind
+    level: int = Field(ge=1, le=4, description="rule S1: 1 severe ... 4 non-fault")
+    origin: Origin = Origin.CONSOLE
+    title: str = Field(min_length=1, max_length=500)
+    cause: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_.:-]{0,127}$",
+        description="one open order per device and cause (default: the kind)",
+    )
+    note: str = Field(default="", max_length=5000)
+
+
+class NoteIn(Strict):
+    """A note that goes with a step."""
+
+    note: str = Field(default="", max_length=5000)
+
+
+class AssignIn(Strict):
+    """Give the work to a qualified technician of the contracted firm (rule M10)."""
+
+    technician_id: int = Field(ge=1, le=2**62)
+    note: str = Field(default="", max_length=5000)
+
+
+class CheckInIn(Strict):
+    """The technician's measured position on site (never pre-filled)."""
+
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    note: str = Field(default="", max_length=5000)
+
+
+class CallbackIn(Strict):
+    """Rule S4: the call back to the customer after the work is resolved."""
+
+    reached: bool
+    satisfaction: int | None = Field(default=None, ge=1, le=5, description="1 (poor) to 5")
+    note: str = Field(default="", max_length=5000)
+
+
+class CancelIn(Strict):
+    """Why the work is not done."""
+
+    reason: str = Field(min_length=1, max_length=2000)

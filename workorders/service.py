@@ -1,0 +1,586 @@
+"""Database reads and writes of work orders: profiles, orders, steps, breaches, callbacks and
+the working-day calendar.
+
+Every function runs inside the caller's transaction. Every step is written to the compliance
+log (rule A1) by ``add_step``, the one call site, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row, dict_row, tuple_row
+from psycopg.types.json import Jsonb
+
+from compliance.log import service as compliance_log
+from vigil import notify
+from vigil.db.rows import columns, first_value
+from workorders.models import (
+    Callback,
+    Deadline,
+    Deadlines,
+    Kind,
+    Level,
+    Origin,
+    ServiceLevel,
+    Status,
+    Step,
+    StepOut,
+    Targets,
+    WorkOrder,
+    WorkOrderNotFound,
+    WorkOrderOut,
+)
+
+SUBJECT = "work_order"
+WORK_ORDER_COLUMNS = columns(WorkOrder)
+TARGET_COLUMNS = columns(Targets)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """Where a device is and who holds it: what a work order is opened with."""
+
+    device_id: str
+    kind: str
+    site_id: int
+    firm_id: int | None
+    tier: str
+    timezone: str
+    jurisdiction_id: int
+    latitude: float | None
+    longitude: float | None
+
+
+def device_facts(conn: psycopg.Connection, *, device_id: str) -> DeviceFacts:
+    """Site, zone, time zone and firm in force of a device."""
+    with conn.cursor(row_factory=class_row(DeviceFacts)) as cur:
+        found = cur.execute(
+            "SELECT d.id AS device_id, d.kind, s.id AS site_id, d.firm_id, s.tier, s.timezone, "
+            "s.jurisdiction_id, s.latitude, s.longitude "
+            "FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.id = %s",
+            (device_id,),
+        ).fetchone()
+    if found is None:
+        raise WorkOrderNotFound(f"no device {device_id!r}")
+    return found
+
+
+# -- service levels (rule S1) ---------------------------------------------------------------------
+
+
+def contract_profiles(conn: psycopg.Connection, *, device_id: str, on: date) -> list[str]:
+    """The service-level profiles the device's contract in force on ``on`` names
+    (``terms.service_levels``: one code or a list of codes)."""
+    row = conn.execute(
+        "SELECT terms -> 'service_levels' FROM contracts "
+        "WHERE device_id = %s AND period @> %s::date",
+        (device_id, on),
+    ).fetchone()
+    named = first_value(row)
+    if named is None:
+        return []
+    return [named] if isinstance(named, str) else [str(code) for code in named]
+
+
+def profile_targets(
+    conn: psycopg.Connection, *, codes: Sequence[str], level: Level
+) -> dict[str, Targets]:
+    """The targets of each named profile (that exists) at one level."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT profile_code, {TARGET_COLUMNS} FROM service_level_targets "
+            "WHERE profile_code = ANY(%s) AND level = %s",
+            (list(codes), int(level)),
+        ).fetchall()
+    return {row.pop("profile_code"): Targets(**row) for row in rows}
+
+
+def save_profile(
+    conn: psycopg.Connection, *, code: str, name: str, targets: dict[Level, Targets]
+) -> None:
+    """Create or replace a profile and its targets at every level it gives."""
+    conn.execute(
+        "INSERT INTO service_level_profiles (code, name) VALUES (%s, %s) "
+        "ON CONFLICT (code) DO UPDATE SET name = excluded.name",
+        (code, name),
+    )
+    conn.execute("DELETE FROM service_level_targets WHERE profile_code = %s", (code,))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO service_level_targets (profile_code, level, respond_min, "
+            "escalate_after_min, restore_min, on_site_city_min, on_site_province_min) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    code,
+                    int(level),
+                    t.respond_min,
+                    t.escalate_after_min,
+                    t.restore_min,
+                    t.on_site_city_min,
+                    t.on_site_province_min,
+                )
+                for level, t in targets.items()
+            ],
+        )
+
+
+def technician_firm(conn: psycopg.Connection, *, technician_id: int) -> int | None:
+    """The firm of a technician; None for an unknown technician."""
+    row = conn.execute("SELECT firm_id FROM technicians WHERE id = %s", (technician_id,)).fetchone()
+    return first_value(row)
+
+
+def inspection_since(conn: psycopg.Connection, *, device_id: str) -> datetime | None:
+    """Since when an elevator is in inspection mode (service mode 2), if it is now: the time of
+    the event that switched it there."""
+    row = conn.execute(
+        "SELECT (SELECT max(e.ts) FROM events e WHERE e.device_id = s.device_id "
+        "AND e.metric = 'service_mode' AND e.value = 2) FROM device_state s "
+        "WHERE s.device_id = %s AND s.metric = 'service_mode' AND s.value = 2",
+        (device_id,),
+    ).fetchone()
+    return first_value(row)
+
+
+# -- work orders ----------------------------------------------------------------------------------
+
+
+def insert_work_order(
+    conn: psycopg.Connection,
+    *,
+    facts: DeviceFacts,
+    kind: Kind,
+    cause: str,
+    origin: Origin,
+    source_ref: str | None,
+    title: str,
+    service_level: ServiceLevel,
+    deadlines: Deadlines,
+    opened_at: datetime,
+    repeat_of: int | None,
+) -> WorkOrder | None:
+    """Open a work order; None when the device has an open one for this cause."""
+    with conn.cursor(row_factory=class_row(WorkOrder)) as cur:
+        return cur.execute(
+            "INSERT INTO work_orders (device_id, site_id, firm_id, kind, cause, level, origin, "
+            "source_ref, title, zone, service_level, opened_at, respond_by, escalate_at, "
+            "on_site_by, restore_by, repeat_of) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING "
+            f"RETURNING {WORK_ORDER_COLUMNS}",
+            (
+                facts.device_id,
+                facts.site_id,
+                facts.firm_id,
+                str(kind),
+                cause,
+                int(service_level.level),
+                str(origin),
+                source_ref,
+                title,
+                str(service_level.zone),
+                Jsonb(service_level.as_json()),
+                opened_at,
+                deadlines.respond_by,
+                deadlines.escalate_at,
+                deadlines.on_site_by,
+                deadlines.restore_by,
+                repeat_of,
+            ),
+        ).fetchone()
+
+
+def get_work_order(
+    conn: psycopg.Connection, *, work_order_id: int, lock: bool = False
+) -> WorkOrder:
+    """One work order by id."""
+    suffix = " FOR UPDATE" if lock else ""
+    with conn.cursor(row_factory=class_row(WorkOrder)) as cur:
+        found = cur.execute(
+            f"SELECT {WORK_ORDER_COLUMNS} FROM work_orders WHERE id = %s{suffix}",
+            (work_order_id,),
+        ).fetchone()
+    if found is None:
+        raise WorkOrderNotFound(f"no work order {work_order_id}")
+    return found
+
+
+def open_order_of(
+    conn: psycopg.Connection, *, device_id: str, cause: str, lock: bool = False
+) -> WorkOrder | None:
+    """The open work order of a device and cause, if any."""
+    suffix = " FOR UPDATE" if lock else ""
+    with conn.cursor(row_factory=class_row(WorkOrder)) as cur:
+        return cur.execute(
+            f"SELECT {WORK_ORDER_COLUMNS} FROM work_orders WHERE device_id = %s AND cause = %s "
+            f"AND status IN ('opened', 'assigned', 'accepted', 'on_site'){suffix}",
+            (device_id, cause),
+        ).fetchone()
+
+
+def take_source(
+    conn: psycopg.Connection, *, origin: Origin, source_ref: str, work_order_id: int, at: datetime
+) -> bool:
+    """Record that a source was turned into work on this order; False when it already was."""
+    row = conn.execute(
+        "INSERT INTO work_order_sources (origin, source_ref, work_order_id, taken_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (str(origin), source_ref, work_order_id, at),
+    ).fetchone()
+    return row is not None
+
+
+def order_of_source(
+    conn: psycopg.Connection, *, origin: Origin, source_ref: str
+) -> WorkOrder | None:
+    """The work order a source was turned into, if it was."""
+    with conn.cursor(row_factory=class_row(WorkOrder)) as cur:
+        return cur.execute(
+            f"SELECT {columns(WorkOrder, table='w')} FROM work_order_sources s "
+            "JOIN work_orders w ON w.id = s.work_order_id "
+            "WHERE s.origin = %s AND s.source_ref = %s",
+            (str(origin), source_ref),
+        ).fetchone()
+
+
+def earlier_order(
+    conn: psycopg.Connection, *, device_id: str, cause: str, since: datetime
+) -> int | None:
+    """Rule S5: the latest work order of the same fault on the same device opened since
+    ``since`` (cancelled ones were no fault)."""
+    row = conn.execute(
+        "SELECT max(id) FROM work_orders WHERE device_id = %s AND cause = %s "
+        "AND opened_at >= %s AND status <> 'cancelled'",
+        (device_id, cause, since),
+    ).fetchone()
+    return first_value(row)
+
+
+def update_work_order(
+    conn: psycopg.Connection,
+    *,
+    work_order_id: int,
+    status: Status | None = None,
+    technician_id: int | None = None,
+    responded_at: datetime | None = None,
+    on_site_at: datetime | None = None,
+    resolved_at: datetime | None = None,
+    closed_at: datetime | None = None,
+) -> WorkOrder:
+    """Move a work order and fill in what happened (a time once set stays)."""
+    with conn.cursor(row_factory=class_row(WorkOrder)) as cur:
+        found = cur.execute(
+            "UPDATE work_orders SET status = coalesce(%s, status), "
+            "technician_id = coalesce(%s, technician_id), "
+            "responded_at = coalesce(responded_at, %s), on_site_at = coalesce(on_site_at, %s), "
+            "resolved_at = coalesce(resolved_at, %s), closed_at = coalesce(closed_at, %s) "
+            f"WHERE id = %s RETURNING {WORK_ORDER_COLUMNS}",
+            (
+                str(status) if status else None,
+                technician_id,
+                responded_at,
+                on_site_at,
+                resolved_at,
+                closed_at,
+                work_order_id,
+            ),
+        ).fetchone()
+    if found is None:
+        raise WorkOrderNotFound(f"no work order {work_order_id}")
+    return found
+
+
+def count_repeat(conn: psycopg.Connection, *, work_order_id: int, at: datetime) -> WorkOrder:
+    """The same cause happened again while the order is open: count it there."""
+    with conn.cursor(row_factory=class_row(WorkOrder)) as cur:
+        found = cur.execute(
+            "UPDATE work_orders SET repeats = repeats + 1, last_repeat_at = %s "
+            f"WHERE id = %s RETURNING {WORK_ORDER_COLUMNS}",
+            (at, work_order_id),
+        ).fetchone()
+    if found is None:
+        raise WorkOrderNotFound(f"no work order {work_order_id}")
+    return found
+
+
+def add_step(
+    conn: psycopg.Connection,
+    *,
+    work_order_id: int,
+    step: Step,
+    at: datetime,
+    actor: str,
+    note: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append a step to the timeline and to the compliance log (rule A1)."""
+    details = details or {}
+    conn.execute(
+        "INSERT INTO work_order_steps (work_order_id, step, at, actor, note, details) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        (work_order_id, str(step), at, actor, note, Jsonb(details)),
+    )
+    compliance_log.append(
+        conn,
+        kind=f"work_order.{step}",
+        subject_type=SUBJECT,
+        subject_id=work_order_id,
+        body={"note": note, **details},
+        actor=actor,
+        at=at,
+    )
+
+
+def announce(conn: psycopg.Connection, *, order: WorkOrder, change: str) -> None:
+    """Tell the live console (and tests) that a work order changed, on commit."""
+    payload = {
+        "kind": "work_order",
+        "change": change,
+        "id": order.id,
+        "device": order.device_id,
+        "status": str(order.status),
+    }
+    notify.send(conn, notify.ALERTS, [json.dumps(payload)])
+
+
+def steps(conn: psycopg.Connection, *, work_order_id: int) -> list[StepOut]:
+    """The timeline of a work order, oldest first."""
+    with conn.cursor(row_factory=class_row(StepOut)) as cur:
+        return cur.execute(
+            "SELECT step, at, actor, note, details FROM work_order_steps "
+            "WHERE work_order_id = %s ORDER BY id",
+            (work_order_id,),
+        ).fetchall()
+
+
+def step_time(conn: psycopg.Connection, *, work_order_id: int, step: Step) -> datetime | None:
+    """When the latest step of this kind was taken."""
+    row = conn.execute(
+        "SELECT max(at) FROM work_order_steps WHERE work_order_id = %s AND step = %s",
+        (work_order_id, str(step)),
+    ).fetchone()
+    return first_value(row)
+
+
+def has_step(conn: psycopg.Connection, *, work_order_id: int, step: Step) -> bool:
+    """Whether the timeline holds a step of this kind."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM work_order_steps WHERE work_order_id = %s AND step = %s)",
+        (work_order_id, str(step)),
+    ).fetchone()
+    return bool(first_value(row))
+
+
+# -- deadlines and escalation (rules S1, S2) ------------------------------------------------------
+
+
+def record_breach(
+    conn: psycopg.Connection,
+    *,
+    work_order_id: int,
+    deadline: Deadline,
+    due_at: datetime,
+    detected_at: datetime,
+) -> bool:
+    """Record a missed deadline once; True when it is new."""
+    row = conn.execute(
+        "INSERT INTO work_order_breaches (work_order_id, deadline, due_at, detected_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (work_order_id, str(deadline), due_at, detected_at),
+    ).fetchone()
+    return row is not None
+
+
+def breaches(conn: psycopg.Connection, *, work_order_id: int) -> list[Deadline]:
+    """The deadlines a work order missed."""
+    rows = conn.execute(
+        "SELECT deadline FROM work_order_breaches WHERE work_order_id = %s ORDER BY due_at",
+        (work_order_id,),
+    ).fetchall()
+    return [Deadline(first_value(row)) for row in rows]
+
+
+# An open deadline: not met and not yet recorded as missed.
+_PENDING = """
+    SELECT w.id, d.deadline, d.due_at FROM work_orders w
+    CROSS JOIN LATERAL (VALUES
+        ('respond', w.respond_by, w.responded_at),
+        ('on_site', w.on_site_by, w.on_site_at),
+        ('restore', w.restore_by, w.resolved_at)) AS d (deadline, due_at, met_at)
+    WHERE w.status NOT IN ('closed', 'cancelled') AND d.due_at IS NOT NULL
+      AND d.met_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM work_order_breaches b
+                      WHERE b.work_order_id = w.id AND b.deadline = d.deadline)
+"""
+
+
+def missed_deadlines(
+    conn: psycopg.Connection, *, now: datetime
+) -> list[tuple[int, Deadline, datetime]]:
+    """Deadlines passed and not met, not yet recorded: (work order, deadline, due)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            f"SELECT id, deadline, due_at FROM ({_PENDING}) p WHERE due_at < %s "
+            "ORDER BY due_at, id",
+            (now,),
+        ).fetchall()
+    return [(row[0], Deadline(row[1]), row[2]) for row in rows]
+
+
+def due_escalations(conn: psycopg.Connection, *, now: datetime) -> list[int]:
+    """Rule S2: unresolved work orders whose escalation time has come and that have not
+    escalated yet."""
+    rows = conn.execute(
+        "SELECT w.id FROM work_orders w WHERE w.status IN ('opened', 'assigned', 'accepted', "
+        "'on_site') AND w.escalate_at <= %s AND NOT EXISTS (SELECT 1 FROM work_order_steps s "
+        "WHERE s.work_order_id = w.id AND s.step = 'escalated') ORDER BY w.id",
+        (now,),
+    ).fetchall()
+    return [first_value(row) for row in rows]
+
+
+def next_due(conn: psycopg.Connection) -> datetime | None:
+    """When the next deadline or escalation of an open work order falls due."""
+    row = conn.execute(
+        f"SELECT min(due) FROM (SELECT due_at AS due FROM ({_PENDING}) p "
+        "UNION ALL SELECT w.escalate_at FROM work_orders w "
+        "WHERE w.status IN ('opened', 'assigned', 'accepted', 'on_site') "
+        "AND NOT EXISTS (SELECT 1 FROM work_order_steps s WHERE s.work_order_id = w.id "
+        "AND s.step = 'escalated')) d"
+    ).fetchone()
+    return first_value(row)
+
+
+# -- callbacks (rule S4) --------------------------------------------------------------------------
+
+
+def add_callback(
+    conn: psycopg.Connection,
+    *,
+    work_order_id: int,
+    at: datetime,
+    actor: str,
+    reached: bool,
+    satisfaction: int | None,
+    note: str,
+) -> Callback:
+    """Record one call back to the customer."""
+    with conn.cursor(row_factory=class_row(Callback)) as cur:
+        made = cur.execute(
+            "INSERT INTO work_order_callbacks (work_order_id, at, actor, reached, satisfaction, "
+            f"note) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {columns(Callback)}",
+            (work_order_id, at, actor, reached, satisfaction, note),
+        ).fetchone()
+    assert made is not None
+    return made
+
+
+def callbacks(conn: psycopg.Connection, *, work_order_id: int) -> list[Callback]:
+    """Every callback of a work order, oldest first."""
+    with conn.cursor(row_factory=class_row(Callback)) as cur:
+        return cur.execute(
+            f"SELECT {columns(Callback)} FROM work_order_callbacks WHERE work_order_id = %s "
+            "ORDER BY id",
+            (work_order_id,),
+        ).fetchall()
+
+
+# -- working-day calendar (rule S3) ---------------------------------------------------------------
+
+
+def calendar_overrides(
+    conn: psycopg.Connection, *, jurisdiction_id: int, start: date, end: date
+) -> dict[date, bool]:
+    """Holidays (False) and make-up working days (True) of a jurisdiction between two days."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT day, working FROM calendar_days WHERE jurisdiction_id = %s "
+            "AND day BETWEEN %s AND %s",
+            (jurisdiction_id, start, end),
+        ).fetchall()
+    return dict(rows)
+
+
+def set_calendar_day(
+    conn: psycopg.Connection, *, jurisdiction_id: int, day: date, working: bool, name: str = ""
+) -> None:
+    """Declare a day a holiday (not working) or a make-up working day."""
+    conn.execute(
+        "INSERT INTO calendar_days (jurisdiction_id, day, working, name) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (jurisdiction_id, day) DO UPDATE SET working = excluded.working, "
+        "name = excluded.name",
+        (jurisdiction_id, day, working, name),
+    )
+
+
+# -- scoped reads for the API (rule A2) -----------------------------------------------------------
+
+
+async def list_scoped(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    statuses: Sequence[Status] | None = None,
+    level: int | None = None,
+    limit: int = 500,
+) -> list[WorkOrderOut]:
+    """Work orders on devices in scope, the most urgent deadline first."""
+    where = [sql.SQL("w.device_id IN (SELECT d.id FROM devices d WHERE {})").format(scope)]
+    params = dict(scope_params)
+    if statuses:
+        where.append(sql.SQL("w.status = ANY(%(statuses)s)"))
+        params["statuses"] = [str(s) for s in statuses]
+    if level is not None:
+        where.append(sql.SQL("w.level = %(level)s"))
+        params["level"] = level
+    params["limit"] = limit
+    query = sql.SQL(
+        "SELECT {columns}, coalesce((SELECT array_agg(b.deadline ORDER BY b.due_at) "
+        "FROM work_order_breaches b WHERE b.work_order_id = w.id), '{{}}') AS breaches "
+        "FROM work_orders w WHERE {where} "
+        "ORDER BY (w.status IN ('closed', 'cancelled')), "
+        "least(w.respond_by, w.on_site_by, coalesce(w.restore_by, w.on_site_by)), w.id "
+        "LIMIT %(limit)s"
+    ).format(columns=sql.SQL(columns(WorkOrder, table="w")), where=sql.SQL(" AND ").join(where))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return [WorkOrderOut.model_validate(row) for row in await cur.fetchall()]
+
+
+async def get_scoped(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    work_order_id: int,
+) -> WorkOrderOut | None:
+    """One work order, if its device is in scope."""
+    query = sql.SQL(
+        "SELECT {columns}, coalesce((SELECT array_agg(b.deadline ORDER BY b.due_at) "
+        "FROM work_order_breaches b WHERE b.work_order_id = w.id), '{{}}') AS breaches "
+        "FROM work_orders w WHERE w.id = %(id)s "
+        "AND w.device_id IN (SELECT d.id FROM devices d WHERE {scope})"
+    ).format(columns=sql.SQL(columns(WorkOrder, table="w")), scope=scope)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope_params, "id": work_order_id})
+        row = await cur.fetchone()
+    return WorkOrderOut.model_validate(row) if row else None
+
+
+async def scoped_steps(conn: psycopg.AsyncConnection, *, work_order_id: int) -> list[StepOut]:
+    """The timeline of a work order (its scope already checked)."""
+    async with conn.cursor(row_factory=class_row(StepOut)) as cur:
+        await cur.execute(
+            "SELECT step, at, actor, note, details FROM work_order_steps "
+            "WHERE work_order_id = %s ORDER BY id",
+            (work_order_id,),
+        )
+        return await cur.fetchall()
