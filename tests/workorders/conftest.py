@@ -85,3 +85,6 @@ def patrol(
         title="found on patrol",
         details={},
     )
+
+
+from tests.api.conftest import client, fleet  # noqa: E402, F401 - the API's fixtures
