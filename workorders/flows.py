@@ -23,17 +23,25 @@ from compliance.rescue.models import Place
 from vigil.catalog import FaultCode
 from workorders import service
 from workorders.models import (
+    ANSWER_WITHIN_H,
     DEFAULT_PROFILE,
     FINAL_STATUSES,
     GENERAL_PROFILE,
+    OUTCOME_WITHIN_WORKING_DAYS,
     REPEAT_WINDOW_DAYS,
     TRANSITIONS,
+    Channel,
+    Complaint,
+    ComplaintDeadline,
+    ComplaintStatus,
+    ComplaintStep,
     Deadline,
     Deadlines,
     Kind,
     Level,
     Opened,
     Origin,
+    Party,
     ServiceLevel,
     Source,
     Status,
@@ -633,8 +641,8 @@ def _record_missed(conn: psycopg.Connection, *, order: WorkOrder, now: datetime)
 
 
 def check_deadlines(conn: psycopg.Connection, *, now: datetime) -> int:
-    """Record every deadline that passed unmet, and escalate the unresolved orders whose time
-    has come (rule S2). How many things changed."""
+    """Record every deadline of a work order (S1) or a complaint (S3) that passed unmet, and
+    escalate the unresolved orders whose time has come (rule S2). How many things changed."""
     changed = 0
     with conn.transaction():
         for work_order_id, _deadline, _due in service.missed_deadlines(conn, now=now):
@@ -645,6 +653,9 @@ def check_deadlines(conn: psycopg.Connection, *, now: datetime) -> int:
             if order.open:
                 _escalate(conn, order=order, now=now)
                 changed += 1
+        for complaint_id in service.missed_complaint_deadlines(conn, now=now):
+            complaint = service.get_complaint(conn, complaint_id=complaint_id, lock=True)
+            changed += len(_record_complaint_missed(conn, complaint=complaint, now=now))
     return changed
 
 
@@ -733,3 +744,249 @@ def working_deadline(
     )
     last = add_working_days(start, days, overrides=overrides)
     return datetime.combine(last + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+
+
+# -- complaints (rules S3, S5) --------------------------------------------------------------------
+
+
+def register_complaint(
+    conn: psycopg.Connection,
+    *,
+    device_id: str,
+    channel: Channel,
+    complainant: str,
+    contact: str,
+    subject: str,
+    at: datetime,
+    actor: str,
+) -> Complaint:
+    """Rule S5: register a complaint; rule S3 sets its deadlines: an answer within 24 h, the
+    outcome by the end of the 2nd working day after it came in (the jurisdiction's calendar)."""
+    with conn.transaction():
+        facts = service.device_facts(conn, device_id=device_id)
+        outcome_by = working_deadline(
+            conn,
+            jurisdiction_id=facts.jurisdiction_id,
+            timezone=facts.timezone,
+            received_at=at,
+            days=OUTCOME_WITHIN_WORKING_DAYS,
+        )
+        made = service.insert_complaint(
+            conn,
+            facts=facts,
+            received_at=at,
+            channel=channel,
+            complainant=complainant,
+            contact=contact,
+            subject=subject,
+            answer_by=at + timedelta(hours=ANSWER_WITHIN_H),
+            outcome_by=outcome_by,
+        )
+        service.add_complaint_step(
+            conn,
+            complaint_id=made.id,
+            step=ComplaintStep.REGISTERED,
+            at=at,
+            actor=actor,
+            note=subject,
+            details={
+                "channel": str(channel),
+                "answer_by": made.answer_by.isoformat(),
+                "outcome_by": made.outcome_by.isoformat(),
+                "rule": "S3",
+            },
+        )
+        return made
+
+
+def _complaint_step(
+    conn: psycopg.Connection,
+    *,
+    complaint_id: int,
+    step: ComplaintStep,
+    at: datetime,
+    actor: str,
+    note: str = "",
+    details: dict[str, Any] | None = None,
+    allowed: frozenset[ComplaintStatus],
+    **fields: Any,
+) -> Complaint:
+    complaint = service.get_complaint(conn, complaint_id=complaint_id, lock=True)
+    if complaint.status not in allowed:
+        raise WorkOrderError(f"a complaint that is {complaint.status} cannot be {step}")
+    if fields:
+        complaint = service.update_complaint(conn, complaint_id=complaint.id, **fields)
+    service.add_complaint_step(
+        conn,
+        complaint_id=complaint.id,
+        step=step,
+        at=at,
+        actor=actor,
+        note=note,
+        details=details,
+    )
+    _record_complaint_missed(conn, complaint=complaint, now=at)
+    return complaint
+
+
+OPEN_COMPLAINT = frozenset(
+    {ComplaintStatus.REGISTERED, ComplaintStatus.ANALYSED, ComplaintStatus.SOLUTION_AGREED}
+)
+
+
+def answer_complaint(
+    conn: psycopg.Connection, *, complaint_id: int, at: datetime, actor: str, note: str
+) -> Complaint:
+    """Rule S3: the customer hears back (the first answer meets the 24-hour deadline)."""
+    with conn.transaction():
+        return _complaint_step(
+            conn,
+            complaint_id=complaint_id,
+            step=ComplaintStep.ANSWERED,
+            at=at,
+            actor=actor,
+            note=note,
+            allowed=OPEN_COMPLAINT,
+            answered_at=at,
+        )
+
+
+def analyse_complaint(
+    conn: psycopg.Connection,
+    *,
+    complaint_id: int,
+    cause: str,
+    responsible_party: Party,
+    at: datetime,
+    actor: str,
+    note: str = "",
+) -> Complaint:
+    """Rule S5: the cause and who is responsible."""
+    with conn.transaction():
+        return _complaint_step(
+            conn,
+            complaint_id=complaint_id,
+            step=ComplaintStep.ANALYSED,
+            at=at,
+            actor=actor,
+            note=note,
+            details={"cause": cause, "responsible_party": str(responsible_party)},
+            allowed=frozenset({ComplaintStatus.REGISTERED, ComplaintStatus.ANALYSED}),
+            status=ComplaintStatus.ANALYSED,
+            cause=cause,
+            responsible_party=responsible_party,
+        )
+
+
+def agree_solution(
+    conn: psycopg.Connection,
+    *,
+    complaint_id: int,
+    solution: str,
+    follow_up_level: Level | None,
+    at: datetime,
+    actor: str,
+) -> Complaint:
+    """Rule S5: the solution agreed with the customer; work on the asset, when it needs any,
+    becomes a complaint follow-up work order tracked to closure."""
+    with conn.transaction():
+        complaint = service.get_complaint(conn, complaint_id=complaint_id, lock=True)
+        work_order_id = None
+        if follow_up_level is not None:
+            opened = open_or_repeat(
+                conn,
+                source=Source(
+                    device_id=complaint.device_id,
+                    kind=Kind.COMPLAINT_FOLLOW_UP,
+                    cause=f"complaint:{complaint.id}",
+                    level=follow_up_level,
+                    origin=Origin.COMPLAINT,
+                    source_ref=f"complaint:{complaint.id}",
+                    title=f"complaint {complaint.id}: {solution}"[:500],
+                    details={"complaint_id": complaint.id},
+                ),
+                at=at,
+                actor=actor,
+            )
+            work_order_id = opened.work_order.id
+        return _complaint_step(
+            conn,
+            complaint_id=complaint.id,
+            step=ComplaintStep.SOLUTION_AGREED,
+            at=at,
+            actor=actor,
+            note=solution,
+            details={"work_order_id": work_order_id},
+            allowed=frozenset({ComplaintStatus.ANALYSED}),
+            status=ComplaintStatus.SOLUTION_AGREED,
+            solution=solution,
+            work_order_id=work_order_id,
+        )
+
+
+def send_outcome(
+    conn: psycopg.Connection, *, complaint_id: int, at: datetime, actor: str, note: str
+) -> Complaint:
+    """Rule S3: the outcome goes back to the customer (within 2 working days)."""
+    with conn.transaction():
+        return _complaint_step(
+            conn,
+            complaint_id=complaint_id,
+            step=ComplaintStep.OUTCOME_SENT,
+            at=at,
+            actor=actor,
+            note=note,
+            allowed=frozenset({ComplaintStatus.SOLUTION_AGREED}),
+            outcome_sent_at=at,
+        )
+
+
+def close_complaint(
+    conn: psycopg.Connection, *, complaint_id: int, at: datetime, actor: str, note: str = ""
+) -> Complaint:
+    """Rule S5: tracked to closure: the outcome was sent and the follow-up work is done."""
+    with conn.transaction():
+        complaint = service.get_complaint(conn, complaint_id=complaint_id, lock=True)
+        if complaint.outcome_sent_at is None:
+            raise WorkOrderError("the outcome has not gone back to the customer yet (rule S3)")
+        if complaint.work_order_id is not None:
+            work = service.get_work_order(conn, work_order_id=complaint.work_order_id)
+            if work.status not in (Status.RESOLVED, Status.CLOSED):
+                raise WorkOrderError(
+                    f"the follow-up work order {work.id} is {work.status}, not done yet"
+                )
+        return _complaint_step(
+            conn,
+            complaint_id=complaint.id,
+            step=ComplaintStep.CLOSED,
+            at=at,
+            actor=actor,
+            note=note,
+            allowed=frozenset({ComplaintStatus.SOLUTION_AGREED}),
+            status=ComplaintStatus.CLOSED,
+            closed_at=at,
+        )
+
+
+def _record_complaint_missed(
+    conn: psycopg.Connection, *, complaint: Complaint, now: datetime
+) -> list[ComplaintDeadline]:
+    missed: list[ComplaintDeadline] = []
+    for deadline, due, met in (
+        (ComplaintDeadline.ANSWER, complaint.answer_by, complaint.answered_at),
+        (ComplaintDeadline.OUTCOME, complaint.outcome_by, complaint.outcome_sent_at),
+    ):
+        late = met > due if met is not None else now > due and complaint.closed_at is None
+        if late and service.record_complaint_breach(
+            conn, complaint_id=complaint.id, deadline=deadline, due_at=due, detected_at=now
+        ):
+            service.add_complaint_step(
+                conn,
+                complaint_id=complaint.id,
+                step=ComplaintStep.BREACH,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                details={"deadline": str(deadline), "due_at": due.isoformat(), "rule": "S3"},
+            )
+            missed.append(deadline)
+    return missed

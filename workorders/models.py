@@ -317,3 +317,134 @@ class CancelIn(Strict):
     """Why the work is not done."""
 
     reason: str = Field(min_length=1, max_length=2000)
+
+
+# -- complaints (rules S3, S5) --------------------------------------------------------------------
+
+ANSWER_WITHIN_H = 24  # rule S3: every request answered within 24 h
+OUTCOME_WITHIN_WORKING_DAYS = 2  # rule S3: the outcome back within 2 working days
+
+
+class ComplaintStatus(StrEnum):
+    """Rule S5: register, analyse, agree a solution, close."""
+
+    REGISTERED = "registered"
+    ANALYSED = "analysed"
+    SOLUTION_AGREED = "solution_agreed"
+    CLOSED = "closed"
+
+
+class ComplaintStep(StrEnum):
+    """An entry of a complaint's history."""
+
+    REGISTERED = "registered"
+    ANSWERED = "answered"
+    ANALYSED = "analysed"
+    SOLUTION_AGREED = "solution_agreed"
+    OUTCOME_SENT = "outcome_sent"
+    CLOSED = "closed"
+    BREACH = "breach"
+    NOTE = "note"
+
+
+class ComplaintDeadline(StrEnum):
+    """The deadlines of rule S3."""
+
+    ANSWER = "answer"
+    OUTCOME = "outcome"
+
+
+class Channel(StrEnum):
+    """How a complaint came in."""
+
+    PHONE = "phone"
+    EMAIL = "email"
+    VISIT = "visit"
+    LETTER = "letter"
+    WEB = "web"
+    REGULATOR = "regulator"
+
+
+class Party(StrEnum):
+    """Who is responsible for what the complaint is about (rule S5)."""
+
+    FIRM = "firm"
+    USER_UNIT = "user_unit"
+    MANUFACTURER = "manufacturer"
+    THIRD_PARTY = "third_party"
+    NONE = "none"
+
+
+class Complaint(BaseModel):
+    """One complaint row."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    device_id: str
+    site_id: int
+    firm_id: int | None
+    received_at: datetime
+    channel: Channel
+    complainant: str
+    contact: str
+    subject: str
+    status: ComplaintStatus
+    answer_by: datetime = Field(description="rule S3: 24 h after it came in")
+    answered_at: datetime | None
+    outcome_by: datetime = Field(description="rule S3: the end of the 2nd working day after")
+    outcome_sent_at: datetime | None
+    cause: str | None
+    responsible_party: Party | None
+    solution: str | None
+    work_order_id: int | None = Field(description="the follow-up work, if the solution needs it")
+    closed_at: datetime | None
+
+
+class ComplaintOut(Complaint):
+    """A complaint with the deadlines it missed."""
+
+    breaches: list[ComplaintDeadline]
+
+
+class ComplaintStepOut(BaseModel):
+    """One entry of a complaint's timeline."""
+
+    step: ComplaintStep
+    at: datetime
+    actor: str
+    note: str
+    details: dict[str, Any]
+
+
+class ComplaintDetail(ComplaintOut):
+    """A complaint with its timeline."""
+
+    steps: list[ComplaintStepOut]
+
+
+class ComplaintCreate(Strict):
+    """A complaint as it comes in."""
+
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    channel: Channel
+    complainant: str = Field(min_length=1, max_length=200)
+    contact: str = Field(default="", max_length=200)
+    subject: str = Field(min_length=1, max_length=5000)
+
+
+class AnalysisIn(Strict):
+    """Rule S5: the cause and who is responsible."""
+
+    cause: str = Field(min_length=1, max_length=2000)
+    responsible_party: Party
+    note: str = Field(default="", max_length=5000)
+
+
+class SolutionIn(Strict):
+    """Rule S5: the solution agreed, and whether it needs work on the asset."""
+
+    solution: str = Field(min_length=1, max_length=5000)
+    follow_up_level: int | None = Field(
+        default=None, ge=1, le=4, description="open follow-up work at this S1 level"
+    )

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -23,6 +24,12 @@ from vigil import notify
 from vigil.db.rows import columns, first_value
 from workorders.models import (
     Callback,
+    Channel,
+    Complaint,
+    ComplaintDeadline,
+    ComplaintOut,
+    ComplaintStep,
+    ComplaintStepOut,
     Deadline,
     Deadlines,
     Kind,
@@ -447,9 +454,11 @@ def due_escalations(conn: psycopg.Connection, *, now: datetime) -> list[int]:
 
 
 def next_due(conn: psycopg.Connection) -> datetime | None:
-    """When the next deadline or escalation of an open work order falls due."""
+    """When the next deadline or escalation of an open work order, or deadline of an open
+    complaint, falls due."""
     row = conn.execute(
         f"SELECT min(due) FROM (SELECT due_at AS due FROM ({_PENDING}) p "
+        f"UNION ALL SELECT due_at FROM ({_COMPLAINT_PENDING}) c "
         "UNION ALL SELECT w.escalate_at FROM work_orders w "
         "WHERE w.status IN ('opened', 'assigned', 'accepted', 'on_site') "
         "AND NOT EXISTS (SELECT 1 FROM work_order_steps s WHERE s.work_order_id = w.id "
@@ -582,5 +591,236 @@ async def scoped_steps(conn: psycopg.AsyncConnection, *, work_order_id: int) -> 
             "SELECT step, at, actor, note, details FROM work_order_steps "
             "WHERE work_order_id = %s ORDER BY id",
             (work_order_id,),
+        )
+        return await cur.fetchall()
+
+
+# -- complaints (rules S3, S5) --------------------------------------------------------------------
+
+COMPLAINT_SUBJECT = "complaint"
+COMPLAINT_COLUMNS = columns(Complaint)
+
+
+def insert_complaint(
+    conn: psycopg.Connection,
+    *,
+    facts: DeviceFacts,
+    received_at: datetime,
+    channel: Channel,
+    complainant: str,
+    contact: str,
+    subject: str,
+    answer_by: datetime,
+    outcome_by: datetime,
+) -> Complaint:
+    """Register a complaint."""
+    with conn.cursor(row_factory=class_row(Complaint)) as cur:
+        made = cur.execute(
+            "INSERT INTO complaints (device_id, site_id, firm_id, received_at, channel, "
+            "complainant, contact, subject, answer_by, outcome_by) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {COMPLAINT_COLUMNS}",
+            (
+                facts.device_id,
+                facts.site_id,
+                facts.firm_id,
+                received_at,
+                str(channel),
+                complainant,
+                contact,
+                subject,
+                answer_by,
+                outcome_by,
+            ),
+        ).fetchone()
+    assert made is not None
+    return made
+
+
+def get_complaint(conn: psycopg.Connection, *, complaint_id: int, lock: bool = False) -> Complaint:
+    """One complaint by id."""
+    suffix = " FOR UPDATE" if lock else ""
+    with conn.cursor(row_factory=class_row(Complaint)) as cur:
+        found = cur.execute(
+            f"SELECT {COMPLAINT_COLUMNS} FROM complaints WHERE id = %s{suffix}", (complaint_id,)
+        ).fetchone()
+    if found is None:
+        raise WorkOrderNotFound(f"no complaint {complaint_id}")
+    return found
+
+
+def update_complaint(conn: psycopg.Connection, *, complaint_id: int, **fields: Any) -> Complaint:
+    """Set some fields of a complaint (a time once set stays)."""
+    allowed = {
+        "status",
+        "answered_at",
+        "outcome_sent_at",
+        "cause",
+        "responsible_party",
+        "solution",
+        "work_order_id",
+        "closed_at",
+    }
+    if not fields or set(fields) - allowed:
+        raise ValueError(f"cannot set {sorted(set(fields) - allowed)} on a complaint")
+    keep_first = {"answered_at", "outcome_sent_at", "closed_at"}
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{c} = coalesce({c}, %({k})s)" if k in keep_first else "{c} = %({k})s").format(
+            c=sql.Identifier(k), k=sql.SQL(k)
+        )
+        for k in fields
+    )
+    values = {k: str(v) if isinstance(v, StrEnum) else v for k, v in fields.items()}
+    with conn.cursor(row_factory=class_row(Complaint)) as cur:
+        found = cur.execute(
+            sql.SQL("UPDATE complaints SET {a} WHERE id = %(id)s RETURNING {c}").format(
+                a=assignments, c=sql.SQL(COMPLAINT_COLUMNS)
+            ),
+            {**values, "id": complaint_id},
+        ).fetchone()
+    if found is None:
+        raise WorkOrderNotFound(f"no complaint {complaint_id}")
+    return found
+
+
+def add_complaint_step(
+    conn: psycopg.Connection,
+    *,
+    complaint_id: int,
+    step: ComplaintStep,
+    at: datetime,
+    actor: str,
+    note: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append a step to a complaint's timeline and to the compliance log (rule A1)."""
+    details = details or {}
+    conn.execute(
+        "INSERT INTO complaint_steps (complaint_id, step, at, actor, note, details) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        (complaint_id, str(step), at, actor, note, Jsonb(details)),
+    )
+    compliance_log.append(
+        conn,
+        kind=f"complaint.{step}",
+        subject_type=COMPLAINT_SUBJECT,
+        subject_id=complaint_id,
+        body={"note": note, **details},
+        actor=actor,
+        at=at,
+    )
+
+
+def complaint_steps(conn: psycopg.Connection, *, complaint_id: int) -> list[ComplaintStepOut]:
+    """The timeline of a complaint, oldest first."""
+    with conn.cursor(row_factory=class_row(ComplaintStepOut)) as cur:
+        return cur.execute(
+            "SELECT step, at, actor, note, details FROM complaint_steps "
+            "WHERE complaint_id = %s ORDER BY id",
+            (complaint_id,),
+        ).fetchall()
+
+
+def record_complaint_breach(
+    conn: psycopg.Connection,
+    *,
+    complaint_id: int,
+    deadline: ComplaintDeadline,
+    due_at: datetime,
+    detected_at: datetime,
+) -> bool:
+    """Record a missed answer or outcome deadline once; True when it is new."""
+    row = conn.execute(
+        "INSERT INTO complaint_breaches (complaint_id, deadline, due_at, detected_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (complaint_id, str(deadline), due_at, detected_at),
+    ).fetchone()
+    return row is not None
+
+
+def complaint_breaches(conn: psycopg.Connection, *, complaint_id: int) -> list[ComplaintDeadline]:
+    """The deadlines a complaint missed."""
+    rows = conn.execute(
+        "SELECT deadline FROM complaint_breaches WHERE complaint_id = %s ORDER BY due_at",
+        (complaint_id,),
+    ).fetchall()
+    return [ComplaintDeadline(first_value(row)) for row in rows]
+
+
+_COMPLAINT_PENDING = """
+    SELECT c.id, d.deadline, d.due_at FROM complaints c
+    CROSS JOIN LATERAL (VALUES
+        ('answer', c.answer_by, c.answered_at),
+        ('outcome', c.outcome_by, c.outcome_sent_at)) AS d (deadline, due_at, met_at)
+    WHERE c.status <> 'closed' AND d.met_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM complaint_breaches b
+                      WHERE b.complaint_id = c.id AND b.deadline = d.deadline)
+"""
+
+
+def missed_complaint_deadlines(conn: psycopg.Connection, *, now: datetime) -> list[int]:
+    """Complaints with an answer or outcome deadline passed unmet and not yet recorded."""
+    rows = conn.execute(
+        f"SELECT DISTINCT id FROM ({_COMPLAINT_PENDING}) p WHERE due_at < %s ORDER BY id", (now,)
+    ).fetchall()
+    return [first_value(row) for row in rows]
+
+
+def next_complaint_due(conn: psycopg.Connection) -> datetime | None:
+    """When the next answer or outcome deadline of an open complaint falls due."""
+    row = conn.execute(f"SELECT min(due_at) FROM ({_COMPLAINT_PENDING}) p").fetchone()
+    return first_value(row)
+
+
+def _scoped_complaints(scope: sql.Composable, where: sql.Composable) -> sql.Composed:
+    return sql.SQL(
+        "SELECT {columns}, coalesce((SELECT array_agg(b.deadline ORDER BY b.due_at) "
+        "FROM complaint_breaches b WHERE b.complaint_id = c.id), '{{}}') AS breaches "
+        "FROM complaints c WHERE c.device_id IN (SELECT d.id FROM devices d WHERE {scope}) "
+        "AND {where}"
+    ).format(columns=sql.SQL(columns(Complaint, table="c")), scope=scope, where=where)
+
+
+async def list_scoped_complaints(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    open_only: bool,
+    limit: int = 500,
+) -> list[ComplaintOut]:
+    """Complaints about assets in scope, the nearest outcome deadline first."""
+    where = sql.SQL("c.status <> 'closed'" if open_only else "true")
+    query = sql.SQL("{q} ORDER BY c.outcome_by, c.id LIMIT %(limit)s").format(
+        q=_scoped_complaints(scope, where)
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope_params, "limit": limit})
+        return [ComplaintOut.model_validate(row) for row in await cur.fetchall()]
+
+
+async def get_scoped_complaint(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    complaint_id: int,
+) -> ComplaintOut | None:
+    """One complaint, if its asset is in scope."""
+    query = _scoped_complaints(scope, sql.SQL("c.id = %(id)s"))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope_params, "id": complaint_id})
+        row = await cur.fetchone()
+    return ComplaintOut.model_validate(row) if row else None
+
+
+async def scoped_complaint_steps(
+    conn: psycopg.AsyncConnection, *, complaint_id: int
+) -> list[ComplaintStepOut]:
+    """The timeline of a complaint (its scope already checked)."""
+    async with conn.cursor(row_factory=class_row(ComplaintStepOut)) as cur:
+        await cur.execute(
+            "SELECT step, at, actor, note, details FROM complaint_steps "
+            "WHERE complaint_id = %s ORDER BY id",
+            (complaint_id,),
         )
         return await cur.fetchall()

@@ -15,12 +15,17 @@ from workorders import flows, service
 from workorders.models import (
     MANUAL_ORIGINS,
     OPEN_STATUSES,
+    AnalysisIn,
     AssignIn,
     CallbackIn,
     CancelIn,
     CheckInIn,
+    ComplaintCreate,
+    ComplaintDetail,
+    ComplaintOut,
     Level,
     NoteIn,
+    SolutionIn,
     Source,
     Status,
     WorkOrderCreate,
@@ -30,7 +35,8 @@ from workorders.models import (
     WorkOrderOut,
 )
 
-router = APIRouter(prefix="/work-orders", tags=["work orders"])
+work_orders_router = APIRouter(prefix="/work-orders", tags=["work orders"])
+complaints_router = APIRouter(prefix="/complaints", tags=["work orders"])
 
 WorkOrderId = Annotated[int, Path(ge=1, le=2**62)]
 # the firm's people act on work orders; a building's safety manager may call one in
@@ -88,7 +94,9 @@ def _technician(principal: Principal, order: WorkOrderOut) -> int:
     return order.technician_id
 
 
-@router.get("", response_model=list[WorkOrderOut], summary="Work orders in the caller's scope")
+@work_orders_router.get(
+    "", response_model=list[WorkOrderOut], summary="Work orders in the caller's scope"
+)
 async def list_work_orders(
     principal: CurrentPrincipal,
     conn: Conn,
@@ -111,7 +119,7 @@ async def list_work_orders(
     return send(list[WorkOrderOut], found)
 
 
-@router.get(
+@work_orders_router.get(
     "/{work_order_id}",
     response_model=WorkOrderDetail,
     summary="One work order with its timeline",
@@ -127,7 +135,7 @@ async def get_work_order(
     )
 
 
-@router.post(
+@work_orders_router.post(
     "",
     response_model=WorkOrderOut,
     status_code=status.HTTP_201_CREATED,
@@ -172,7 +180,7 @@ async def open_work_order(
     return await _scoped(conn, principal, opened.work_order.id)
 
 
-@router.post(
+@work_orders_router.post(
     "/{work_order_id}/respond",
     response_model=WorkOrderOut,
     summary="The duty line answers (rule S1 respond deadline)",
@@ -187,7 +195,7 @@ async def respond(
     )
 
 
-@router.post(
+@work_orders_router.post(
     "/{work_order_id}/assign",
     response_model=WorkOrderOut,
     summary="Assign a qualified technician of the firm (rule M10)",
@@ -209,7 +217,7 @@ async def assign(
     )
 
 
-@router.post(
+@work_orders_router.post(
     "/{work_order_id}/accept",
     response_model=WorkOrderOut,
     summary="The assigned technician takes the work",
@@ -231,7 +239,7 @@ async def accept(
     )
 
 
-@router.post(
+@work_orders_router.post(
     "/{work_order_id}/check-in",
     response_model=WorkOrderOut,
     summary="The technician is on site (measured position or inspection mode)",
@@ -260,7 +268,7 @@ async def check_in(
     )
 
 
-@router.post(
+@work_orders_router.post(
     "/{work_order_id}/resolve",
     response_model=WorkOrderOut,
     summary="The work is done: service restored",
@@ -275,7 +283,7 @@ async def resolve(
     )
 
 
-@router.post(
+@work_orders_router.post(
     "/{work_order_id}/callback",
     response_model=WorkOrderOut,
     summary="Call the customer back (rule S4); a reached call closes the order",
@@ -299,7 +307,7 @@ async def callback(
     )
 
 
-@router.post(
+@work_orders_router.post(
     "/{work_order_id}/cancel",
     response_model=WorkOrderOut,
     summary="Cancel work that is not needed (the reason is kept)",
@@ -318,3 +326,197 @@ async def cancel(
         actor=principal.username,
         reason=body.reason,
     )
+
+
+# -- complaints (rules S3, S5) --------------------------------------------------------------------
+
+ComplaintId = Annotated[int, Path(ge=1, le=2**62)]
+COMPLAINT_NOT_FOUND = {404: {"description": "no such complaint in the caller's scope"}}
+
+
+async def _scoped_complaint(conn: Conn, principal: Principal, complaint_id: int) -> ComplaintOut:
+    found = await service.get_scoped_complaint(
+        conn, **device_scope_args(principal), complaint_id=complaint_id
+    )
+    if found is None:
+        raise not_found("complaint")
+    return found
+
+
+async def _complaint_step(
+    ctx: Any,
+    conn: Conn,
+    principal: Principal,
+    complaint_id: int,
+    action: Callable[..., Any],
+    **kwargs: Any,
+) -> ComplaintOut:
+    await _scoped_complaint(conn, principal, complaint_id)
+    try:
+        await run_sync(
+            ctx,
+            action,
+            complaint_id=complaint_id,
+            at=ctx.clock.now(),
+            actor=principal.username,
+            **kwargs,
+        )
+    except WorkOrderNotFound:
+        raise not_found("complaint") from None
+    except WorkOrderError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+    return await _scoped_complaint(conn, principal, complaint_id)
+
+
+@complaints_router.get(
+    "", response_model=list[ComplaintOut], summary="The complaint register (rule S5)"
+)
+async def list_complaints(
+    principal: CurrentPrincipal,
+    conn: Conn,
+    which: Annotated[Literal["open", "all"], Query(description="open ones, or all")] = "open",
+    limit: Annotated[int, Query(ge=1, le=2000)] = 500,
+) -> Response:
+    """Complaints about assets in scope, the nearest outcome deadline first (rule S3)."""
+    found = await service.list_scoped_complaints(
+        conn, **device_scope_args(principal), open_only=which == "open", limit=limit
+    )
+    return send(list[ComplaintOut], found)
+
+
+@complaints_router.get(
+    "/{complaint_id}",
+    response_model=ComplaintDetail,
+    summary="One complaint with its timeline",
+    responses=COMPLAINT_NOT_FOUND,
+)
+async def get_complaint(
+    complaint_id: ComplaintId, principal: CurrentPrincipal, conn: Conn
+) -> ComplaintDetail:
+    """404 when missing or outside the caller's scope (rule A2)."""
+    found = await _scoped_complaint(conn, principal, complaint_id)
+    return ComplaintDetail(
+        **found.model_dump(),
+        steps=await service.scoped_complaint_steps(conn, complaint_id=complaint_id),
+    )
+
+
+@complaints_router.post(
+    "",
+    response_model=ComplaintOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a complaint (rule S5)",
+    responses={404: {"description": "no such asset in scope"}},
+)
+async def register_complaint(
+    body: ComplaintCreate, principal: Opener, ctx: Context, conn: Conn
+) -> ComplaintOut:
+    """Sets the deadlines of rule S3: answered within 24 h, the outcome back within 2 working
+    days (the jurisdiction's calendar)."""
+    if not await device_visible(conn, principal=principal, device_id=body.device_id):
+        raise not_found("asset")
+    made = await run_sync(
+        ctx,
+        flows.register_complaint,
+        device_id=body.device_id,
+        channel=body.channel,
+        complainant=body.complainant,
+        contact=body.contact,
+        subject=body.subject,
+        at=ctx.clock.now(),
+        actor=principal.username,
+    )
+    return await _scoped_complaint(conn, principal, made.id)
+
+
+@complaints_router.post(
+    "/{complaint_id}/answer",
+    response_model=ComplaintOut,
+    summary="Answer the customer (rule S3: within 24 h)",
+    responses={**COMPLAINT_NOT_FOUND, **CONFLICT},
+)
+async def answer_complaint(
+    complaint_id: ComplaintId, body: NoteIn, principal: Dispatcher, ctx: Context, conn: Conn
+) -> ComplaintOut:
+    """The first answer meets the deadline."""
+    return await _complaint_step(
+        ctx, conn, principal, complaint_id, flows.answer_complaint, note=body.note
+    )
+
+
+@complaints_router.post(
+    "/{complaint_id}/analysis",
+    response_model=ComplaintOut,
+    summary="Record the cause and the responsible party (rule S5)",
+    responses={**COMPLAINT_NOT_FOUND, **CONFLICT},
+)
+async def analyse_complaint(
+    complaint_id: ComplaintId, body: AnalysisIn, principal: Dispatcher, ctx: Context, conn: Conn
+) -> ComplaintOut:
+    """May be revised until a solution is agreed."""
+    return await _complaint_step(
+        ctx,
+        conn,
+        principal,
+        complaint_id,
+        flows.analyse_complaint,
+        cause=body.cause,
+        responsible_party=body.responsible_party,
+        note=body.note,
+    )
+
+
+@complaints_router.post(
+    "/{complaint_id}/solution",
+    response_model=ComplaintOut,
+    summary="Agree a solution; open follow-up work if it needs any (rule S5)",
+    responses={**COMPLAINT_NOT_FOUND, **CONFLICT},
+)
+async def agree_solution(
+    complaint_id: ComplaintId, body: SolutionIn, principal: Dispatcher, ctx: Context, conn: Conn
+) -> ComplaintOut:
+    """With ``follow_up_level``, a complaint follow-up work order opens at that level."""
+    return await _complaint_step(
+        ctx,
+        conn,
+        principal,
+        complaint_id,
+        flows.agree_solution,
+        solution=body.solution,
+        follow_up_level=Level(body.follow_up_level) if body.follow_up_level else None,
+    )
+
+
+@complaints_router.post(
+    "/{complaint_id}/outcome",
+    response_model=ComplaintOut,
+    summary="Send the outcome to the customer (rule S3: within 2 working days)",
+    responses={**COMPLAINT_NOT_FOUND, **CONFLICT},
+)
+async def send_outcome(
+    complaint_id: ComplaintId, body: NoteIn, principal: Dispatcher, ctx: Context, conn: Conn
+) -> ComplaintOut:
+    """After a solution is agreed."""
+    return await _complaint_step(
+        ctx, conn, principal, complaint_id, flows.send_outcome, note=body.note
+    )
+
+
+@complaints_router.post(
+    "/{complaint_id}/close",
+    response_model=ComplaintOut,
+    summary="Close a complaint tracked to its end (rule S5)",
+    responses={**COMPLAINT_NOT_FOUND, **CONFLICT},
+)
+async def close_complaint(
+    complaint_id: ComplaintId, body: NoteIn, principal: Dispatcher, ctx: Context, conn: Conn
+) -> ComplaintOut:
+    """409 until the outcome was sent and the follow-up work is done."""
+    return await _complaint_step(
+        ctx, conn, principal, complaint_id, flows.close_complaint, note=body.note
+    )
+
+
+router = APIRouter()
+router.include_router(work_orders_router)
+router.include_router(complaints_router)

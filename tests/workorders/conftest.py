@@ -35,27 +35,27 @@ class World:
 
 @pytest.fixture
 def world(db, clock) -> World:
-    fleet = FleetFactory(db, at=clock.now())
-    jurisdiction = fleet.jurisdiction("sh")
-    unit = fleet.user_unit("Tower owner")
-    city = fleet.site(user_unit=unit, jurisdiction=jurisdiction, tier="city")
-    province = fleet.site(
+    make = FleetFactory(db, at=clock.now())
+    jurisdiction = make.jurisdiction("sh")
+    unit = make.user_unit("Tower owner")
+    city = make.site(user_unit=unit, jurisdiction=jurisdiction, tier="city")
+    province = make.site(
         user_unit=unit, jurisdiction=jurisdiction, tier="elsewhere", latitude=30.0, longitude=120.0
     )
-    firm = fleet.firm("Lift care")
-    other = fleet.firm("Other care")
-    technician = fleet.technician(firm=firm)
-    expired = fleet.technician(firm=firm, certificate_expires_on=date(2020, 1, 1))
-    stranger = fleet.technician(firm=other)
-    lift = fleet.device("lift-1", site=city, firm=firm)
-    far_lift = fleet.device("lift-far", site=province, firm=firm)
-    pole = fleet.device("pole-1", site=city, kind="light_pole", firm=firm)
-    meter = fleet.device("meter-1", site=city, kind="energy_meter", firm=firm)
+    firm = make.firm("Lift care")
+    other = make.firm("Other care")
+    technician = make.technician(firm=firm)
+    expired = make.technician(firm=firm, certificate_expires_on=date(2020, 1, 1))
+    stranger = make.technician(firm=other)
+    lift = make.device("lift-1", site=city, firm=firm)
+    far_lift = make.device("lift-far", site=province, firm=firm)
+    pole = make.device("pole-1", site=city, kind="light_pole", firm=firm)
+    meter = make.device("meter-1", site=city, kind="energy_meter", firm=firm)
     for device in (lift, far_lift, pole, meter):
-        fleet.assign(technician=technician, device=device)
+        make.assign(technician=technician, device=device)
     return World(
         conn=db,
-        fleet=fleet,
+        fleet=make,
         jurisdiction_id=jurisdiction,
         firm_id=firm,
         other_firm_id=other,
