@@ -113,6 +113,7 @@ class Deadline(StrEnum):
 DEFAULT_PROFILE = "s1-default"  # elevators (rule S1)
 GENERAL_PROFILE = "s6-general"  # street lighting and meters (rule S6)
 REPEAT_WINDOW_DAYS = 30  # rule S5
+CALLBACK_RETRY_H = 4  # rule S4: an unreached customer is called again after this long
 
 
 class WorkOrderError(Exception):
@@ -250,6 +251,18 @@ class WorkOrderOut(WorkOrder):
     """A work order with the deadlines it missed."""
 
     breaches: list[Deadline]
+
+
+class CallbackDue(BaseModel):
+    """Rule S4: a resolved work order whose customer has not been reached yet."""
+
+    work_order_id: int
+    device_id: str
+    title: str
+    resolved_at: datetime
+    attempts: int = Field(description="calls that did not reach the customer")
+    last_attempt_at: datetime | None
+    due_at: datetime
 
 
 class StepOut(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +24,7 @@ from vigil import notify
 from vigil.db.rows import columns, first_value
 from workorders.models import (
     Callback,
+    CallbackDue,
     Channel,
     Complaint,
     ComplaintDeadline,
@@ -489,6 +490,31 @@ def add_callback(
         ).fetchone()
     assert made is not None
     return made
+
+
+async def callbacks_due(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    now: datetime,
+    retry: timedelta,
+) -> list[CallbackDue]:
+    """Rule S4: resolved work orders in scope whose customer was not reached yet, due now (at
+    once after the resolution, ``retry`` after an unreached call), the longest waiting first."""
+    query = sql.SQL(
+        "SELECT w.id AS work_order_id, w.device_id, w.title, w.resolved_at, "
+        "count(c.id) AS attempts, max(c.at) AS last_attempt_at, "
+        "coalesce(max(c.at) + %(retry)s, w.resolved_at) AS due_at "
+        "FROM work_orders w LEFT JOIN work_order_callbacks c ON c.work_order_id = w.id "
+        "WHERE w.status = 'resolved' "
+        "AND w.device_id IN (SELECT d.id FROM devices d WHERE {scope}) "
+        "GROUP BY w.id HAVING coalesce(max(c.at) + %(retry)s, w.resolved_at) <= %(now)s "
+        "ORDER BY due_at, w.id"
+    ).format(scope=scope)
+    async with conn.cursor(row_factory=class_row(CallbackDue)) as cur:
+        await cur.execute(query, {**scope_params, "retry": retry, "now": now})
+        return await cur.fetchall()
 
 
 def callbacks(conn: psycopg.Connection, *, work_order_id: int) -> list[Callback]:

@@ -4,6 +4,7 @@ lifecycle (rules S1-S6), scoped by rule A2."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
@@ -13,10 +14,12 @@ from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, 
 from api.scope import device_scope_args, device_visible
 from workorders import flows, service
 from workorders.models import (
+    CALLBACK_RETRY_H,
     MANUAL_ORIGINS,
     OPEN_STATUSES,
     AnalysisIn,
     AssignIn,
+    CallbackDue,
     CallbackIn,
     CancelIn,
     CheckInIn,
@@ -117,6 +120,23 @@ async def list_work_orders(
         conn, **device_scope_args(principal), statuses=statuses, level=level, limit=limit
     )
     return send(list[WorkOrderOut], found)
+
+
+@work_orders_router.get(
+    "/callbacks-due",
+    response_model=list[CallbackDue],
+    summary="Customers to call back now (rule S4)",
+)
+async def callbacks_due(principal: CurrentPrincipal, ctx: Context, conn: Conn) -> Response:
+    """Resolved work in scope whose customer was not reached yet: at once after the
+    resolution, again 4 hours after an unreached call."""
+    found = await service.callbacks_due(
+        conn,
+        **device_scope_args(principal),
+        now=ctx.clock.now(),
+        retry=timedelta(hours=CALLBACK_RETRY_H),
+    )
+    return send(list[CallbackDue], found)
 
 
 @work_orders_router.get(

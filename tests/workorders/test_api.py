@@ -87,3 +87,33 @@ def test_bad_requests_get_a_reason_not_a_server_error(client, fleet):
         f"{path}/callback", json={"reached": True, "satisfaction": 9}, headers=disp
     )
     assert callback.status_code == 422
+
+
+def test_customers_not_reached_are_called_again_until_reached(client, fleet, clock):
+    # rule S4: due at once after the resolution, again 4 hours after an unreached call
+    disp, tech = login(client, "disp_a"), login(client, "tech_a")
+    order = _open(client, disp).json()
+    path = f"{BASE}/{order['id']}"
+    for action, who, body in (
+        ("assign", disp, {"technician_id": fleet.ids["ta1"]}),
+        ("accept", tech, {}),
+        ("check-in", tech, {"latitude": 31.2, "longitude": 121.4}),
+    ):
+        assert client.post(f"{path}/{action}", json=body, headers=who).status_code == 200
+    due = f"{BASE}/callbacks-due"
+    assert client.get(due, headers=disp).json() == []  # not resolved yet
+    assert client.post(f"{path}/resolve", json={}, headers=tech).status_code == 200
+    [waiting] = client.get(due, headers=disp).json()
+    assert waiting["work_order_id"] == order["id"] and waiting["attempts"] == 0
+    missed = client.post(f"{path}/callback", json={"reached": False}, headers=disp)
+    assert missed.status_code == 200 and missed.json()["status"] == "resolved"
+    assert client.get(due, headers=disp).json() == []
+    clock.advance(4 * 3600)
+    [again] = client.get(due, headers=disp).json()
+    assert again["attempts"] == 1
+    assert client.get(due, headers=login(client, "disp_b")).json() == []
+    reached = client.post(
+        f"{path}/callback", json={"reached": True, "satisfaction": 2}, headers=disp
+    )
+    assert reached.json()["status"] == "closed"
+    assert client.get(due, headers=disp).json() == []
