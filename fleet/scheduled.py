@@ -10,8 +10,8 @@ from datetime import datetime
 from psycopg_pool import ConnectionPool
 
 from fleet import service
-from vigil.clock import sleep_or_event
 from vigil.resources import Resources
+from vigil.tasks import every
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,16 @@ def sync_firms(db: ConnectionPool, *, now: datetime) -> int:
 
 async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     """Keep the firm in force current until ``stop`` is set."""
-    clock, settings = resources.clock, resources.settings
-    while not stop.is_set():
+    clock = resources.clock
+
+    async def sync() -> None:
         changed = await asyncio.to_thread(sync_firms, resources.db, now=clock.now())
         if changed:
             log.info("contracts began or ended: %d device(s) changed firm", changed)
-        await sleep_or_event(clock, seconds=settings.compliance.sweep_interval_s, events=(stop,))
+
+    await every(
+        clock=clock,
+        seconds=resources.settings.compliance.sweep_interval_s,
+        action=sync,
+        stop=stop,
+    )

@@ -79,3 +79,14 @@ async def test_wait_for_sleepers_lets_a_test_advance_without_racing():
     await task
     with pytest.raises(TimeoutError):
         await clock.wait_for_sleepers(1, timeout=0.01)
+
+
+def test_years_before_keeps_the_calendar_date_and_moves_29_february_to_the_28th():
+    from datetime import UTC, datetime
+
+    from vigil.clock import years_before
+
+    assert years_before(datetime(2030, 6, 1, 8, tzinfo=UTC), 4) == datetime(
+        2026, 6, 1, 8, tzinfo=UTC
+    )
+    assert years_before(datetime(2028, 2, 29, tzinfo=UTC), 3) == datetime(2025, 2, 28, tzinfo=UTC)

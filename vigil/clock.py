@@ -47,6 +47,14 @@ def to_ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
+def years_before(when: datetime, years: int) -> datetime:
+    """The same instant ``years`` calendar years earlier (29 February becomes the 28th)."""
+    try:
+        return when.replace(year=when.year - years)
+    except ValueError:
+        return when.replace(year=when.year - years, day=28)
+
+
 def from_ms(ms: int) -> datetime:
     """Aware UTC datetime for milliseconds since the epoch."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC)

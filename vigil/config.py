@@ -93,6 +93,14 @@ class ComplianceSettings(Section):
     checkpoint_interval_s: float = Field(default=3600.0, gt=0)
 
 
+class RetentionSettings(Section):
+    """Rule A3: how long records are kept at least; the purge deletes them only after that."""
+
+    maintenance_years: int = Field(default=4, ge=1, le=100, description="TSG T5002: 4 years")
+    service_years: int = Field(default=3, ge=1, le=100, description="other service records")
+    purge_interval_s: float = Field(default=86400.0, gt=0)
+
+
 class AlertsSettings(Section):
     """Alert delivery and rescue dispatch defaults (per-jurisdiction deadlines live in the db)."""
 
@@ -149,6 +157,7 @@ class Settings(BaseSettings):
     compliance: ComplianceSettings = ComplianceSettings()
     api: ApiSettings = ApiSettings()
     alerts: AlertsSettings = AlertsSettings()
+    retention: RetentionSettings = RetentionSettings()
     demo: DemoSettings = DemoSettings()
 
 

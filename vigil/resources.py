@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -20,6 +21,8 @@ from vigil.broker import Publisher
 from vigil.clock import Clock
 from vigil.config import Settings
 from vigil.db.pool import open_async_pool, open_pool
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,16 @@ class Resources:
     db: ConnectionPool
     adb: AsyncConnectionPool
     mqtt: Publisher
+
+    async def on_db(self, action: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run a synchronous flow ``action(conn, **kwargs)`` in a worker thread, on a pooled
+        connection."""
+
+        def call() -> T:
+            with self.db.connection() as conn:
+                return action(conn, **kwargs)
+
+        return await asyncio.to_thread(call)
 
     def listener(self, channels: Sequence[str]) -> notify.Listener:
         """A LISTEN session on its own connection to the same database (``async with``)."""

@@ -36,3 +36,16 @@ async def supervise(
             continue
         if stop is not None:
             return
+
+
+async def every(
+    *,
+    clock: Clock,
+    seconds: float,
+    action: Callable[[], Awaitable[object]],
+    stop: asyncio.Event,
+) -> None:
+    """Run ``action()`` now and then every ``seconds`` of clock time until ``stop`` is set."""
+    while not stop.is_set():
+        await action()
+        await sleep_or_event(clock, seconds=seconds, events=(stop,))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from compliance.rescue import service as rescue
 from vigil import notify
 from vigil.clock import sleep_or_event
 from vigil.resources import Resources
+from vigil.tasks import every
 from workorders import flows, service
 from workorders.models import Source
 
@@ -101,17 +101,32 @@ def take(conn: psycopg.Connection, *, sources: list[Source], now: datetime) -> i
 
 
 async def run(*, resources: Resources, stop: asyncio.Event) -> None:
+    """Open work as the platform decides it, keep deadlines, and purge what outlived its
+    retention, until ``stop`` is set."""
+    await asyncio.gather(
+        _work(resources=resources, stop=stop), _purge(resources=resources, stop=stop)
+    )
+
+
+async def _purge(*, resources: Resources, stop: asyncio.Event) -> None:
+    """Rule A3: once a day, service records kept past their retention go (their log stays)."""
+    retention = resources.settings.retention
+
+    async def purge() -> None:
+        complaints, orders = await resources.on_db(
+            service.purge, now=resources.clock.now(), years=retention.service_years
+        )
+        if complaints or orders:
+            log.info("retention: %d complaint(s), %d work order(s) purged", complaints, orders)
+
+    await every(clock=resources.clock, seconds=retention.purge_interval_s, action=purge, stop=stop)
+
+
+async def _work(*, resources: Resources, stop: asyncio.Event) -> None:
     """Open work as the platform decides it, and keep deadlines, until ``stop`` is set."""
     clock = resources.clock
     wake = asyncio.Event()
     inbox: list[Any] = []
-
-    async def on_conn(action: Callable[..., T], **kwargs: Any) -> T:
-        def call() -> T:
-            with resources.db.connection() as conn:
-                return action(conn, **kwargs)
-
-        return await asyncio.to_thread(call)
 
     def handle(conn: psycopg.Connection, *, notices: list[Any], now: datetime) -> int:
         sources = [s for notice in notices for s in sources_of_notice(conn, notice, now=now)]
@@ -127,18 +142,18 @@ async def run(*, resources: Resources, stop: asyncio.Event) -> None:
         collecting = asyncio.create_task(collect())
         try:
             # LISTEN is in force: nothing announced from here on is missed
-            missed = await on_conn(missed_sources, now=clock.now())
-            await on_conn(take, sources=missed, now=clock.now())
+            missed = await resources.on_db(missed_sources, now=clock.now())
+            await resources.on_db(take, sources=missed, now=clock.now())
             while not stop.is_set():
                 wake.clear()
                 if inbox:
                     notices = inbox[:]
                     inbox.clear()
-                    await on_conn(handle, notices=notices, now=clock.now())
-                await on_conn(flows.check_deadlines, now=clock.now())
+                    await resources.on_db(handle, notices=notices, now=clock.now())
+                await resources.on_db(flows.check_deadlines, now=clock.now())
                 if collecting.done():
                     raise collecting.exception() or RuntimeError("work-order listener ended")
-                due = await on_conn(service.next_due)
+                due = await resources.on_db(service.next_due)
                 await sleep_or_event(clock, until=due, events=(wake, stop))
         finally:
             collecting.cancel()

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 
 from compliance.log import service as compliance_log
 from vigil import notify
+from vigil.clock import years_before
 from vigil.db.rows import columns, first_value
 from workorders.models import (
     Callback,
@@ -850,3 +851,57 @@ async def scoped_complaint_steps(
             (complaint_id,),
         )
         return await cur.fetchall()
+
+
+# -- retention (rule A3) --------------------------------------------------------------------------
+
+
+def purge(conn: psycopg.Connection, *, now: datetime, years: int) -> tuple[int, int]:
+    """Rule A3: delete complaints and work orders (with their steps, breaches, callbacks)
+    closed more than ``years`` before ``now``, unless a kept row names them or a signed
+    checkpoint does not cover their history yet; their log entries stay. How many complaints
+    and orders went."""
+    complaints_expired = sql.SQL(
+        "SELECT c.id FROM complaints c WHERE c.closed_at < %(before)s AND NOT {beyond}"
+    ).format(beyond=compliance_log.beyond_checkpoint(COMPLAINT_SUBJECT, sql.SQL("c.id")))
+    orders_expired = sql.SQL(
+        "SELECT w.id FROM work_orders w WHERE w.closed_at < %(before)s AND NOT {beyond}"
+    ).format(beyond=compliance_log.beyond_checkpoint(SUBJECT, sql.SQL("w.id")))
+    params = {"before": years_before(now, years)}
+    with conn.transaction():
+        compliance_log.allow_purge(conn)
+        complaints = {first_value(r) for r in conn.execute(complaints_expired, params).fetchall()}
+        orders = {first_value(r) for r in conn.execute(orders_expired, params).fetchall()}
+        while orders:  # an order a kept complaint or a kept repeat names is kept too
+            named = conn.execute(
+                "SELECT work_order_id FROM complaints WHERE work_order_id = ANY(%(o)s) "
+                "AND NOT id = ANY(%(c)s) UNION SELECT repeat_of FROM work_orders "
+                "WHERE repeat_of = ANY(%(o)s) AND NOT id = ANY(%(o)s)",
+                {"o": list(orders), "c": list(complaints)},
+            ).fetchall()
+            if not named:
+                break
+            orders -= {first_value(r) for r in named}
+        gone_c, gone_o = list(complaints), list(orders)
+        for table in ("complaint_steps", "complaint_breaches"):
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE complaint_id = ANY(%s)").format(
+                    sql.Identifier(table)
+                ),
+                (gone_c,),
+            )
+        conn.execute("DELETE FROM complaints WHERE id = ANY(%s)", (gone_c,))
+        for table in (
+            "work_order_sources",
+            "work_order_callbacks",
+            "work_order_breaches",
+            "work_order_steps",
+        ):
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE work_order_id = ANY(%s)").format(
+                    sql.Identifier(table)
+                ),
+                (gone_o,),
+            )
+        conn.execute("DELETE FROM work_orders WHERE id = ANY(%s)", (gone_o,))
+    return len(gone_c), len(gone_o)

@@ -9,9 +9,10 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from compliance.log import flows
-from vigil.clock import Clock, sleep_or_event
+from vigil.clock import Clock
 from vigil.config import Settings
 from vigil.resources import Resources
+from vigil.tasks import every
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,15 @@ def checkpoint_once(*, db: ConnectionPool, settings: Settings, clock: Clock) -> 
 async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     """Sign checkpoints on a schedule until ``stop`` is set."""
     clock, settings = resources.clock, resources.settings
-    interval = settings.compliance.checkpoint_interval_s
-    while not stop.is_set():
+
+    async def checkpoint() -> None:
         try:
             await asyncio.to_thread(
                 checkpoint_once, db=resources.db, settings=settings, clock=clock
             )
         except (psycopg.OperationalError, PoolTimeout) as exc:
             log.warning("checkpoint skipped, database unavailable: %s", exc)
-        await sleep_or_event(clock, seconds=interval, events=(stop,))
+
+    await every(
+        clock=clock, seconds=settings.compliance.checkpoint_interval_s, action=checkpoint, stop=stop
+    )

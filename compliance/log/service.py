@@ -246,6 +246,21 @@ def latest_checkpoint(conn: psycopg.Connection) -> Checkpoint | None:
     return Checkpoint(**row) if row else None
 
 
+def beyond_checkpoint(subject_type: str, subject_id: sql.Composable) -> sql.Composable:
+    """SQL that holds while a subject has log entries no signed checkpoint covers yet (rule
+    A3: a record is purged only once the checkpoint regulators hold covers its history)."""
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM compliance_log l WHERE l.subject_type = {t} "
+        "AND l.subject_id = ({i})::text AND l.seq > (SELECT coalesce(max(entry_count), 0) "
+        "FROM compliance_checkpoints))"
+    ).format(t=sql.Literal(subject_type), i=subject_id)
+
+
+def allow_purge(conn: psycopg.Connection) -> None:
+    """Let this transaction delete kept rows whose retention ran out (rule A3)."""
+    conn.execute("SELECT set_config('vigil.retention_purge', 'on', true)")
+
+
 def hashes_at(conn: psycopg.Connection, *, seqs: list[int]) -> dict[int, str]:
     """Stored hash of each given entry number."""
     with conn.cursor(row_factory=dict_row) as cur:

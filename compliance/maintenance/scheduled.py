@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import psycopg
 
@@ -24,6 +23,7 @@ from compliance.maintenance.models import SweepResult
 from vigil import notify
 from vigil.clock import Clock, sleep_or_event, to_ms
 from vigil.resources import Resources
+from vigil.tasks import every
 from vigil.wire import Command, CommandAction, encode
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,27 @@ async def _listen(
 
 
 async def run(*, resources: Resources, stop: asyncio.Event) -> None:
+    """Sweep, react to events, publish commands and purge expired records until ``stop``."""
+    await asyncio.gather(
+        _sweep(resources=resources, stop=stop), _purge(resources=resources, stop=stop)
+    )
+
+
+async def _purge(*, resources: Resources, stop: asyncio.Event) -> None:
+    """Rule A3: once a day, the records kept past their retention go (their log stays)."""
+    retention = resources.settings.retention
+
+    async def purge() -> None:
+        gone = await resources.on_db(
+            service.purge_records, now=resources.clock.now(), years=retention.maintenance_years
+        )
+        if gone:
+            log.info("retention: %d maintenance record(s) purged", gone)
+
+    await every(clock=resources.clock, seconds=retention.purge_interval_s, action=purge, stop=stop)
+
+
+async def _sweep(*, resources: Resources, stop: asyncio.Event) -> None:
     """Sweep, react to events and publish commands until ``stop`` is set."""
     clock = resources.clock
     interval = timedelta(seconds=resources.settings.compliance.sweep_interval_s)
@@ -117,13 +138,6 @@ async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     pending: set[str] = set()  # lifts whose lockout waits for a safe car (rule M6)
     wake = asyncio.Event()
     channels = [notify.EVENTS, notify.COMMANDS, notify.MAINTENANCE]
-
-    async def on_conn(action: Callable[..., T], **kwargs: Any) -> T:
-        def call() -> T:
-            with resources.db.connection() as conn:
-                return action(conn, **kwargs)
-
-        return await asyncio.to_thread(call)
 
     async with resources.listener(channels) as listener:
         listening = asyncio.create_task(_listen(listener, dirty=dirty, wake=wake, pending=pending))
@@ -134,20 +148,20 @@ async def run(*, resources: Resources, stop: asyncio.Event) -> None:
                 now = clock.now()
                 if now >= next_full:
                     dirty.clear()
-                    result = await on_conn(flows.sweep, now=now)
+                    result = await resources.on_db(flows.sweep, now=now)
                     next_full = now + interval  # if skipped, another engine just swept
                     _report(result)
                 elif dirty:
                     devices = set(dirty)
                     dirty.clear()
-                    result = await on_conn(sweep_devices, devices=devices, now=now)
+                    result = await resources.on_db(sweep_devices, devices=devices, now=now)
                     if result.skipped:
                         dirty.update(devices)  # another engine was sweeping: try again
                     _report(result)
-                await on_conn(publish_due, publisher=resources.mqtt, now=now)
+                await resources.on_db(publish_due, publisher=resources.mqtt, now=now)
                 pending.clear()
-                pending.update(await on_conn(service.lockouts_pending))
-                due = await on_conn(service.next_publication)
+                pending.update(await resources.on_db(service.lockouts_pending))
+                due = await resources.on_db(service.next_publication)
                 wait_until = min(next_full, due) if due is not None else next_full
                 if dirty and not wake.is_set():
                     wait_until = min(wait_until, clock.now() + timedelta(seconds=1))

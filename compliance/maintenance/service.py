@@ -36,6 +36,7 @@ from compliance.maintenance.models import (
 )
 from vigil import notify
 from vigil.catalog import ServiceMode
+from vigil.clock import years_before
 from vigil.db.rows import columns, first_value
 
 ENGINE_ACTOR = "compliance-engine"
@@ -488,6 +489,35 @@ def insert_verdict(
         ],
     )
     return int(row["id"])
+
+
+def purge_records(conn: psycopg.Connection, *, now: datetime, years: int) -> int:
+    """Rule A3: delete the maintenance records (with their verdicts and sign-offs) of visits
+    that ended more than ``years`` before ``now``, unless a kept record corrects them or a
+    signed checkpoint does not cover their history yet; their log entries stay. How many
+    records went."""
+    expired = sql.SQL(
+        "SELECT r.id FROM maintenance_records r WHERE r.claimed_end < %(before)s AND NOT {beyond}"
+    ).format(beyond=log.beyond_checkpoint("maintenance_record", sql.SQL("r.id")))
+    before = years_before(now, years)
+    with conn.transaction():
+        log.allow_purge(conn)
+        ids = {first_value(row) for row in conn.execute(expired, {"before": before}).fetchall()}
+        while ids:  # a record a kept correction names is kept too
+            named = conn.execute(
+                "SELECT corrects_id FROM maintenance_records "
+                "WHERE corrects_id = ANY(%(ids)s) AND NOT id = ANY(%(ids)s)",
+                {"ids": list(ids)},
+            ).fetchall()
+            if not named:
+                break
+            ids -= {first_value(row) for row in named}
+        if ids:
+            gone = list(ids)
+            conn.execute("DELETE FROM maintenance_verdicts WHERE record_id = ANY(%s)", (gone,))
+            conn.execute("DELETE FROM maintenance_signoffs WHERE record_id = ANY(%s)", (gone,))
+            conn.execute("DELETE FROM maintenance_records WHERE id = ANY(%s)", (gone,))
+    return len(ids)
 
 
 def failed_verdicts(conn: psycopg.Connection, *, since: datetime) -> list[dict[str, Any]]:

@@ -120,17 +120,9 @@ CREATE TABLE work_order_steps (
 );
 CREATE INDEX work_order_steps_order_idx ON work_order_steps (work_order_id, id);
 
--- Nothing is changed or deleted, but by the retention purge (rule A3) in its own transaction.
-CREATE FUNCTION workorders_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('vigil.retention_purge', true) = 'on' THEN
-        RETURN OLD;
-    END IF;
-    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
-END
-$$;
+-- Kept, never changed; deleted only by the retention purge (rule A3, compliance 0205).
 CREATE TRIGGER work_order_steps_append_only BEFORE UPDATE OR DELETE ON work_order_steps
-    FOR EACH ROW EXECUTE FUNCTION workorders_append_only();
+    FOR EACH ROW EXECUTE FUNCTION retention_guard();
 
 -- A missed deadline, recorded once: it stays a breach when the work is done later.
 CREATE TABLE work_order_breaches (

@@ -42,7 +42,7 @@ CREATE TABLE complaint_steps (
 );
 CREATE INDEX complaint_steps_complaint_idx ON complaint_steps (complaint_id, id);
 CREATE TRIGGER complaint_steps_append_only BEFORE UPDATE OR DELETE ON complaint_steps
-    FOR EACH ROW EXECUTE FUNCTION workorders_append_only();
+    FOR EACH ROW EXECUTE FUNCTION retention_guard();
 
 CREATE TABLE complaint_breaches (
     complaint_id  bigint NOT NULL REFERENCES complaints (id),
