@@ -73,7 +73,13 @@ def test_demo_runs_the_scenario_end_to_end_and_exits_cleanly_on_ctrl_c():
         env=env,
     )
     lines: list[str] = []
-    awaited = ["Press Ctrl-C", "lift-0003: maintenance overdue", "lift-0001: incident 1 opened"]
+    awaited = [
+        "Press Ctrl-C",
+        "lift-0003: maintenance overdue",
+        "lift-0001: incident 1 opened",
+        # a controller fault becomes a work order, assigned, resolved, called back, closed
+        "lift-0005: callback reached the customer (satisfaction 5): work order closed",
+    ]
     assert demo.stdout is not None
     try:
         for line in demo.stdout:
@@ -90,8 +96,24 @@ def test_demo_runs_the_scenario_end_to_end_and_exits_cleanly_on_ctrl_c():
     assert console.startswith("http://127.0.0.1:")
     db_url = next(ln.split()[-1] for ln in lines if "database:" in ln)
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM rescue_incidents").fetchone()[0] == 1
+        # one incident for the entrapment (the second storyline has its own lift)
+        incidents = "SELECT count(*) FROM rescue_incidents WHERE device_id = 'lift-0001'"
+        assert conn.execute(incidents).fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM telemetry").fetchone()[0] > 0
+        steps = conn.execute(
+            "SELECT s.step FROM work_order_steps s JOIN work_orders w ON w.id = s.work_order_id "
+            "WHERE w.device_id = 'lift-0005' ORDER BY s.id"
+        ).fetchall()
+        # rule S2: unresolved after 30 minutes, the level-2 order also escalated on the way
+        assert [s for (s,) in steps if s != "escalated"] == [
+            "opened",
+            "assigned",
+            "accepted",
+            "on_site",
+            "resolved",
+            "callback",
+            "closed",
+        ]
 
     rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, rest

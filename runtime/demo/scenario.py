@@ -1,5 +1,6 @@
 """The demo's scenario, on the demo clock: an entrapment and its rescue, a lapsed maintenance
-going to lockout and released by a verified visit, and a lamp failure after dusk.
+going to lockout and released by a verified visit, a door fault turned into a work order that is
+assigned, resolved, called back and closed, and a lamp failure after dusk.
 
 A scripted technician plays the field side: accepts the dispatch, checks in at the site, frees
 the passengers, and performs the maintenance visit. Everything else (detection, dispatch,
@@ -26,6 +27,7 @@ log = logging.getLogger("runtime.demo")
 FIRST_ENTRAPMENT = "lift-0001"
 SECOND_ENTRAPMENT = "lift-0002"
 FAILING_LAMP = "pole-0001"
+FAULTY_DOORS = "lift-0005"  # a door-close fault becomes a work order (rules S1, S4)
 
 
 class Scenario:
@@ -52,6 +54,8 @@ class Scenario:
         """Play every storyline concurrently."""
         storylines = [self.rescue(FIRST_ENTRAPMENT, after=timedelta(minutes=3))]
         storylines.append(self.lapse_and_release(LAPSING_ELEVATOR))
+        if FAULTY_DOORS in self.devices:
+            storylines.append(self.fault_repair(FAULTY_DOORS, after=timedelta(minutes=8)))
         if FAILING_LAMP in self.devices:
             storylines.append(self.lamp_failure(FAILING_LAMP, after=timedelta(minutes=5)))
         if SECOND_ENTRAPMENT in self.devices:
@@ -252,6 +256,93 @@ class Scenario:
             (device_id,),
         )
         self.say(f"{device_id}: visit verified by telemetry, lockout released")
+
+    # -- a fault becomes a work order (rules S1, S2, S4) -----------------------------------------
+
+    async def fault_repair(self, device_id: str, *, after: timedelta) -> None:
+        """The doors stop closing: the platform opens a work order with its deadlines; the
+        firm's dispatcher assigns it, the technician fixes it, the customer is called back."""
+        from workorders import flows as work
+
+        await self._at(after)
+        car = self.devices[device_id]
+        car.inject(Fault.DOOR_FAULT)
+        self.say(f"{device_id}: the doors stopped closing (controller fault 2)")
+        order = await self._until(
+            "work order",
+            "SELECT id, level, respond_by, on_site_by, restore_by FROM work_orders "
+            "WHERE device_id = %s AND kind = 'fault_repair' AND status = 'opened'",
+            (device_id,),
+        )
+        order_id = order["id"]
+        self.say(
+            f"{device_id}: work order {order_id} opened, level {order['level']}: respond by "
+            f"{order['respond_by']:%H:%M}, on site by {order['on_site_by']:%H:%M}, "
+            f"restored by {order['restore_by']:%H:%M}"
+        )
+        await self.clock.sleep(3 * 60)
+        place = (
+            await self._query(
+                "SELECT t.id AS technician, s.latitude, s.longitude FROM devices d "
+                "JOIN sites s ON s.id = d.site_id JOIN technicians t ON t.firm_id = d.firm_id "
+                "WHERE d.id = %s AND t.active ORDER BY t.id LIMIT 1",
+                (device_id,),
+            )
+        )[0]
+        technician = place["technician"]
+        await self._write(
+            lambda conn: work.assign(
+                conn,
+                work_order_id=order_id,
+                technician_id=technician,
+                at=self.clock.now(),
+                actor="dispatcher",
+            )
+        )
+        self.say(f"{device_id}: work order {order_id} assigned to technician {technician}")
+        await self.clock.sleep(60)
+        await self._write(
+            lambda conn: work.accept(
+                conn, work_order_id=order_id, technician_id=technician, at=self.clock.now()
+            )
+        )
+        await self.clock.sleep(25 * 60)
+        await self._write(
+            lambda conn: work.check_in(
+                conn,
+                work_order_id=order_id,
+                technician_id=technician,
+                at=self.clock.now(),
+                latitude=place["latitude"],
+                longitude=place["longitude"],
+            )
+        )
+        self.say(f"{device_id}: technician {technician} on site")
+        await self.clock.sleep(20 * 60)
+        car.clear(Fault.DOOR_FAULT)
+        await self._write(
+            lambda conn: work.resolve(
+                conn,
+                work_order_id=order_id,
+                at=self.clock.now(),
+                actor=f"technician:{technician}",
+                note="door operator belt replaced",
+            )
+        )
+        self.say(f"{device_id}: work order {order_id} resolved; the customer is called back")
+        await self.clock.sleep(30 * 60)
+        await self._write(
+            lambda conn: work.callback(
+                conn,
+                work_order_id=order_id,
+                at=self.clock.now(),
+                actor="dispatcher",
+                reached=True,
+                satisfaction=5,
+                note="the safety manager confirms the doors work",
+            )
+        )
+        self.say(f"{device_id}: callback reached the customer (satisfaction 5): work order closed")
 
     # -- street lighting (rule L1) --------------------------------------------------------------
 
