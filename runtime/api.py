@@ -107,7 +107,7 @@ OPTIONAL_ROUTERS = {
     "fleet": "fleet.views",
     "incidents": "compliance.rescue.views",
     "maintenance": "compliance.maintenance.views",
-    "reports": "compliance.reports.views",
+    "reports": "reports.views",
     "work_orders": "workorders.views",
 }
 

@@ -9,7 +9,17 @@ from pathlib import Path
 from tests.test_packaging import ROOT, top_level_imports
 
 KERNEL = "vigil"
-DOMAINS = ("fleet", "gateway", "ingest", "compliance", "alerts", "simulators", "api", "workorders")
+DOMAINS = (
+    "fleet",
+    "gateway",
+    "ingest",
+    "compliance",
+    "alerts",
+    "simulators",
+    "api",
+    "workorders",
+    "reports",
+)
 ROOTS = ("runtime", "bench")
 PACKAGES = (KERNEL, *DOMAINS, *ROOTS)
 

@@ -19,6 +19,7 @@ PACKAGES = (
     "simulators",
     "api",
     "workorders",
+    "reports",
 )
 # import names of the dev-only distributions (pyproject's [project.optional-dependencies] dev)
 DEV_IMPORTS = {

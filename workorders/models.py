@@ -461,3 +461,33 @@ class SolutionIn(Strict):
     follow_up_level: int | None = Field(
         default=None, ge=1, le=4, description="open follow-up work at this S1 level"
     )
+
+
+class WorkFigures(BaseModel):
+    """Rule A4: a firm's work orders, complaints and callbacks in a month."""
+
+    work_orders: int = 0
+    work_orders_level_1: int = 0
+    work_orders_level_2: int = 0
+    work_orders_level_3: int = 0
+    work_orders_level_4: int = 0
+    work_orders_within_sla: float | None = Field(
+        default=None, description="share of the month's work orders with no deadline missed (S1)"
+    )
+    repeat_faults: int = Field(default=0, description="rule S5: a fault again within 30 days")
+    complaints: int = 0
+    complaints_answered_in_time: float | None = Field(
+        default=None, description="rule S3: share answered within 24 h"
+    )
+    complaints_outcome_in_time: float | None = Field(
+        default=None, description="rule S3: share whose outcome went back within 2 working days"
+    )
+    callbacks_reached: int = Field(default=0, description="rule S4")
+    callbacks_unreached: int = 0
+    mean_satisfaction: float | None = Field(default=None, description="1 (poor) to 5")
+
+
+class MonthlyWork(WorkFigures):
+    """The figures of one firm (the report joins them by firm)."""
+
+    firm_id: int

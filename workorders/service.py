@@ -36,6 +36,7 @@ from workorders.models import (
     Deadlines,
     Kind,
     Level,
+    MonthlyWork,
     Origin,
     ServiceLevel,
     Status,
@@ -905,3 +906,80 @@ def purge(conn: psycopg.Connection, *, now: datetime, years: int) -> tuple[int, 
             )
         conn.execute("DELETE FROM work_orders WHERE id = ANY(%s)", (gone_o,))
     return len(gone_c), len(gone_o)
+
+
+# -- the monthly firm report (rule A4) ------------------------------------------------------------
+
+_MONTH_SCOPE = """
+    SELECT d.id, %(first)s::date::timestamp AT TIME ZONE si.timezone AS lo,
+           %(after)s::date::timestamp AT TIME ZONE si.timezone AS hi
+    FROM devices d JOIN sites si ON si.id = d.site_id WHERE ({scope})
+"""
+
+_MONTHLY_WORK = """
+WITH scoped AS ({month_scope}),
+orders AS (
+    SELECT w.firm_id, w.level, w.repeat_of,
+           EXISTS (SELECT 1 FROM work_order_breaches b WHERE b.work_order_id = w.id) AS breached
+    FROM work_orders w JOIN scoped s ON s.id = w.device_id
+    WHERE w.opened_at >= s.lo AND w.opened_at < s.hi AND w.status <> 'cancelled'
+      AND w.firm_id IS NOT NULL
+), calls AS (
+    SELECT w.firm_id, c.reached, c.satisfaction
+    FROM work_order_callbacks c JOIN work_orders w ON w.id = c.work_order_id
+    JOIN scoped s ON s.id = w.device_id
+    WHERE c.at >= s.lo AND c.at < s.hi AND w.firm_id IS NOT NULL
+), complaints_in AS (
+    SELECT c.firm_id, c.answered_at IS NOT NULL AND c.answered_at <= c.answer_by AS answered,
+           c.outcome_sent_at IS NOT NULL AND c.outcome_sent_at <= c.outcome_by AS outcome
+    FROM complaints c JOIN scoped s ON s.id = c.device_id
+    WHERE c.received_at >= s.lo AND c.received_at < s.hi AND c.firm_id IS NOT NULL
+), firms AS (
+    SELECT firm_id FROM orders UNION SELECT firm_id FROM calls
+    UNION SELECT firm_id FROM complaints_in
+)
+SELECT f.firm_id,
+       (SELECT count(*) FROM orders o WHERE o.firm_id = f.firm_id) AS work_orders,
+       (SELECT count(*) FROM orders o WHERE o.firm_id = f.firm_id AND o.level = 1)
+           AS work_orders_level_1,
+       (SELECT count(*) FROM orders o WHERE o.firm_id = f.firm_id AND o.level = 2)
+           AS work_orders_level_2,
+       (SELECT count(*) FROM orders o WHERE o.firm_id = f.firm_id AND o.level = 3)
+           AS work_orders_level_3,
+       (SELECT count(*) FROM orders o WHERE o.firm_id = f.firm_id AND o.level = 4)
+           AS work_orders_level_4,
+       (SELECT avg(CASE WHEN o.breached THEN 0.0 ELSE 1.0 END)::float8 FROM orders o
+         WHERE o.firm_id = f.firm_id) AS work_orders_within_sla,
+       (SELECT count(*) FROM orders o WHERE o.firm_id = f.firm_id AND o.repeat_of IS NOT NULL)
+           AS repeat_faults,
+       (SELECT count(*) FROM complaints_in c WHERE c.firm_id = f.firm_id) AS complaints,
+       (SELECT avg(CASE WHEN c.answered THEN 1.0 ELSE 0.0 END)::float8 FROM complaints_in c
+         WHERE c.firm_id = f.firm_id) AS complaints_answered_in_time,
+       (SELECT avg(CASE WHEN c.outcome THEN 1.0 ELSE 0.0 END)::float8 FROM complaints_in c
+         WHERE c.firm_id = f.firm_id) AS complaints_outcome_in_time,
+       (SELECT count(*) FROM calls c WHERE c.firm_id = f.firm_id AND c.reached)
+           AS callbacks_reached,
+       (SELECT count(*) FROM calls c WHERE c.firm_id = f.firm_id AND NOT c.reached)
+           AS callbacks_unreached,
+       (SELECT avg(c.satisfaction)::float8 FROM calls c WHERE c.firm_id = f.firm_id)
+           AS mean_satisfaction
+FROM firms f
+"""
+
+
+async def monthly_work(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    first: date,
+    after: date,
+) -> dict[int, MonthlyWork]:
+    """Rule A4: each firm's work orders (by level, within their deadlines, repeat faults),
+    complaints (answered and outcome in time) and callbacks (reached, satisfaction) of a
+    month, over the devices in ``scope``, by the firm in force when each came in."""
+    month_scope = sql.SQL(_MONTH_SCOPE).format(scope=scope)
+    query = sql.SQL(_MONTHLY_WORK).format(month_scope=month_scope)
+    async with conn.cursor(row_factory=class_row(MonthlyWork)) as cur:
+        await cur.execute(query, {**scope_params, "first": first, "after": after})
+        return {row.firm_id: row for row in await cur.fetchall()}

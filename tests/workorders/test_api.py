@@ -117,3 +117,46 @@ def test_customers_not_reached_are_called_again_until_reached(client, fleet, clo
     )
     assert reached.json()["status"] == "closed"
     assert client.get(due, headers=disp).json() == []
+
+
+def test_the_monthly_firm_report_counts_work_complaints_and_callbacks(client, fleet, clock):
+    # rule A4: work orders by level within their deadlines, repeat faults (S5), complaints
+    # answered in time (S3), callbacks and satisfaction (S4)
+    disp, tech = login(client, "disp_a"), login(client, "tech_a")
+    first = _open(client, disp, level=1, cause="safety-circuit").json()
+    second = _open(client, disp, level=3, device_id="a-el-2", cause="noise").json()
+    clock.advance(600)  # the level-1 order missed its 5-minute response
+    for action, who, body in (
+        ("assign", disp, {"technician_id": fleet.ids["ta1"]}),
+        ("accept", tech, {}),
+        ("check-in", tech, {"latitude": 31.2, "longitude": 121.4}),
+        ("resolve", tech, {}),
+        ("callback", disp, {"reached": False}),
+        ("callback", disp, {"reached": True, "satisfaction": 4}),
+    ):
+        answer = client.post(f"{BASE}/{first['id']}/{action}", json=body, headers=who)
+        assert answer.status_code == 200, (action, answer.text)
+    again = _open(client, disp, level=1, cause="safety-circuit").json()
+    assert again["repeat_of"] == first["id"]
+    complaint = client.post(
+        "/api/v1/complaints",
+        json={"device_id": "a-el-1", "channel": "phone", "complainant": "x", "subject": "y"},
+        headers=disp,
+    ).json()
+    client.post(f"/api/v1/complaints/{complaint['id']}/answer", json={}, headers=disp)
+    month = clock.now().strftime("%Y-%m")
+    [row] = [
+        r
+        for r in client.get(f"/api/v1/reports/monthly?month={month}", headers=disp).json()
+        if r["firm_id"] == fleet.ids["firm_a"]
+    ]
+    assert (row["work_orders"], row["work_orders_level_1"], row["work_orders_level_3"]) == (3, 2, 1)
+    assert second["id"] != first["id"]
+    assert row["work_orders_within_sla"] == 2 / 3  # the first missed its response
+    assert row["repeat_faults"] == 1
+    assert (row["complaints"], row["complaints_answered_in_time"]) == (1, 1.0)
+    assert (row["callbacks_reached"], row["callbacks_unreached"]) == (1, 1)
+    assert row["mean_satisfaction"] == 4.0
+    csv = client.get(f"/api/v1/reports/monthly?month={month}&format=csv", headers=disp).text
+    header = csv.splitlines()[0].split(",")
+    assert header[:2] == ["firm_id", "firm_name"] and header[-1] == "mean_satisfaction"

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, require_roles, run_sync
 from api.scope import device_scope_args
-from compliance.reports import service
-from compliance.reports.models import CoverageRowOut, MonthlyFirmRow, RescueKpiRow
 from compliance.rescue import flows as rescue_flows
+from reports import service
+from reports.models import CoverageRowOut, MonthlyFirmRow, RescueKpiRow
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 

@@ -6,6 +6,8 @@ from datetime import date
 
 from pydantic import BaseModel, Field
 
+from workorders.models import WorkFigures
+
 
 class RescueKpiRow(BaseModel):
     """Rule R7: one firm, region (jurisdiction) and month; false alarms excluded."""
@@ -22,7 +24,7 @@ class RescueKpiRow(BaseModel):
     mean_release_min: float | None
 
 
-class MonthlyFirmRow(BaseModel):
+class MaintenanceFigures(BaseModel):
     """Rule A4: one firm's month, over the elevators in the caller's scope."""
 
     firm_id: int
@@ -42,6 +44,11 @@ class MonthlyFirmRow(BaseModel):
         description="share of entrapments with someone on site by the deadline (R2)"
     )
     drills: int = Field(description="rescue drills held (M8)")
+
+
+class MonthlyFirmRow(WorkFigures, MaintenanceFigures):
+    """Rule A4: one firm's month, over the assets in the caller's scope: maintenance, rescue
+    and drills of its elevators, then its work orders, complaints and callbacks."""
 
 
 class CoverageRowOut(BaseModel):

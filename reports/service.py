@@ -9,7 +9,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from compliance.reports.models import MonthlyFirmRow, RescueKpiRow
+from reports.models import MonthlyFirmRow, RescueKpiRow
+from workorders import service as workorders
 
 
 def month_bounds(month: date) -> tuple[date, date]:
@@ -124,7 +125,8 @@ async def monthly_firm_report(
     month: date,
 ) -> list[MonthlyFirmRow]:
     """Rule A4: per firm, the month's maintenance, escalation, rescue and drill figures over
-    the elevators in ``scope`` (a regulator: its jurisdiction; a firm: its own)."""
+    the elevators in ``scope`` (a regulator: its jurisdiction; a firm: its own), and its work
+    orders, complaints and callbacks over every asset in scope."""
     first, after = month_bounds(month)
     query = sql.SQL(_MONTHLY).format(scope=scope)
     params = {
@@ -137,11 +139,19 @@ async def monthly_firm_report(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         rows = await cur.fetchall()
+    work = await workorders.monthly_work(
+        conn, scope=scope, scope_params=scope_params, first=first, after=after
+    )
     return [
         MonthlyFirmRow(
             **row,
             on_time_maintenance_rate=(
                 1 - row["overdue_elevators"] / row["elevators"] if row["elevators"] else None
+            ),
+            **(
+                work[row["firm_id"]].model_dump(exclude={"firm_id"})
+                if row["firm_id"] in work
+                else {}
             ),
         )
         for row in rows
