@@ -235,6 +235,8 @@ const VIEWS = {
   incidents: { label: "Incidents", roles: null, render: renderIncidents, needs: "incidents" },
   alarms: { label: "Alarms", roles: null, render: renderAlarms },
   maintenance: { label: "Maintenance", roles: null, render: renderMaintenance, needs: "maintenance" },
+  "work-orders": { label: "Work orders", roles: null, render: renderWorkOrders, needs: "work_orders" },
+  complaints: { label: "Complaints", roles: null, render: renderComplaints, needs: "work_orders" },
   reports: { label: "Reports", roles: null, render: renderReports, needs: "reports" },
   audit: { label: "Audit log", roles: AUDITORS, render: renderAudit },
   asset: { label: null, roles: null, render: renderAsset },
@@ -505,6 +507,233 @@ function renderMaintenance(main, ctx) {
     due.replaceChildren(...(items.length ? items.map(dueRow) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "nothing due"))]));
     records.replaceChildren(...(recent.length ? recent.map(recordRow) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "no records"))]));
   };
+  ctx.reload();
+}
+
+// Work orders (rules S1-S6): the queue with countdowns to each deadline, filters, one order's
+// timeline, the callbacks due (S4).
+const WO_DEADLINES = [["respond_by", "responded_at", "respond"], ["on_site_by", "on_site_at", "on site"], ["restore_by", "resolved_at", "restore"]];
+const WO_NEXT = { opened: ["respond", "assign", "cancel"], assigned: ["accept", "assign", "cancel"],
+                  accepted: ["check-in", "cancel"], on_site: ["resolve", "cancel"], resolved: ["callback"] };
+const WO_LABEL = { respond: "Answer", assign: "Assign", accept: "Accept", "check-in": "Check in",
+                   resolve: "Resolve", callback: "Call back", cancel: "Cancel" };
+
+function countdownCell(deadline, metAt) {
+  if (!deadline) return h("td", { class: "muted" }, "—");
+  if (metAt) return h("td", { class: Date.parse(metAt) > Date.parse(deadline) ? "late" : "muted" }, `done ${fmtTime(metAt).slice(11)}`);
+  return h("td", {}, h("span", { class: "countdown", dataset: { deadline: Date.parse(deadline) } }), h("div", { class: "muted" }, fmtTime(deadline)));
+}
+
+function tickCountdowns(root) {
+  const now = platformNow();
+  for (const el of root.querySelectorAll(".countdown")) {
+    const left = Number(el.dataset.deadline) - now;
+    el.textContent = left >= 0 ? fmtDuration(left) : `late ${fmtDuration(-left)}`;
+    el.classList.toggle("late", left < 0);
+  }
+}
+
+async function workOrderAction(order, action, done) {
+  let body = {};
+  if (action === "assign") {
+    const who = prompt(`Work order ${order.id}: technician id (a qualified technician of the firm)`, order.technician_id || "");
+    if (!who) return;
+    body = { technician_id: Number(who) };
+  } else if (action === "check-in") {
+    // only the technician's own measured position (or inspection mode at the lift) proves it
+    const pos = await new Promise((resolve) => {
+      if (!navigator.geolocation) return resolve(null);
+      navigator.geolocation.getCurrentPosition((p) => resolve(p.coords), () => resolve(null), { timeout: 10000, maximumAge: 0 });
+    });
+    body = pos ? { latitude: pos.latitude, longitude: pos.longitude } : {};
+  } else if (action === "callback") {
+    const reached = confirm(`Work order ${order.id}: did the call reach the customer?`);
+    body = { reached };
+    if (reached) {
+      const score = prompt("Satisfaction, 1 (poor) to 5", "5");
+      if (!score) return;
+      body.satisfaction = Number(score);
+    }
+  } else if (action === "cancel") {
+    const reason = prompt(`Work order ${order.id}: why is the work not needed?`, "");
+    if (!reason) return;
+    body = { reason };
+  }
+  try {
+    const out = await api(`/work-orders/${order.id}/${action}`, { method: "POST", body });
+    toast(`work order ${order.id}: ${out.status.replace(/_/g, " ")}`);
+    done();
+  } catch (err) { toast(err.message); }
+}
+
+function renderWorkOrders(main, ctx) {
+  if (ctx.arg) return renderWorkOrder(main, ctx);
+  const which = h("select", { id: "wo-which", onchange: () => ctx.reload() },
+    ...[["open", "open"], ["resolved", "awaiting callback"], ["all", "all"]].map(([v, t]) => h("option", { value: v }, t)));
+  const level = h("select", { id: "wo-level", onchange: () => ctx.reload() },
+    h("option", { value: "" }, "every level"), ...[1, 2, 3, 4].map(l => h("option", { value: l }, `level ${l}`)));
+  const body = h("tbody", { id: "work-order-rows" });
+  const calls = h("tbody", { id: "callback-rows" });
+  const open = h("button", { id: "open-work-order", onclick: () => openDialog() }, "Open work order");
+  main.append(h("h1", {}, "Work orders"),
+    h("div", { class: "toolbar" }, can([...RESPONDERS, "safety_manager"]) ? open : null, which, level,
+      h("span", { class: "muted" }, "deadlines (rule S1) count down on the platform clock")),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["#", "asset", "work", "level", "status", "respond", "on site", "restore", ""].map(t => h("th", {}, t)))), body),
+    h("h2", {}, "Callbacks due (rule S4)"),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["#", "asset", "work", "resolved", "unreached calls", ""].map(t => h("th", {}, t)))), calls));
+
+  function openDialog() {
+    const device = h("select", { name: "device_id", id: "wo-device" }, ...[...S.assets.values()].map(a => h("option", { value: a.id }, `${a.id} · ${a.site_name}`)));
+    const kind = h("select", { name: "kind", id: "wo-kind" }, ...["fault_repair", "emergency_repair", "lamp_replacement", "mast_relamping", "meter_fault", "inspection_task", "complaint_follow_up", "corrective_work"].map(k => h("option", { value: k }, k.replace(/_/g, " "))));
+    const lvl = h("select", { name: "level", id: "wo-new-level" }, ...[1, 2, 3, 4].map(l => h("option", { value: l, selected: l === 3 }, `level ${l}`)));
+    const origin = h("select", { name: "origin", id: "wo-origin" }, ...["phone", "complaint", "patrol", "console"].map(o => h("option", { value: o }, o)));
+    const title = h("input", { name: "title", id: "wo-title", placeholder: "what is wrong", required: true });
+    const dialog = h("dialog", { id: "wo-dialog" }, h("form", { method: "dialog" },
+      h("h2", {}, "Open a work order"), device, kind, lvl, origin, title,
+      h("div", { class: "toolbar" }, h("button", { value: "ok", id: "wo-submit" }, "Open"), h("button", { value: "cancel", class: "secondary" }, "Cancel"))));
+    dialog.addEventListener("close", async () => {
+      dialog.remove();
+      if (dialog.returnValue !== "ok" || !title.value.trim()) return;
+      try {
+        const out = await api("/work-orders", { method: "POST", body: { device_id: device.value, kind: kind.value, level: Number(lvl.value), origin: origin.value, title: title.value } });
+        toast(out.repeats ? `counted on open work order ${out.id}` : `work order ${out.id} opened`);
+        ctx.reload();
+      } catch (err) { toast(err.message); }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  }
+
+  function row(order) {
+    const actions = can(RESPONDERS) ? (WO_NEXT[order.status] || []).filter(a =>
+      (a !== "check-in" || S.user.role === "technician") && (!["assign", "callback", "cancel"].includes(a) || S.user.role !== "technician")) : [];
+    return h("tr", { dataset: { workOrder: order.id, status: order.status, level: order.level } },
+      h("td", { class: "num" }, h("a", { href: `#/work-orders/${order.id}` }, order.id)),
+      h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(order.device_id)}` }, order.device_id)),
+      h("td", {}, order.title, h("div", { class: "muted" }, order.kind.replace(/_/g, " "), order.repeats ? ` · ×${order.repeats + 1}` : "", order.repeat_of ? ` · repeat of #${order.repeat_of}` : "")),
+      h("td", {}, `L${order.level}`, h("div", { class: "muted" }, order.zone)),
+      h("td", {}, badge(order.status), ...order.breaches.map(b => [" ", badge(`missed ${b.replace("_", " ")}`)])),
+      ...WO_DEADLINES.map(([due, met]) => countdownCell(order[due], order[met])),
+      h("td", { class: "actions" }, actions.map(a => h("button", { class: a === "cancel" ? "secondary" : null, dataset: { action: a },
+        onclick: () => workOrderAction(order, a, () => ctx.reload()) }, WO_LABEL[a]))));
+  }
+  function callRow(due) {
+    return h("tr", { dataset: { callback: due.work_order_id } },
+      h("td", { class: "num" }, h("a", { href: `#/work-orders/${due.work_order_id}` }, due.work_order_id)),
+      h("td", {}, due.device_id), h("td", {}, due.title), h("td", {}, fmtTime(due.resolved_at)),
+      h("td", { class: "num" }, due.attempts),
+      h("td", { class: "actions" }, can(["admin", "firm_manager", "dispatcher"]) ? h("button", {
+        onclick: () => workOrderAction({ id: due.work_order_id }, "callback", () => ctx.reload()) }, "Call back") : null));
+  }
+  ctx.reload = async () => {
+    const params = new URLSearchParams({ which: which.value });
+    if (level.value) params.set("level", level.value);
+    const [orders, due] = await Promise.all([api(`/work-orders?${params}`), api("/work-orders/callbacks-due")]);
+    body.replaceChildren(...(orders.length ? orders.map(row) : [h("tr", {}, h("td", { colspan: 9, class: "muted" }, "no work orders"))]));
+    calls.replaceChildren(...(due.length ? due.map(callRow) : [h("tr", {}, h("td", { colspan: 6, class: "muted" }, "nobody to call back"))]));
+    tickCountdowns(body);
+  };
+  ctx.onAlert = (alert) => { if (alert.kind === "work_order") ctx.reload(); };
+  ctx.timer = setInterval(() => tickCountdowns(body), 250);
+  ctx.reload();
+}
+
+function renderWorkOrder(main, ctx) {
+  const head = h("div", { id: "work-order-detail" });
+  const steps = h("tbody", { id: "work-order-steps" });
+  main.append(h("p", {}, h("a", { href: "#/work-orders" }, "← work orders")), head,
+    h("h2", {}, "Timeline"),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["when", "step", "who", "note"].map(t => h("th", {}, t)))), steps));
+  ctx.reload = async () => {
+    const order = await api(`/work-orders/${encodeURIComponent(ctx.arg)}`);
+    head.replaceChildren(h("h1", {}, `Work order ${order.id}: ${order.title}`),
+      h("p", {}, badge(order.status), " ", `level ${order.level} · ${order.kind.replace(/_/g, " ")} · `,
+        h("a", { href: `#/asset/${encodeURIComponent(order.device_id)}` }, order.device_id),
+        ` · profiles ${order.service_level.profiles.join(", ")}`, ...order.breaches.map(b => [" ", badge(`missed ${b.replace("_", " ")}`)])),
+      h("table", {}, h("tbody", {}, ...WO_DEADLINES.map(([due, met, label]) => h("tr", {}, h("th", {}, label), countdownCell(order[due], order[met]))))));
+    steps.replaceChildren(...order.steps.map(s => h("tr", { dataset: { step: s.step } },
+      h("td", {}, fmtTime(s.at)), h("td", {}, badge(s.step)), h("td", {}, s.actor),
+      h("td", {}, s.note || (s.details.deadline ? `missed ${s.details.deadline}` : "")))));
+    tickCountdowns(head);
+  };
+  ctx.onAlert = (alert) => { if (alert.kind === "work_order" && String(alert.id) === ctx.arg) ctx.reload(); };
+  ctx.timer = setInterval(() => tickCountdowns(head), 250);
+  ctx.reload().catch(err => { head.replaceChildren(h("p", { class: "error" }, err.message)); });
+}
+
+// Complaints (rules S3, S5): the register, with the 24-hour answer and the 2-working-day outcome.
+const COMPLAINT_NEXT = { registered: ["answer", "analysis"], analysed: ["answer", "analysis", "solution"],
+                         solution_agreed: ["answer", "outcome", "close"] };
+function renderComplaints(main, ctx) {
+  const body = h("tbody", { id: "complaint-rows" });
+  const which = h("select", { id: "complaint-which", onchange: () => ctx.reload() }, h("option", { value: "open" }, "open"), h("option", { value: "all" }, "all"));
+  const register = h("button", { id: "register-complaint", onclick: () => registerDialog() }, "Register complaint");
+  main.append(h("h1", {}, "Complaints"),
+    h("div", { class: "toolbar" }, can(["admin", "firm_manager", "dispatcher", "technician", "safety_manager"]) ? register : null, which,
+      h("span", { class: "muted" }, "answer within 24 h, the outcome within 2 working days (rule S3)")),
+    h("table", {}, h("thead", {}, h("tr", {}, ...["#", "asset", "complainant", "subject", "status", "answer", "outcome", ""].map(t => h("th", {}, t)))), body));
+
+  function registerDialog() {
+    const device = h("select", { id: "complaint-device" }, ...[...S.assets.values()].map(a => h("option", { value: a.id }, `${a.id} · ${a.site_name}`)));
+    const channel = h("select", { id: "complaint-channel" }, ...["phone", "email", "visit", "letter", "web", "regulator"].map(c => h("option", { value: c }, c)));
+    const who = h("input", { id: "complaint-who", placeholder: "complainant" });
+    const contact = h("input", { id: "complaint-contact", placeholder: "contact" });
+    const subject = h("input", { id: "complaint-subject", placeholder: "what it is about" });
+    const dialog = h("dialog", { id: "complaint-dialog" }, h("form", { method: "dialog" },
+      h("h2", {}, "Register a complaint"), device, channel, who, contact, subject,
+      h("div", { class: "toolbar" }, h("button", { value: "ok", id: "complaint-submit" }, "Register"), h("button", { value: "cancel", class: "secondary" }, "Cancel"))));
+    dialog.addEventListener("close", async () => {
+      dialog.remove();
+      if (dialog.returnValue !== "ok" || !who.value.trim() || !subject.value.trim()) return;
+      try {
+        const out = await api("/complaints", { method: "POST", body: { device_id: device.value, channel: channel.value, complainant: who.value, contact: contact.value, subject: subject.value } });
+        toast(`complaint ${out.id} registered`);
+        ctx.reload();
+      } catch (err) { toast(err.message); }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  }
+
+  async function act(complaint, action) {
+    let body = {};
+    if (action === "analysis") {
+      const cause = prompt(`Complaint ${complaint.id}: the cause`, complaint.cause || "");
+      if (!cause) return;
+      const party = prompt("Responsible: firm, user_unit, manufacturer, third_party or none", complaint.responsible_party || "firm");
+      if (!party) return;
+      body = { cause, responsible_party: party };
+    } else if (action === "solution") {
+      const solution = prompt(`Complaint ${complaint.id}: the solution agreed`, "");
+      if (!solution) return;
+      const level = prompt("Follow-up work at level 1-4 (empty: none)", "3");
+      body = { solution, follow_up_level: level ? Number(level) : null };
+    } else {
+      body = { note: prompt(`Complaint ${complaint.id}: note`, "") || "" };
+    }
+    try {
+      const out = await api(`/complaints/${complaint.id}/${action}`, { method: "POST", body });
+      toast(`complaint ${out.id}: ${out.status.replace(/_/g, " ")}`);
+      ctx.reload();
+    } catch (err) { toast(err.message); }
+  }
+  function row(c) {
+    const actions = can(["admin", "firm_manager", "dispatcher"]) ? (COMPLAINT_NEXT[c.status] || []) : [];
+    return h("tr", { dataset: { complaint: c.id, status: c.status } },
+      h("td", { class: "num" }, c.id),
+      h("td", {}, h("a", { href: `#/asset/${encodeURIComponent(c.device_id)}` }, c.device_id)),
+      h("td", {}, c.complainant, h("div", { class: "muted" }, c.channel)),
+      h("td", {}, c.subject, c.work_order_id ? h("div", {}, h("a", { href: `#/work-orders/${c.work_order_id}` }, `work order #${c.work_order_id}`)) : null),
+      h("td", {}, badge(c.status), ...c.breaches.map(b => [" ", badge(`missed ${b}`)])),
+      countdownCell(c.answer_by, c.answered_at), countdownCell(c.outcome_by, c.outcome_sent_at),
+      h("td", { class: "actions" }, actions.map(a => h("button", { dataset: { action: a }, onclick: () => act(c, a) }, a))));
+  }
+  ctx.reload = async () => {
+    const rows = await api(`/complaints?which=${which.value}`);
+    body.replaceChildren(...(rows.length ? rows.map(row) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "no complaints"))]));
+    tickCountdowns(body);
+  };
+  ctx.timer = setInterval(() => tickCountdowns(body), 250);
   ctx.reload();
 }
 

@@ -190,3 +190,45 @@ def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_ur
     assert steps[3]["actor"] == f"disp_a on behalf of technician:{technician}"
     assert steps[3]["detail"]["proven"] is False
     assert steps[3]["detail"]["proof"] == "reported_without_position"
+
+
+def test_work_orders_appear_live_count_down_and_show_their_timeline(page, db_url, fleet, clock):
+    from workorders import flows as work
+    from workorders.models import Kind, Level, Origin, Source
+
+    log_in(page, "disp_a")
+    page.click("#nav-work-orders")
+    page.wait_for_selector("#work-order-rows:has-text('no work orders')")
+    # the engine opens work from a fault: the queue shows it without a reload
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        opened = work.open_or_repeat(
+            conn,
+            source=Source(
+                device_id="a-el-1",
+                kind=Kind.FAULT_REPAIR,
+                cause="fault_code:2",
+                level=Level.MAJOR,
+                origin=Origin.PHONE,
+                source_ref=None,
+                title="doors do not close",
+                details={},
+            ),
+            at=clock.now(),
+        )
+    row = f"tr[data-work-order='{opened.work_order.id}']"
+    page.wait_for_selector(f"{row}[data-status=opened]")
+    # rule S1, level 2 in a city: respond in 10 minutes, on site in 1 hour, restored in 4
+    countdowns = page.locator(f"{row} .countdown").all_inner_texts()
+    assert countdowns == ["10:00", "1:00:00", "4:00:00"]
+    page.select_option("#wo-level", "1")
+    page.wait_for_selector("#work-order-rows:has-text('no work orders')")
+    page.select_option("#wo-level", "2")
+    page.wait_for_selector(row)
+    page.once("dialog", lambda dialog: dialog.accept(str(fleet.ids["ta1"])))
+    page.click(f"{row} button[data-action=assign]")
+    page.wait_for_selector(f"{row}[data-status=assigned]")
+    shot(page, "work-orders")
+    page.click(f"{row} td.num a")
+    page.wait_for_selector("#work-order-steps tr[data-step=assigned]")
+    assert page.locator("#work-order-steps tr").count() == 2  # opened, assigned
+    shot(page, "work-order")
