@@ -1,11 +1,11 @@
-"""KPI reports (rules R7, A4) as JSON or CSV."""
+"""KPI reports (rules R7, A4) and the monthly review of complaints (S5), as JSON or CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -17,6 +17,8 @@ from api.scope import device_scope_args
 from compliance.rescue import flows as rescue_flows
 from reports import service
 from reports.models import CoverageRowOut, MonthlyFirmRow, RescueKpiRow
+from workorders import service as workorders
+from workorders.models import ComplaintReviewRow
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -111,6 +113,36 @@ async def monthly(
     rows = await service.monthly_firm_report(conn, **device_scope_args(principal), month=chosen)
     if format == "csv":
         return as_csv(rows, MonthlyFirmRow, f"monthly-{chosen:%Y-%m}")
+    return rows
+
+
+@router.get(
+    "/complaints",
+    response_model=list[ComplaintReviewRow],
+    summary="Monthly review of complaints (S5)",
+    responses=CSV,
+)
+async def complaints_review(
+    principal: CurrentPrincipal,
+    ctx: Context,
+    conn: Conn,
+    month: Month = None,
+    format: Format = "json",
+) -> list[ComplaintReviewRow] | Response:
+    """The complaints received in a month (default: last month, on the platform clock) about
+    assets in the caller's scope: cause, responsible party, answer and outcome in time (S3),
+    follow-up work, and whether the asset had a repeat fault in the month (S5)."""
+    if month:
+        chosen = parse_month(month)
+    else:
+        this_month = ctx.clock.now().date().replace(day=1)
+        chosen = (this_month - timedelta(days=1)).replace(day=1)
+    first, after = service.month_bounds(chosen)
+    rows = await workorders.complaints_of_month(
+        conn, **device_scope_args(principal), first=first, after=after
+    )
+    if format == "csv":
+        return as_csv(rows, ComplaintReviewRow, f"complaints-{chosen:%Y-%m}")
     return rows
 
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "ingest.cli",
     "compliance.cli",
     "alerts.cli",
+    "workorders.cli",
     "simulators.cli",
     "runtime.bench",
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -491,3 +491,70 @@ class MonthlyWork(WorkFigures):
     """The figures of one firm (the report joins them by firm)."""
 
     firm_id: int
+
+
+# -- configuration: service-level profiles and the working-day calendar ---------------------------
+
+
+class TargetsIn(Strict):
+    """Rule S1: the minutes allowed at one level."""
+
+    respond_min: int = Field(ge=0, le=100_000)
+    escalate_after_min: int = Field(ge=0, le=100_000)
+    restore_min: int | None = Field(default=None, ge=1, le=100_000)
+    on_site_city_min: int = Field(ge=1, le=100_000)
+    on_site_province_min: int = Field(ge=1, le=100_000)
+
+
+class ProfileIn(Strict):
+    """A service-level profile a contract can name in ``terms.service_levels``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    levels: dict[Level, TargetsIn] = Field(min_length=1, description="by level 1-4")
+
+
+class ProfileOut(BaseModel):
+    """A profile and its targets by level."""
+
+    code: str
+    name: str
+    built_in: bool
+    levels: dict[int, Targets]
+
+
+class CalendarDayIn(Strict):
+    """A holiday (not working) or a make-up working day (调休) of a jurisdiction."""
+
+    working: bool
+    name: str = Field(default="", max_length=200)
+
+
+class CalendarDay(BaseModel):
+    """One day that differs from Monday-to-Friday."""
+
+    jurisdiction_id: int
+    day: date
+    working: bool
+    name: str
+
+
+class ComplaintReviewRow(BaseModel):
+    """Rule S5: one complaint of the month under review."""
+
+    id: int
+    device_id: str
+    site_id: int
+    firm_id: int | None
+    received_at: datetime
+    channel: Channel
+    subject: str
+    cause: str | None
+    responsible_party: Party | None
+    status: ComplaintStatus
+    answered_in_time: bool = Field(description="rule S3: answered within 24 h")
+    outcome_in_time: bool = Field(description="rule S3: outcome back within 2 working days")
+    work_order_id: int | None
+    repeat_fault: bool = Field(
+        description="rule S5: its asset had a repeat fault in the month (a fault again within "
+        "30 days)"
+    )

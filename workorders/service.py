@@ -24,12 +24,14 @@ from vigil import notify
 from vigil.clock import years_before
 from vigil.db.rows import columns, first_value
 from workorders.models import (
+    CalendarDay,
     Callback,
     CallbackDue,
     Channel,
     Complaint,
     ComplaintDeadline,
     ComplaintOut,
+    ComplaintReviewRow,
     ComplaintStep,
     ComplaintStepOut,
     Deadline,
@@ -38,6 +40,7 @@ from workorders.models import (
     Level,
     MonthlyWork,
     Origin,
+    ProfileOut,
     ServiceLevel,
     Status,
     Step,
@@ -158,6 +161,31 @@ def inspection_since(conn: psycopg.Connection, *, device_id: str) -> datetime | 
         (device_id,),
     ).fetchone()
     return first_value(row)
+
+
+def profiles(conn: psycopg.Connection) -> list[ProfileOut]:
+    """Every service-level profile with its targets."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        heads = cur.execute(
+            "SELECT code, name, built_in FROM service_level_profiles ORDER BY code"
+        ).fetchall()
+        rows = cur.execute(
+            f"SELECT profile_code, level, {TARGET_COLUMNS} FROM service_level_targets "
+            "ORDER BY profile_code, level"
+        ).fetchall()
+    levels: dict[str, dict[int, Targets]] = {}
+    for row in rows:
+        code, level = row.pop("profile_code"), row.pop("level")
+        levels.setdefault(code, {})[level] = Targets(**row)
+    return [ProfileOut(**head, levels=levels.get(head["code"], {})) for head in heads]
+
+
+def is_built_in(conn: psycopg.Connection, *, code: str) -> bool:
+    """Whether a profile is one of the built-in defaults of RULES.md."""
+    row = conn.execute(
+        "SELECT built_in FROM service_level_profiles WHERE code = %s", (code,)
+    ).fetchone()
+    return bool(first_value(row))
 
 
 # -- work orders ----------------------------------------------------------------------------------
@@ -543,6 +571,39 @@ def calendar_overrides(
             (jurisdiction_id, start, end),
         ).fetchall()
     return dict(rows)
+
+
+def calendar(
+    conn: psycopg.Connection, *, jurisdiction_id: int, start: date, end: date
+) -> list[CalendarDay]:
+    """The holidays and make-up working days of a jurisdiction between two days."""
+    with conn.cursor(row_factory=class_row(CalendarDay)) as cur:
+        return cur.execute(
+            "SELECT jurisdiction_id, day, working, name FROM calendar_days "
+            "WHERE jurisdiction_id = %s AND day BETWEEN %s AND %s ORDER BY day",
+            (jurisdiction_id, start, end),
+        ).fetchall()
+
+
+def clear_calendar_day(conn: psycopg.Connection, *, jurisdiction_id: int, day: date) -> bool:
+    """Make a day an ordinary one again; False when it was."""
+    cur = conn.execute(
+        "DELETE FROM calendar_days WHERE jurisdiction_id = %s AND day = %s",
+        (jurisdiction_id, day),
+    )
+    return cur.rowcount > 0
+
+
+def jurisdiction_exists(conn: psycopg.Connection, *, jurisdiction_id: int) -> bool:
+    """Whether a jurisdiction of this id exists."""
+    row = conn.execute("SELECT 1 FROM jurisdictions WHERE id = %s", (jurisdiction_id,)).fetchone()
+    return row is not None
+
+
+def jurisdiction_id_of(conn: psycopg.Connection, *, code: str) -> int | None:
+    """The id of the jurisdiction of this code."""
+    row = conn.execute("SELECT id FROM jurisdictions WHERE code = %s", (code,)).fetchone()
+    return first_value(row)
 
 
 def set_calendar_day(
@@ -983,3 +1044,30 @@ async def monthly_work(
     async with conn.cursor(row_factory=class_row(MonthlyWork)) as cur:
         await cur.execute(query, {**scope_params, "first": first, "after": after})
         return {row.firm_id: row for row in await cur.fetchall()}
+
+
+async def complaints_of_month(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    first: date,
+    after: date,
+) -> list[ComplaintReviewRow]:
+    """Rule S5: the complaints received in a month about assets in scope, for the monthly
+    review: cause, responsible party, deadlines kept, follow-up work, repeat faults."""
+    query = sql.SQL(
+        "WITH scoped AS ({month_scope}) "
+        "SELECT c.id, c.device_id, c.site_id, c.firm_id, c.received_at, c.channel, c.subject, "
+        "c.cause, c.responsible_party, c.status, "
+        "coalesce(c.answered_at <= c.answer_by, false) AS answered_in_time, "
+        "coalesce(c.outcome_sent_at <= c.outcome_by, false) AS outcome_in_time, "
+        "c.work_order_id, EXISTS (SELECT 1 FROM work_orders w WHERE w.device_id = c.device_id "
+        "AND w.repeat_of IS NOT NULL AND w.opened_at >= s.lo AND w.opened_at < s.hi) "
+        "AS repeat_fault "
+        "FROM complaints c JOIN scoped s ON s.id = c.device_id "
+        "WHERE c.received_at >= s.lo AND c.received_at < s.hi ORDER BY c.received_at, c.id"
+    ).format(month_scope=sql.SQL(_MONTH_SCOPE).format(scope=scope))
+    async with conn.cursor(row_factory=class_row(ComplaintReviewRow)) as cur:
+        await cur.execute(query, {**scope_params, "first": first, "after": after})
+        return await cur.fetchall()

@@ -4,7 +4,7 @@ lifecycle (rules S1-S6), scoped by rule A2."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
@@ -19,6 +19,8 @@ from workorders.models import (
     OPEN_STATUSES,
     AnalysisIn,
     AssignIn,
+    CalendarDay,
+    CalendarDayIn,
     CallbackDue,
     CallbackIn,
     CancelIn,
@@ -28,9 +30,12 @@ from workorders.models import (
     ComplaintOut,
     Level,
     NoteIn,
+    ProfileIn,
+    ProfileOut,
     SolutionIn,
     Source,
     Status,
+    Targets,
     WorkOrderCreate,
     WorkOrderDetail,
     WorkOrderError,
@@ -537,6 +542,118 @@ async def close_complaint(
     )
 
 
+# -- configuration: service-level profiles (S1) and the working-day calendar (S3) -----------------
+
+settings_router = APIRouter(tags=["work orders"])
+Admin = Annotated[Principal, require_roles(Role.ADMIN)]
+ProfileCode = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+
+
+@settings_router.get(
+    "/service-levels", response_model=list[ProfileOut], summary="Service-level profiles (S1)"
+)
+async def list_profiles(principal: CurrentPrincipal, ctx: Context) -> list[ProfileOut]:
+    """Every profile a contract can name in ``terms.service_levels``, with its targets."""
+    return await run_sync(ctx, service.profiles)
+
+
+@settings_router.put(
+    "/service-levels/{code}",
+    response_model=list[ProfileOut],
+    summary="Create or replace a service-level profile (admin)",
+    responses={409: {"description": "the built-in profiles are RULES.md's defaults"}},
+)
+async def put_profile(
+    code: ProfileCode, body: ProfileIn, principal: Admin, ctx: Context
+) -> list[ProfileOut]:
+    """The levels given replace the profile's targets; contracts name it by ``code``."""
+
+    def save(conn: Any) -> list[ProfileOut]:
+        if service.is_built_in(conn, code=code):
+            raise WorkOrderError(f"{code} is built in (RULES.md's defaults): name another")
+        service.save_profile(
+            conn,
+            code=code,
+            name=body.name,
+            targets={level: Targets(**t.model_dump()) for level, t in body.levels.items()},
+        )
+        return service.profiles(conn)
+
+    try:
+        return await run_sync(ctx, save)
+    except WorkOrderError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
+
+
+JurisdictionId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@settings_router.get(
+    "/calendar/{jurisdiction_id}",
+    response_model=list[CalendarDay],
+    summary="Holidays and make-up working days of a jurisdiction (S3)",
+)
+async def get_calendar(
+    jurisdiction_id: JurisdictionId,
+    principal: CurrentPrincipal,
+    ctx: Context,
+    year: Annotated[int, Query(ge=2000, le=2100)],
+) -> list[CalendarDay]:
+    """Monday to Friday work and weekends rest, except the days listed."""
+    return await run_sync(
+        ctx,
+        service.calendar,
+        jurisdiction_id=jurisdiction_id,
+        start=date(year, 1, 1),
+        end=date(year, 12, 31),
+    )
+
+
+@settings_router.put(
+    "/calendar/{jurisdiction_id}/{day}",
+    response_model=CalendarDay,
+    summary="Declare a holiday or a make-up working day (admin)",
+    responses={404: {"description": "no such jurisdiction"}},
+)
+async def put_calendar_day(
+    jurisdiction_id: JurisdictionId, day: date, body: CalendarDayIn, principal: Admin, ctx: Context
+) -> CalendarDay:
+    """Deadlines counted in working days (rule S3) follow it from now on."""
+
+    def save(conn: Any) -> None:
+        if not service.jurisdiction_exists(conn, jurisdiction_id=jurisdiction_id):
+            raise WorkOrderNotFound(f"no jurisdiction {jurisdiction_id}")
+        service.set_calendar_day(
+            conn, jurisdiction_id=jurisdiction_id, day=day, working=body.working, name=body.name
+        )
+
+    try:
+        await run_sync(ctx, save)
+    except WorkOrderNotFound:
+        raise not_found("jurisdiction") from None
+    return CalendarDay(
+        jurisdiction_id=jurisdiction_id, day=day, working=body.working, name=body.name
+    )
+
+
+@settings_router.delete(
+    "/calendar/{jurisdiction_id}/{day}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Make a day an ordinary one again (admin)",
+    responses={404: {"description": "the day was ordinary already"}},
+)
+async def delete_calendar_day(
+    jurisdiction_id: JurisdictionId, day: date, principal: Admin, ctx: Context
+) -> Response:
+    """404 when nothing was declared for that day."""
+    if not await run_sync(
+        ctx, service.clear_calendar_day, jurisdiction_id=jurisdiction_id, day=day
+    ):
+        raise not_found("calendar day")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 router = APIRouter()
 router.include_router(work_orders_router)
 router.include_router(complaints_router)
+router.include_router(settings_router)

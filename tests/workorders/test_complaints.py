@@ -171,3 +171,35 @@ def test_the_complaint_register_over_the_api(client, fleet):
         f"{path}/analysis", json={"cause": "x", "responsible_party": "moon"}, headers=disp
     )
     assert wrong.status_code == 422
+
+
+def test_the_monthly_review_lists_last_months_complaints(client, fleet, clock):
+    # rule S5: a review of last month's complaints (default: the month before the clock's)
+    disp = login(client, "disp_a")
+    made = client.post(
+        "/api/v1/complaints",
+        json={
+            "device_id": "a-el-1",
+            "channel": "email",
+            "complainant": "Ms Zhao",
+            "subject": "noise",
+        },
+        headers=disp,
+    ).json()
+    client.post(f"/api/v1/complaints/{made['id']}/answer", json={}, headers=disp)
+    month = clock.now().strftime("%Y-%m")
+    [row] = client.get(f"/api/v1/reports/complaints?month={month}", headers=disp).json()
+    assert (row["id"], row["answered_in_time"], row["outcome_in_time"]) == (made["id"], True, False)
+    clock.advance(timedelta(days=32))  # next month: the review defaults to the month before
+    disp = login(client, "disp_a")  # the session of a month ago has ended
+    assert [r["id"] for r in client.get("/api/v1/reports/complaints", headers=disp).json()] == [
+        made["id"]
+    ]
+    assert (
+        client.get(
+            f"/api/v1/reports/complaints?month={month}", headers=login(client, "disp_b")
+        ).json()
+        == []
+    )
+    csv = client.get(f"/api/v1/reports/complaints?month={month}&format=csv", headers=disp).text
+    assert csv.splitlines()[0].startswith("id,device_id") and "noise" in csv
