@@ -613,7 +613,8 @@ def cancel(
 
 
 def _record_missed(conn: psycopg.Connection, *, order: WorkOrder, now: datetime) -> list[Deadline]:
-    """Record each deadline of this order that passed unmet (once: it stays a breach)."""
+    """Record each deadline of this order that passed unmet (once: it stays a breach); an
+    unresolved order that misses one escalates up its chain now (rule S2), if it has not yet."""
     missed: list[Deadline] = []
     for deadline, due, met in (
         (Deadline.RESPOND, order.respond_by, order.responded_at),
@@ -637,6 +638,8 @@ def _record_missed(conn: psycopg.Connection, *, order: WorkOrder, now: datetime)
             missed.append(deadline)
     if missed:
         service.announce(conn, order=order, change="breach")
+        if order.open and not service.has_step(conn, work_order_id=order.id, step=Step.ESCALATED):
+            _escalate(conn, order=order, now=now)
     return missed
 
 

@@ -95,6 +95,7 @@ def test_an_unresolved_order_escalates_up_its_chain_until_resolved(world, clock,
         world.conn, source=patrol(world.lift, level=Level.MAJOR), at=start
     ).work_order
     assert service.next_due(world.conn) == start + timedelta(minutes=10)  # respond first
+    flows.respond(world.conn, work_order_id=order.id, at=start + timedelta(minutes=5), actor="d")
     flows.check_deadlines(world.conn, now=start + timedelta(minutes=29))
     alarm_type = flows.escalation_alarm_type(order)
     assert alerts.list_alarms(world.conn, type=alarm_type) == []
@@ -135,3 +136,16 @@ def test_an_unresolved_order_escalates_up_its_chain_until_resolved(world, clock,
     assert resolved.status is Status.RESOLVED
     assert fire_due(db_url, now=escalated_at + timedelta(hours=3)) == []
     assert alerts.get_alarm(world.conn, alarm_id=alarm.id).state is AlarmState.CLEARED
+
+
+def test_a_missed_deadline_escalates_at_once(world, clock):
+    # rule S2: a breach escalates up the chain without waiting for "escalate after" (1 hour at
+    # level 3); the escalation happens once
+    start = clock.now()
+    order = flows.open_or_repeat(world.conn, source=patrol(world.lift), at=start).work_order
+    flows.check_deadlines(world.conn, now=start + timedelta(minutes=11))
+    [alarm] = alerts.list_alarms(world.conn, type=flows.escalation_alarm_type(order))
+    assert alarm.raised_at == start + timedelta(minutes=11)
+    flows.check_deadlines(world.conn, now=start + timedelta(hours=2))  # on site missed too
+    steps = [s.step for s in service.steps(world.conn, work_order_id=order.id)]
+    assert steps.count(Step.ESCALATED) == 1 and steps.count(Step.BREACH) == 2

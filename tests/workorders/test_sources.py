@@ -216,7 +216,9 @@ async def test_the_runner_keeps_the_deadlines_on_the_clock(world, clock, db_url,
         await clock.wait_for_sleepers(1)
         clock.advance(timedelta(minutes=10, seconds=1))  # level 3: respond within 10 minutes
         await notices.wait(work("breach", world.lift))
-        clock.advance(timedelta(minutes=50))  # on site and escalated after an hour
+        # rule S2: a missed deadline escalates at once, before the hour of "escalate after"
         await notices.wait(work("escalated", world.lift))
+        clock.advance(timedelta(minutes=50))  # on site within the hour: missed too
+        await notices.wait(work("breach", world.lift), count=2)
     missed = [str(b) for b in service.breaches(world.conn, work_order_id=order.id)]
     assert missed == ["respond", "on_site"]
