@@ -348,6 +348,38 @@ def count_repeat(conn: psycopg.Connection, *, work_order_id: int, at: datetime) 
     return found
 
 
+def _append_step(
+    conn: psycopg.Connection,
+    *,
+    subject: str,
+    subject_id: int,
+    step: str,
+    at: datetime,
+    actor: str,
+    note: str,
+    details: dict[str, Any] | None,
+) -> None:
+    """Append a step to a work order's or a complaint's timeline (``<subject>_steps``) and to
+    the compliance log (rule A1), in the caller's transaction."""
+    details = details or {}
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {table} ({key}, step, at, actor, note, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s)"
+        ).format(table=sql.Identifier(f"{subject}_steps"), key=sql.Identifier(f"{subject}_id")),
+        (subject_id, step, at, actor, note, Jsonb(details)),
+    )
+    compliance_log.append(
+        conn,
+        kind=f"{subject}.{step}",
+        subject_type=subject,
+        subject_id=subject_id,
+        body={"note": note, **details},
+        actor=actor,
+        at=at,
+    )
+
+
 def add_step(
     conn: psycopg.Connection,
     *,
@@ -358,21 +390,16 @@ def add_step(
     note: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Append a step to the timeline and to the compliance log (rule A1)."""
-    details = details or {}
-    conn.execute(
-        "INSERT INTO work_order_steps (work_order_id, step, at, actor, note, details) "
-        "VALUES (%s, %s, %s, %s, %s, %s)",
-        (work_order_id, str(step), at, actor, note, Jsonb(details)),
-    )
-    compliance_log.append(
+    """Append a step to a work order's timeline and to the compliance log (rule A1)."""
+    _append_step(
         conn,
-        kind=f"work_order.{step}",
-        subject_type=SUBJECT,
+        subject=SUBJECT,
         subject_id=work_order_id,
-        body={"note": note, **details},
-        actor=actor,
+        step=str(step),
         at=at,
+        actor=actor,
+        note=note,
+        details=details,
     )
 
 
@@ -428,21 +455,49 @@ def record_breach(
     detected_at: datetime,
 ) -> bool:
     """Record a missed deadline once; True when it is new."""
+    return _record_breach(
+        conn,
+        subject=SUBJECT,
+        subject_id=work_order_id,
+        deadline=str(deadline),
+        due_at=due_at,
+        detected_at=detected_at,
+    )
+
+
+def _record_breach(
+    conn: psycopg.Connection,
+    *,
+    subject: str,
+    subject_id: int,
+    deadline: str,
+    due_at: datetime,
+    detected_at: datetime,
+) -> bool:
+    """Record a missed deadline of a work order or a complaint (``<subject>_breaches``) once."""
     row = conn.execute(
-        "INSERT INTO work_order_breaches (work_order_id, deadline, due_at, detected_at) "
-        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (work_order_id, str(deadline), due_at, detected_at),
+        sql.SQL(
+            "INSERT INTO {table} ({key}, deadline, due_at, detected_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1"
+        ).format(table=sql.Identifier(f"{subject}_breaches"), key=sql.Identifier(f"{subject}_id")),
+        (subject_id, deadline, due_at, detected_at),
     ).fetchone()
     return row is not None
 
 
+def _breaches(conn: psycopg.Connection, *, subject: str, subject_id: int) -> list[str]:
+    rows = conn.execute(
+        sql.SQL("SELECT deadline FROM {table} WHERE {key} = %s ORDER BY due_at").format(
+            table=sql.Identifier(f"{subject}_breaches"), key=sql.Identifier(f"{subject}_id")
+        ),
+        (subject_id,),
+    ).fetchall()
+    return [first_value(row) for row in rows]
+
+
 def breaches(conn: psycopg.Connection, *, work_order_id: int) -> list[Deadline]:
     """The deadlines a work order missed."""
-    rows = conn.execute(
-        "SELECT deadline FROM work_order_breaches WHERE work_order_id = %s ORDER BY due_at",
-        (work_order_id,),
-    ).fetchall()
-    return [Deadline(first_value(row)) for row in rows]
+    return [Deadline(d) for d in _breaches(conn, subject=SUBJECT, subject_id=work_order_id)]
 
 
 # An open deadline: not met and not yet recorded as missed.
@@ -782,20 +837,15 @@ def add_complaint_step(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append a step to a complaint's timeline and to the compliance log (rule A1)."""
-    details = details or {}
-    conn.execute(
-        "INSERT INTO complaint_steps (complaint_id, step, at, actor, note, details) "
-        "VALUES (%s, %s, %s, %s, %s, %s)",
-        (complaint_id, str(step), at, actor, note, Jsonb(details)),
-    )
-    compliance_log.append(
+    _append_step(
         conn,
-        kind=f"complaint.{step}",
-        subject_type=COMPLAINT_SUBJECT,
+        subject=COMPLAINT_SUBJECT,
         subject_id=complaint_id,
-        body={"note": note, **details},
-        actor=actor,
+        step=str(step),
         at=at,
+        actor=actor,
+        note=note,
+        details=details,
     )
 
 
@@ -818,21 +868,20 @@ def record_complaint_breach(
     detected_at: datetime,
 ) -> bool:
     """Record a missed answer or outcome deadline once; True when it is new."""
-    row = conn.execute(
-        "INSERT INTO complaint_breaches (complaint_id, deadline, due_at, detected_at) "
-        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (complaint_id, str(deadline), due_at, detected_at),
-    ).fetchone()
-    return row is not None
+    return _record_breach(
+        conn,
+        subject=COMPLAINT_SUBJECT,
+        subject_id=complaint_id,
+        deadline=str(deadline),
+        due_at=due_at,
+        detected_at=detected_at,
+    )
 
 
 def complaint_breaches(conn: psycopg.Connection, *, complaint_id: int) -> list[ComplaintDeadline]:
     """The deadlines a complaint missed."""
-    rows = conn.execute(
-        "SELECT deadline FROM complaint_breaches WHERE complaint_id = %s ORDER BY due_at",
-        (complaint_id,),
-    ).fetchall()
-    return [ComplaintDeadline(first_value(row)) for row in rows]
+    found = _breaches(conn, subject=COMPLAINT_SUBJECT, subject_id=complaint_id)
+    return [ComplaintDeadline(d) for d in found]
 
 
 _COMPLAINT_PENDING = """
