@@ -27,6 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.models import BrokerConfig
 from gateway.store import Outbox, Queued
 from vigil.clock import Clock
+from vigil.tasks import end_if_cancelled
 from vigil.wire import Channel, GatewayState, Health, Status, encode, subscription
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ class BrokerLink:
 
     async def _ack_writer(self) -> None:
         while True:
+            end_if_cancelled()
             await self._ack_due.wait()
             self._ack_due.clear()
             await asyncio.sleep(0)  # let acknowledgements arriving together share a transaction
@@ -205,6 +207,7 @@ class BrokerLink:
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            end_if_cancelled()
             payload = message.payload
             data = payload if isinstance(payload, bytes) else str(payload or "").encode()
             task = asyncio.create_task(self._command(str(message.topic), data, message.retain))
@@ -228,6 +231,10 @@ class BrokerLink:
             await self.clock.sleep_until(due)
             topic, payload = encode(self.health())
             await client.publish(topic, payload, qos=0)
+            # the publish's wait_for may have swallowed our cancellation (session ending):
+            # without this the loop would sleep through to the next report, and the session
+            # (and the gateway's shutdown) would wait for it
+            end_if_cancelled()
             due = max(due + interval, self.clock.now())
 
 
@@ -247,6 +254,7 @@ class _Pump:
         outbox = self.link.outbox
         last_id = 0
         while True:
+            end_if_cancelled()
             self.link._flush_acks()
             rows = outbox.peek(after=last_id, limit=self.link.broker.inflight)
             if not rows:

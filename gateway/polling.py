@@ -39,6 +39,7 @@ from gateway.flows import Decoded, decode_poll, words_of
 from gateway.models import Device, PollingDefaults, Stats
 from vigil.clock import Clock, to_ms
 from vigil.profiles import Block, Point, Register, Table, encode_value, profile_reads
+from vigil.tasks import cancel_requested, end_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,11 @@ class Coordinator:
             self.schedule[device.id] = start + timedelta(seconds=offset)
         try:
             while True:
-                if _really_cancelled():  # a cancellation a library swallowed still ends us
-                    raise asyncio.CancelledError
+                end_if_cancelled()  # a cancellation a library swallowed still ends us
                 try:
                     await self._cycle()
                 except asyncio.CancelledError:
-                    if _really_cancelled():
+                    if cancel_requested():
                         raise
                     self._count_error("a stray cancellation reached the poll loop")
                 except Exception:
@@ -169,7 +169,7 @@ class Coordinator:
         except Unreachable as exc:
             decoded, error = None, exc
         except asyncio.CancelledError:
-            if _really_cancelled():
+            if cancel_requested():
                 raise
             decoded, error = None, PollFailed("the request was cancelled under us")
         except Exception as exc:  # every failure, whatever raised it, is one failed poll
@@ -356,9 +356,3 @@ def _read_call(client: AsyncModbusTcpClient, block: Block, *, unit: int) -> obje
     if block.table is Table.HOLDING:
         return client.read_holding_registers(block.start, count=block.count, device_id=unit)
     return client.read_input_registers(block.start, count=block.count, device_id=unit)
-
-
-def _really_cancelled() -> bool:
-    """True when our own task is being cancelled (not a future cancelled inside a library)."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0

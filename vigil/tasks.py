@@ -49,3 +49,19 @@ async def every(
     while not stop.is_set():
         await action()
         await sleep_or_event(clock, seconds=seconds, events=(stop,))
+
+
+def cancel_requested() -> bool:
+    """Whether someone asked the current task to stop (outside a task: True).
+
+    A library can swallow a cancellation: Python 3.11's ``asyncio.wait_for`` returns the result
+    when its future completes in the same moment the task is cancelled (gh-86296). The request
+    is still counted on the task, so a loop that checks it ends anyway."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def end_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the current task was asked to stop and carried on."""
+    if cancel_requested():
+        raise asyncio.CancelledError
