@@ -381,7 +381,7 @@ def _move(
     if refused is not None:
         raise WorkOrderError(refused)
     order = service.update_work_order(conn, work_order_id=order.id, status=to, **fields)
-    step = Step(to) if to is not Status.ON_SITE else Step.ON_SITE
+    step = Step(str(to))  # every status is also the step that reaches it
     service.add_step(
         conn, work_order_id=order.id, step=step, at=at, actor=actor, note=note, details=details
     )

@@ -728,17 +728,6 @@ async def get_scoped(
     return WorkOrderOut.model_validate(row) if row else None
 
 
-async def scoped_steps(conn: psycopg.AsyncConnection, *, work_order_id: int) -> list[StepOut]:
-    """The timeline of a work order (its scope already checked)."""
-    async with conn.cursor(row_factory=class_row(StepOut)) as cur:
-        await cur.execute(
-            "SELECT step, at, actor, note, details FROM work_order_steps "
-            "WHERE work_order_id = %s ORDER BY id",
-            (work_order_id,),
-        )
-        return await cur.fetchall()
-
-
 # -- complaints (rules S3, S5) --------------------------------------------------------------------
 
 COMPLAINT_SUBJECT = "complaint"
@@ -949,19 +938,6 @@ async def get_scoped_complaint(
         await cur.execute(query, {**scope_params, "id": complaint_id})
         row = await cur.fetchone()
     return ComplaintOut.model_validate(row) if row else None
-
-
-async def scoped_complaint_steps(
-    conn: psycopg.AsyncConnection, *, complaint_id: int
-) -> list[ComplaintStepOut]:
-    """The timeline of a complaint (its scope already checked)."""
-    async with conn.cursor(row_factory=class_row(ComplaintStepOut)) as cur:
-        await cur.execute(
-            "SELECT step, at, actor, note, details FROM complaint_steps "
-            "WHERE complaint_id = %s ORDER BY id",
-            (complaint_id,),
-        )
-        return await cur.fetchall()
 
 
 # -- retention (rule A3) --------------------------------------------------------------------------

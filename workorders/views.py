@@ -151,13 +151,12 @@ async def callbacks_due(principal: CurrentPrincipal, ctx: Context, conn: Conn) -
     responses=NOT_FOUND,
 )
 async def get_work_order(
-    work_order_id: WorkOrderId, principal: CurrentPrincipal, conn: Conn
+    work_order_id: WorkOrderId, principal: CurrentPrincipal, ctx: Context, conn: Conn
 ) -> WorkOrderDetail:
     """404 when missing or outside the caller's scope (rule A2)."""
     found = await _scoped(conn, principal, work_order_id)
-    return WorkOrderDetail(
-        **found.model_dump(), steps=await service.scoped_steps(conn, work_order_id=work_order_id)
-    )
+    steps = await run_sync(ctx, service.steps, work_order_id=work_order_id)
+    return WorkOrderDetail(**found.model_dump(), steps=steps)
 
 
 @work_orders_router.post(
@@ -416,14 +415,12 @@ async def list_complaints(
     responses=COMPLAINT_NOT_FOUND,
 )
 async def get_complaint(
-    complaint_id: ComplaintId, principal: CurrentPrincipal, conn: Conn
+    complaint_id: ComplaintId, principal: CurrentPrincipal, ctx: Context, conn: Conn
 ) -> ComplaintDetail:
     """404 when missing or outside the caller's scope (rule A2)."""
     found = await _scoped_complaint(conn, principal, complaint_id)
-    return ComplaintDetail(
-        **found.model_dump(),
-        steps=await service.scoped_complaint_steps(conn, complaint_id=complaint_id),
-    )
+    steps = await run_sync(ctx, service.complaint_steps, complaint_id=complaint_id)
+    return ComplaintDetail(**found.model_dump(), steps=steps)
 
 
 @complaints_router.post(
