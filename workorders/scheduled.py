@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 
@@ -30,8 +30,6 @@ from workorders import flows, service
 from workorders.models import Source
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # what a restart looks back at for rescues and verdicts it may have missed
 LOOKBACK = timedelta(days=7)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import psycopg
 
@@ -35,7 +35,6 @@ RELEVANT_METRICS = frozenset(
 # Rule M6: what the platform reads to see that a car is safe to lock out; their changes matter
 # for the lifts whose lockout is pending.
 SAFETY_METRICS = frozenset({"car_status", "door_zone", "door_state", "passengers"})
-T = TypeVar("T")
 
 
 class CommandPublisher(Protocol):
