@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from itertools import pairwise
 
+import pytest
+
 from gateway.service import GatewayService
 from simulators.models import Fault
 from tests.gateway.conftest import first_polls, fleet_config, running, tick
@@ -140,3 +142,28 @@ async def test_silent_units_cost_their_neighbours_no_poll(
         b.samples[0].ts for b in collector.of(TelemetryBatch) if b.device == neighbour
     )
     assert all(later - earlier == 1000 for earlier, later in pairwise(neighbour_ts))
+
+
+async def test_a_64_lamp_mast_at_night_reads_good_through_the_gateway(
+    sim_fleet, clock, mqtt_url, unique_id, tmp_path, collect
+):
+    # the mast registers once overflowed: 8 lamps read 13.9 A against a 0-10 A range (every lit
+    # poll flagged bad), 16 lamps exceeded the power range, 17 no longer fit the register
+    runner = sim_fleet(masts=1, mast_lamps=64)
+    [where] = runner.placements()
+    assert where.model == "high-mast-64"
+    clock.advance(3 * 3600)  # 19:00 in Shanghai: dark, the photocell closes the relay
+    config = fleet_config(tmp_path, gateway_id=unique_id, mqtt_url=mqtt_url, placements=[where])
+    collector = await collect(mqtt_url, f"vigil/v1/telemetry/{unique_id}/+", clock=clock)
+    async with running(config, clock) as gateway:
+        await first_polls(gateway)
+        await collector.wait_until(lambda c: len(c.of(TelemetryBatch)) >= 1)
+    [batch] = collector.of(TelemetryBatch)[:1]
+    samples = {s.metric: s for s in batch.samples}
+    assert samples["lamp_on"].value == 1 and samples["lamps_total"].value == 64
+    assert samples["lamps_out"].value == 0
+    assert samples["lamp_power"].value == 64 * 400.0  # 25.6 kW: every lamp at full power
+    volts = samples["supply_voltage"].value
+    assert samples["lamp_current"].value == pytest.approx(64 * 400.0 / volts, abs=0.001)
+    assert samples["lamp_64_power"].value == 400.0
+    assert all(s.good for s in batch.samples), [s for s in batch.samples if not s.good]

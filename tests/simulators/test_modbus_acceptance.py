@@ -153,7 +153,7 @@ def test_high_mast_reports_each_lamp(sim_mast, clock, modbus):
     clock.advance(3 * 3600)
     lamps = client.read_discrete_inputs(0, count=9, device_id=where.unit).bits[:9]
     assert lamps == [True] * 9  # mast relay + 8 lamps
-    assert inputs(client, where, 0x0009, 2) == [8, 0]  # lamps_total, lamps_out
+    assert inputs(client, where, 0x000B, 2) == [8, 0]  # lamps_total, lamps_out
     assert inputs(client, where, 0x0010, 8) == [4000] * 8  # 400.0 W each
 
 
@@ -331,5 +331,5 @@ def test_a_mast_of_any_size_reports_each_lamp(sim_fleet, clock, modbus):
     client = modbus(where)
     lamps = client.read_discrete_inputs(1, count=12, device_id=where.unit).bits[:12]
     assert lamps == [True] * 11 + [False]
-    assert inputs(client, where, 0x0009, 2) == [12, 1]
+    assert inputs(client, where, 0x000B, 2) == [12, 1]
     assert inputs(client, where, 0x0010 + 11, 1) == [0]
