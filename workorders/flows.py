@@ -140,6 +140,7 @@ ALARM_WORK: dict[str, tuple[Kind, Level]] = {
     # rules E1-E4: a meter that stopped reporting, reads out of band, runs backwards
     "voltage_out_of_band": (Kind.METER_FAULT, Level.GENERAL),
     "reverse_energy": (Kind.METER_FAULT, Level.MAJOR),  # possible tampering
+    "reverse_flow": (Kind.METER_FAULT, Level.MAJOR),  # possible tampering
     "communication_loss": (Kind.METER_FAULT, Level.GENERAL),
     "consumption_anomaly": (Kind.METER_FAULT, Level.NON_FAULT),
     "counter_integrity": (Kind.METER_FAULT, Level.NON_FAULT),

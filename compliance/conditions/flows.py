@@ -14,6 +14,7 @@ from compliance.conditions.models import (
     LAMP_FAILURE,
     MAST_RELAMPING,
     REVERSE_ENERGY,
+    REVERSE_FLOW,
     VOLTAGE_OUT_OF_BAND,
     Finding,
     Thresholds,
@@ -29,6 +30,13 @@ def judge(row: dict[str, Any], *, thresholds: Thresholds) -> list[Finding]:
     device = row["device_id"]
     if row["kind"] == "energy_meter":
         return _meter_findings(device, row, thresholds=thresholds)
+    if row["kind"] == "water_meter":
+        if row["flow_rate"] is None:
+            return []
+        # rule E2: water flowing backwards through the meter
+        return [
+            Finding(device, REVERSE_FLOW, row["flow_rate"] < 0, {"flow_rate": row["flow_rate"]})
+        ]
     findings = []
     if row["lamp_on"] is not None and row["lamp_power"] is not None:
         # rule L1: lit by schedule or photocell, yet drawing (almost) nothing

@@ -38,7 +38,10 @@ VOLTAGE_OUT_OF_BAND = Condition(
 REVERSE_ENERGY = Condition(
     "reverse_energy", "E2", "warning", "energy flowing backwards (possible tampering)"
 )
-CONDITIONS = (LAMP_FAILURE, MAST_RELAMPING, VOLTAGE_OUT_OF_BAND, REVERSE_ENERGY)
+REVERSE_FLOW = Condition(
+    "reverse_flow", "E2", "warning", "water flowing backwards (possible tampering)"
+)
+CONDITIONS = (LAMP_FAILURE, MAST_RELAMPING, VOLTAGE_OUT_OF_BAND, REVERSE_ENERGY, REVERSE_FLOW)
 
 
 @dataclass(frozen=True, slots=True)

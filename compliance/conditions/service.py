@@ -16,10 +16,11 @@ SELECT d.id AS device_id, d.kind,
        max(s.value) FILTER (WHERE s.metric = 'voltage_l1') AS voltage_l1,
        max(s.value) FILTER (WHERE s.metric = 'voltage_l2') AS voltage_l2,
        max(s.value) FILTER (WHERE s.metric = 'voltage_l3') AS voltage_l3,
-       max(s.value) FILTER (WHERE s.metric = 'power_total') AS power_total
+       max(s.value) FILTER (WHERE s.metric = 'power_total') AS power_total,
+       max(s.value) FILTER (WHERE s.metric = 'flow_rate') AS flow_rate
 FROM devices d
 JOIN device_state s ON s.device_id = d.id AND s.good
-WHERE d.kind IN ('light_pole', 'high_mast', 'energy_meter')
+WHERE d.kind IN ('light_pole', 'high_mast', 'energy_meter', 'water_meter')
   AND d.decommissioned_at IS NULL
   AND (%(devices)s::text[] IS NULL OR d.id = ANY(%(devices)s::text[]))
 GROUP BY d.id, d.kind
@@ -29,6 +30,6 @@ GROUP BY d.id, d.kind
 def latest_readings(
     conn: psycopg.Connection, *, devices: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """The readings the checks need, one row per lighting device or energy meter."""
+    """The readings the checks need, one row per lighting device or meter."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(_LATEST, {"devices": devices}).fetchall()

@@ -35,7 +35,13 @@ def set_state(db, device_id, **state):
 def open_types(db, device_id):
     return {
         t
-        for t in ("lamp_failure", "mast_relamping", "voltage_out_of_band", "reverse_energy")
+        for t in (
+            "lamp_failure",
+            "mast_relamping",
+            "voltage_out_of_band",
+            "reverse_energy",
+            "reverse_flow",
+        )
         if alerts.open_alarm(db, source_type="device", source_id=device_id, type=t)
     }
 
@@ -117,3 +123,18 @@ def test_a_check_can_be_limited_to_the_devices_that_changed(db, site):
     flows.check(db, now=NOW, thresholds=Thresholds(), devices=["pole-2"])
     assert open_types(db, "pole-1") == set()
     assert open_types(db, "pole-2") == {"lamp_failure"}
+
+
+def test_water_flowing_backwards_raises_reverse_flow_until_it_stops(db, site):
+    # rule E2: reverse flow on a water meter (possible tampering)
+    device(db, site, "w-rev", "water_meter", flow_rate=-1.5)
+    device(db, site, "w-ok", "water_meter", flow_rate=2.0)
+    changed = flows.check(db, now=NOW, thresholds=Thresholds())
+    assert [(f.device_id, f.condition.type) for f in changed] == [("w-rev", "reverse_flow")]
+    assert open_types(db, "w-rev") == {"reverse_flow"} and open_types(db, "w-ok") == set()
+    alarm = alerts.open_alarm(db, source_type="device", source_id="w-rev", type="reverse_flow")
+    assert alarm.details["rule"] == "E2" and alarm.details["readings"] == {"flow_rate": -1.5}
+    set_state(db, "w-rev", flow_rate=0.5)
+    changed = flows.check(db, now=NOW + timedelta(minutes=1), thresholds=Thresholds())
+    assert [(f.device_id, f.holds) for f in changed] == [("w-rev", False)]
+    assert open_types(db, "w-rev") == set()
