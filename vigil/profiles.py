@@ -122,6 +122,18 @@ class Register(Point):
     max: float | None = Field(default=None, description="values above are flagged, not good")
     writable: bool = False
 
+    @property
+    def wraps_at(self) -> float | None:
+        """Where a counter in this register rolls over (rule E4): its declared maximum, or the
+        largest value its width holds for an unsigned integer; None for the others."""
+        if self.max is not None:
+            return self.max
+        bits = _UNSIGNED_BITS.get(self.type)
+        return (2**bits - 1) * self.scale if bits else None
+
+
+_UNSIGNED_BITS = {DataType.UINT16: 16, DataType.UINT32: 32}
+
 
 class Identity(Point):
     """A register read once for identification (serial number, firmware); not telemetry."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ import psycopg
 from alerts import service as alerts
 from compliance.conditions import service
 from compliance.conditions.models import (
+    COUNTER_INTEGRITY,
     LAMP_FAILURE,
     MAST_RELAMPING,
     REVERSE_ENERGY,
@@ -20,6 +22,8 @@ from compliance.conditions.models import (
     Thresholds,
 )
 from compliance.log import service as compliance_log
+from vigil.catalog import METRICS, MetricType
+from vigil.profiles import builtin_profile
 
 AUDIENCE = ("firm", "user_unit")
 SOURCE_TYPE = "device"
@@ -140,12 +144,99 @@ def _apply(
 
 
 def _values(thresholds: Thresholds) -> dict[str, float]:
-    return {
-        "lamp_failed_below_w": thresholds.lamp_failed_below_w,
-        "relamp_share": thresholds.relamp_share,
-        "nominal_voltage": thresholds.nominal_voltage,
-        "voltage_band": thresholds.voltage_band,
+    return asdict(thresholds)
+
+
+# Rule E4: every cumulative counter of the catalogue.
+COUNTER_METRICS = sorted(
+    {
+        m.name
+        for metrics in METRICS.values()
+        for m in metrics.values()
+        if m.type is MetricType.COUNTER
     }
+)
+
+
+def is_rollover(*, mark: float, value: float, top: float | None, share: float) -> bool:
+    """A counter that wrapped past its register's declared maximum ``top``: it stood in the top
+    ``share`` of the range and now stands in the bottom rest (rule E4)."""
+    return top is not None and mark >= share * top and value <= (1 - share) * top
+
+
+def check_counters(
+    conn: psycopg.Connection,
+    *,
+    now: datetime,
+    thresholds: Thresholds,
+    devices: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Rule E4: a counter below its mark (and not a declared rollover) is a data-quality event in
+    the compliance log and a counter-integrity alarm (kept until a person clears it); the reading
+    becomes the new mark either way. Returns the drops."""
+    drops: list[dict[str, Any]] = []
+    with conn.transaction():
+        for row in service.counter_readings(conn, metrics=COUNTER_METRICS, devices=devices):
+            mark, value = row["mark"], row["value"]
+            if mark is not None and value < mark:
+                top = _register_max(row["model"], row["metric"])
+                if not is_rollover(
+                    mark=mark, value=value, top=top, share=thresholds.rollover_share
+                ):
+                    drop = {
+                        "rule": "E4",
+                        "metric": row["metric"],
+                        "from": mark,
+                        "to": value,
+                        "from_ts": row["mark_ts"].isoformat(),
+                        "to_ts": row["ts"].isoformat(),
+                        "register_max": top,
+                        "thresholds": _values(thresholds),
+                    }
+                    _counter_dropped(conn, device_id=row["device_id"], drop=drop, now=now)
+                    drops.append({"device_id": row["device_id"], **drop})
+            if mark is None or value != mark:
+                service.set_mark(
+                    conn,
+                    device_id=row["device_id"],
+                    metric=row["metric"],
+                    value=value,
+                    ts=row["ts"],
+                )
+    return drops
+
+
+def _register_max(model: str, metric: str) -> float | None:
+    """Where the counter's register in the device's built-in profile rolls over, if known."""
+    try:
+        return builtin_profile(model).register(metric).wraps_at
+    except (KeyError, ValueError):
+        return None
+
+
+def _counter_dropped(
+    conn: psycopg.Connection, *, device_id: str, drop: dict[str, Any], now: datetime
+) -> None:
+    compliance_log.append(
+        conn,
+        kind="data_quality.counter_drop",
+        subject_type=SOURCE_TYPE,
+        subject_id=device_id,
+        body=drop,
+        actor="compliance.conditions",
+        at=now,
+    )
+    alerts.raise_alarm(
+        conn,
+        source_type=SOURCE_TYPE,
+        source_id=device_id,
+        type=COUNTER_INTEGRITY.type,
+        severity=COUNTER_INTEGRITY.severity,
+        message=f"{device_id}: {drop['metric']} went back from {drop['from']:g} to {drop['to']:g}",
+        audience=AUDIENCE,
+        at=now,
+        details=drop,
+    )
 
 
 def devices_of(notices: Iterable[Any]) -> list[str]:

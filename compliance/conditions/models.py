@@ -16,6 +16,9 @@ class Thresholds:
     # rule E2: supply voltage band around nominal
     nominal_voltage: float = 230.0
     voltage_band: float = 0.10
+    # rule E4: a counter that falls from this share of its register's range to below the
+    # complement has rolled over (declared by the register's maximum), not dropped
+    rollover_share: float = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ REVERSE_ENERGY = Condition(
 )
 REVERSE_FLOW = Condition(
     "reverse_flow", "E2", "warning", "water flowing backwards (possible tampering)"
+)
+COUNTER_INTEGRITY = Condition(
+    "counter_integrity", "E4", "warning", "a cumulative counter went backwards (data quality)"
 )
 CONDITIONS = (LAMP_FAILURE, MAST_RELAMPING, VOLTAGE_OUT_OF_BAND, REVERSE_ENERGY, REVERSE_FLOW)
 

@@ -1,4 +1,5 @@
-"""Condition runner: checks on every state change that ingest announces, and on a schedule."""
+"""Condition runner: checks on every state change that ingest announces, and on a schedule
+(conditions of rules L1, L2, E2; counters of rule E4)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,14 @@ async def run(*, resources: Resources, stop: asyncio.Event) -> None:
 
     def check(devices: list[str] | None) -> None:
         with resources.db.connection() as conn:
-            findings = flows.check(conn, now=clock.now(), thresholds=thresholds, devices=devices)
+            now = clock.now()
+            findings = flows.check(conn, now=now, thresholds=thresholds, devices=devices)
+            drops = flows.check_counters(conn, now=now, thresholds=thresholds, devices=devices)
         for finding in findings:
             state = "raised" if finding.holds else "cleared"
             log.info("%s: %s %s", finding.device_id, finding.condition.type, state)
+        for drop in drops:
+            log.warning("%s: %s went backwards (rule E4)", drop["device_id"], drop["metric"])
 
     async with resources.listener([notify.STATE]) as listener:
 

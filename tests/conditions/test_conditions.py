@@ -138,3 +138,55 @@ def test_water_flowing_backwards_raises_reverse_flow_until_it_stops(db, site):
     changed = flows.check(db, now=NOW + timedelta(minutes=1), thresholds=Thresholds())
     assert [(f.device_id, f.holds) for f in changed] == [("w-rev", False)]
     assert open_types(db, "w-rev") == set()
+
+
+def _counter_alarms(db, device_id):
+    found = alerts.open_alarm(
+        db, source_type="device", source_id=device_id, type="counter_integrity"
+    )
+    return found
+
+
+def test_a_counter_going_backwards_is_a_data_quality_event_and_an_alarm(db, site):
+    # rule E4: cumulative counters never go backwards
+    FleetFactory(db, at=NOW).device("m-cnt", site=site, kind="energy_meter", model="sdm630")
+    set_state(db, "m-cnt", import_energy=100.0)
+    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []  # the first mark
+    set_state(db, "m-cnt", import_energy=120.0)
+    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []
+    set_state(db, "m-cnt", import_energy=3.5)
+    [drop] = flows.check_counters(db, now=NOW, thresholds=Thresholds())
+    assert (drop["device_id"], drop["metric"], drop["from"], drop["to"]) == (
+        "m-cnt",
+        "import_energy",
+        120.0,
+        3.5,
+    )
+    alarm = _counter_alarms(db, "m-cnt")
+    assert alarm is not None and alarm.details["rule"] == "E4"
+    assert alarm.details["thresholds"]["rollover_share"] == 0.9  # the value in force, recorded
+    [entry] = compliance_log.entries(
+        db, subject_type="device", subject_id="m-cnt", kind="data_quality.counter_drop"
+    )
+    assert entry.body["from"] == 120.0 and entry.body["to"] == 3.5
+    # counting on from the new base is no new drop
+    set_state(db, "m-cnt", import_energy=4.0)
+    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []
+    assert _counter_alarms(db, "m-cnt").trigger_count == 1
+
+
+def test_a_counter_wrapping_past_its_register_is_a_rollover_not_a_drop(db, site):
+    # rule E4: the lift controller's trip counter is a uint32: it wraps at 4294967295
+    FleetFactory(db, at=NOW).device(
+        "lift-wrap", site=site, kind="elevator", model="lift-controller"
+    )
+    set_state(db, "lift-wrap", trip_count=4_294_967_000.0)
+    flows.check_counters(db, now=NOW, thresholds=Thresholds())
+    set_state(db, "lift-wrap", trip_count=12.0)
+    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []
+    assert _counter_alarms(db, "lift-wrap") is None
+    # a drop that is no wrap is one
+    set_state(db, "lift-wrap", trip_count=5.0)
+    assert [d["metric"] for d in flows.check_counters(db, now=NOW, thresholds=Thresholds())] == [
+        "trip_count"
+    ]
