@@ -20,6 +20,7 @@ from compliance.conditions.models import (
     VOLTAGE_OUT_OF_BAND,
     Finding,
     Thresholds,
+    thresholds_of,
 )
 from compliance.log import service as compliance_log
 from vigil.catalog import METRICS, MetricType
@@ -30,7 +31,8 @@ SOURCE_TYPE = "device"
 
 
 def judge(row: dict[str, Any], *, thresholds: Thresholds) -> list[Finding]:
-    """The conditions that apply to one device's latest readings, holding or not."""
+    """The conditions that apply to one device's latest readings, holding or not, under the
+    thresholds in force for it."""
     device = row["device_id"]
     if row["kind"] == "energy_meter":
         return _meter_findings(device, row, thresholds=thresholds)
@@ -75,21 +77,17 @@ def _meter_findings(device: str, row: dict[str, Any], *, thresholds: Thresholds)
 
 
 def check(
-    conn: psycopg.Connection,
-    *,
-    now: datetime,
-    thresholds: Thresholds,
-    devices: list[str] | None = None,
+    conn: psycopg.Connection, *, now: datetime, devices: list[str] | None = None
 ) -> list[Finding]:
-    """Raise an alarm for every condition that newly holds and clear those that stopped."""
-    findings = [
-        finding
-        for row in service.latest_readings(conn, devices=devices)
-        for finding in judge(row, thresholds=thresholds)
-    ]
+    """Raise an alarm for every condition that newly holds and clear those that stopped, each
+    device under the thresholds in force for it (recorded with the alarm)."""
+    judged = []
+    for row in service.latest_readings(conn, devices=devices):
+        thresholds = thresholds_of(row)
+        judged += [(f, thresholds) for f in judge(row, thresholds=thresholds)]
     changed = []
     with conn.transaction():
-        for finding in findings:
+        for finding, thresholds in judged:
             if _apply(conn, finding=finding, now=now, thresholds=thresholds):
                 changed.append(finding)
     return changed
@@ -165,11 +163,7 @@ def is_rollover(*, mark: float, value: float, top: float | None, share: float) -
 
 
 def check_counters(
-    conn: psycopg.Connection,
-    *,
-    now: datetime,
-    thresholds: Thresholds,
-    devices: list[str] | None = None,
+    conn: psycopg.Connection, *, now: datetime, devices: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """Rule E4: a counter below its mark (and not a declared rollover) is a data-quality event in
     the compliance log and a counter-integrity alarm (kept until a person clears it); the reading
@@ -178,6 +172,7 @@ def check_counters(
     with conn.transaction():
         for row in service.counter_readings(conn, metrics=COUNTER_METRICS, devices=devices):
             mark, value = row["mark"], row["value"]
+            thresholds = thresholds_of(row)
             if mark is not None and value < mark:
                 top = _register_max(row["model"], row["metric"])
                 if not is_rollover(

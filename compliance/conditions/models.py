@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Values in force; each alarm records them (every number of RULES.md is a default)."""
+    """Values in force for one device (``condition_policies``: device over jurisdiction over
+    default); each alarm records them (every number of RULES.md is a default)."""
 
     # rule L1: a lamp that should be lit but draws less than this is failed
     lamp_failed_below_w: float = 1.0
@@ -58,3 +60,8 @@ class Finding:
     condition: Condition
     holds: bool
     readings: dict[str, float | None]
+
+
+def thresholds_of(row: dict[str, Any]) -> Thresholds:
+    """The thresholds in force that a reading row carries."""
+    return Thresholds(**{f.name: row[f.name] for f in fields(Thresholds)})

@@ -8,7 +8,6 @@ import contextlib
 import logging
 
 from compliance.conditions import flows
-from compliance.conditions.models import Thresholds
 from vigil import notify
 from vigil.clock import sleep_or_event
 from vigil.resources import Resources
@@ -19,14 +18,13 @@ log = logging.getLogger(__name__)
 async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     """Check every device at start and every sweep interval; changed devices as they change."""
     clock, settings = resources.clock, resources.settings
-    thresholds = Thresholds()
     busy = asyncio.Lock()  # keeps the sweep and the watcher apart
 
     def check(devices: list[str] | None) -> None:
         with resources.db.connection() as conn:
             now = clock.now()
-            findings = flows.check(conn, now=now, thresholds=thresholds, devices=devices)
-            drops = flows.check_counters(conn, now=now, thresholds=thresholds, devices=devices)
+            findings = flows.check(conn, now=now, devices=devices)
+            drops = flows.check_counters(conn, now=now, devices=devices)
         for finding in findings:
             state = "raised" if finding.holds else "cleared"
             log.info("%s: %s %s", finding.device_id, finding.condition.type, state)

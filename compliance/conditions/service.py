@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 _LATEST = """
@@ -27,13 +28,37 @@ WHERE d.kind IN ('light_pole', 'high_mast', 'energy_meter', 'water_meter')
 GROUP BY d.id, d.kind
 """
 
+# The thresholds in force per device: device over jurisdiction over default.
+POLICY_COLUMNS = (
+    "lamp_failed_below_w",
+    "relamp_share",
+    "nominal_voltage",
+    "voltage_band",
+    "rollover_share",
+)
+_IN_FORCE = ", ".join(f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}" for c in POLICY_COLUMNS)
+_POLICY = f"""
+SELECT d.id AS device_id, {_IN_FORCE}
+FROM devices d
+JOIN sites si ON si.id = d.site_id
+CROSS JOIN (SELECT * FROM condition_policies
+            WHERE jurisdiction_id IS NULL AND device_id IS NULL) dflt
+LEFT JOIN condition_policies pj ON pj.jurisdiction_id = si.jurisdiction_id
+LEFT JOIN condition_policies pd ON pd.device_id = d.id
+"""
+
+
+_POLICY_OF_P = ", ".join(f"p.{c}" for c in POLICY_COLUMNS)
+
 
 def latest_readings(
     conn: psycopg.Connection, *, devices: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """The readings the checks need, one row per lighting device or meter."""
+    """The readings the checks need, one row per lighting device or meter, with the thresholds
+    in force for it."""
+    query = f"SELECT r.*, {_POLICY_OF_P} FROM ({_LATEST}) r JOIN ({_POLICY}) p USING (device_id)"
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(_LATEST, {"devices": devices}).fetchall()
+        return cur.execute(query, {"devices": devices}).fetchall()
 
 
 def counter_readings(
@@ -43,7 +68,9 @@ def counter_readings(
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT s.device_id, d.model, s.metric, s.value, s.ts, m.value AS mark, "
-            "m.ts AS mark_ts FROM device_state s JOIN devices d ON d.id = s.device_id "
+            f"m.ts AS mark_ts, {_POLICY_OF_P} FROM device_state s "
+            "JOIN devices d ON d.id = s.device_id "
+            f"JOIN ({_POLICY}) p ON p.device_id = s.device_id "
             "LEFT JOIN counter_marks m ON m.device_id = s.device_id AND m.metric = s.metric "
             "WHERE s.good AND s.metric = ANY(%(metrics)s) AND d.decommissioned_at IS NULL "
             "AND (%(devices)s::text[] IS NULL OR s.device_id = ANY(%(devices)s::text[])) "
@@ -60,4 +87,51 @@ def set_mark(
         "INSERT INTO counter_marks (device_id, metric, value, ts) VALUES (%s, %s, %s, %s) "
         "ON CONFLICT (device_id, metric) DO UPDATE SET value = excluded.value, ts = excluded.ts",
         (device_id, metric, value, ts),
+    )
+
+
+def set_policy(
+    conn: psycopg.Connection,
+    *,
+    jurisdiction_id: int | None = None,
+    device_id: str | None = None,
+    **values: float | None,
+) -> None:
+    """Set thresholds for a jurisdiction or a device (None: inherit); neither: the defaults."""
+    unknown = set(values) - set(POLICY_COLUMNS)
+    if unknown:
+        raise ValueError(f"no such threshold: {', '.join(sorted(unknown))}")
+    if jurisdiction_id is not None and device_id is not None:
+        raise ValueError("a policy is of a jurisdiction or of a device, not both")
+    owner = (
+        ("jurisdiction_id", jurisdiction_id)
+        if jurisdiction_id is not None
+        else ("device_id", device_id)
+        if device_id is not None
+        else None
+    )
+    names = sql.SQL(", ").join(sql.Identifier(k) for k in values)
+    marks = sql.SQL(", ").join(sql.Placeholder(k) for k in values)
+    if owner is None:
+        sets = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values
+        )
+        conn.execute(
+            sql.SQL(
+                "UPDATE condition_policies SET {} WHERE jurisdiction_id IS NULL "
+                "AND device_id IS NULL"
+            ).format(sets),
+            values,
+        )
+        return
+    column, key = owner
+    updates = sql.SQL(", ").join(
+        sql.SQL("{k} = excluded.{k}").format(k=sql.Identifier(k)) for k in values
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO condition_policies ({owner}, {names}) VALUES (%(owner)s, {marks}) "
+            "ON CONFLICT ({owner}) DO UPDATE SET {updates}"
+        ).format(owner=sql.Identifier(column), names=names, marks=marks, updates=updates),
+        {**values, "owner": key},
     )

@@ -6,7 +6,6 @@ import pytest
 
 from alerts import service as alerts
 from compliance.conditions import flows
-from compliance.conditions.models import Thresholds
 from compliance.log import service as compliance_log
 from fleet.factory import FleetFactory
 
@@ -51,7 +50,7 @@ def test_lit_lamp_drawing_nothing_raises_then_clears_lamp_failure(db, site):
     device(db, site, "pole-1", "light_pole", lamp_on=1, lamp_power=0.0)
     device(db, site, "pole-2", "light_pole", lamp_on=1, lamp_power=148.0)
     device(db, site, "pole-3", "light_pole", lamp_on=0, lamp_power=0.0)  # daytime: off is fine
-    changed = flows.check(db, now=NOW, thresholds=Thresholds())
+    changed = flows.check(db, now=NOW)
     assert [(f.device_id, f.condition.type) for f in changed] == [("pole-1", "lamp_failure")]
     assert open_types(db, "pole-1") == {"lamp_failure"}
     assert open_types(db, "pole-2") == open_types(db, "pole-3") == set()
@@ -60,9 +59,9 @@ def test_lit_lamp_drawing_nothing_raises_then_clears_lamp_failure(db, site):
     assert alarm.details["thresholds"]["lamp_failed_below_w"] == 1.0
 
     # a second check changes nothing: no re-trigger of the open alarm
-    assert flows.check(db, now=NOW + timedelta(minutes=1), thresholds=Thresholds()) == []
+    assert flows.check(db, now=NOW + timedelta(minutes=1)) == []
     set_state(db, "pole-1", lamp_power=150.0)
-    changed = flows.check(db, now=NOW + timedelta(minutes=2), thresholds=Thresholds())
+    changed = flows.check(db, now=NOW + timedelta(minutes=2))
     assert [(f.device_id, f.holds) for f in changed] == [("pole-1", False)]
     assert open_types(db, "pole-1") == set()
     kinds = [e.kind for e in compliance_log.entries(db)]
@@ -72,10 +71,10 @@ def test_lit_lamp_drawing_nothing_raises_then_clears_lamp_failure(db, site):
 def test_mast_with_forty_percent_out_needs_relamping(db, site):
     # rule L2: 3 of 8 out is 37.5% (a lamp failure only); 4 of 8 is 50%
     device(db, site, "mast-1", "high_mast", lamp_on=1, lamp_power=900, lamps_total=8, lamps_out=3)
-    flows.check(db, now=NOW, thresholds=Thresholds())
+    flows.check(db, now=NOW)
     assert open_types(db, "mast-1") == {"lamp_failure"}
     set_state(db, "mast-1", lamps_out=4)
-    flows.check(db, now=NOW, thresholds=Thresholds())
+    flows.check(db, now=NOW)
     assert open_types(db, "mast-1") == {"lamp_failure", "mast_relamping"}
 
 
@@ -111,7 +110,7 @@ def test_meter_voltage_band_and_reverse_energy(db, site):
         voltage_l3=230,
         power_total=-800,
     )
-    flows.check(db, now=NOW, thresholds=Thresholds())
+    flows.check(db, now=NOW)
     assert open_types(db, "m-ok") == set()
     assert open_types(db, "m-sag") == {"voltage_out_of_band"}
     assert open_types(db, "m-rev") == {"reverse_energy"}
@@ -120,7 +119,7 @@ def test_meter_voltage_band_and_reverse_energy(db, site):
 def test_a_check_can_be_limited_to_the_devices_that_changed(db, site):
     device(db, site, "pole-1", "light_pole", lamp_on=1, lamp_power=0.0)
     device(db, site, "pole-2", "light_pole", lamp_on=1, lamp_power=0.0)
-    flows.check(db, now=NOW, thresholds=Thresholds(), devices=["pole-2"])
+    flows.check(db, now=NOW, devices=["pole-2"])
     assert open_types(db, "pole-1") == set()
     assert open_types(db, "pole-2") == {"lamp_failure"}
 
@@ -129,13 +128,13 @@ def test_water_flowing_backwards_raises_reverse_flow_until_it_stops(db, site):
     # rule E2: reverse flow on a water meter (possible tampering)
     device(db, site, "w-rev", "water_meter", flow_rate=-1.5)
     device(db, site, "w-ok", "water_meter", flow_rate=2.0)
-    changed = flows.check(db, now=NOW, thresholds=Thresholds())
+    changed = flows.check(db, now=NOW)
     assert [(f.device_id, f.condition.type) for f in changed] == [("w-rev", "reverse_flow")]
     assert open_types(db, "w-rev") == {"reverse_flow"} and open_types(db, "w-ok") == set()
     alarm = alerts.open_alarm(db, source_type="device", source_id="w-rev", type="reverse_flow")
     assert alarm.details["rule"] == "E2" and alarm.details["readings"] == {"flow_rate": -1.5}
     set_state(db, "w-rev", flow_rate=0.5)
-    changed = flows.check(db, now=NOW + timedelta(minutes=1), thresholds=Thresholds())
+    changed = flows.check(db, now=NOW + timedelta(minutes=1))
     assert [(f.device_id, f.holds) for f in changed] == [("w-rev", False)]
     assert open_types(db, "w-rev") == set()
 
@@ -151,11 +150,11 @@ def test_a_counter_going_backwards_is_a_data_quality_event_and_an_alarm(db, site
     # rule E4: cumulative counters never go backwards
     FleetFactory(db, at=NOW).device("m-cnt", site=site, kind="energy_meter", model="sdm630")
     set_state(db, "m-cnt", import_energy=100.0)
-    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []  # the first mark
+    assert flows.check_counters(db, now=NOW) == []  # the first mark
     set_state(db, "m-cnt", import_energy=120.0)
-    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []
+    assert flows.check_counters(db, now=NOW) == []
     set_state(db, "m-cnt", import_energy=3.5)
-    [drop] = flows.check_counters(db, now=NOW, thresholds=Thresholds())
+    [drop] = flows.check_counters(db, now=NOW)
     assert (drop["device_id"], drop["metric"], drop["from"], drop["to"]) == (
         "m-cnt",
         "import_energy",
@@ -171,7 +170,7 @@ def test_a_counter_going_backwards_is_a_data_quality_event_and_an_alarm(db, site
     assert entry.body["from"] == 120.0 and entry.body["to"] == 3.5
     # counting on from the new base is no new drop
     set_state(db, "m-cnt", import_energy=4.0)
-    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []
+    assert flows.check_counters(db, now=NOW) == []
     assert _counter_alarms(db, "m-cnt").trigger_count == 1
 
 
@@ -181,12 +180,56 @@ def test_a_counter_wrapping_past_its_register_is_a_rollover_not_a_drop(db, site)
         "lift-wrap", site=site, kind="elevator", model="lift-controller"
     )
     set_state(db, "lift-wrap", trip_count=4_294_967_000.0)
-    flows.check_counters(db, now=NOW, thresholds=Thresholds())
+    flows.check_counters(db, now=NOW)
     set_state(db, "lift-wrap", trip_count=12.0)
-    assert flows.check_counters(db, now=NOW, thresholds=Thresholds()) == []
+    assert flows.check_counters(db, now=NOW) == []
     assert _counter_alarms(db, "lift-wrap") is None
     # a drop that is no wrap is one
     set_state(db, "lift-wrap", trip_count=5.0)
-    assert [d["metric"] for d in flows.check_counters(db, now=NOW, thresholds=Thresholds())] == [
-        "trip_count"
-    ]
+    assert [d["metric"] for d in flows.check_counters(db, now=NOW)] == ["trip_count"]
+
+
+def test_thresholds_come_from_the_policy_in_force_and_are_recorded(db, site):
+    # every threshold is a default: a jurisdiction's and a device's own values override it
+    from compliance.conditions import service
+
+    make = FleetFactory(db, at=NOW)
+    strict = make.site(
+        code="strict-site",
+        user_unit=make.user_unit("Strict unit"),
+        jurisdiction=make.jurisdiction("strict"),
+    )
+    jurisdiction = db.execute(
+        "SELECT jurisdiction_id FROM sites WHERE id = %s", (strict,)
+    ).fetchone()
+    service.set_policy(db, jurisdiction_id=jurisdiction["jurisdiction_id"], relamp_share=0.25)
+    device(
+        db,
+        strict,
+        "mast-strict",
+        "high_mast",
+        lamp_on=1,
+        lamp_power=900,
+        lamps_total=8,
+        lamps_out=3,
+    )
+    device(
+        db, site, "mast-default", "high_mast", lamp_on=1, lamp_power=900, lamps_total=8, lamps_out=3
+    )
+    device(db, site, "pole-dim", "light_pole", lamp_on=1, lamp_power=15.0)
+    service.set_policy(db, device_id="pole-dim", lamp_failed_below_w=20.0)
+    flows.check(db, now=NOW)
+    # 3 of 8 out: 37.5 %, under the default 40 %, over the strict jurisdiction's 25 %
+    assert "mast_relamping" in open_types(db, "mast-strict")
+    assert "mast_relamping" not in open_types(db, "mast-default")
+    relamp = alerts.open_alarm(
+        db, source_type="device", source_id="mast-strict", type="mast_relamping"
+    )
+    assert relamp.details["thresholds"]["relamp_share"] == 0.25
+    # a 15 W draw is a failed lamp where the device's own policy says below 20 W
+    failed = alerts.open_alarm(db, source_type="device", source_id="pole-dim", type="lamp_failure")
+    assert failed.details["thresholds"]["lamp_failed_below_w"] == 20.0
+    with pytest.raises(Exception, match="needs every value"):
+        service.set_policy(db, relamp_share=None)
+    with pytest.raises(ValueError, match="no such threshold"):
+        service.set_policy(db, device_id="pole-dim", colour=3)

@@ -11,7 +11,6 @@ from typing import Any
 from alerts import service as alerts
 from alerts.models import Audience, Severity
 from compliance.conditions import flows as conditions
-from compliance.conditions.models import Thresholds
 from compliance.maintenance import flows as maintenance
 from compliance.maintenance.models import Tier, checklist
 from compliance.rescue import flows as rescue
@@ -81,7 +80,7 @@ async def test_faults_lamps_masts_and_meters_become_work(world, clock, db_url, r
         _state(world.conn, mast, clock.now(), lamp_on=1, lamp_power=800, lamps_total=8, lamps_out=4)
         # rule E2: the meter runs backwards
         _state(world.conn, world.meter, clock.now(), voltage_l1=231, power_total=-500)
-        conditions.check(world.conn, now=clock.now(), thresholds=Thresholds())
+        conditions.check(world.conn, now=clock.now())
         await notices.wait(work("opened"), count=6)  # lamp failure on the mast too
         orders = {(o.device_id, o.cause): o for o in _all(world.conn)}
     assert orders[(world.pole, "lamp_failure")].kind is Kind.LAMP_REPLACEMENT

@@ -1,0 +1,37 @@
+-- The thresholds of the condition checks (rules L1, L2, E2, E4), every one a default of
+-- RULES.md: the row with neither jurisdiction nor device holds the defaults; a jurisdiction row
+-- or a device row overrides any non-null value (device over jurisdiction over default). The
+-- values in force are recorded with each alarm they raise.
+CREATE TABLE condition_policies (
+    id                   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    jurisdiction_id      bigint UNIQUE REFERENCES jurisdictions (id),
+    device_id            topic_id UNIQUE REFERENCES devices (id) ON DELETE CASCADE,
+    lamp_failed_below_w  double precision CHECK (lamp_failed_below_w >= 0),
+    relamp_share         double precision CHECK (relamp_share > 0 AND relamp_share <= 1),
+    nominal_voltage      double precision CHECK (nominal_voltage > 0),
+    voltage_band         double precision CHECK (voltage_band > 0 AND voltage_band < 1),
+    rollover_share       double precision CHECK (rollover_share > 0.5 AND rollover_share < 1),
+    CHECK (jurisdiction_id IS NULL OR device_id IS NULL)
+);
+CREATE UNIQUE INDEX condition_policies_default_idx ON condition_policies ((true))
+    WHERE jurisdiction_id IS NULL AND device_id IS NULL;
+INSERT INTO condition_policies (
+    lamp_failed_below_w, relamp_share, nominal_voltage, voltage_band, rollover_share)
+VALUES (1.0, 0.4, 230.0, 0.10, 0.9);
+
+CREATE FUNCTION condition_default_policy_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.jurisdiction_id IS NULL AND OLD.device_id IS NULL THEN
+        IF TG_OP = 'DELETE' THEN
+            RAISE EXCEPTION 'the default condition policy cannot be deleted';
+        END IF;
+        IF num_nulls(NEW.lamp_failed_below_w, NEW.relamp_share, NEW.nominal_voltage,
+                     NEW.voltage_band, NEW.rollover_share) > 0 THEN
+            RAISE EXCEPTION 'the default condition policy needs every value';
+        END IF;
+    END IF;
+    RETURN COALESCE(NEW, OLD);
+END
+$$;
+CREATE TRIGGER condition_default_policy_guard BEFORE UPDATE OR DELETE ON condition_policies
+    FOR EACH ROW EXECUTE FUNCTION condition_default_policy_guard();
