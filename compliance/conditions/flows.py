@@ -12,6 +12,7 @@ import psycopg
 from alerts import service as alerts
 from compliance.conditions import service
 from compliance.conditions.models import (
+    COMMUNICATION_LOSS,
     COUNTER_INTEGRITY,
     LAMP_FAILURE,
     MAST_RELAMPING,
@@ -24,6 +25,7 @@ from compliance.conditions.models import (
 )
 from compliance.log import service as compliance_log
 from vigil.catalog import METRICS, MetricType
+from vigil.clock import to_ms
 from vigil.profiles import builtin_profile
 
 AUDIENCE = ("firm", "user_unit")
@@ -76,6 +78,18 @@ def _meter_findings(device: str, row: dict[str, Any], *, thresholds: Thresholds)
     return findings
 
 
+def silence(row: dict[str, Any], *, now: datetime, thresholds: Thresholds) -> Finding:
+    """Rule E1: a meter silent for ``missed_readings`` reading periods has lost communication
+    (the gap stays a gap: nothing is filled in)."""
+    silent_s = (now - row["last_reading"]).total_seconds()
+    allowed_s = thresholds.reading_interval_s * thresholds.missed_readings
+    readings = {
+        "silent_s": round(silent_s, 3),
+        "last_reading_ms": float(to_ms(row["last_reading"])),
+    }
+    return Finding(row["device_id"], COMMUNICATION_LOSS, silent_s > allowed_s, readings)
+
+
 def check(
     conn: psycopg.Connection, *, now: datetime, devices: list[str] | None = None
 ) -> list[Finding]:
@@ -85,6 +99,9 @@ def check(
     for row in service.latest_readings(conn, devices=devices):
         thresholds = thresholds_of(row)
         judged += [(f, thresholds) for f in judge(row, thresholds=thresholds)]
+    for row in service.meter_silence(conn, devices=devices):
+        thresholds = thresholds_of(row)
+        judged.append((silence(row, now=now, thresholds=thresholds), thresholds))
     changed = []
     with conn.transaction():
         for finding, thresholds in judged:

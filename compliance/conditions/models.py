@@ -21,6 +21,10 @@ class Thresholds:
     # rule E4: a counter that falls from this share of its register's range to below the
     # complement has rolled over (declared by the register's maximum), not dropped
     rollover_share: float = 0.9
+    # rule E1: a meter is read at least every reading_interval_s; silent for missed_readings
+    # periods, its communication is lost
+    reading_interval_s: float = 300.0
+    missed_readings: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +50,20 @@ REVERSE_ENERGY = Condition(
 REVERSE_FLOW = Condition(
     "reverse_flow", "E2", "warning", "water flowing backwards (possible tampering)"
 )
+COMMUNICATION_LOSS = Condition(
+    "communication_loss", "E1", "warning", "no reading for several reading periods"
+)
 COUNTER_INTEGRITY = Condition(
     "counter_integrity", "E4", "warning", "a cumulative counter went backwards (data quality)"
 )
-CONDITIONS = (LAMP_FAILURE, MAST_RELAMPING, VOLTAGE_OUT_OF_BAND, REVERSE_ENERGY, REVERSE_FLOW)
+CONDITIONS = (
+    LAMP_FAILURE,
+    MAST_RELAMPING,
+    VOLTAGE_OUT_OF_BAND,
+    REVERSE_ENERGY,
+    REVERSE_FLOW,
+    COMMUNICATION_LOSS,
+)
 
 
 @dataclass(frozen=True, slots=True)

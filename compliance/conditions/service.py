@@ -35,6 +35,8 @@ POLICY_COLUMNS = (
     "nominal_voltage",
     "voltage_band",
     "rollover_share",
+    "reading_interval_s",
+    "missed_readings",
 )
 _IN_FORCE = ", ".join(f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}" for c in POLICY_COLUMNS)
 _POLICY = f"""
@@ -135,3 +137,20 @@ def set_policy(
         ).format(owner=sql.Identifier(column), names=names, marks=marks, updates=updates),
         {**values, "owner": key},
     )
+
+
+def meter_silence(
+    conn: psycopg.Connection, *, devices: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Each meter's last reading (its registration when never heard) with the thresholds in
+    force (rule E1)."""
+    query = (
+        f"SELECT d.id AS device_id, coalesce(max(s.ts), d.registered_at) AS last_reading, "
+        f"{_POLICY_OF_P} FROM devices d JOIN ({_POLICY}) p ON p.device_id = d.id "
+        "LEFT JOIN device_state s ON s.device_id = d.id "
+        "WHERE d.kind IN ('energy_meter', 'water_meter') AND d.decommissioned_at IS NULL "
+        "AND (%(devices)s::text[] IS NULL OR d.id = ANY(%(devices)s::text[])) "
+        f"GROUP BY d.id, d.registered_at, {_POLICY_OF_P} ORDER BY d.id"
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, {"devices": devices}).fetchall()

@@ -1,4 +1,4 @@
--- The thresholds of the condition checks (rules L1, L2, E2, E4), every one a default of
+-- The thresholds of the condition checks (rules L1, L2, E1, E2, E4), every one a default of
 -- RULES.md: the row with neither jurisdiction nor device holds the defaults; a jurisdiction row
 -- or a device row overrides any non-null value (device over jurisdiction over default). The
 -- values in force are recorded with each alarm they raise.
@@ -11,13 +11,17 @@ CREATE TABLE condition_policies (
     nominal_voltage      double precision CHECK (nominal_voltage > 0),
     voltage_band         double precision CHECK (voltage_band > 0 AND voltage_band < 1),
     rollover_share       double precision CHECK (rollover_share > 0.5 AND rollover_share < 1),
+    -- rule E1: a meter is read at least this often; silent for this many periods, it is lost
+    reading_interval_s   double precision CHECK (reading_interval_s > 0),
+    missed_readings      integer CHECK (missed_readings >= 1),
     CHECK (jurisdiction_id IS NULL OR device_id IS NULL)
 );
 CREATE UNIQUE INDEX condition_policies_default_idx ON condition_policies ((true))
     WHERE jurisdiction_id IS NULL AND device_id IS NULL;
 INSERT INTO condition_policies (
-    lamp_failed_below_w, relamp_share, nominal_voltage, voltage_band, rollover_share)
-VALUES (1.0, 0.4, 230.0, 0.10, 0.9);
+    lamp_failed_below_w, relamp_share, nominal_voltage, voltage_band, rollover_share,
+    reading_interval_s, missed_readings)
+VALUES (1.0, 0.4, 230.0, 0.10, 0.9, 300.0, 3);
 
 CREATE FUNCTION condition_default_policy_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -26,7 +30,8 @@ BEGIN
             RAISE EXCEPTION 'the default condition policy cannot be deleted';
         END IF;
         IF num_nulls(NEW.lamp_failed_below_w, NEW.relamp_share, NEW.nominal_voltage,
-                     NEW.voltage_band, NEW.rollover_share) > 0 THEN
+                     NEW.voltage_band, NEW.rollover_share, NEW.reading_interval_s,
+                     NEW.missed_readings) > 0 THEN
             RAISE EXCEPTION 'the default condition policy needs every value';
         END IF;
     END IF;

@@ -233,3 +233,32 @@ def test_thresholds_come_from_the_policy_in_force_and_are_recorded(db, site):
         service.set_policy(db, relamp_share=None)
     with pytest.raises(ValueError, match="no such threshold"):
         service.set_policy(db, device_id="pole-dim", colour=3)
+
+
+def test_a_meter_silent_for_three_reading_periods_has_lost_communication(db, site):
+    # rule E1: read at least every 300 s by default; silent for 3 periods raises, a reading
+    # clears; nothing fills the gap
+    device(db, site, "m-quiet", "energy_meter", voltage_l1=230.0, power_total=100.0)
+    device(db, site, "m-never", "energy_meter")  # registered, never heard
+    assert flows.check(db, now=NOW + timedelta(seconds=900)) == []
+    later = NOW + timedelta(seconds=901)
+    changed = flows.check(db, now=later)
+    assert sorted((f.device_id, f.condition.type) for f in changed) == [
+        ("m-never", "communication_loss"),
+        ("m-quiet", "communication_loss"),
+    ]
+    alarm = alerts.open_alarm(
+        db, source_type="device", source_id="m-quiet", type="communication_loss"
+    )
+    assert alarm.details["rule"] == "E1" and alarm.details["readings"]["silent_s"] == 901.0
+    assert alarm.details["thresholds"]["missed_readings"] == 3
+    rows = db.execute("SELECT count(*) AS n FROM telemetry_rows").fetchone()["n"]
+    assert rows == 0  # the gap stays a gap
+    db.execute(
+        "UPDATE device_state SET ts = %s WHERE device_id = 'm-quiet'", (later,)
+    )  # a reading arrives
+    changed = flows.check(db, now=later + timedelta(seconds=1), devices=["m-quiet"])
+    assert [(f.device_id, f.holds) for f in changed] == [("m-quiet", False)]
+    assert alerts.open_alarm(
+        db, source_type="device", source_id="m-never", type="communication_loss"
+    )
