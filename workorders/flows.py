@@ -137,6 +137,9 @@ FAULT_LEVELS: dict[int, Level] = {
 ALARM_WORK: dict[str, tuple[Kind, Level]] = {
     "lamp_failure": (Kind.LAMP_REPLACEMENT, Level.GENERAL),  # rule L1
     "mast_relamping": (Kind.MAST_RELAMPING, Level.GENERAL),  # rule L2
+    # rule L5: a lamp or its supply out of band
+    "lamp_power_out_of_band": (Kind.LAMP_REPLACEMENT, Level.NON_FAULT),
+    "supply_voltage_out_of_band": (Kind.LAMP_REPLACEMENT, Level.GENERAL),
     # rules E1-E4: a meter that stopped reporting, reads out of band, runs backwards
     "voltage_out_of_band": (Kind.METER_FAULT, Level.GENERAL),
     "reverse_energy": (Kind.METER_FAULT, Level.MAJOR),  # possible tampering

@@ -15,9 +15,11 @@ from compliance.conditions.models import (
     COMMUNICATION_LOSS,
     COUNTER_INTEGRITY,
     LAMP_FAILURE,
+    LAMP_POWER_OUT_OF_BAND,
     MAST_RELAMPING,
     REVERSE_ENERGY,
     REVERSE_FLOW,
+    SUPPLY_VOLTAGE_OUT_OF_BAND,
     VOLTAGE_OUT_OF_BAND,
     Finding,
     Thresholds,
@@ -58,6 +60,35 @@ def judge(row: dict[str, Any], *, thresholds: Thresholds) -> list[Finding]:
         readings = {"lamps_out": row["lamps_out"], "lamps_total": row["lamps_total"]}
         # rule L2: 40% or more of a mast's lamps out opens a relamping order
         findings.append(Finding(device, MAST_RELAMPING, share >= thresholds.relamp_share, readings))
+    return findings + _lamp_band_findings(device, row, thresholds=thresholds)
+
+
+def _lamp_band_findings(
+    device: str, row: dict[str, Any], *, thresholds: Thresholds
+) -> list[Finding]:
+    """Rule L5 (TALQ lampPowerTooHigh/Low, supplyVoltageTooHigh/Low)."""
+    findings = []
+    volts = row["supply_voltage"]
+    if volts is not None:
+        band = thresholds.nominal_voltage * thresholds.voltage_band
+        out = abs(volts - thresholds.nominal_voltage) > band
+        findings.append(Finding(device, SUPPLY_VOLTAGE_OUT_OF_BAND, out, {"supply_voltage": volts}))
+    rated, dim, watts, lit = (
+        thresholds.lamp_rated_w,
+        row["dim_level"],
+        row["lamp_power"],
+        row["lamp_on"],
+    )
+    lamps: float | None = 1
+    if row["kind"] == "high_mast":
+        total, out_now = row["lamps_total"], row["lamps_out"]
+        lamps = total - out_now if total is not None and out_now is not None else None
+    if rated is not None and None not in (dim, watts, lit, lamps) and lit >= 1 and watts > 0:
+        # a lamp drawing nothing is rule L1's lamp failure, not a power band
+        expected = rated * dim / 100 * lamps
+        out = abs(watts - expected) > thresholds.lamp_power_band * expected
+        readings = {"lamp_power": watts, "dim_level": dim, "expected_w": expected}
+        findings.append(Finding(device, LAMP_POWER_OUT_OF_BAND, out, readings))
     return findings
 
 

@@ -25,6 +25,10 @@ class Thresholds:
     # periods, its communication is lost
     reading_interval_s: float = 300.0
     missed_readings: int = 3
+    # rule L5: lamp power within this share of rated x dim level (rated per device policy;
+    # unknown: power not judged); supply voltage in the E2 band around nominal
+    lamp_rated_w: float | None = None
+    lamp_power_band: float = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,12 @@ REVERSE_ENERGY = Condition(
 REVERSE_FLOW = Condition(
     "reverse_flow", "E2", "warning", "water flowing backwards (possible tampering)"
 )
+LAMP_POWER_OUT_OF_BAND = Condition(
+    "lamp_power_out_of_band", "L5", "warning", "lamp power too high or too low for its dim level"
+)
+SUPPLY_VOLTAGE_OUT_OF_BAND = Condition(
+    "supply_voltage_out_of_band", "L5", "warning", "lamp supply voltage outside its band"
+)
 COMMUNICATION_LOSS = Condition(
     "communication_loss", "E1", "warning", "no reading for several reading periods"
 )
@@ -63,6 +73,8 @@ CONDITIONS = (
     REVERSE_ENERGY,
     REVERSE_FLOW,
     COMMUNICATION_LOSS,
+    LAMP_POWER_OUT_OF_BAND,
+    SUPPLY_VOLTAGE_OUT_OF_BAND,
 )
 
 

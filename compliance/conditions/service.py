@@ -19,7 +19,9 @@ SELECT d.id AS device_id, d.kind,
        max(s.value) FILTER (WHERE s.metric = 'voltage_l2') AS voltage_l2,
        max(s.value) FILTER (WHERE s.metric = 'voltage_l3') AS voltage_l3,
        max(s.value) FILTER (WHERE s.metric = 'power_total') AS power_total,
-       max(s.value) FILTER (WHERE s.metric = 'flow_rate') AS flow_rate
+       max(s.value) FILTER (WHERE s.metric = 'flow_rate') AS flow_rate,
+       max(s.value) FILTER (WHERE s.metric = 'dim_level') AS dim_level,
+       max(s.value) FILTER (WHERE s.metric = 'supply_voltage') AS supply_voltage
 FROM devices d
 JOIN device_state s ON s.device_id = d.id AND s.good
 WHERE d.kind IN ('light_pole', 'high_mast', 'energy_meter', 'water_meter')
@@ -37,6 +39,8 @@ POLICY_COLUMNS = (
     "rollover_share",
     "reading_interval_s",
     "missed_readings",
+    "lamp_rated_w",
+    "lamp_power_band",
 )
 _IN_FORCE = ", ".join(f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}" for c in POLICY_COLUMNS)
 _POLICY = f"""

@@ -262,3 +262,53 @@ def test_a_meter_silent_for_three_reading_periods_has_lost_communication(db, sit
     assert alerts.open_alarm(
         db, source_type="device", source_id="m-never", type="communication_loss"
     )
+
+
+def test_lamp_power_and_supply_voltage_out_of_band(db, site):
+    # rule L5 (TALQ lampPowerTooHigh/Low, supplyVoltageTooHigh/Low): power against rated x dim
+    # level where the device's policy gives the rated power; supply voltage in the E2 band
+    from compliance.conditions import service
+
+    device(
+        db,
+        site,
+        "pole-hi",
+        "light_pole",
+        lamp_on=1,
+        dim_level=50,
+        lamp_power=110.0,
+        supply_voltage=231.0,
+    )
+    device(
+        db,
+        site,
+        "pole-ok",
+        "light_pole",
+        lamp_on=1,
+        dim_level=50,
+        lamp_power=76.0,
+        supply_voltage=229.0,
+    )
+    device(
+        db,
+        site,
+        "pole-sag",
+        "light_pole",
+        lamp_on=1,
+        dim_level=100,
+        lamp_power=150.0,
+        supply_voltage=190.0,
+    )
+    for pole in ("pole-hi", "pole-ok", "pole-sag"):
+        service.set_policy(db, device_id=pole, lamp_rated_w=150.0)
+    device(db, site, "pole-unrated", "light_pole", lamp_on=1, dim_level=50, lamp_power=300.0)
+    changed = flows.check(db, now=NOW)
+    assert sorted((f.device_id, f.condition.type) for f in changed) == [
+        ("pole-hi", "lamp_power_out_of_band"),  # 110 W against 75 W +- 20 %
+        ("pole-sag", "supply_voltage_out_of_band"),  # 190 V against 230 V +- 10 %
+    ]
+    alarm = alerts.open_alarm(
+        db, source_type="device", source_id="pole-hi", type="lamp_power_out_of_band"
+    )
+    assert alarm.details["rule"] == "L5" and alarm.details["readings"]["expected_w"] == 75.0
+    assert alarm.details["thresholds"]["lamp_rated_w"] == 150.0
