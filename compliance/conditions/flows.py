@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from alerts import service as alerts
 from compliance.conditions import service
 from compliance.conditions.models import (
     COMMUNICATION_LOSS,
+    CONSUMPTION_ANOMALY,
     COUNTER_INTEGRITY,
     LAMP_FAILURE,
     LAMP_POWER_OUT_OF_BAND,
@@ -285,3 +287,54 @@ def _counter_dropped(
 def devices_of(notices: Iterable[Any]) -> list[str]:
     """Device ids named by state notices."""
     return sorted({device for notice in notices for device in getattr(notice, "devices", ())})
+
+
+# -- rule E3: consumption anomaly ------------------------------------------------------------------
+
+MAD_TO_SIGMA = 0.6745  # the robust z-score's constant: 0.6745 (x - median) / MAD
+
+
+def robust_z(history: np.ndarray, value: float) -> float:
+    """How far ``value`` lies from ``history`` in median absolute deviations (rule E3). A flat
+    history (MAD 0) makes any other value infinitely far, and its own value 0."""
+    median = float(np.median(history))
+    mad = float(np.median(np.abs(history - median)))
+    if mad == 0:
+        return 0.0 if value == median else float("inf")
+    return MAD_TO_SIGMA * (value - median) / mad
+
+
+def check_consumption(
+    conn: psycopg.Connection, *, now: datetime, devices: list[str] | None = None
+) -> list[Finding]:
+    """Rule E3: judge each meter's last complete hour against its own history (robust z-score,
+    the policy's threshold), once it has the minimum history; raise or clear the alarm."""
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    rows = service.hourly_consumption(conn, until=hour, devices=devices)
+    by_meter: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_meter.setdefault(row["device_id"], []).append(row)
+    judged = []
+    for device_id, hours in by_meter.items():
+        thresholds = thresholds_of(hours[-1])
+        last = hours[-1]
+        if last["bucket"] != hour - timedelta(hours=1):
+            continue  # the last hour has no reading: rule E1's, not a consumption to judge
+        history = np.array([h["consumption"] for h in hours[:-1]], dtype=float)
+        if len(history) < thresholds.anomaly_min_hours:
+            continue  # too little history to know what is normal for this meter
+        z = robust_z(history, float(last["consumption"]))
+        readings = {
+            "consumption": float(last["consumption"]),
+            "median": float(np.median(history)),
+            "z": round(z, 3) if np.isfinite(z) else None,
+            "hours": float(len(history)),
+        }
+        holds = bool(abs(z) > thresholds.anomaly_z)
+        judged.append((Finding(device_id, CONSUMPTION_ANOMALY, holds, readings), thresholds))
+    changed = []
+    with conn.transaction():
+        for finding, thresholds in judged:
+            if _apply(conn, finding=finding, now=now, thresholds=thresholds):
+                changed.append(finding)
+    return changed

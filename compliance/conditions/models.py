@@ -29,6 +29,10 @@ class Thresholds:
     # unknown: power not judged); supply voltage in the E2 band around nominal
     lamp_rated_w: float | None = None
     lamp_power_band: float = 0.2
+    # rule E3: robust z-score of an hour's consumption over the meter's own history
+    anomaly_z: float = 3.5
+    anomaly_min_hours: int = 72
+    anomaly_history_days: int = 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,9 @@ SUPPLY_VOLTAGE_OUT_OF_BAND = Condition(
 COMMUNICATION_LOSS = Condition(
     "communication_loss", "E1", "warning", "no reading for several reading periods"
 )
+CONSUMPTION_ANOMALY = Condition(
+    "consumption_anomaly", "E3", "info", "an hour's consumption far outside the meter's own"
+)
 COUNTER_INTEGRITY = Condition(
     "counter_integrity", "E4", "warning", "a cumulative counter went backwards (data quality)"
 )
@@ -75,6 +82,7 @@ CONDITIONS = (
     COMMUNICATION_LOSS,
     LAMP_POWER_OUT_OF_BAND,
     SUPPLY_VOLTAGE_OUT_OF_BAND,
+    CONSUMPTION_ANOMALY,
 )
 
 

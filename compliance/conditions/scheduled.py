@@ -1,11 +1,13 @@
 """Condition runner: checks on every state change that ingest announces, and on a schedule
-(conditions of rules L1, L2, E2; counters of rule E4)."""
+(conditions of rules L1, L2, L5, E1, E2; counters of rule E4; each hour's consumption once,
+rule E3)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 
 from compliance.conditions import flows
 from vigil import notify
@@ -20,11 +22,17 @@ async def run(*, resources: Resources, stop: asyncio.Event) -> None:
     clock, settings = resources.clock, resources.settings
     busy = asyncio.Lock()  # keeps the sweep and the watcher apart
 
+    judged_hours: list[datetime] = []  # rule E3 judges each complete hour once
+
     def check(devices: list[str] | None) -> None:
         with resources.db.connection() as conn:
             now = clock.now()
             findings = flows.check(conn, now=now, devices=devices)
             drops = flows.check_counters(conn, now=now, devices=devices)
+            hour = now.replace(minute=0, second=0, microsecond=0)
+            if devices is None and hour not in judged_hours:
+                findings += flows.check_consumption(conn, now=now)
+                judged_hours[:] = [hour]
         for finding in findings:
             state = "raised" if finding.holds else "cleared"
             log.info("%s: %s %s", finding.device_id, finding.condition.type, state)

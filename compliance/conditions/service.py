@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,9 @@ POLICY_COLUMNS = (
     "missed_readings",
     "lamp_rated_w",
     "lamp_power_band",
+    "anomaly_z",
+    "anomaly_min_hours",
+    "anomaly_history_days",
 )
 _IN_FORCE = ", ".join(f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}" for c in POLICY_COLUMNS)
 _POLICY = f"""
@@ -158,3 +162,40 @@ def meter_silence(
     )
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, {"devices": devices}).fetchall()
+
+
+# Rule E3: what each kind of meter consumes, read from its cumulative counter's hourly roll-up.
+CONSUMPTION_COUNTERS = {"energy_meter": "import_energy", "water_meter": "forward_volume"}
+
+
+def hourly_consumption(
+    conn: psycopg.Connection, *, until: datetime, devices: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Per meter, the consumption of each complete hour before ``until`` within its policy's
+    history (the counter's last value of the hour minus that of the hour before), with the
+    thresholds in force; oldest first."""
+    query = f"""
+        WITH meters AS (
+            SELECT d.id AS device_id, d.kind, {_POLICY_OF_P}
+            FROM devices d JOIN ({_POLICY}) p ON p.device_id = d.id
+            WHERE d.kind IN ('energy_meter', 'water_meter') AND d.decommissioned_at IS NULL
+              AND (%(devices)s::text[] IS NULL OR d.id = ANY(%(devices)s::text[]))
+        ), hours AS (
+            SELECT h.device_id, h.bucket,
+                   h.last_value - lag(h.last_value) OVER w AS consumption,
+                   h.bucket - lag(h.bucket) OVER w AS step
+            FROM telemetry_hourly h JOIN meters m ON m.device_id = h.device_id
+            WHERE h.metric = %(counters)s::jsonb ->> m.kind
+              AND h.bucket < %(until)s
+              AND h.bucket >= %(until)s - make_interval(days => m.anomaly_history_days)
+                                        - interval '1 hour'
+            WINDOW w AS (PARTITION BY h.device_id ORDER BY h.bucket)
+        )
+        SELECT m.*, h.bucket, h.consumption FROM meters m
+        JOIN hours h ON h.device_id = m.device_id
+        WHERE h.step = interval '1 hour'  -- a gap stays a gap: no hour is made up across it
+        ORDER BY m.device_id, h.bucket
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        params = {"until": until, "devices": devices, "counters": json.dumps(CONSUMPTION_COUNTERS)}
+        return cur.execute(query, params).fetchall()

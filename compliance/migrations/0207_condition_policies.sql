@@ -1,4 +1,4 @@
--- The thresholds of the condition checks (rules L1, L2, L5, E1, E2, E4), every one a default of
+-- The thresholds of the condition checks (rules L1, L2, L5, E1-E4), every one a default of
 -- RULES.md: the row with neither jurisdiction nor device holds the defaults; a jurisdiction row
 -- or a device row overrides any non-null value (device over jurisdiction over default). The
 -- values in force are recorded with each alarm they raise.
@@ -18,14 +18,20 @@ CREATE TABLE condition_policies (
     -- around rated x dim level that lamp power stays in
     lamp_rated_w         double precision CHECK (lamp_rated_w > 0),
     lamp_power_band      double precision CHECK (lamp_power_band > 0 AND lamp_power_band < 1),
+    -- rule E3: an hour's consumption whose robust z-score (median/MAD over the meter's own
+    -- history of anomaly_history_days) exceeds anomaly_z, judged after anomaly_min_hours
+    anomaly_z            double precision CHECK (anomaly_z > 0),
+    anomaly_min_hours    integer CHECK (anomaly_min_hours >= 3),
+    anomaly_history_days integer CHECK (anomaly_history_days >= 1),
     CHECK (jurisdiction_id IS NULL OR device_id IS NULL)
 );
 CREATE UNIQUE INDEX condition_policies_default_idx ON condition_policies ((true))
     WHERE jurisdiction_id IS NULL AND device_id IS NULL;
 INSERT INTO condition_policies (
     lamp_failed_below_w, relamp_share, nominal_voltage, voltage_band, rollover_share,
-    reading_interval_s, missed_readings, lamp_power_band)
-VALUES (1.0, 0.4, 230.0, 0.10, 0.9, 300.0, 3, 0.2);
+    reading_interval_s, missed_readings, lamp_power_band, anomaly_z, anomaly_min_hours,
+    anomaly_history_days)
+VALUES (1.0, 0.4, 230.0, 0.10, 0.9, 300.0, 3, 0.2, 3.5, 72, 28);
 
 CREATE FUNCTION condition_default_policy_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -35,7 +41,8 @@ BEGIN
         END IF;
         IF num_nulls(NEW.lamp_failed_below_w, NEW.relamp_share, NEW.nominal_voltage,
                      NEW.voltage_band, NEW.rollover_share, NEW.reading_interval_s,
-                     NEW.missed_readings, NEW.lamp_power_band) > 0 THEN
+                     NEW.missed_readings, NEW.lamp_power_band, NEW.anomaly_z,
+                     NEW.anomaly_min_hours, NEW.anomaly_history_days) > 0 THEN
             RAISE EXCEPTION 'the default condition policy needs every value';
         END IF;
     END IF;

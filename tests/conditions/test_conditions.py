@@ -312,3 +312,54 @@ def test_lamp_power_and_supply_voltage_out_of_band(db, site):
     )
     assert alarm.details["rule"] == "L5" and alarm.details["readings"]["expected_w"] == 75.0
     assert alarm.details["thresholds"]["lamp_rated_w"] == 150.0
+
+
+def _hourly_counter(db, device_id, metric, start, values):
+    """Hourly roll-ups of a counter ending at ``values[i]`` in hour ``start + i``."""
+    with db.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO telemetry_hourly (device_id, metric, bucket, samples, min_value, "
+            "max_value, avg_value, first_value, last_value) VALUES (%s, %s, %s, 60, %s, %s, %s, "
+            "%s, %s)",
+            [
+                (device_id, metric, start + timedelta(hours=i), v, v, v, v, v)
+                for i, v in enumerate(values)
+            ],
+        )
+
+
+def test_an_hour_far_outside_the_meters_own_consumption_is_an_anomaly(db, site):
+    # rule E3: robust z-score (median/MAD) of the last complete hour over the meter's history,
+    # judged only once it has 72 hours of it
+    import numpy as np
+
+    FleetFactory(db, at=NOW).device("m-e3", site=site, kind="energy_meter", model="sdm630")
+    start = NOW.replace(minute=0) - timedelta(hours=81)  # the last value: the 09:00 hour
+    usage = [1.0 + 0.1 * (i % 3) for i in range(79)] + [9.0]  # the last hour: 9 kWh
+    _hourly_counter(db, "m-e3", "import_energy", start, list(np.cumsum([100.0, *usage])))
+    [finding] = flows.check_consumption(db, now=NOW)
+    assert (finding.device_id, finding.holds) == ("m-e3", True)
+    alarm = alerts.open_alarm(
+        db, source_type="device", source_id="m-e3", type="consumption_anomaly"
+    )
+    assert alarm.details["rule"] == "E3" and alarm.details["readings"]["consumption"] == 9.0
+    assert alarm.details["thresholds"]["anomaly_z"] == 3.5
+    # a normal next hour clears it
+    _hourly_counter(db, "m-e3", "import_energy", NOW.replace(minute=0), [100.0 + sum(usage) + 1.1])
+    [cleared] = flows.check_consumption(db, now=NOW + timedelta(hours=1))
+    assert cleared.holds is False
+
+
+def test_consumption_is_not_judged_without_enough_history(db, site):
+    FleetFactory(db, at=NOW).device("m-new", site=site, kind="energy_meter", model="sdm630")
+    start = NOW.replace(minute=0) - timedelta(hours=10)
+    _hourly_counter(db, "m-new", "import_energy", start, [float(v) for v in range(0, 100, 10)])
+    assert flows.check_consumption(db, now=NOW) == []
+
+
+def test_robust_z_of_a_flat_history():
+    import numpy as np
+
+    assert flows.robust_z(np.array([2.0, 2.0, 2.0]), 2.0) == 0.0
+    assert flows.robust_z(np.array([2.0, 2.0, 2.0]), 2.5) == float("inf")
+    assert flows.robust_z(np.array([1.0, 2.0, 3.0]), 2.0) == 0.0
