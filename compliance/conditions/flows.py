@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import psycopg
@@ -36,7 +37,20 @@ AUDIENCE = ("firm", "user_unit")
 SOURCE_TYPE = "device"
 
 
-def judge(row: dict[str, Any], *, thresholds: Thresholds) -> list[Finding]:
+def should_be_lit(row: dict[str, Any], *, now: datetime, thresholds: Thresholds) -> bool:
+    """Rule L1: by the pole's schedule (local hours, across midnight) when it has one, else by
+    its photocell, else by its relay."""
+    if thresholds.lit_from_h is not None and thresholds.lit_until_h is not None:
+        local = now.astimezone(ZoneInfo(row["timezone"]))
+        hour = local.hour + local.minute / 60 + local.second / 3600
+        start, end = thresholds.lit_from_h, thresholds.lit_until_h
+        return start <= hour < end if start < end else hour >= start or hour < end
+    if row["lux"] is not None:
+        return row["lux"] < thresholds.dark_below_lux
+    return row["lamp_on"] >= 1
+
+
+def judge(row: dict[str, Any], *, thresholds: Thresholds, now: datetime) -> list[Finding]:
     """The conditions that apply to one device's latest readings, holding or not, under the
     thresholds in force for it."""
     device = row["device_id"]
@@ -51,11 +65,13 @@ def judge(row: dict[str, Any], *, thresholds: Thresholds) -> list[Finding]:
         ]
     findings = []
     if row["lamp_on"] is not None and row["lamp_power"] is not None:
-        # rule L1: lit by schedule or photocell, yet drawing (almost) nothing
-        failed = row["lamp_on"] >= 1 and row["lamp_power"] < thresholds.lamp_failed_below_w
+        # rule L1: it should be lit (schedule or photocell), yet it draws (almost) nothing,
+        # whatever its relay says
+        lit = should_be_lit(row, now=now, thresholds=thresholds)
+        failed = lit and row["lamp_power"] < thresholds.lamp_failed_below_w
         if row["kind"] == "high_mast" and row["lamps_out"] is not None:
             failed = failed or row["lamps_out"] >= 1
-        readings = {k: row[k] for k in ("lamp_on", "lamp_power", "lamps_out")}
+        readings = {k: row[k] for k in ("lamp_on", "lamp_power", "lamps_out", "lux")}
         findings.append(Finding(device, LAMP_FAILURE, failed, readings))
     if row["kind"] == "high_mast" and row["lamps_total"] and row["lamps_out"] is not None:
         share = row["lamps_out"] / row["lamps_total"]
@@ -131,7 +147,7 @@ def check(
     judged = []
     for row in service.latest_readings(conn, devices=devices):
         thresholds = thresholds_of(row)
-        judged += [(f, thresholds) for f in judge(row, thresholds=thresholds)]
+        judged += [(f, thresholds) for f in judge(row, thresholds=thresholds, now=now)]
     for row in service.meter_silence(conn, devices=devices):
         thresholds = thresholds_of(row)
         judged.append((silence(row, now=now, thresholds=thresholds), thresholds))

@@ -33,6 +33,11 @@ class Thresholds:
     anomaly_z: float = 3.5
     anomaly_min_hours: int = 72
     anomaly_history_days: int = 28
+    # rule L1: a pole on a schedule should be lit from lit_from_h to lit_until_h (local hours);
+    # else while its photocell reads below dark_below_lux; without either, while its relay is on
+    dark_below_lux: float = 10.0
+    lit_from_h: float | None = None
+    lit_until_h: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,11 @@ SELECT d.id AS device_id, d.kind,
        max(s.value) FILTER (WHERE s.metric = 'power_total') AS power_total,
        max(s.value) FILTER (WHERE s.metric = 'flow_rate') AS flow_rate,
        max(s.value) FILTER (WHERE s.metric = 'dim_level') AS dim_level,
-       max(s.value) FILTER (WHERE s.metric = 'supply_voltage') AS supply_voltage
+       max(s.value) FILTER (WHERE s.metric = 'supply_voltage') AS supply_voltage,
+       max(s.value) FILTER (WHERE s.metric = 'lux') AS lux,
+       min(si.timezone) AS timezone
 FROM devices d
+JOIN sites si ON si.id = d.site_id
 JOIN device_state s ON s.device_id = d.id AND s.good
 WHERE d.kind IN ('light_pole', 'high_mast', 'energy_meter', 'water_meter')
   AND d.decommissioned_at IS NULL
@@ -45,6 +48,9 @@ POLICY_COLUMNS = (
     "anomaly_z",
     "anomaly_min_hours",
     "anomaly_history_days",
+    "dark_below_lux",
+    "lit_from_h",
+    "lit_until_h",
 )
 _IN_FORCE = ", ".join(f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}" for c in POLICY_COLUMNS)
 _POLICY = f"""

@@ -23,6 +23,12 @@ CREATE TABLE condition_policies (
     anomaly_z            double precision CHECK (anomaly_z > 0),
     anomaly_min_hours    integer CHECK (anomaly_min_hours >= 3),
     anomaly_history_days integer CHECK (anomaly_history_days >= 1),
+    -- rule L1: when a lamp should be lit: between lit_from_h and lit_until_h (local hours) for a
+    -- pole on a schedule, else while its photocell reads below dark_below_lux
+    dark_below_lux       double precision CHECK (dark_below_lux > 0),
+    lit_from_h           double precision CHECK (lit_from_h >= 0 AND lit_from_h < 24),
+    lit_until_h          double precision CHECK (lit_until_h >= 0 AND lit_until_h < 24),
+    CHECK ((lit_from_h IS NULL) = (lit_until_h IS NULL)),
     CHECK (jurisdiction_id IS NULL OR device_id IS NULL)
 );
 CREATE UNIQUE INDEX condition_policies_default_idx ON condition_policies ((true))
@@ -30,8 +36,8 @@ CREATE UNIQUE INDEX condition_policies_default_idx ON condition_policies ((true)
 INSERT INTO condition_policies (
     lamp_failed_below_w, relamp_share, nominal_voltage, voltage_band, rollover_share,
     reading_interval_s, missed_readings, lamp_power_band, anomaly_z, anomaly_min_hours,
-    anomaly_history_days)
-VALUES (1.0, 0.4, 230.0, 0.10, 0.9, 300.0, 3, 0.2, 3.5, 72, 28);
+    anomaly_history_days, dark_below_lux)
+VALUES (1.0, 0.4, 230.0, 0.10, 0.9, 300.0, 3, 0.2, 3.5, 72, 28, 10.0);
 
 CREATE FUNCTION condition_default_policy_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -42,7 +48,8 @@ BEGIN
         IF num_nulls(NEW.lamp_failed_below_w, NEW.relamp_share, NEW.nominal_voltage,
                      NEW.voltage_band, NEW.rollover_share, NEW.reading_interval_s,
                      NEW.missed_readings, NEW.lamp_power_band, NEW.anomaly_z,
-                     NEW.anomaly_min_hours, NEW.anomaly_history_days) > 0 THEN
+                     NEW.anomaly_min_hours, NEW.anomaly_history_days,
+                     NEW.dark_below_lux) > 0 THEN
             RAISE EXCEPTION 'the default condition policy needs every value';
         END IF;
     END IF;

@@ -363,3 +363,26 @@ def test_robust_z_of_a_flat_history():
     assert flows.robust_z(np.array([2.0, 2.0, 2.0]), 2.0) == 0.0
     assert flows.robust_z(np.array([2.0, 2.0, 2.0]), 2.5) == float("inf")
     assert flows.robust_z(np.array([1.0, 2.0, 3.0]), 2.0) == 0.0
+
+
+def test_a_lamp_that_should_be_lit_is_judged_by_photocell_or_schedule_not_by_its_relay(db, site):
+    # rule L1: after dark a pole whose relay stayed open has failed too; in daylight a closed
+    # relay drawing nothing has not (nothing should burn); a pole on a schedule follows it
+    from compliance.conditions import service
+
+    device(db, site, "pole-stuck", "light_pole", lamp_on=0, lamp_power=0.0, lux=2.0)
+    device(db, site, "pole-day", "light_pole", lamp_on=1, lamp_power=0.0, lux=20_000.0)
+    device(db, site, "pole-timed", "light_pole", lamp_on=0, lamp_power=0.0, lux=20_000.0)
+    # 10:30 UTC is 18:30 in Shanghai: inside a 18:00-06:00 schedule, across midnight
+    service.set_policy(db, device_id="pole-timed", lit_from_h=18.0, lit_until_h=6.0)
+    changed = flows.check(db, now=NOW)
+    assert sorted(f.device_id for f in changed if f.condition.type == "lamp_failure") == [
+        "pole-stuck",
+        "pole-timed",
+    ]
+    assert "lamp_failure" not in open_types(db, "pole-day")
+    # at 14:00 in Shanghai the schedule says off: the timed pole is no longer failed
+    changed = flows.check(db, now=NOW - timedelta(hours=4, minutes=30))
+    assert [(f.device_id, f.holds) for f in changed if f.device_id == "pole-timed"] == [
+        ("pole-timed", False)
+    ]
