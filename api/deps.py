@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pydantic import TypeAdapter
 from api.auth import service as auth_service
 from api.auth.models import Principal, Role
 from vigil.clock import Clock
+from vigil.db.pool import run_in_thread
 
 T = TypeVar("T")
 
@@ -70,13 +70,7 @@ async def run_sync(ctx: ApiContext, fn: Callable[..., T], /, **kwargs: Any) -> T
     The connection's transaction commits when ``fn`` returns and rolls back when it raises.
     """
     assert ctx.sync_pool is not None
-    pool = ctx.sync_pool
-
-    def call() -> T:
-        with pool.connection() as conn:
-            return fn(conn, **kwargs)
-
-    return await asyncio.to_thread(call)
+    return await run_in_thread(ctx.sync_pool, fn, **kwargs)
 
 
 _bearer = HTTPBearer(auto_error=False, description="session token from POST /api/v1/auth/login")

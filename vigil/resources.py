@@ -20,7 +20,7 @@ from vigil import notify
 from vigil.broker import Publisher
 from vigil.clock import Clock
 from vigil.config import Settings
-from vigil.db.pool import open_async_pool, open_pool
+from vigil.db.pool import open_async_pool, open_pool, run_in_thread
 
 T = TypeVar("T")
 
@@ -43,12 +43,7 @@ class Resources:
     async def on_db(self, action: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a synchronous flow ``action(conn, **kwargs)`` in a worker thread, on a pooled
         connection."""
-
-        def call() -> T:
-            with self.db.connection() as conn:
-                return action(conn, **kwargs)
-
-        return await asyncio.to_thread(call)
+        return await run_in_thread(self.db, action, **kwargs)
 
     def listener(self, channels: Sequence[str]) -> notify.Listener:
         """A LISTEN session on its own connection to the same database (``async with``)."""

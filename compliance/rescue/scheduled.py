@@ -33,6 +33,7 @@ from compliance.rescue.models import (
 from vigil import notify
 from vigil.catalog import ServiceMode
 from vigil.clock import Clock, from_ms
+from vigil.db.pool import run_in_thread
 from vigil.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,7 @@ class Rescue:
 
     async def db(self, action: Callable[..., T], **kwargs: Any) -> T:
         """Run a flow in a worker thread in one transaction on a pooled connection."""
-
-        def call() -> T:
-            with self._pool.connection() as conn, conn.transaction():
-                return action(conn, **kwargs)
-
-        return await asyncio.to_thread(call)
+        return await run_in_thread(self._pool, action, transaction=True, **kwargs)
 
     # -- start-up --------------------------------------------------------------------------------
 

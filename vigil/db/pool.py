@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import RowFactory, dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+T = TypeVar("T")
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
@@ -54,3 +58,24 @@ async def open_async_pool(
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+async def run_in_thread(
+    pool: ConnectionPool,
+    action: Callable[..., T],
+    /,
+    *,
+    transaction: bool = False,
+    **kwargs: Any,
+) -> T:
+    """Run a synchronous ``action(conn, **kwargs)`` in a worker thread on a pooled connection
+    (with ``transaction``: inside one transaction, for autocommit pools)."""
+
+    def call() -> T:
+        with pool.connection() as conn:
+            if not transaction:
+                return action(conn, **kwargs)
+            with conn.transaction():
+                return action(conn, **kwargs)
+
+    return await asyncio.to_thread(call)
