@@ -25,6 +25,7 @@ RUNNER_MODULES = (
     "compliance.log.scheduled",
     "compliance.rescue.scheduled",
     "compliance.conditions.scheduled",
+    "compliance.inspections.scheduled",  # rule L4: rounds missed
     "fleet.scheduled",  # the firm in force as contracts begin and end
     "workorders.scheduled",  # faults, lapses and rescues become work; deadlines (S1, S2)
 )

@@ -148,8 +148,27 @@ ALARM_WORK: dict[str, tuple[Kind, Level]] = {
     "consumption_anomaly": (Kind.METER_FAULT, Level.NON_FAULT),
     "counter_integrity": (Kind.METER_FAULT, Level.NON_FAULT),
 }
+# Rule L4: a pole's or mast's round overdue is an inspection task; a round failed (grounding
+# over 4 ohm, insulation under 0.5 Mohm, a damaged box, a calibration off) is corrective work.
+# Each is of one kind of round: ``inspection_missed.grounding``.
+ALARM_FAMILY_WORK: dict[str, tuple[Kind, Level]] = {
+    "inspection_missed": (Kind.INSPECTION_TASK, Level.NON_FAULT),
+    "inspection_failed": (Kind.CORRECTIVE_WORK, Level.GENERAL),
+}
 FAULT_ALARM = "controller_fault"
-WATCHED_ALARMS = frozenset({FAULT_ALARM, *ALARM_WORK})
+
+
+def alarm_work(alarm_type: str | None) -> tuple[Kind, Level] | None:
+    """The kind and level of work an alarm type calls for (besides controller faults)."""
+    if alarm_type is None:
+        return None
+    family = alarm_type.split(".", 1)[0] if "." in alarm_type else None
+    return ALARM_WORK.get(alarm_type) or ALARM_FAMILY_WORK.get(family or "")
+
+
+def watches(alarm_type: str | None) -> bool:
+    """Whether an alarm of this type becomes work."""
+    return alarm_type == FAULT_ALARM or alarm_work(alarm_type) is not None
 
 
 def source_of_alarm(alarm: Any) -> Source | None:
@@ -171,8 +190,8 @@ def source_of_alarm(alarm: Any) -> Source | None:
             title=f"controller fault {code} ({name})",
             details={"alarm_id": alarm.id, "fault_code": code},
         )
-    if alarm.type in ALARM_WORK:
-        kind, level = ALARM_WORK[alarm.type]
+    if work := alarm_work(alarm.type):
+        kind, level = work
         return Source(
             device_id=alarm.source_id,
             kind=kind,

@@ -41,7 +41,7 @@ def sources_of_notice(conn: psycopg.Connection, notice: Any, *, now: datetime) -
     if not isinstance(notice, dict):
         return []
     kind = notice.get("kind")
-    if kind == "alarm" and notice.get("type") in flows.WATCHED_ALARMS:
+    if kind == "alarm" and flows.watches(notice.get("type")):
         if notice.get("change") not in ("raised", "retriggered"):
             return []
         alarm = alerts.get_alarm(conn, alarm_id=int(notice["id"]))
@@ -71,7 +71,7 @@ def missed_sources(conn: psycopg.Connection, *, now: datetime) -> list[Source]:
     """What needs work and may have been missed while no runner listened."""
     found: list[Source] = []
     for alarm in alerts.list_alarms(conn, states=[AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED]):
-        if alarm.type in flows.WATCHED_ALARMS and (source := flows.source_of_alarm(alarm)):
+        if flows.watches(alarm.type) and (source := flows.source_of_alarm(alarm)):
             found.append(source)
     for incident in rescue.ended_incidents(conn, since=now - LOOKBACK):
         if source := flows.source_of_rescue(incident):

@@ -41,6 +41,23 @@ class Thresholds:
 
 
 @dataclass(frozen=True, slots=True)
+class InspectionPolicy:
+    """Rule L4's intervals and limits in force for a pole, a mast or a section, kept in the same
+    policy rows as the thresholds (device over jurisdiction over default; a section has no
+    device row); each round and finding records them."""
+
+    patrols_per_week: int = 4  # a section without telemetry; one with it is reviewed daily
+    pole_box_days: int = 7
+    cleaning_days: int = 182  # cleaning and terminal tightening every 6 months
+    grounding_days: int = 365
+    insulation_days: int = 365
+    calibration_days: int = 365  # timer and photocell
+    grounding_max_ohm: float = 4.0
+    insulation_min_mohm: float = 0.5
+    insulation_test_v: float = 500.0  # the megger's test voltage (at least)
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
     """One kind of trouble a device can be in."""
 
@@ -104,3 +121,8 @@ class Finding:
 def thresholds_of(row: dict[str, Any]) -> Thresholds:
     """The thresholds in force that a reading row carries."""
     return Thresholds(**{f.name: row[f.name] for f in fields(Thresholds)})
+
+
+def inspection_policy_of(row: dict[str, Any]) -> InspectionPolicy:
+    """Rule L4's policy in force that a row carries."""
+    return InspectionPolicy(**{f.name: row[f.name] for f in fields(InspectionPolicy)})

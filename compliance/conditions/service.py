@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from compliance.conditions.models import InspectionPolicy, Thresholds
 
 _LATEST = """
 SELECT d.id AS device_id, d.kind,
@@ -35,26 +38,25 @@ GROUP BY d.id, d.kind
 """
 
 # The thresholds in force per device: device over jurisdiction over default.
-POLICY_COLUMNS = (
-    "lamp_failed_below_w",
-    "relamp_share",
-    "nominal_voltage",
-    "voltage_band",
-    "rollover_share",
-    "reading_interval_s",
-    "missed_readings",
-    "lamp_rated_w",
-    "lamp_power_band",
-    "anomaly_z",
-    "anomaly_min_hours",
-    "anomaly_history_days",
-    "dark_below_lux",
-    "lit_from_h",
-    "lit_until_h",
-)
-_IN_FORCE = ", ".join(f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}" for c in POLICY_COLUMNS)
-_POLICY = f"""
-SELECT d.id AS device_id, {_IN_FORCE}
+POLICY_COLUMNS = tuple(f.name for f in fields(Thresholds))
+# Rule L4's intervals and limits, in the same rows.
+INSPECTION_COLUMNS = tuple(f.name for f in fields(InspectionPolicy))
+
+
+def _in_force(columns: tuple[str, ...], *, devices: bool = True) -> str:
+    """Per device (or per site: jurisdiction over default), each column's value in force."""
+    if not devices:
+        chosen = ", ".join(f"coalesce(pj.{c}, dflt.{c}) AS {c}" for c in columns)
+        return f"""
+SELECT si.id AS site_id, {chosen}
+FROM sites si
+CROSS JOIN (SELECT * FROM condition_policies
+            WHERE jurisdiction_id IS NULL AND device_id IS NULL) dflt
+LEFT JOIN condition_policies pj ON pj.jurisdiction_id = si.jurisdiction_id
+"""
+    chosen = ", ".join(f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}" for c in columns)
+    return f"""
+SELECT d.id AS device_id, {chosen}
 FROM devices d
 JOIN sites si ON si.id = d.site_id
 CROSS JOIN (SELECT * FROM condition_policies
@@ -62,6 +64,11 @@ CROSS JOIN (SELECT * FROM condition_policies
 LEFT JOIN condition_policies pj ON pj.jurisdiction_id = si.jurisdiction_id
 LEFT JOIN condition_policies pd ON pd.device_id = d.id
 """
+
+
+_POLICY = _in_force(POLICY_COLUMNS)
+DEVICE_INSPECTION_POLICY = _in_force(INSPECTION_COLUMNS)
+SITE_INSPECTION_POLICY = _in_force(INSPECTION_COLUMNS, devices=False)
 
 
 _POLICY_OF_P = ", ".join(f"p.{c}" for c in POLICY_COLUMNS)
@@ -114,7 +121,7 @@ def set_policy(
     **values: float | None,
 ) -> None:
     """Set thresholds for a jurisdiction or a device (None: inherit); neither: the defaults."""
-    unknown = set(values) - set(POLICY_COLUMNS)
+    unknown = set(values) - set(POLICY_COLUMNS) - set(INSPECTION_COLUMNS)
     if unknown:
         raise ValueError(f"no such threshold: {', '.join(sorted(unknown))}")
     if jurisdiction_id is not None and device_id is not None:
