@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from fastapi import HTTPException, status
 from psycopg import sql
 
 from api.auth.models import Principal, Role
@@ -139,3 +140,30 @@ async def device_visible(
         scoped_device_ids_query(scope), {**scope.params, "ids": [device_id]}
     )
     return await cursor.fetchone() is not None
+
+
+async def acting_technician(
+    conn: psycopg.AsyncConnection,
+    principal: Principal,
+    technician_id: int | None,
+    *,
+    required: bool = True,
+) -> int | None:
+    """Who did the work being recorded: a technician caller itself, or a technician of the
+    caller's firm (any, for an admin); 404 for another firm's (rule A2), 400 if missing."""
+    if principal.role is Role.TECHNICIAN:
+        if technician_id not in (None, principal.technician_id):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, detail="a technician records its own work"
+            )
+        return principal.technician_id
+    if technician_id is None:
+        if required:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="technician_id is required")
+        return None
+    cur = await conn.execute("SELECT firm_id FROM technicians WHERE id = %s", (technician_id,))
+    row = await cur.fetchone()
+    firm = None if row is None else row["firm_id"] if isinstance(row, dict) else row[0]
+    if row is None or (principal.role is not Role.ADMIN and firm != principal.firm_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="technician not found")
+    return technician_id

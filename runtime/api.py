@@ -104,8 +104,10 @@ LIVE_READS = DomainReads(
 OPTIONAL_ROUTERS = {
     "alarms": "alerts.views",
     "audit": "compliance.log.views",
+    "condition_policies": "compliance.conditions.views",
     "fleet": "fleet.views",
     "incidents": "compliance.rescue.views",
+    "inspections": "compliance.inspections.views",
     "maintenance": "compliance.maintenance.views",
     "reports": "reports.views",
     "work_orders": "workorders.views",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +25,7 @@ from compliance.conditions.models import (
     SUPPLY_VOLTAGE_OUT_OF_BAND,
     VOLTAGE_OUT_OF_BAND,
     Finding,
+    InspectionPolicy,
     Thresholds,
     thresholds_of,
 )
@@ -354,3 +355,53 @@ def check_consumption(
             if _apply(conn, finding=finding, now=now, thresholds=thresholds):
                 changed.append(finding)
     return changed
+
+
+# -- policy ---------------------------------------------------------------------------------------
+
+INTEGER_POLICY_VALUES = frozenset(
+    f.name for model in (Thresholds, InspectionPolicy) for f in fields(model) if f.type == "int"
+)
+
+
+def change_policy(
+    conn: psycopg.Connection,
+    *,
+    values: dict[str, float | None],
+    actor: str,
+    at: datetime,
+    jurisdiction_id: int | None = None,
+    device_id: str | None = None,
+) -> dict[str, Any]:
+    """Set thresholds of a jurisdiction, a device or (neither) the defaults (None: inherit),
+    logged with the values before and after (rule A1); the row as it now stands."""
+    if not values:
+        raise ValueError("no threshold given")
+    for name, value in values.items():
+        if name in INTEGER_POLICY_VALUES and value is not None and value != int(value):
+            raise ValueError(f"{name} is a whole number, not {value}")
+    with conn.transaction():
+        before = service.policy_row(conn, jurisdiction_id=jurisdiction_id, device_id=device_id)
+        service.set_policy(conn, jurisdiction_id=jurisdiction_id, device_id=device_id, **values)
+        after = service.policy_row(conn, jurisdiction_id=jurisdiction_id, device_id=device_id)
+        assert after is not None
+        subject = (
+            ("device", device_id)
+            if device_id is not None
+            else ("jurisdiction", jurisdiction_id)
+            if jurisdiction_id is not None
+            else ("policy", "default")
+        )
+        compliance_log.append(
+            conn,
+            kind="condition_policy.changed",
+            subject_type=subject[0],
+            subject_id=subject[1] if subject[1] is not None else "default",
+            body={
+                "changed": values,
+                "before": {k: (before or {}).get(k) for k in values},
+            },
+            actor=actor,
+            at=at,
+        )
+    return after

@@ -212,3 +212,56 @@ def hourly_consumption(
     with conn.cursor(row_factory=dict_row) as cur:
         params = {"until": until, "devices": devices, "counters": json.dumps(CONSUMPTION_COUNTERS)}
         return cur.execute(query, params).fetchall()
+
+
+ALL_POLICY_COLUMNS = POLICY_COLUMNS + INSPECTION_COLUMNS
+_ROW_COLUMNS = ", ".join(("jurisdiction_id", "device_id", *ALL_POLICY_COLUMNS))
+
+
+def policy_row(
+    conn: psycopg.Connection, *, jurisdiction_id: int | None = None, device_id: str | None = None
+) -> dict[str, Any] | None:
+    """The policy row of a jurisdiction, a device, or (neither) the defaults; None if unset."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {_ROW_COLUMNS} FROM condition_policies WHERE "
+            "jurisdiction_id IS NOT DISTINCT FROM %s AND device_id IS NOT DISTINCT FROM %s",
+            (jurisdiction_id, device_id),
+        ).fetchone()
+
+
+async def list_policies(
+    conn: psycopg.AsyncConnection, *, scope: sql.Composable, scope_params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The defaults, and the rows of the jurisdictions and devices of the caller's devices
+    (``scope``: a condition over alias ``d``)."""
+    query = sql.SQL(
+        f"SELECT {_ROW_COLUMNS} FROM condition_policies p "
+        "WHERE (p.jurisdiction_id IS NULL AND p.device_id IS NULL) OR EXISTS ("
+        "SELECT 1 FROM devices d JOIN sites si ON si.id = d.site_id WHERE ({}) "
+        "AND (d.id = p.device_id OR si.jurisdiction_id = p.jurisdiction_id)) "
+        "ORDER BY p.device_id NULLS FIRST, p.jurisdiction_id NULLS FIRST"
+    ).format(scope)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, scope_params)
+        return await cur.fetchall()
+
+
+async def policy_in_force(conn: psycopg.AsyncConnection, *, device_id: str) -> dict[str, Any]:
+    """Each value in force for a device and where it comes from (device, jurisdiction,
+    default)."""
+    pick = ", ".join(
+        f"coalesce(pd.{c}, pj.{c}, dflt.{c}) AS {c}, CASE WHEN pd.{c} IS NOT NULL THEN 'device' "
+        f"WHEN pj.{c} IS NOT NULL THEN 'jurisdiction' ELSE 'default' END AS {c}__from"
+        for c in ALL_POLICY_COLUMNS
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT si.jurisdiction_id, {pick} FROM devices d JOIN sites si ON si.id = d.site_id "
+            "CROSS JOIN (SELECT * FROM condition_policies WHERE jurisdiction_id IS NULL "
+            "AND device_id IS NULL) dflt "
+            "LEFT JOIN condition_policies pj ON pj.jurisdiction_id = si.jurisdiction_id "
+            "LEFT JOIN condition_policies pd ON pd.device_id = d.id WHERE d.id = %s",
+            (device_id,),
+        )
+        return await cur.fetchone() or {}

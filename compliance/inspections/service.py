@@ -292,3 +292,20 @@ async def section_visible(
         query, {**scope_params, "site": site_id, "kinds": list(LIGHTING_KINDS)}
     )
     return await cur.fetchone() is not None
+
+
+async def visible_devices(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    kinds: list[str],
+    device_id: str | None = None,
+) -> list[str]:
+    """The caller's devices of these kinds in service (rule A2)."""
+    query = sql.SQL(
+        "SELECT d.id FROM devices d WHERE ({}) AND d.kind = ANY(%(kinds)s) "
+        "AND d.decommissioned_at IS NULL AND (%(device)s::text IS NULL OR d.id = %(device)s)"
+    ).format(scope)
+    cur = await conn.execute(query, {**scope_params, "kinds": kinds, "device": device_id})
+    return [row["id"] if isinstance(row, dict) else row[0] for row in await cur.fetchall()]

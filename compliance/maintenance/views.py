@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from api.auth.models import Principal, Role
 from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync, send
-from api.scope import device_scope_args, device_visible
+from api.scope import acting_technician, device_scope_args, device_visible
 from compliance.maintenance import flows as maintenance_flows
 from compliance.maintenance import service
 from compliance.maintenance.models import (
@@ -114,24 +114,6 @@ async def get_record(record_id: RecordId, principal: CurrentPrincipal, conn: Con
     return RecordDetail(**found.model_dump(), verdicts=verdicts)
 
 
-async def _technician_for(conn: Conn, principal: Principal, technician_id: int | None) -> int:
-    """The technician a record is for: the caller itself, or one of the caller's firm."""
-    if principal.role is Role.TECHNICIAN:
-        if technician_id not in (None, principal.technician_id):
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, detail="a technician records its own visits"
-            )
-        assert principal.technician_id is not None
-        return principal.technician_id
-    if technician_id is None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="technician_id is required")
-    cur = await conn.execute("SELECT firm_id FROM technicians WHERE id = %s", (technician_id,))
-    row = await cur.fetchone()
-    if row is None or (principal.role is not Role.ADMIN and row["firm_id"] != principal.firm_id):
-        raise not_found("technician")  # rule A2: another firm's people are not found
-    return technician_id
-
-
 def _parts(body: RecordCreate | RecordCorrection) -> list[Part]:
     return [Part(p.component, p.model, PartChange(p.change), p.safety) for p in body.parts]
 
@@ -186,7 +168,8 @@ async def create_record(
     """Saved immutably (M4) and judged against the telemetry once the visit is over (M3)."""
     if not await device_visible(conn, principal=principal, device_id=body.device_id):
         raise not_found("asset")
-    technician_id = await _technician_for(conn, principal, body.technician_id)
+    technician_id = await acting_technician(conn, principal, body.technician_id)
+    assert technician_id is not None  # required
     return await _submit(
         ctx, principal, conn, device_id=body.device_id, technician_id=technician_id, body=body
     )
@@ -206,7 +189,8 @@ async def correct_record(
     old = await service.get_scoped_record(conn, **device_scope_args(principal), record_id=record_id)
     if old is None:
         raise not_found("maintenance record")
-    technician_id = await _technician_for(conn, principal, body.technician_id)
+    technician_id = await acting_technician(conn, principal, body.technician_id)
+    assert technician_id is not None  # required
     return await _submit(
         ctx,
         principal,
