@@ -1,4 +1,5 @@
-"""Subcommands: ``vigil audit verify|checkpoint`` (rule A1), ``vigil rescue coverage`` (R8).
+"""Subcommands: ``vigil audit verify|checkpoint`` (rule A1), ``vigil rescue coverage`` (R8),
+``vigil policy show|set`` (the thresholds of rules L1-L5 and E1-E4).
 
 ``vigil compliance`` (the engine that runs every domain's runners) is the composition root's:
 see ``runtime.cli``.
@@ -7,6 +8,7 @@ see ``runtime.cli``.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 
 import psycopg
@@ -37,6 +39,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     coverage.add_argument("--firm", type=int, help="only this firm's elevators")
     coverage.set_defaults(handler=_coverage)
+
+    policy = sub.add_parser(
+        "policy", help="thresholds of the lighting and meter rules (L1-L5, E1-E4): show, set"
+    )
+    policy_actions = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    for name, helptext in (
+        ("show", "print the defaults, or a jurisdiction's or device's row"),
+        ("set", "set thresholds (NAME=VALUE; VALUE 'inherit' clears an override)"),
+    ):
+        action = policy_actions.add_parser(name, help=helptext)
+        owner = action.add_mutually_exclusive_group()
+        owner.add_argument("--jurisdiction", metavar="CODE", help="a jurisdiction's row")
+        owner.add_argument("--device", metavar="ID", help="a device's row")
+        if name == "set":
+            action.add_argument("values", nargs="+", metavar="NAME=VALUE")
+        action.set_defaults(handler=_policy)
 
 
 def _database_url(settings: Settings) -> str | None:
@@ -118,4 +136,61 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         f"checkpoint {made.id}: {made.entry_count} entries, head {made.head_hash}, "
         f"signed {made.signed_at.isoformat()} by {made.public_key}"
     )
+    return 0
+
+
+def _policy_values(pairs: list[str]) -> dict[str, float | None]:
+    values: dict[str, float | None] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{pair!r}: give NAME=VALUE")
+        try:
+            values[name] = None if text in ("inherit", "null", "") else float(text)
+        except ValueError:
+            raise ValueError(f"{name}: {text!r} is not a number (or 'inherit')") from None
+    return values
+
+
+def _policy(args: argparse.Namespace, settings: Settings) -> int:
+    """``vigil policy show|set``: one policy row, changed through the same flow as the API."""
+    from compliance.conditions import flows, service
+
+    url = _database_url(settings)
+    if url is None:
+        return 2
+    with psycopg.connect(url, autocommit=True) as conn:
+        owner: dict[str, object] = {}
+        if args.jurisdiction is not None:
+            row = conn.execute(
+                "SELECT id FROM jurisdictions WHERE code = %s", (args.jurisdiction,)
+            ).fetchone()
+            if row is None:
+                print(f"vigil: no jurisdiction {args.jurisdiction!r}", file=sys.stderr)
+                return 2
+            owner["jurisdiction_id"] = row[0]
+        elif args.device is not None:
+            known = conn.execute("SELECT 1 FROM devices WHERE id = %s", (args.device,))
+            if known.fetchone() is None:
+                print(f"vigil: no device {args.device!r}", file=sys.stderr)
+                return 2
+            owner["device_id"] = args.device
+        if args.policy_command == "set":
+            try:
+                values = _policy_values(args.values)
+                found = flows.change_policy(
+                    conn,
+                    values=values,
+                    actor=f"cli:{getpass.getuser()}",
+                    at=make_clock(kind="real").now(),
+                    **owner,
+                )
+            except ValueError as exc:
+                print(f"vigil: policy refused: {exc}", file=sys.stderr)
+                return 2
+        else:
+            found = service.policy_row(conn, **owner)  # type: ignore[arg-type]
+        for name in service.ALL_POLICY_COLUMNS:
+            value = None if found is None else found[name]
+            print(f"{name}\t{'inherit' if value is None else f'{value:g}'}")
     return 0

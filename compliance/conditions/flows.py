@@ -382,7 +382,11 @@ def change_policy(
             raise ValueError(f"{name} is a whole number, not {value}")
     with conn.transaction():
         before = service.policy_row(conn, jurisdiction_id=jurisdiction_id, device_id=device_id)
-        service.set_policy(conn, jurisdiction_id=jurisdiction_id, device_id=device_id, **values)
+        try:
+            service.set_policy(conn, jurisdiction_id=jurisdiction_id, device_id=device_id, **values)
+        except (psycopg.errors.CheckViolation, psycopg.errors.RaiseException) as exc:
+            # a value out of its range, or a default left empty: the database says which
+            raise ValueError(exc.diag.message_primary or str(exc)) from None
         after = service.policy_row(conn, jurisdiction_id=jurisdiction_id, device_id=device_id)
         assert after is not None
         subject = (

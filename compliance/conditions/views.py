@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,9 +74,6 @@ async def _change(ctx: Any, principal: Principal, body: PolicyIn, **owner: Any) 
         )
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
-    except (psycopg.errors.CheckViolation, psycopg.errors.RaiseException) as exc:
-        detail = exc.diag.message_primary or str(exc)
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=detail) from None
     return _out(row)
 
 

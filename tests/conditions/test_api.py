@@ -11,6 +11,7 @@ from compliance.inspections import flows
 from compliance.log import service as compliance_log
 from fleet.factory import FleetFactory
 from tests.api.conftest import client, fleet, login  # noqa: F401 - the API's fixtures
+from vigil.clock import FakeClock
 
 ROUNDS = "/api/v1/inspections/rounds"
 POLICIES = "/api/v1/condition-policies"
@@ -169,3 +170,25 @@ def test_bad_policies_get_a_reason_not_a_server_error(client, fleet, path, value
     answer = client.put(POLICIES + path, json={"values": values}, headers=login(client, "admin"))
     assert 400 <= answer.status_code < 500, answer.text
     assert says in answer.text
+
+
+def test_the_cli_shows_and_sets_policy_through_the_same_flow(db, db_url, monkeypatch, capsys):
+    from runtime.cli import main
+
+    monkeypatch.setenv("VIGIL_DATABASE_URL", db_url)
+    FleetFactory(db, at=FakeClock().now()).jurisdiction("sh-pd")
+    assert main(["policy", "set", "--jurisdiction", "sh-pd", "patrols_per_week=7"]) == 0
+    shown = capsys.readouterr().out
+    assert "patrols_per_week\t7" in shown and "grounding_max_ohm\tinherit" in shown
+    assert main(["policy", "set", "--jurisdiction", "sh-pd", "patrols_per_week=inherit"]) == 0
+    assert "patrols_per_week\tinherit" in capsys.readouterr().out
+    assert main(["policy", "show"]) == 0
+    assert "insulation_test_v\t500" in capsys.readouterr().out
+    # refused with the reason, nothing changed
+    assert main(["policy", "set", "voltage_band=2"]) == 2
+    assert "voltage_band" in capsys.readouterr().err
+    assert main(["policy", "set", "--device", "nope", "lamp_rated_w=100"]) == 2
+    assert main(["policy", "set", "lamp_rated_w=lots"]) == 2
+    assert "not a number" in capsys.readouterr().err
+    kinds = [e.kind for e in compliance_log.entries(db)]
+    assert kinds.count("condition_policy.changed") == 2

@@ -7,11 +7,12 @@ from psycopg.rows import class_row
 
 from alerts import service as alerts
 from compliance.conditions import service as policies
-from compliance.inspections import flows
+from compliance.inspections import flows, scheduled
 from compliance.inspections.models import MissedRound, RoundError, RoundKind
 from compliance.inspections.service import FINDING_COLUMNS
 from compliance.log import service as compliance_log
 from fleet.factory import FleetFactory
+from tests.alerts.harness import Notices, running
 from workorders import flows as workorder_flows
 from workorders import scheduled as workorders
 
@@ -249,3 +250,38 @@ def test_local_periods_are_whole_local_days_and_weeks(db):
     assert days[0][0] == MONDAY + timedelta(days=3) and days[-1][1] == now
     weeks = flows.local_periods(since=wednesday, now=now, timezone="Asia/Shanghai", days=7)
     assert weeks == [(MONDAY + timedelta(days=7), MONDAY + timedelta(days=14))]
+
+
+def missed(change, kind="pole_box"):
+    def match(notice):
+        return (
+            isinstance(notice, dict)
+            and notice.get("type") == f"inspection_missed.{kind}"
+            and notice.get("change") == change
+        )
+
+    return match
+
+
+async def test_the_runner_finds_missed_rounds_at_start_and_when_the_next_falls_due(
+    db_url, db, clock, resources_for
+):
+    # rule L4 on the injected clock: overdue at start, then the next week's box check once the
+    # clock passes its due time (the runner sleeps until then)
+    start = clock.now()
+    site = FleetFactory(db, at=start).site()
+    FleetFactory(db, at=start).device(
+        "pole-9", site=site, kind="light_pole", registered_at=start - timedelta(days=8)
+    )
+    async with (
+        Notices(db_url) as notices,
+        resources_for() as resources,
+        running(scheduled.run, resources=resources),
+    ):
+        await notices.wait(missed("raised"))
+        record(db, RoundKind.POLE_BOX, device_id="pole-9", at=clock.now())
+        await notices.wait(missed("cleared"))
+        clock.advance(timedelta(days=7, seconds=1))
+        await notices.wait(missed("raised"), count=2)
+    found = [f for f in flows_findings(db) if f.kind == RoundKind.POLE_BOX]
+    assert [f.resolved_at is not None for f in found] == [True, False]
