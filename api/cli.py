@@ -39,6 +39,9 @@ def add_actions(parser: argparse.ArgumentParser) -> None:
     key = actions.add_parser("key-add", help="create an API key for a user; prints it once")
     key.add_argument("username")
     key.add_argument("--name", required=True, help="what the key is for")
+    key.add_argument(
+        "--read-only", action="store_true", help="it may only read (a regulator's always does)"
+    )
     key.set_defaults(handler=_key_add)
 
 
@@ -87,7 +90,12 @@ def _key_add(args: argparse.Namespace, settings: Settings) -> int:
             if row is None:
                 return None
             created = await service.create_api_key(
-                conn, user_id=row["id"], name=args.name, now=RealClock().now(), expires_at=None
+                conn,
+                user_id=row["id"],
+                name=args.name,
+                now=RealClock().now(),
+                expires_at=None,
+                read_only=args.read_only,
             )
             return created.key
 

@@ -116,13 +116,20 @@ async def principal_of(ctx: ApiContext, creds: Credentials) -> Principal | None:
         return await auth_service.principal_for_api_key(conn, key=creds.api_key or "", now=now)
 
 
+# what a read-only API key may do
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def current_principal(
-    ctx: Context, creds: Annotated[Credentials, Depends(credentials)]
+    request: Request, ctx: Context, creds: Annotated[Credentials, Depends(credentials)]
 ) -> Principal:
-    """The caller, from a session token or an API key; 401 otherwise."""
+    """The caller, from a session token or an API key; 401 otherwise, 403 for a read-only key
+    asked to write."""
     principal = await principal_of(ctx, creds)
     if principal is None:
         raise _unauthorised("invalid or expired credentials")
+    if principal.key_read_only and request.method not in READ_METHODS:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this API key is read-only")
     return principal
 
 

@@ -18,6 +18,7 @@ from zoneinfo import available_timezones
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from vigil.catalog import DeviceKind
+from vigil.clock import Instant
 from vigil.wire import ID_PATTERN
 
 TopicId = Annotated[str, Field(pattern=ID_PATTERN.pattern)]
@@ -189,16 +190,9 @@ class Device(FleetRecord):
     modbus_port: int | None = Field(default=None, ge=1, le=65535)
     modbus_unit: int | None = Field(default=None, ge=0, le=255)
     serial_no: str | None = None
-    registered_at: datetime | None = None  # default: now
+    registered_at: Instant | None = None  # default: now
     registration_code: str | None = None  # 使用登记证
     next_inspection_due: date | None = None  # 定期检验
-
-    @field_validator("registered_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a time zone offset, e.g. 2026-01-05T09:00:00+08:00")
-        return value
 
     @model_validator(mode="after")
     def _address(self) -> Device:

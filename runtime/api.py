@@ -164,7 +164,9 @@ def create_app(
         ctx.sync_pool = await asyncio.to_thread(
             open_pool, database_url, min_size=1, max_size=sync_pool_size
         )
-        ctx.broadcaster = Broadcaster(database_url=database_url, pool=ctx.pool, reads=LIVE_READS)
+        ctx.broadcaster = Broadcaster(
+            database_url=database_url, pool=ctx.pool, reads=LIVE_READS, clock=ctx.clock
+        )
         try:
             await ctx.broadcaster.start()
             yield

@@ -15,10 +15,13 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import re
 import time
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
+
+from pydantic import BeforeValidator
 
 
 @runtime_checkable
@@ -204,3 +207,24 @@ async def sleep_or_event(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# An instant as people and programs write it: ISO 8601 with a time zone. A bare number (pydantic
+# would take ``0.5`` as seconds after 1970) or a local time without its zone is not an instant.
+_ISO_INSTANT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+)
+INSTANT_EXAMPLE = "2026-11-30T08:00:00+08:00"
+
+
+def _instant(value: object) -> object:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"needs a time zone offset, e.g. {INSTANT_EXAMPLE}")
+        return value
+    if isinstance(value, str) and _ISO_INSTANT.match(value.strip()):
+        return value.strip()
+    raise ValueError(f"an ISO 8601 date-time with a time zone, e.g. {INSTANT_EXAMPLE}")
+
+
+Instant = Annotated[datetime, BeforeValidator(_instant)]

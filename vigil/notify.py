@@ -22,6 +22,9 @@ COMMANDS = "vigil_commands"  # command results reported by gateways
 ALERTS = "vigil_alerts"  # alarm and incident changes, for the live console
 MAINTENANCE = "vigil_maintenance"  # a maintenance record was saved: {"device": id}
 ESCALATIONS = "vigil_escalations"  # a lift's escalation state changed: device, state, from
+AUTH = (
+    "vigil_auth"  # a session or key revoked, a user deactivated: {"kind": "revocation", "of", "id"}
+)
 
 _MAX_PAYLOAD = 7900
 

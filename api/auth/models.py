@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vigil.clock import Instant
+
 
 class Role(StrEnum):
     """Roles of the ``roles`` table; each carries exactly one scope (rule A2)."""
@@ -39,6 +41,9 @@ class Principal:
     manufacturer_id: int | None = None
     jurisdiction_id: int | None = None
     via: Literal["session", "api_key"] = "session"
+    credential_id: int | None = None  # the session's or the API key's row id
+    expires_at: datetime | None = None  # when the session or key ends (None: a key without end)
+    key_read_only: bool = False  # an API key that may only read (every regulator's)
 
     @property
     def read_only(self) -> bool:
@@ -103,7 +108,10 @@ class ApiKeyCreate(Strict):
     """A new API key for the calling user."""
 
     name: str = Field(min_length=1, max_length=200)
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
+    read_only: bool = Field(
+        default=False, description="may only read (GET); a regulator's keys always are"
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -115,6 +123,7 @@ class ApiKeyOut(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    read_only: bool
 
 
 class ApiKeyCreated(ApiKeyOut):

@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 
 from api.auth import security
 from api.auth.models import ApiKeyCreated, ApiKeyOut, Principal, Role, UserOut
+from vigil.db.rows import first_value
 
 _USER_COLUMNS = """u.id, u.username, u.display_name, u.role, u.firm_id, u.technician_id,
     u.user_unit_id, u.manufacturer_id, u.jurisdiction_id, u.active"""
@@ -34,6 +35,9 @@ def _principal(row: dict[str, Any], via: str) -> Principal:
         manufacturer_id=row["manufacturer_id"],
         jurisdiction_id=row["jurisdiction_id"],
         via=via,  # type: ignore[arg-type]
+        credential_id=row.get("credential_id"),
+        expires_at=row.get("expires_at"),
+        key_read_only=bool(row.get("key_read_only", False)),
     )
 
 
@@ -148,7 +152,8 @@ async def principal_for_session(
     """The principal of a live session token, or None."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""SELECT {_USER_COLUMNS} FROM api_sessions s JOIN users u ON u.id = s.user_id
+            f"""SELECT {_USER_COLUMNS}, s.id AS credential_id, s.expires_at
+                FROM api_sessions s JOIN users u ON u.id = s.user_id
                 WHERE s.token_hash = %s AND s.revoked_at IS NULL AND s.expires_at > %s
                   AND u.active""",
             (security.token_hash(token), now),
@@ -167,7 +172,8 @@ async def principal_for_api_key(
     prefix, secret = parts
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""SELECT {_USER_COLUMNS}, k.secret_hash
+            f"""SELECT {_USER_COLUMNS}, k.secret_hash, k.id AS credential_id, k.expires_at,
+                       k.read_only AS key_read_only
                 FROM api_keys k JOIN users u ON u.id = k.user_id
                 WHERE k.prefix = %s AND k.revoked_at IS NULL
                   AND (k.expires_at IS NULL OR k.expires_at > %s) AND u.active""",
@@ -186,15 +192,19 @@ async def create_api_key(
     name: str,
     now: datetime,
     expires_at: datetime | None,
+    read_only: bool = False,
 ) -> ApiKeyCreated:
-    """A new API key for the user; the full key is returned once and only its hash is kept."""
+    """A new API key for the user; the full key is returned once and only its hash is kept. A
+    regulator's key is read-only whatever was asked: a key never carries more than its role."""
     fresh = security.new_api_key()
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """INSERT INTO api_keys (user_id, name, prefix, secret_hash, created_at, expires_at)
-               VALUES (%s, %s, %s, %s, %s, %s)
-               RETURNING id, name, prefix, created_at, expires_at, revoked_at""",
-            (user_id, name, fresh.prefix, fresh.secret_hash, now, expires_at),
+            """INSERT INTO api_keys (user_id, name, prefix, secret_hash, created_at, expires_at,
+                                     read_only)
+               SELECT u.id, %s, %s, %s, %s, %s, %s OR u.role = 'regulator'
+               FROM users u WHERE u.id = %s
+               RETURNING id, name, prefix, created_at, expires_at, revoked_at, read_only""",
+            (name, fresh.prefix, fresh.secret_hash, now, expires_at, read_only, user_id),
         )
         row = await cur.fetchone()
     assert row is not None
@@ -205,7 +215,8 @@ async def list_api_keys(conn: psycopg.AsyncConnection, *, user_id: int) -> list[
     """The user's API keys (public parts)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            """SELECT id, name, prefix, created_at, expires_at, revoked_at FROM api_keys
+            """SELECT id, name, prefix, created_at, expires_at, revoked_at, read_only
+               FROM api_keys
                WHERE user_id = %s ORDER BY id""",
             (user_id,),
         )
@@ -222,3 +233,40 @@ async def revoke_api_key(
         (now, key_id, user_id),
     )
     return cur.rowcount == 1
+
+
+async def locked_until(
+    conn: psycopg.AsyncConnection, *, keys: list[str], now: datetime
+) -> datetime | None:
+    """The latest lock still in force on any of these throttle keys, or None."""
+    cur = await conn.execute(
+        "SELECT max(locked_until) FROM login_throttle WHERE key = ANY(%s) AND locked_until > %s",
+        (keys, now),
+    )
+    row = await cur.fetchone()
+    return first_value(row)
+
+
+async def count_failure(
+    conn: psycopg.AsyncConnection, *, key: str, now: datetime, forget_before: datetime
+) -> int:
+    """Count a failed login on a throttle key; the failures in a row it now has."""
+    cur = await conn.execute(
+        """INSERT INTO login_throttle AS t (key, failures, last_failure_at) VALUES (%s, 1, %s)
+           ON CONFLICT (key) DO UPDATE SET
+               failures = CASE WHEN t.last_failure_at < %s THEN 1 ELSE t.failures + 1 END,
+               last_failure_at = excluded.last_failure_at
+           RETURNING failures""",
+        (key, now, forget_before),
+    )
+    return int(first_value(await cur.fetchone()))
+
+
+async def lock(conn: psycopg.AsyncConnection, *, key: str, until: datetime) -> None:
+    """Lock a throttle key until a time."""
+    await conn.execute("UPDATE login_throttle SET locked_until = %s WHERE key = %s", (until, key))
+
+
+async def clear_failures(conn: psycopg.AsyncConnection, *, key: str) -> None:
+    """A successful login: the account's failures are forgotten."""
+    await conn.execute("DELETE FROM login_throttle WHERE key = %s", (key,))

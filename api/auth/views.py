@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 
-from api.auth import service
+from api.auth import flows, service
 from api.auth.models import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -23,19 +25,56 @@ from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles
 router = APIRouter(tags=["auth"])
 
 Admin = Annotated[Principal, require_roles(Role.ADMIN)]
+log = logging.getLogger(__name__)
+
+
+def _too_many(locked_until: datetime, *, now: datetime) -> HTTPException:
+    wait = flows.retry_after(locked_until, now=now)
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=f"too many failed logins: try again in {wait} s",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 @router.post(
     "/auth/login",
     response_model=SessionOut,
     summary="Log in with a username and password",
-    responses={401: {"description": "wrong credentials"}},
+    responses={
+        401: {"description": "wrong credentials"},
+        429: {"description": "too many failed logins: try again after ``Retry-After`` seconds"},
+    },
 )
-async def login(body: LoginRequest, ctx: Context, conn: Conn) -> SessionOut:
-    """Returns a session token to send as ``Authorization: Bearer <token>``."""
+async def login(body: LoginRequest, request: Request, ctx: Context, conn: Conn) -> SessionOut:
+    """Returns a session token to send as ``Authorization: Bearer <token>``. After 5 failed
+    logins on an account (20 from one address) each further failure locks it for a growing
+    delay, 15 s doubling up to 15 min; while locked even the right password gets 429."""
+    now = ctx.clock.now()
+    address = request.client.host if request.client else "unknown"
+    keys = {
+        flows.account_key(body.username): flows.ACCOUNT,
+        flows.address_key(address): flows.ADDRESS,
+    }
+    locked = await service.locked_until(conn, keys=list(keys), now=now)
+    if locked is not None:
+        raise _too_many(locked, now=now)
     user = await service.authenticate(conn, username=body.username, password=body.password)
     if user is None:
+        for key, throttle in keys.items():
+            failures = await service.count_failure(
+                conn, key=key, now=now, forget_before=now - throttle.forget
+            )
+            if (lock_for := throttle.lock_for(failures)) is not None:
+                await service.lock(conn, key=key, until=now + lock_for)
+                log.warning(
+                    "login lockout: %s locked for %d s after %d failed logins in a row",
+                    key,
+                    lock_for.total_seconds(),
+                    failures,
+                )
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
+    await service.clear_failures(conn, key=flows.account_key(body.username))
     token, expires_at = await service.create_session(
         conn, user_id=user.id, now=ctx.clock.now(), ttl=ctx.session_ttl
     )
@@ -105,7 +144,9 @@ async def list_api_keys(principal: CurrentPrincipal, conn: Conn) -> list[ApiKeyO
 async def create_api_key(
     body: ApiKeyCreate, principal: CurrentPrincipal, ctx: Context, conn: Conn
 ) -> ApiKeyCreated:
-    """The key acts with the caller's role and scope; send it as ``X-API-Key``."""
+    """The key acts with the caller's role and scope, never more: a regulator's keys (and any
+    asked for ``read_only``, or made with a read-only key) may only read. Send it as
+    ``X-API-Key``."""
     now = ctx.clock.now()
     if body.expires_at is not None and (body.expires_at.tzinfo is None or body.expires_at <= now):
         raise HTTPException(
@@ -113,7 +154,12 @@ async def create_api_key(
             detail="expires_at must be a future time with a timezone",
         )
     created = await service.create_api_key(
-        conn, user_id=principal.user_id, name=body.name, now=now, expires_at=body.expires_at
+        conn,
+        user_id=principal.user_id,
+        name=body.name,
+        now=now,
+        expires_at=body.expires_at,
+        read_only=body.read_only or principal.read_only or principal.key_read_only,
     )
     return created
 

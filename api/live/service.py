@@ -20,12 +20,22 @@ from psycopg_pool import AsyncConnectionPool
 from api.auth.models import Principal
 from api.scope import alarm_scope, device_scope, device_scope_args
 from vigil import notify
+from vigil.clock import Clock
 
 log = logging.getLogger(__name__)
 
 # the kernel's channels, and the compliance engine's maintenance and escalation changes
 MAINTENANCE_CHANNELS = (notify.MAINTENANCE, notify.ESCALATIONS)
-CHANNELS = (notify.STATE, notify.EVENTS, notify.COMMANDS, notify.ALERTS, *MAINTENANCE_CHANNELS)
+CHANNELS = (
+    notify.STATE,
+    notify.EVENTS,
+    notify.COMMANDS,
+    notify.ALERTS,
+    *MAINTENANCE_CHANNELS,
+    notify.AUTH,  # revocations: the streams opened with them end at once
+)
+# how often (real seconds) streams are checked for credentials that expired on the clock
+EXPIRY_CHECK_S = 0.25
 _MAX_BATCH = 2000
 _QUEUE_SIZE = 5000
 _RECONNECT_S = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -86,10 +96,18 @@ class DomainReads:
 class Broadcaster:
     """Fans NOTIFY notices out to subscribers, each seeing only its scope."""
 
-    def __init__(self, *, database_url: str, pool: AsyncConnectionPool, reads: DomainReads) -> None:
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        pool: AsyncConnectionPool,
+        reads: DomainReads,
+        clock: Clock,
+    ) -> None:
         self._url = database_url
         self._pool = pool
         self._reads = reads
+        self._clock = clock
         self._subscribers: set[Subscription] = set()
         self._inbox: asyncio.Queue[Notice] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,6 +118,7 @@ class Broadcaster:
         self._tasks = [
             asyncio.create_task(self._listen(), name="live-listen"),
             asyncio.create_task(self._dispatch(), name="live-dispatch"),
+            asyncio.create_task(self._expire(), name="live-expire"),
         ]
         listening = asyncio.create_task(self.listening.wait())
         done, _ = await asyncio.wait(
@@ -123,6 +142,38 @@ class Broadcaster:
         for sub in list(self._subscribers):
             sub.put(None)
         self._subscribers.clear()
+
+    def end(self, sub: Subscription, *, reason: str) -> None:
+        """End one stream: it says why (``logout``) and closes."""
+        self._subscribers.discard(sub)
+        sub.put({"type": "logout", "reason": reason})
+        sub.put(None)
+
+    def revoked(self, notice: dict[str, Any]) -> int:
+        """End the streams opened with a session or key just revoked, or by a user just
+        deactivated; how many ended."""
+        kind, ident = notice.get("of"), notice.get("id")
+        ended = 0
+        for sub in list(self._subscribers):
+            principal = sub.principal
+            if (kind == "user" and principal.user_id == ident) or (
+                kind in ("session", "api_key")
+                and principal.via == kind
+                and principal.credential_id == ident
+            ):
+                self.end(sub, reason=f"{kind} revoked")
+                ended += 1
+        return ended
+
+    async def _expire(self) -> None:
+        """End streams whose session or key expired on the platform clock."""
+        while True:
+            now = self._clock.now()
+            for sub in list(self._subscribers):
+                ends = sub.principal.expires_at
+                if ends is not None and ends <= now:
+                    self.end(sub, reason="credentials expired")
+            await asyncio.sleep(EXPIRY_CHECK_S)  # a real-time poll of in-memory state
 
     def subscribe(self, principal: Principal) -> Subscription:
         """A new subscription; everything committed after this call reaches it."""
@@ -177,7 +228,11 @@ class Broadcaster:
             batch = [await self._inbox.get()]
             while not self._inbox.empty() and len(batch) < _MAX_BATCH:
                 batch.append(self._inbox.get_nowait())
-            if not self._subscribers:
+            revocations = [n for n in batch if _is_revocation(n)]
+            for notice in revocations:
+                self.revoked(notice)  # type: ignore[arg-type]
+            batch = [n for n in batch if not _is_revocation(n)]
+            if not self._subscribers or not batch:
                 continue
             try:
                 await self._deliver(batch)
@@ -229,6 +284,10 @@ class Broadcaster:
                 for sub in subs:
                     for message in messages:
                         sub.put(message)
+
+
+def _is_revocation(notice: Notice) -> bool:
+    return isinstance(notice, dict) and notice.get("kind") == "revocation"
 
 
 def _message(notice: Notice, visible: set[str], alarms: set[int]) -> Message | None:

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from vigil.clock import Instant
+
 
 class RoundKind(StrEnum):
     """One kind of round (002:L41-46)."""
@@ -110,7 +112,7 @@ class RoundCreate(BaseModel):
     kind: RoundKind
     site_id: int | None = Field(default=None, ge=1, le=2**62)
     device_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    performed_at: datetime | None = Field(default=None, description="default: now")
+    performed_at: Instant | None = Field(default=None, description="default: now")
     technician_id: int | None = Field(default=None, ge=1, le=2**62)
     measured: float | None = Field(
         default=None, ge=0, le=1e9, description="grounding in ohm, insulation in Mohm"

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from api.scope import device_scope
 from compliance.log import flows as log_flows
 from compliance.log import service as log_service
 from compliance.log.models import CheckpointOut, LogPage, VerificationOut
+from vigil.clock import Instant
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -69,8 +69,8 @@ async def query_log(
     subject_type: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$")] = None,
     subject_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None,
     device_id: DeviceFilter = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> LogPage:
     """Entries in chain order with their hashes; a regulator reads those about assets in its
     jurisdiction (rule A2)."""
@@ -131,8 +131,8 @@ async def export_log(
     format: ExportFormat = ExportFormat.JSONL,
     kind: Kind = None,
     device_id: DeviceFilter = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> StreamingResponse:
     """Streams every entry in the caller's scope; CSV keeps the body as its canonical JSON text,
     so each entry's hash can be recomputed from the file."""

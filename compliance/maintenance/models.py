@@ -11,6 +11,7 @@ import pydantic.dataclasses
 from pydantic import BaseModel, Field
 
 from api.auth.models import Strict
+from vigil.clock import Instant
 
 
 class Tier(StrEnum):
@@ -317,8 +318,8 @@ class RecordCreate(Strict):
         default=None, ge=1, le=2**62, description="default: the calling technician"
     )
     tier: TierName
-    claimed_start: datetime
-    claimed_end: datetime
+    claimed_start: Instant
+    claimed_end: Instant
     checklist_done: list[str] = Field(max_length=200)
     parts: list[PartIn] = Field(default_factory=list, max_length=50)
     notes: str = Field(default="", max_length=5000)
@@ -330,8 +331,8 @@ class RecordCorrection(Strict):
     reason: str = Field(min_length=1, max_length=2000)
     technician_id: int | None = Field(default=None, ge=1, le=2**62)
     tier: TierName
-    claimed_start: datetime
-    claimed_end: datetime
+    claimed_start: Instant
+    claimed_end: Instant
     checklist_done: list[str] = Field(max_length=200)
     parts: list[PartIn] = Field(default_factory=list, max_length=50)
     notes: str = Field(default="", max_length=5000)

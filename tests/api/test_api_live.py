@@ -139,14 +139,19 @@ def test_stream_needs_credentials(running_api):
 
 
 def test_stream_ends_when_the_session_is_revoked_or_expires(db_url, fleet, clock):
-    with RunningApi(database_url=db_url, clock=clock, heartbeat_s=0.1) as api:
+    # the heartbeat never comes (an hour): only the revocation notice or the expiry watch can end
+    # the streams, also while events keep flowing (a busy fleet has no idle heartbeat)
+    with RunningApi(database_url=db_url, clock=clock, heartbeat_s=3600) as api:
         with httpx.Client(base_url=api.url, timeout=httpx.Timeout(10.0)) as client:
             headers = login(client, "disp_a")
             with client.stream("GET", "/api/v1/stream", headers=headers) as response:
                 stream = SseStream(response)
                 stream.until("hello")
+                change_state(db_url, {"a-el-1": {"floor": 3}})
+                assert stream.until("state")["asset"]["id"] == "a-el-1"
                 assert client.post("/api/v1/auth/logout", headers=headers).status_code == 204
-                assert stream.until("logout")["reason"] == "credentials revoked or expired"
+                change_state(db_url, {"a-el-1": {"floor": 4}})
+                assert stream.until("logout", timeout=20)["reason"] == "session revoked"
                 with pytest.raises(EOFError):
                     stream.next_event()
             # expiry on the platform clock ends it too
@@ -155,4 +160,26 @@ def test_stream_ends_when_the_session_is_revoked_or_expires(db_url, fleet, clock
                 stream = SseStream(response)
                 stream.until("hello")
                 clock.advance(13 * 3600)
-                assert stream.until("logout")
+                assert stream.until("logout", timeout=20)["reason"] == "credentials expired"
+
+
+def test_stream_ends_when_its_api_key_is_revoked_or_its_user_deactivated(db_url, fleet, clock):
+    with RunningApi(database_url=db_url, clock=clock, heartbeat_s=3600) as api:
+        with httpx.Client(base_url=api.url, timeout=httpx.Timeout(10.0)) as client:
+            session = login(client, "disp_a")
+            created = client.post("/api/v1/api-keys", json={"name": "wall"}, headers=session)
+            assert created.status_code == 201, created.text
+            key = {"X-API-Key": created.json()["key"]}
+            with client.stream("GET", "/api/v1/stream", headers=key) as response:
+                stream = SseStream(response)
+                stream.until("hello")
+                revoked = client.delete(f"/api/v1/api-keys/{created.json()['id']}", headers=session)
+                assert revoked.status_code == 204
+                assert stream.until("logout", timeout=20)["reason"] == "api_key revoked"
+            headers = login(client, "disp_a")
+            with client.stream("GET", "/api/v1/stream", headers=headers) as response:
+                stream = SseStream(response)
+                stream.until("hello")
+                with psycopg.connect(db_url, autocommit=True) as conn:
+                    conn.execute("UPDATE users SET active = false WHERE username = 'disp_a'")
+                assert stream.until("logout", timeout=20)["reason"] == "user revoked"
