@@ -156,6 +156,7 @@ def require_roles(*roles: Role) -> Any:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs role: {names}")
         return principal
 
+    check.roles = allowed  # type: ignore[attr-defined]  # read by api.http.document_errors
     return Depends(check)
 
 
@@ -168,6 +169,14 @@ def send(shape: Any, value: Any) -> Response:
     """``value`` as JSON of its ``shape`` (e.g. ``list[AlarmOut]``), serialised by pydantic-core
     in one pass: lists the console polls are sent without FastAPI validating them again."""
     return Response(_adapter(shape).dump_json(value), media_type="application/json")
+
+
+def invalid(*loc: str | int, msg: str) -> HTTPException:
+    """422 shaped like FastAPI's own validation errors, for a value only the domain can judge."""
+    return HTTPException(
+        status.HTTP_422_UNPROCESSABLE_ENTITY,
+        detail=[{"loc": list(loc), "msg": msg, "type": "value_error"}],
+    )
 
 
 def not_found(what: str) -> HTTPException:

@@ -53,6 +53,11 @@ def _access(principal: Any) -> flows.Access:
     return flows.Access(viewer=principal, devices=scope.condition, params=scope.params)
 
 
+FORBIDDEN = {403: {"description": "the caller's role may not read or write this kind"}}
+MISSING = {404: {"description": "no such record in the caller's scope"}}
+CONFLICT = {409: {"description": "it exists already, or a constraint refuses it"}}
+
+
 def _problem_response(exc: FleetError) -> JSONResponse:
     detail = [
         {"loc": ["body", p.column] if p.column else ["body"], "msg": p.reason, "type": "fleet"}
@@ -177,6 +182,7 @@ def _routes(kind: Kind) -> None:
         methods=["GET"],
         response_model=list[out_type],
         summary=f"List {noun} in scope",
+        responses=FORBIDDEN,
     )
     registry_router.add_api_route(
         base,
@@ -185,12 +191,14 @@ def _routes(kind: Kind) -> None:
         status_code=201,
         response_model=out_type,
         summary=f"Create one of the {noun}",
+        responses={**FORBIDDEN, **CONFLICT},
     )
     registry_router.add_api_route(
         one + "/retire",
         retire,
         methods=["POST"],
         summary=f"Retire one of the {noun} ({fields}); history stays",
+        responses={**FORBIDDEN, **MISSING, **CONFLICT},
     )
     registry_router.add_api_route(
         one,
@@ -198,6 +206,7 @@ def _routes(kind: Kind) -> None:
         methods=["GET"],
         response_model=out_type,
         summary=f"One of the {noun} by {fields}",
+        responses={**FORBIDDEN, **MISSING},
     )
     registry_router.add_api_route(
         one,
@@ -205,6 +214,7 @@ def _routes(kind: Kind) -> None:
         methods=["PATCH"],
         response_model=out_type,
         summary=f"Change fields of one of the {noun}",
+        responses={**FORBIDDEN, **MISSING, **CONFLICT},
     )
 
 

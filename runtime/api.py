@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from alerts import service as alerts_service
 from api import STATIC_DIR
 from api.deps import ApiContext
+from api.http import AllowedMethods, document_errors
 from api.live.service import Broadcaster, DomainReads
 from fleet import service as fleet_service
 from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock, make_clock
@@ -261,6 +262,8 @@ def create_app(
         async def root() -> RedirectResponse:
             return RedirectResponse("/console/")
 
+    document_errors(app)
+    app.add_middleware(AllowedMethods, fastapi=app)
     return app
 
 

@@ -10,7 +10,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from api.auth.models import Principal, Role
-from api.deps import Conn, Context, CurrentPrincipal, not_found, require_roles, run_sync, send
+from api.deps import (
+    Conn,
+    Context,
+    CurrentPrincipal,
+    invalid,
+    not_found,
+    require_roles,
+    run_sync,
+    send,
+)
 from api.scope import device_scope_args, device_visible
 from workorders import flows, service
 from workorders.models import (
@@ -172,9 +181,10 @@ async def open_work_order(
     """Opens a work order, or counts the report on the device's open order of the same cause
     (200 instead of 201)."""
     if body.origin not in MANUAL_ORIGINS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            detail=f"origin must be one of {sorted(str(o) for o in MANUAL_ORIGINS)}",
+        raise invalid(
+            "body",
+            "origin",
+            msg=f"origin must be one of {sorted(str(o) for o in MANUAL_ORIGINS)}",
         )
     if not await device_visible(conn, principal=principal, device_id=body.device_id):
         raise not_found("asset")

@@ -12,6 +12,7 @@ from api.deps import (
     Conn,
     Context,
     CurrentPrincipal,
+    invalid,
     not_found,
     require_roles,
     run_sync,
@@ -60,7 +61,7 @@ def conflict(exc: RescueError) -> HTTPException:
     if isinstance(exc, IncidentNotFound):
         return not_found("incident")
     if isinstance(exc, UnknownTechnician):
-        return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc))
+        return invalid("body", "technician_id", msg=str(exc))
     return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
 
 

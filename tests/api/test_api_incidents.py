@@ -177,7 +177,7 @@ def test_bad_rescue_requests_get_a_reason_not_a_server_error(client, db_url, fle
         headers=headers,
         json={"technician_id": 999_999, "latitude": SITE[0], "longitude": SITE[1]},
     )
-    assert nobody.status_code == 422 and "999999" in nobody.json()["detail"]
+    assert nobody.status_code == 422 and "999999" in nobody.json()["detail"][0]["msg"]
     half = client.post(f"{base}/check-in", headers=headers, json={"latitude": SITE[0]})
     assert half.status_code == 422
     # the duty line records the arrival phoned in: no position, unproven (rule R6)

@@ -100,3 +100,35 @@ def test_the_database_refuses_a_regulator_key_that_could_write(db, fleet):
             "VALUES (%s, 'raw', 'abcdefgh', 'x')",
             (fleet.ids["reg_j1"],),
         )
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/api/v1/work-orders", "GET, OPTIONS, POST"),
+        ("/api/v1/work-orders/7", "GET, OPTIONS"),
+        ("/api/v1/condition-policies/default", "OPTIONS, PUT"),
+    ],
+)
+def test_options_and_405_name_every_method_of_the_path(client, path, allow):
+    # Starlette named only the first route of a path (GET), hiding POST on the same path
+    options = client.options(path)
+    assert options.status_code == 204 and options.headers["allow"] == allow
+    refused = client.request("PATCH", path)
+    assert refused.status_code == 405 and refused.headers["allow"] == allow
+    assert client.options("/api/v1/no-such-thing").status_code == 404
+
+
+def test_every_route_documents_the_errors_it_can_answer(client):
+    schema = client.get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            if operation.get("security"):
+                assert "401" in codes, (method, path)
+                if method != "get":
+                    assert "403" in codes, (method, path)
+            if operation.get("parameters") or operation.get("requestBody"):
+                assert {"400", "422"} <= codes, (method, path)
+    login = schema["paths"]["/api/v1/auth/login"]["post"]["responses"]
+    assert "429" in login
