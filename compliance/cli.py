@@ -1,5 +1,5 @@
-"""Subcommands: ``vigil audit verify|checkpoint`` (rule A1), ``vigil rescue coverage`` (R8),
-``vigil policy show|set`` (the thresholds of rules L1-L5 and E1-E4).
+"""Subcommands: ``vigil audit verify|checkpoint|export|verify-bundle`` (rule A1),
+``vigil rescue coverage`` (R8), ``vigil policy show|set`` (the thresholds of rules L1-L5 and E1-E4).
 
 ``vigil compliance`` (the engine that runs every domain's runners) is the composition root's:
 see ``runtime.cli``.
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
+from datetime import datetime
+from pathlib import Path
 
 import psycopg
 
@@ -28,8 +31,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="trusted Ed25519 public key (64 hex digits); default: the configured signing key's",
     )
     verify.set_defaults(handler=_verify)
-    checkpoint = actions.add_parser("checkpoint", help="sign a checkpoint of the log head now")
+    checkpoint = actions.add_parser("checkpoint", help="sign a tree head of the log now")
     checkpoint.set_defaults(handler=_checkpoint)
+    export = actions.add_parser(
+        "export", help="write a self-contained bundle of a scope's entries for a regulator"
+    )
+    scope = export.add_mutually_exclusive_group()
+    scope.add_argument("--jurisdiction", metavar="CODE", help="entries about its assets")
+    scope.add_argument("--firm", metavar="ID", type=int, help="entries about its assets")
+    export.add_argument("--since", type=_instant, help="from this time (ISO 8601 with a zone)")
+    export.add_argument("--until", type=_instant, help="before this time")
+    export.add_argument("--out", type=Path, required=True, help="the bundle file to write")
+    export.add_argument(
+        "--no-sign",
+        action="store_true",
+        help="do not sign a fresh tree head first (entries after the last one are left out)",
+    )
+    export.set_defaults(handler=_export)
+    check = actions.add_parser(
+        "verify-bundle", help="verify a bundle offline (no database, no network)"
+    )
+    check.add_argument("file", type=Path)
+    check.add_argument("--public-key", required=True, help="the trusted Ed25519 key, hex")
+    check.set_defaults(handler=_verify_bundle)
 
     rescue = sub.add_parser("rescue", help="rescue reports (coverage)")
     rescue_actions = rescue.add_subparsers(dest="rescue_command", required=True, metavar="ACTION")
@@ -133,8 +157,8 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
         made = flows.create_checkpoint(conn, key=key, at=clock.now(), force=True)
     assert made is not None
     print(
-        f"checkpoint {made.id}: {made.entry_count} entries, head {made.head_hash}, "
-        f"signed {made.signed_at.isoformat()} by {made.public_key}"
+        f"checkpoint {made.id}: tree head of {made.entry_count} entries, root {made.root_hash}, "
+        f"head {made.head_hash}, signed {made.signed_at.isoformat()} by {made.public_key}"
     )
     return 0
 
@@ -194,3 +218,82 @@ def _policy(args: argparse.Namespace, settings: Settings) -> int:
             value = None if found is None else found[name]
             print(f"{name}\t{'inherit' if value is None else f'{value:g}'}")
     return 0
+
+
+def _instant(text: str) -> datetime:
+    from pydantic import TypeAdapter, ValidationError
+
+    from vigil.clock import Instant
+
+    try:
+        return TypeAdapter(Instant).validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give ISO 8601 with a zone, e.g. 2026-11-01T00:00:00+08:00"
+        ) from None
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    """``vigil audit export``: sign a tree head, then write the scope's bundle."""
+    from psycopg import sql
+
+    from compliance.log import flows
+
+    url = _database_url(settings)
+    if url is None:
+        return 2
+    key = flows.load_or_create_key(flows.signing_key_path(settings))
+    with psycopg.connect(url, autocommit=True) as conn:
+        devices: sql.Composable | None = None
+        params: dict[str, object] = {}
+        scope: dict[str, object] = {"since": args.since, "until": args.until}
+        if args.jurisdiction is not None:
+            row = conn.execute(
+                "SELECT id FROM jurisdictions WHERE code = %s", (args.jurisdiction,)
+            ).fetchone()
+            if row is None:
+                print(f"vigil: no jurisdiction {args.jurisdiction!r}", file=sys.stderr)
+                return 2
+            devices = sql.SQL(
+                "d.site_id IN (SELECT id FROM sites WHERE jurisdiction_id = %(scope_id)s)"
+            )
+            params = {"scope_id": row[0]}
+            scope["jurisdiction"] = args.jurisdiction
+        elif args.firm is not None:
+            devices, params = sql.SQL("d.firm_id = %(scope_id)s"), {"scope_id": args.firm}
+            scope["firm_id"] = args.firm
+        try:
+            bundle = flows.export_bundle(
+                conn,
+                key=key,
+                scope={
+                    k: v.isoformat() if isinstance(v, datetime) else v for k, v in scope.items()
+                },
+                devices=devices,
+                device_params=params,
+                at=make_clock(kind="real").now(),
+                since=args.since,
+                until=args.until,
+                sign_head=not args.no_sign,
+            )
+        except flows.LogTampered as exc:
+            print(f"vigil audit export: {exc}", file=sys.stderr)
+            return 1
+    args.out.write_text(json.dumps(bundle, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    heads = bundle["tree_heads"]
+    print(
+        f"{args.out}: {len(bundle['entries'])} entries, {len(heads)} signed tree head(s) up to "
+        f"{heads[-1]['tree_size']} entries; key fingerprint {bundle['public_key_fingerprint']}"
+    )
+    return 0
+
+
+def _text(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _verify_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    """``vigil audit verify-bundle``: no database, no network."""
+    from compliance.log import bundle
+
+    return bundle.report(args.file, public_key=args.public_key)

@@ -1,22 +1,8 @@
-"""Tamper-evident compliance log (rule A1): hash-chained entries and signed checkpoints.
+"""Tamper-evident compliance log (rule A1): hash-chained entries, a Merkle tree over them and
+signed tree heads, and self-contained bundles a regulator verifies offline.
 
-Callers record a compliance fact with ``append(conn, kind=..., subject_type=..., subject_id=...,
-body={...}, actor=..., at=...)`` inside the transaction that writes the fact.
+Callers record a compliance fact with ``compliance.log.service.append(conn, kind=...,
+subject_type=..., subject_id=..., body={...}, actor=..., at=...)`` inside the transaction that
+writes the fact. This package imports nothing at load, so that ``compliance.log.bundle`` (the
+offline verifier) needs only the standard library and ``cryptography``.
 """
-
-from compliance.log.flows import create_checkpoint, load_or_create_key, verify
-from compliance.log.models import Checkpoint, Entry, Problem, Verification
-from compliance.log.service import append, entries, head
-
-__all__ = [
-    "Checkpoint",
-    "Entry",
-    "Problem",
-    "Verification",
-    "append",
-    "create_checkpoint",
-    "entries",
-    "head",
-    "load_or_create_key",
-    "verify",
-]

@@ -1,108 +1,27 @@
-"""Types of the compliance log (rule A1) and the canonical form each entry hash covers.
-
-The canonical form is documented in docs/compliance.md: a JSON object with the keys ``actor``,
-``at``, ``body``, ``kind``, ``prev``, ``seq``, ``subject_id`` and ``subject_type``, keys sorted at
-every level, no whitespace, UTF-8, no NaN or infinity, ``at`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
-An entry's hash is the lowercase hex SHA-256 of those bytes; the first entry's ``prev`` is 64 zeros.
-"""
+"""Types of the compliance log (rule A1); its canonical form is in ``compliance.log.canonical``
+(documented in docs/compliance.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from enum import Enum
+from datetime import datetime
 from typing import Any
 
 import pydantic.dataclasses
 from pydantic import BaseModel, Field, field_validator
 
-GENESIS_HASH = "0" * 64
-
-
-class BodyError(ValueError):
-    """A log entry body that cannot be serialised canonically."""
-
-
-def format_at(when: datetime) -> str:
-    """Canonical text of an entry time: UTC, microseconds, trailing Z."""
-    if when.tzinfo is None:
-        raise BodyError("log entry times must be timezone-aware")
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy of a body value; datetimes and dates become canonical text."""
-    if isinstance(value, Enum):
-        return _plain(value.value)
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise BodyError(f"non-finite number {value!r} in a log body")
-        return value
-    if isinstance(value, Decimal):
-        return _plain(float(value)) if value != value.to_integral() else int(value)
-    if isinstance(value, datetime):
-        return format_at(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise BodyError(f"log body keys must be text, got {key!r}")
-            out[key] = _plain(item)
-        return out
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    raise BodyError(f"cannot put a {type(value).__name__} in a log body")
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 text, no NaN: the one serialisation the log hashes."""
-    return json.dumps(
-        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def canonical_body(body: dict[str, Any]) -> str:
-    """Canonical JSON text of an entry body (an object)."""
-    if not isinstance(body, dict):
-        raise BodyError("a log body must be an object")
-    return canonical_json(body)
-
-
-def entry_bytes(
-    *,
-    seq: int,
-    prev: str,
-    kind: str,
-    subject_type: str,
-    subject_id: str,
-    body_text: str,
-    actor: str,
-    at: datetime,
-) -> bytes:
-    """Canonical bytes of one entry (what its hash covers)."""
-    head = {
-        "actor": actor,
-        "at": format_at(at),
-        "kind": kind,
-        "prev": prev,
-        "seq": seq,
-        "subject_id": subject_id,
-        "subject_type": subject_type,
-    }
-    # The body is re-serialised so that a stored text which is not canonical cannot verify.
-    return canonical_json({**head, "body": json.loads(body_text)}).encode("utf-8")
-
-
-def entry_hash(data: bytes) -> str:
-    """Lowercase hex SHA-256."""
-    return hashlib.sha256(data).hexdigest()
+from compliance.log.canonical import (  # noqa: F401 - the log's canonical form, re-exported
+    GENESIS_HASH,
+    BodyError,
+    canonical_body,
+    canonical_json,
+    checkpoint_message,
+    entry_bytes,
+    entry_hash,
+    format_at,
+    tree_head_message,
+)
 
 
 # class_row gives the database's text: pydantic makes the enums
@@ -150,7 +69,9 @@ class Verification:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A signed statement of the log's entry count and head hash."""
+    """A signed statement of the log: version 2 is a signed tree head (the Merkle root over the
+    first ``entry_count`` entries and the chain's head hash); version 1 signed the count and
+    head hash alone."""
 
     id: int
     entry_count: int
@@ -158,24 +79,22 @@ class Checkpoint:
     signed_at: datetime
     public_key: str
     signature: str
+    version: int = 1
+    root_hash: str | None = None
 
     def message(self) -> bytes:
         """The bytes the signature covers."""
+        if self.version == 2:
+            assert self.root_hash is not None
+            return tree_head_message(
+                tree_size=self.entry_count,
+                root_hash=self.root_hash,
+                head_hash=self.head_hash,
+                signed_at=self.signed_at,
+            )
         return checkpoint_message(
             entry_count=self.entry_count, head_hash=self.head_hash, signed_at=self.signed_at
         )
-
-
-def checkpoint_message(*, entry_count: int, head_hash: str, signed_at: datetime) -> bytes:
-    """Canonical bytes a checkpoint signature covers."""
-    return canonical_json(
-        {
-            "entry_count": entry_count,
-            "head_hash": head_hash,
-            "signed_at": format_at(signed_at),
-            "type": "vigil.compliance.checkpoint.v1",
-        }
-    ).encode("utf-8")
 
 
 # -- what the audit API sends (compliance.log.views) ---------------------------------------
@@ -223,7 +142,8 @@ class VerificationOut(BaseModel):
 
 
 class CheckpointOut(BaseModel):
-    """A signed statement of the log's entry count and head hash."""
+    """A signed tree head (version 2: Merkle root and chain head over ``entry_count``
+    entries), or a signed entry count and head hash (version 1)."""
 
     id: int
     entry_count: int
@@ -231,6 +151,8 @@ class CheckpointOut(BaseModel):
     signed_at: datetime
     public_key: str
     signature: str
+    version: int = 1
+    root_hash: str | None = None
     signature_valid: bool | None = Field(
         description="whether it verifies under the public key given; null when none was given"
     )

@@ -15,8 +15,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row, dict_row, tuple_row
 
+from compliance.log import merkle
 from compliance.log.models import (
     GENESIS_HASH,
     Checkpoint,
@@ -27,7 +28,7 @@ from compliance.log.models import (
     entry_bytes,
     entry_hash,
 )
-from vigil.db.rows import columns
+from vigil.db.rows import columns, first_value
 
 # pg_advisory_xact_lock key of the log's single writer slot ("VCLG").
 LOG_LOCK_KEY = 0x5643_4C47
@@ -175,10 +176,17 @@ def scan(conn: psycopg.Connection, *, batch: int = 5000) -> Iterator[dict[str, A
         yield from cur
 
 
-def check_chain(rows: Iterator[dict[str, Any]]) -> tuple[int, str, Problem | None]:
-    """Walk rows in order; returns (entries verified, their head hash, first problem)."""
-    expected_seq = 1
-    prev = GENESIS_HASH
+def check_chain(
+    rows: Iterator[dict[str, Any]],
+    *,
+    after_seq: int = 0,
+    prev: str = GENESIS_HASH,
+    leaves: list[bytes] | None = None,
+) -> tuple[int, str, Problem | None]:
+    """Walk rows in order (from ``after_seq``, whose hash is ``prev``); returns (entries
+    verified, their head hash, first problem). ``leaves`` collects each verified entry's Merkle
+    leaf hash."""
+    expected_seq = after_seq + 1
     for row in rows:
         seq = row["seq"]
         if seq != expected_seq:
@@ -204,9 +212,14 @@ def check_chain(rows: Iterator[dict[str, Any]]) -> tuple[int, str, Problem | Non
             return seq - 1, prev, Problem(seq, f"unreadable ({exc})")
         if entry_hash(data) != row["hash"]:
             return seq - 1, prev, Problem(seq, "content does not match its hash")
+        if leaves is not None:
+            leaves.append(merkle.leaf_hash(data))
         prev = row["hash"]
         expected_seq += 1
     return expected_seq - 1, prev, None
+
+
+_CHECKPOINT_COLUMNS = columns(Checkpoint)
 
 
 def insert_checkpoint(
@@ -217,33 +230,78 @@ def insert_checkpoint(
     signed_at: datetime,
     public_key: str,
     signature: str,
+    root_hash: str | None = None,
 ) -> Checkpoint:
-    """Store a signed checkpoint."""
-    with conn.cursor(row_factory=dict_row) as cur:
+    """Store a signed checkpoint: a signed tree head when it has a root (version 2)."""
+    with conn.cursor(row_factory=class_row(Checkpoint)) as cur:
         row = cur.execute(
             "INSERT INTO compliance_checkpoints "
-            "(entry_count, head_hash, signed_at, public_key, signature) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING *",
-            (entry_count, head_hash, signed_at, public_key, signature),
+            "(entry_count, head_hash, signed_at, public_key, signature, version, root_hash) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_CHECKPOINT_COLUMNS}",
+            (
+                entry_count,
+                head_hash,
+                signed_at,
+                public_key,
+                signature,
+                1 if root_hash is None else 2,
+                root_hash,
+            ),
         ).fetchone()
     assert row is not None
-    return Checkpoint(**row)
+    return row
 
 
 def checkpoints(conn: psycopg.Connection) -> list[Checkpoint]:
     """Every stored checkpoint, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute("SELECT * FROM compliance_checkpoints ORDER BY id").fetchall()
-    return [Checkpoint(**row) for row in rows]
+    with conn.cursor(row_factory=class_row(Checkpoint)) as cur:
+        return cur.execute(
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM compliance_checkpoints ORDER BY id"
+        ).fetchall()
 
 
 def latest_checkpoint(conn: psycopg.Connection) -> Checkpoint | None:
     """The most recent checkpoint, if any."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT * FROM compliance_checkpoints ORDER BY id DESC LIMIT 1"
+    with conn.cursor(row_factory=class_row(Checkpoint)) as cur:
+        return cur.execute(
+            f"SELECT {_CHECKPOINT_COLUMNS} FROM compliance_checkpoints ORDER BY id DESC LIMIT 1"
         ).fetchone()
-    return Checkpoint(**row) if row else None
+
+
+def leaf_count(conn: psycopg.Connection) -> int:
+    """How many entries have their Merkle leaf recorded (always a prefix of the log)."""
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM compliance_log_leaves").fetchone()
+    return int(first_value(row))
+
+
+def rows_after(
+    conn: psycopg.Connection, *, after_seq: int, upto: int, batch: int = 5000
+) -> Iterator[dict[str, Any]]:
+    """Stored rows after ``after_seq`` up to ``upto``, in order, streamed."""
+    with conn.transaction(), conn.cursor("compliance_log_tail", row_factory=dict_row) as cur:
+        cur.itersize = batch
+        cur.execute(
+            f"SELECT {_STORED_COLUMNS} FROM compliance_log WHERE seq > %s AND seq <= %s "
+            "ORDER BY seq",
+            (after_seq, upto),
+        )
+        yield from cur
+
+
+def insert_leaves(conn: psycopg.Connection, *, first_seq: int, leaves: list[bytes]) -> None:
+    """Record the leaf hashes of consecutive entries from ``first_seq``."""
+    with conn.cursor().copy("COPY compliance_log_leaves (seq, leaf_hash) FROM STDIN") as copy:
+        for offset, leaf in enumerate(leaves):
+            copy.write_row((first_seq + offset, leaf.hex()))
+
+
+def stored_leaves(conn: psycopg.Connection, *, upto: int) -> list[bytes]:
+    """The recorded leaf hashes of entries 1..``upto``, in order."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(
+            "SELECT leaf_hash FROM compliance_log_leaves WHERE seq <= %s ORDER BY seq", (upto,)
+        )
+        return [bytes.fromhex(row[0]) for row in cur]
 
 
 def beyond_checkpoint(subject_type: str, subject_id: sql.Composable) -> sql.Composable:
@@ -288,17 +346,19 @@ SUBJECT_TABLES: dict[str, str] = {
 }
 
 
+_PRESENT_TABLES = """SELECT table_name FROM information_schema.columns
+    WHERE table_schema = current_schema() AND column_name = 'device_id' AND table_name = ANY(%s)"""
+
+
+def _tables_among(present: set[str]) -> dict[str, str]:
+    return {subject: table for subject, table in SUBJECT_TABLES.items() if table in present}
+
+
 async def subject_tables(conn: psycopg.AsyncConnection) -> dict[str, str]:
     """Those of SUBJECT_TABLES that exist in this database and have a device_id column."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """SELECT table_name FROM information_schema.columns
-               WHERE table_schema = current_schema() AND column_name = 'device_id'
-                 AND table_name = ANY(%s)""",
-            (list(SUBJECT_TABLES.values()),),
-        )
-        present = {row["table_name"] for row in await cur.fetchall()}
-    return {subject: table for subject, table in SUBJECT_TABLES.items() if table in present}
+    async with conn.cursor(row_factory=tuple_row) as cur:
+        await cur.execute(_PRESENT_TABLES, (list(SUBJECT_TABLES.values()),))
+        return _tables_among({row[0] for row in await cur.fetchall()})
 
 
 def entry_device(tables: dict[str, str]) -> sql.Composable:
@@ -367,7 +427,22 @@ async def _scoped_select(
     filters: dict[str, Any],
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """``SELECT`` of the entries in scope and matching ``filters``, in chain order (no limit)."""
-    device = entry_device(await subject_tables(conn))
+    return _scoped_query(
+        await subject_tables(conn),
+        devices=devices,
+        device_params=device_params,
+        filters=filters,
+    )
+
+
+def _scoped_query(
+    tables: dict[str, str],
+    *,
+    devices: sql.Composable | None,
+    device_params: dict[str, Any],
+    filters: dict[str, Any],
+) -> tuple[sql.Composed, dict[str, Any]]:
+    device = entry_device(tables)
     where, params = _filters(
         devices=devices,
         device_params=device_params,
@@ -427,3 +502,27 @@ async def stream_entries(
             await cur.execute(query, {**params, "after": 0})
             async for row in cur:
                 yield row
+
+
+def scoped_rows(
+    conn: psycopg.Connection,
+    *,
+    devices: sql.Composable | None,
+    device_params: dict[str, Any],
+    upto: int,
+    **filters: Any,
+) -> list[dict[str, Any]]:
+    """Stored rows of the entries in scope up to entry ``upto``, in chain order (body as the
+    canonical text its hash covers), for an export."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute(_PRESENT_TABLES, (list(SUBJECT_TABLES.values()),))
+        tables = _tables_among({row[0] for row in cur.fetchall()})
+    query, params = _scoped_query(
+        tables, devices=devices, device_params=device_params, filters=filters
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL("SELECT * FROM ({}) s WHERE s.seq <= %(upto)s ORDER BY s.seq").format(query),
+            {**params, "after": 0, "upto": upto},
+        )
+        return cur.fetchall()

@@ -184,6 +184,8 @@ def list_checkpoints(
             signed_at=m.signed_at,
             public_key=m.public_key,
             signature=m.signature,
+            version=m.version,
+            root_hash=m.root_hash,
             signature_valid=(
                 None if public_key is None else log_flows.signature_valid(m, public_key=public_key)
             ),

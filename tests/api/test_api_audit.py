@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from compliance.log import append, create_checkpoint
-from compliance.log.flows import public_key_hex
+from compliance.log.flows import create_checkpoint, public_key_hex
 from compliance.log.models import entry_bytes, entry_hash
+from compliance.log.service import append
 from tests.api.conftest import login
 
 AT = datetime(2026, 1, 5, 7, 30, tzinfo=UTC)

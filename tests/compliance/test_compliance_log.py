@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from compliance.log import flows, service
+from compliance.log import flows, merkle, service
 from compliance.log.models import GENESIS_HASH, BodyError, canonical_json, entry_bytes, entry_hash
 from runtime.cli import main as vigil_main
 
@@ -262,7 +262,47 @@ def test_a_recomputed_chain_does_not_match_the_signed_head(db, db_url, tmp_path)
     )
     result = flows.verify(db, public_key=flows.public_key_hex(key))
     assert not result.ok
-    assert any("rewritten" in line for line in result.checkpoint_problems)
+    # the signed tree head names the edited entry itself, not the last one it covers (4)
+    assert result.problem is not None and result.problem.seq == 2
+    assert any("entry 2 was changed" in line for line in result.checkpoint_problems)
+
+
+def test_a_rewrite_of_the_recorded_leaves_too_is_still_caught(db, db_url, tmp_path):
+    key = flows.load_or_create_key(tmp_path / "key.pem")
+    _fill(db, 4)
+    flows.create_checkpoint(db, key=key, at=T0)
+    rows = db.execute("SELECT * FROM compliance_log ORDER BY seq").fetchall()
+    statements, prev = [], rows[0]["hash"]
+    for row in rows[1:]:
+        actor = "mallory" if row["seq"] == 2 else row["actor"]
+        data = entry_bytes(
+            seq=row["seq"],
+            prev=prev,
+            kind=row["kind"],
+            subject_type=row["subject_type"],
+            subject_id=row["subject_id"],
+            body_text=row["body"],
+            actor=actor,
+            at=row["at"],
+        )
+        statements += [
+            f"UPDATE compliance_log SET actor = '{actor}', prev_hash = '{prev}', "
+            f"hash = '{entry_hash(data)}' WHERE seq = {row['seq']}",
+            f"UPDATE compliance_log_leaves SET leaf_hash = '{merkle.leaf_hash(data).hex()}' "
+            f"WHERE seq = {row['seq']}",
+        ]
+        prev = entry_hash(data)
+    _superuser_sql(
+        db_url,
+        "ALTER TABLE compliance_log DISABLE TRIGGER USER",
+        "ALTER TABLE compliance_log_leaves DISABLE TRIGGER USER",
+        *statements,
+        "ALTER TABLE compliance_log ENABLE TRIGGER USER",
+        "ALTER TABLE compliance_log_leaves ENABLE TRIGGER USER",
+    )
+    result = flows.verify(db, public_key=flows.public_key_hex(key))
+    assert not result.ok
+    assert any("recorded leaves with them" in line for line in result.checkpoint_problems)
 
 
 def test_checkpoint_signatures_verify_only_under_the_signing_key(db, db_url, tmp_path):
