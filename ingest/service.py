@@ -395,20 +395,14 @@ def drop_partitions_before(conn: psycopg.Connection, *, day: date) -> list[str]:
 
 def drop_chunks_before(conn: psycopg.Connection, *, day: date) -> list[str]:
     """Drop the telemetry chunks that end on or before ``day`` (TimescaleDB)."""
-    rows = conn.execute(
-        "SELECT drop_chunks('telemetry_rows', older_than => %s::date::timestamptz)", (day,)
-    ).fetchall()
+    rows = conn.execute("SELECT storage_drop_chunks_before(%s)", (day,)).fetchall()
     return [str(r[0]) for r in rows]
 
 
 def compress_chunks_before(conn: psycopg.Connection, *, day: date) -> int:
     """Compress the telemetry chunks that end on or before ``day`` (TimescaleDB)."""
-    rows = conn.execute(
-        "SELECT compress_chunk(c, if_not_compressed => true) "
-        "FROM show_chunks('telemetry_rows', older_than => %s::date::timestamptz) AS c",
-        (day,),
-    ).fetchall()
-    return len(rows)
+    row = conn.execute("SELECT storage_compress_chunks_before(%s)", (day,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def apply_timescale_policies(
@@ -417,17 +411,11 @@ def apply_timescale_policies(
     """Set the configured compression and retention policies; False on plain PostgreSQL."""
     if not has_timescaledb(conn):
         return False
-    conn.execute("SELECT remove_compression_policy('telemetry_rows', if_exists => true)")
-    conn.execute(
-        "SELECT add_compression_policy('telemetry_rows', make_interval(days => %s))",
-        (compress_after_days,),
-    )
-    conn.execute("SELECT remove_retention_policy('telemetry_rows', if_exists => true)")
-    conn.execute(
-        "SELECT add_retention_policy('telemetry_rows', make_interval(days => %s))",
-        (retention_days,),
-    )
-    return True
+    # the owner's function (ingest 0107): the application role may not change policies itself
+    row = conn.execute(
+        "SELECT storage_apply_policies(%s, %s)", (compress_after_days, retention_days)
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def try_lock(conn: psycopg.Connection, *, key: int) -> bool:

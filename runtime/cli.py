@@ -106,11 +106,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from vigil.db import migrate
-    from vigil.embedded import database
+    from vigil.embedded import database, migrate_and_grant
 
     if settings.database_url:
-        applied = migrate(settings.database_url)
+        applied = migrate_and_grant(
+            admin_url=settings.database_admin_url or settings.database_url,
+            app_url=settings.database_url,
+        )
         print(f"applied {len(applied)} migration(s)")
         for migration in applied:
             print(f"  {migration.version:04d}_{migration.name} ({migration.package})")

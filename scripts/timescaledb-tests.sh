@@ -10,4 +10,4 @@ if [ -z "$pg_config" ] || [ ! -f "$("$pg_config" --sharedir)/extension/timescale
 fi
 echo "storage tests on TimescaleDB:"
 VIGIL_TEST_TIMESCALEDB=1 "$python" -m pytest -q -p no:cacheprovider \
-  tests/test_db.py tests/ingest tests/api/test_api_assets.py
+  tests/test_db.py tests/test_db_roles.py tests/ingest tests/api/test_api_assets.py

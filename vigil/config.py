@@ -148,7 +148,16 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
-    database_url: str | None = Field(default=None, description="PostgreSQL URL; embedded if unset")
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL every process connects with (the application role); "
+        "embedded if unset",
+    )
+    database_admin_url: str | None = Field(
+        default=None,
+        description="URL of the role that owns the schema, for migrations (default: "
+        "database_url); the application role is granted only what it uses",
+    )
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; embedded if unset")
     data_dir: Path = Path(".vigil")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

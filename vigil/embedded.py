@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from vigil.config import Settings
 from vigil.db import migrate
+from vigil.db.migrate import Migration
+from vigil.db.roles import APP_ROLE, ensure_role, grant_app_rights
 from vigil.services import MosquittoBroker, PostgresServer
 
 log = logging.getLogger(__name__)
 
 DATABASE_NAME = "vigil"
+APP_PASSWORD_FILE = "postgres-app.password"  # in the data directory, mode 0600
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +60,15 @@ def endpoints(
                 ).fetchone()
                 if not exists:
                     conn.execute(f'CREATE DATABASE "{database}"')
-            database_url = server.url(database)
-            log.info("embedded PostgreSQL at %s", database_url)
+            admin_url = server.url(database)
+            # every process connects as the application role, never as the superuser
+            app_password = _secret(settings.data_dir.absolute() / APP_PASSWORD_FILE)
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                ensure_role(conn, role=APP_ROLE, password=app_password)
+            database_url = server.url(database, user=APP_ROLE, password=app_password)
+            log.info("embedded PostgreSQL on 127.0.0.1:%d, database %s", server.port, database)
+        else:
+            admin_url = settings.database_admin_url or database_url
         mqtt_url = settings.mqtt_url
         if mqtt_url is None:
             broker = MosquittoBroker(settings.data_dir.absolute() / "mosquitto")
@@ -63,7 +76,7 @@ def endpoints(
             stack.callback(broker.stop)
             mqtt_url = broker.url
             log.info("embedded Mosquitto at %s", mqtt_url)
-        applied = migrate(database_url)
+        applied = migrate_and_grant(admin_url=admin_url, app_url=database_url)
         log.info("database migrated (%d migrations applied now)", len(applied))
         yield Endpoints(
             database_url,
@@ -71,6 +84,28 @@ def endpoints(
             embedded_database=settings.database_url is None,
             embedded_broker=settings.mqtt_url is None,
         )
+
+
+def migrate_and_grant(*, admin_url: str, app_url: str) -> list[Migration]:
+    """Migrate as the schema's owner; then, when the application connects as another role,
+    grant that role what it uses and nothing more (``vigil.db.roles``)."""
+    applied = migrate(admin_url)
+    app_user = conninfo_to_dict(app_url).get("user")
+    if app_user and app_user != conninfo_to_dict(admin_url).get("user"):
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            grant_app_rights(conn, role=str(app_user))
+    return applied
+
+
+def _secret(path: Path) -> str:
+    """The password kept in ``path`` (mode 0600), made on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(secret + "\n")
+    return secret
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import glob
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +113,21 @@ class PostgresServer:
         self.user = "postgres"
         self._bindir = postgres_bindir()
         self._owner = _run_as()
+        # scram-sha-256 on every connection, loopback and socket alike: the superuser's password
+        # lives beside the data directory (mode 0600); a cluster made before has none (trust)
+        self.password_file = self.data_dir.with_name(self.data_dir.name + ".password")
+        self.password: str | None = (
+            self.password_file.read_text().strip() if self.password_file.exists() else None
+        )
 
-    def url(self, dbname: str = "postgres") -> str:
-        """Connection URL for a database of this server."""
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+    def url(
+        self, dbname: str = "postgres", *, user: str | None = None, password: str | None = None
+    ) -> str:
+        """Connection URL for a database of this server (as the superuser unless given)."""
+        if user is None:
+            user, password = self.user, self.password
+        secret = f":{quote(password, safe='')}" if password else ""
+        return f"postgresql://{user}{secret}@127.0.0.1:{self.port}/{dbname}"
 
     def _cmd(self, *args: str) -> list[str]:
         command = [str(self._bindir / args[0]), *args[1:]]
@@ -133,24 +146,37 @@ class PostgresServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self._chown(self.data_dir)
-        result = subprocess.run(
-            self._cmd(
-                "initdb",
-                "-D",
-                str(self.data_dir),
-                "-U",
-                self.user,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        password = secrets.token_urlsafe(24)
+        # readable by the server's user, gone after initdb (the data directory must be empty)
+        pwfile = self.data_dir.with_name(f".{self.data_dir.name}.initdb-pw")
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        self._chown(pwfile)
+        try:
+            result = subprocess.run(
+                self._cmd(
+                    "initdb",
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.user,
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode == 0:
+            self.password_file.touch(mode=0o600)
+            self.password_file.write_text(password + "\n")
+            self.password = password
         if result.returncode != 0:
             reason = result.stderr.strip() or result.stdout.strip()
             if "Permission denied" in reason and self._owner is not None:

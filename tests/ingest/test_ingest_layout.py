@@ -159,8 +159,8 @@ def test_a_metric_set_created_by_a_rolled_back_batch_is_not_reused(db_url, clock
     ]
 
 
-def test_an_insert_through_the_view_refuses_a_stored_point(db, unique_id):
-    fleet = register_fleet(db.info.dsn, gateway=unique_id)
+def test_an_insert_through_the_view_refuses_a_stored_point(db, db_url, unique_id):
+    fleet = register_fleet(db_url, gateway=unique_id)  # the dsn of a connection has no password
     db.execute("SELECT ensure_telemetry_partitions(current_date - 1, current_date)")
     insert = (
         "INSERT INTO telemetry (device_id, metric, ts, value) "
