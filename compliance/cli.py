@@ -163,6 +163,15 @@ def _checkpoint(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _jurisdiction_id(conn: psycopg.Connection, code: str) -> int | None:
+    """The id of the jurisdiction of this code; None (said on stderr) when there is none."""
+    row = conn.execute("SELECT id FROM jurisdictions WHERE code = %s", (code,)).fetchone()
+    if row is None:
+        print(f"vigil: no jurisdiction {code!r}", file=sys.stderr)
+        return None
+    return int(row[0])
+
+
 def _policy_values(pairs: list[str]) -> dict[str, float | None]:
     values: dict[str, float | None] = {}
     for pair in pairs:
@@ -186,13 +195,10 @@ def _policy(args: argparse.Namespace, settings: Settings) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         owner: dict[str, object] = {}
         if args.jurisdiction is not None:
-            row = conn.execute(
-                "SELECT id FROM jurisdictions WHERE code = %s", (args.jurisdiction,)
-            ).fetchone()
-            if row is None:
-                print(f"vigil: no jurisdiction {args.jurisdiction!r}", file=sys.stderr)
+            jurisdiction = _jurisdiction_id(conn, args.jurisdiction)
+            if jurisdiction is None:
                 return 2
-            owner["jurisdiction_id"] = row[0]
+            owner["jurisdiction_id"] = jurisdiction
         elif args.device is not None:
             known = conn.execute("SELECT 1 FROM devices WHERE id = %s", (args.device,))
             if known.fetchone() is None:
@@ -248,16 +254,13 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         params: dict[str, object] = {}
         scope: dict[str, object] = {"since": args.since, "until": args.until}
         if args.jurisdiction is not None:
-            row = conn.execute(
-                "SELECT id FROM jurisdictions WHERE code = %s", (args.jurisdiction,)
-            ).fetchone()
-            if row is None:
-                print(f"vigil: no jurisdiction {args.jurisdiction!r}", file=sys.stderr)
+            jurisdiction = _jurisdiction_id(conn, args.jurisdiction)
+            if jurisdiction is None:
                 return 2
             devices = sql.SQL(
                 "d.site_id IN (SELECT id FROM sites WHERE jurisdiction_id = %(scope_id)s)"
             )
-            params = {"scope_id": row[0]}
+            params = {"scope_id": jurisdiction}
             scope["jurisdiction"] = args.jurisdiction
         elif args.firm is not None:
             devices, params = sql.SQL("d.firm_id = %(scope_id)s"), {"scope_id": args.firm}
