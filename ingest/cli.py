@@ -36,10 +36,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: [ingest] workers)"
     )
+    parser.add_argument(
+        "--broker",
+        default=None,
+        metavar="URL",
+        help="where to consume: mqtt://host:port (Mosquitto, default: mqtt_url) or "
+        "nats://a:4222,b:4222 (a NATS cluster's JetStream, docs/ingest.md)",
+    )
     parser.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.jetstream import is_nats
     from vigil.embedded import endpoints
 
     workers = args.workers or settings.ingest.workers
@@ -53,9 +61,12 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(
         update={"ingest": settings.ingest.model_copy(update={"workers": workers})}
     )
+    if args.broker:
+        settings = settings.model_copy(update={"mqtt_url": args.broker})
     with endpoints(settings) as where:
         _warn_about_broker_capacity(where.database_url, settings)
-        _drain_removed_workers(where.database_url, where.mqtt_url, settings)
+        if not is_nats(where.mqtt_url):  # JetStream's consumers are shared: nothing to drain
+            _drain_removed_workers(where.database_url, where.mqtt_url, settings)
         return _supervise(where.database_url, where.mqtt_url, settings, workers)
 
 

@@ -22,6 +22,7 @@ import psycopg
 
 from ingest import flows, scheduled, service
 from ingest.consumer import MqttConsumer
+from ingest.jetstream import JetStreamConsumer, is_nats
 from ingest.models import Batch, Delivery, IngestStats, Lane, Received, WriteResult
 from ingest.registry import DeviceRegistry
 from vigil import wire
@@ -74,19 +75,33 @@ class IngestWorker:
         self.failed = threading.Event()
         self.failure: str | None = None
         self._maintenance = maintenance
-        self.consumer = MqttConsumer(
-            mqtt_url=mqtt_url,
-            client_id=session_client_id(settings.client_id, worker_index, lane),
-            # a single worker subscribes plainly: Mosquitto restores plain subscriptions across
-            # its own restart but not shared ones (docs/ingest.md); sharing only splits work
-            share_group=settings.share_group if settings.workers > 1 else "",
-            session_expiry_s=settings.session_expiry_s,
-            receive_maximum=settings.receive_maximum,
-            inbox=self._inbox,
-            on_subscribed=lambda: self.stats.update(lambda s: setattr(s, "subscribed", True)),
-            drain=drain,
-            lane=lane,
-        )
+        self.consumer: MqttConsumer | JetStreamConsumer
+        if is_nats(mqtt_url):
+            # a clustered broker: durable JetStream consumers shared by every worker
+            self.consumer = JetStreamConsumer(
+                nats_url=mqtt_url,
+                group=settings.share_group,
+                receive_maximum=settings.receive_maximum,
+                ack_wait_s=settings.ack_wait_s,
+                replicas=settings.nats_replicas,
+                inbox=self._inbox,
+                on_subscribed=lambda: self.stats.update(lambda s: setattr(s, "subscribed", True)),
+                lane=lane,
+            )
+        else:
+            self.consumer = MqttConsumer(
+                mqtt_url=mqtt_url,
+                client_id=session_client_id(settings.client_id, worker_index, lane),
+                # a single worker subscribes plainly: Mosquitto restores plain subscriptions
+                # across its own restart but not shared ones (docs/ingest.md)
+                share_group=settings.share_group if settings.workers > 1 else "",
+                session_expiry_s=settings.session_expiry_s,
+                receive_maximum=settings.receive_maximum,
+                inbox=self._inbox,
+                on_subscribed=lambda: self.stats.update(lambda s: setattr(s, "subscribed", True)),
+                drain=drain,
+                lane=lane,
+            )
         self._threads = [
             threading.Thread(target=self._guarded, args=("collector", self._collect), daemon=True),
             threading.Thread(target=self._guarded, args=("writer", self._write), daemon=True),

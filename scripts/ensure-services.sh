@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Make sure the Mosquitto and PostgreSQL binaries Vigil runs privately are installed.
+# Make sure the Mosquitto, PostgreSQL and NATS binaries Vigil runs privately are installed.
 # Installs them with apt-get when missing and possible; otherwise says what is missing.
 set -u
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto mosquitto-clients)
+# the clustered broker path (ingest/jetstream.py) and its tests: Debian's nats-server (2.9+)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
 # the console's browser test drives Debian's Chromium (never a downloaded browser build)
 [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)

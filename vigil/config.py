@@ -73,6 +73,11 @@ class IngestSettings(Section):
     share_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0, description="broker keeps a session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535, description="unacked messages")
+    # NATS JetStream path: a message a worker took but did not acknowledge within this long
+    # (the worker died) is delivered again, to any worker
+    ack_wait_s: float = Field(default=30.0, gt=0, le=3600)
+    # how many nodes keep each message (the NATS cluster's mqtt.stream_replicas)
+    nats_replicas: int = Field(default=3, ge=1, le=5)
     # what the broker was configured to queue per session (Mosquitto's max_queued_messages; its
     # stock value is 1000, 0 is unlimited) and how long a database outage it must bridge:
     # `vigil ingest` warns at start when that cannot hold at the fleet's current rate

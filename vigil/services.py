@@ -385,6 +385,163 @@ class MosquittoBroker:
         self.stop()
 
 
+def nats_binary() -> Path:
+    """Path of the nats-server binary (Debian's package ``nats-server``, 2.9 or later)."""
+    found = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else None
+    )
+    if not found:
+        raise ServiceError("no nats-server binary found: install NATS (`make test` does it)")
+    return Path(found)
+
+
+class NatsServer:
+    """One node of a private NATS cluster on 127.0.0.1: client, cluster and MQTT listeners,
+    JetStream storing in ``data_dir``; MQTT's own streams replicated ``replicas`` times."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        name: str,
+        routes: list[int],
+        cluster_port: int,
+        replicas: int,
+        port: int | None = None,
+        mqtt_port: int | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.name = name
+        self.port = port or free_port()
+        self.mqtt_port = mqtt_port or free_port()
+        self.cluster_port = cluster_port
+        self.routes = routes
+        self.replicas = replicas
+        self._binary = nats_binary()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """nats:// URL of this node."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        """mqtt:// URL of this node's MQTT listener (MQTT 3.1.1)."""
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
+        config = self.data_dir / "nats.conf"
+        config.write_text(
+            f"server_name: {self.name}\n"
+            f"listen: 127.0.0.1:{self.port}\n"
+            f'jetstream {{ store_dir: "{self.data_dir / "jetstream"}" }}\n'
+            f"cluster {{ name: vigil, listen: 127.0.0.1:{self.cluster_port}, "
+            f"routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: {self.replicas} }}\n"
+        )
+        return config
+
+    def start(self) -> None:
+        """Start the node and wait until it accepts clients."""
+        if self.running:
+            return
+        config = self._write_config()
+        self._process = subprocess.Popen(
+            [str(self._binary), "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data_dir / "nats.log", "ab"),
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(self.port, timeout=15)
+            wait_for_port(self.mqtt_port, timeout=15)
+        except ServiceError:
+            self.kill()
+            raise ServiceError(
+                f"nats-server {self.name} did not start: {self._log_tail()}"
+            ) from None
+
+    def stop(self) -> None:
+        """Stop the node cleanly."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the node, as a crash would."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    @property
+    def running(self) -> bool:
+        """True while the node's process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.data_dir / "nats.log").read_text()[-2000:]
+        except OSError:
+            return "(no log)"
+
+
+class NatsCluster:
+    """``size`` NATS nodes routed to each other, JetStream and MQTT on each."""
+
+    def __init__(self, data_dir: Path, *, size: int = 3) -> None:
+        cluster_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsServer(
+                Path(data_dir) / f"n{i + 1}",
+                name=f"n{i + 1}",
+                routes=cluster_ports,
+                cluster_port=cluster_ports[i],
+                replicas=min(3, size),
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """One nats:// URL naming every node (``nats://a:1,b:2``), as ingest takes it."""
+        return "nats://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> None:
+        """Start every node."""
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
