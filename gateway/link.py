@@ -18,6 +18,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -119,17 +120,28 @@ class BrokerLink:
             tls = ssl.create_default_context(
                 cafile=str(self.broker.ca_file) if self.broker.ca_file else None
             )
+        if self.broker.protocol == "3.1.1":
+            # a persistent session all the same (clean session off): commands sent while away
+            # are kept for us as long as the broker keeps the session
+            session: dict[str, Any] = {
+                "protocol": aiomqtt.ProtocolVersion.V311,
+                "clean_session": False,
+            }
+        else:
+            # MQTT v5: a persistent session (commands sent while away are kept for us), and
+            # subscriptions that keep the retain flag of what they forward (see _listen)
+            session = {
+                "protocol": aiomqtt.ProtocolVersion.V5,
+                "clean_start": False,
+                "properties": _session_properties(self.broker.session_expiry_s),
+            }
         client = aiomqtt.Client(
             self.broker.host,
             self.broker.port,
             username=self.broker.username,
             password=self.broker.secret(),
             identifier=self.broker.client_id or self.gateway_id,
-            # MQTT v5: a persistent session (commands sent while away are kept for us), and
-            # subscriptions that keep the retain flag of what they forward (see _listen)
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=_session_properties(self.broker.session_expiry_s),
+            **session,
             will=aiomqtt.Will(status_topic, offline, qos=1, retain=True),
             keepalive=self.broker.keepalive_s,
             timeout=self.broker.timeout_s,
@@ -151,10 +163,13 @@ class BrokerLink:
             self._outage_logged = False
             # Retain As Published: a retained command keeps its flag even when the broker
             # forwards it live, so it is refused then too (never executed)
-            await client.subscribe(
-                subscription(Channel.COMMAND, self.gateway_id),
-                options=SubscribeOptions(qos=1, retainAsPublished=True),
-            )
+            commands = subscription(Channel.COMMAND, self.gateway_id)
+            if self.broker.protocol == "3.1.1":
+                await client.subscribe(commands, qos=1)
+            else:
+                await client.subscribe(
+                    commands, options=SubscribeOptions(qos=1, retainAsPublished=True)
+                )
             await self._publish_status(client, GatewayState.ONLINE)
             # Fixed now, not when the task first runs: health keeps to the clock.
             first_health = self.clock.now() + timedelta(seconds=self.health_interval_s)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote
 
 from pydantic import Field, model_validator
@@ -48,6 +49,10 @@ class BrokerConfig(Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     # how long the broker keeps the gateway's session, and the commands sent to it, while away
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    # "3.1.1" for a broker that speaks nothing newer, such as a NATS cluster's MQTT listener: a
+    # persistent session (kept as long as the broker keeps it: no expiry to ask for), and a
+    # retained command forwarded live cannot be told from a live one (v5's Retain As Published)
+    protocol: Literal["5", "3.1.1"] = "5"
     timeout_s: float = Field(default=10.0, gt=0, description="connect and publish timeout")
     inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged publishes")
     backoff_initial_s: float = Field(default=1.0, gt=0)

@@ -16,6 +16,7 @@ and drops it then.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -109,6 +110,7 @@ class JetStreamConsumer:
         self._pending: dict[int, Any] = {}  # delivery mid → the NATS message to ack
         self._mids = itertools.count(1)
         self._lock = threading.Lock()
+        self._acks: list[concurrent.futures.Future[None]] = []
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="ingest-jetstream", daemon=True)
@@ -122,6 +124,11 @@ class JetStreamConsumer:
         """Stop fetching and disconnect; what was not acknowledged is redelivered after
         ``ack_wait`` (the durable consumers stay: they are shared by every worker)."""
         del end_session
+        with self._lock:
+            sending = list(self._acks)
+        for sent in sending:  # the acks of what was committed go out before the connection ends
+            with contextlib.suppress(Exception):
+                sent.result(timeout=5)
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=15)
@@ -131,7 +138,9 @@ class JetStreamConsumer:
         with self._lock:
             messages = [m for d in deliveries if (m := self._pending.pop(d.mid, None)) is not None]
         if messages:
-            asyncio.run_coroutine_threadsafe(_ack_all(messages), self._loop)
+            sent = asyncio.run_coroutine_threadsafe(_ack_all(messages), self._loop)
+            with self._lock:
+                self._acks = [f for f in self._acks if not f.done()] + [sent]
         return len(messages)
 
     # -- the consumer's own event loop -----------------------------------------------------------
@@ -189,8 +198,11 @@ class JetStreamConsumer:
                 self._on_subscribed()
             await asyncio.gather(*(self._fetch(s) for s in subscriptions))
         finally:
+            # acks already sent reach the server; what is unacked is redelivered later
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     async def _ensure_stream(self, js: Any) -> None:
         """NATS creates ``$MQTT_msgs`` when the first MQTT client connects; ingest may come first,

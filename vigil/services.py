@@ -434,12 +434,18 @@ class NatsServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
         config = self.data_dir / "nats.conf"
+        # a single node runs JetStream standalone: a cluster of one never elects a leader
+        cluster = (
+            f"cluster {{ name: vigil, listen: 127.0.0.1:{self.cluster_port}, "
+            f"routes: [{routes}] }}\n"
+            if len(self.routes) > 1
+            else ""
+        )
         config.write_text(
             f"server_name: {self.name}\n"
             f"listen: 127.0.0.1:{self.port}\n"
             f'jetstream {{ store_dir: "{self.data_dir / "jetstream"}" }}\n'
-            f"cluster {{ name: vigil, listen: 127.0.0.1:{self.cluster_port}, "
-            f"routes: [{routes}] }}\n"
+            f"{cluster}"
             f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: {self.replicas} }}\n"
         )
         return config

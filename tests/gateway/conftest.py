@@ -44,6 +44,7 @@ def fleet_config(
     backoff_max_s: float = 8.0,
     username: str | None = None,
     password: str | None = None,
+    protocol: str = "5",
     **device_options: Any,
 ) -> Gateway:
     """A gateway config polling every simulated device in ``placements``."""
@@ -58,6 +59,7 @@ def fleet_config(
             backoff_initial_s=0.5,
             backoff_max_s=2.0,
             timeout_s=5,
+            protocol=protocol,
         ),
         buffer=BufferConfig(max_messages=max_messages),
         polling=PollingDefaults(
