@@ -110,8 +110,10 @@ def run_publisher(args: argparse.Namespace) -> int:
     layout = Layout(args.devices, args.gateways, args.publishers, args.ticks, args.base_ms)
     where = broker_address(args.mqtt_url)
     host, port = where.host, where.port
+    # NATS's MQTT listener speaks 3.1.1 only (as gateways configured for it do)
+    protocol = mqtt.MQTTv311 if args.protocol == "3.1.1" else mqtt.MQTTv5
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{args.index}", protocol=mqtt.MQTTv5
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{args.index}", protocol=protocol
     )
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(400)
@@ -174,6 +176,7 @@ def run_worker(args: argparse.Namespace) -> int:
             receive_maximum=args.receive_maximum,
             client_id="bench-ingest",
             workers=args.workers,  # more than one: a shared subscription (else each gets all)
+            nats_replicas=args.nats_replicas,
         ),
         clock=RealClock(),
         worker_index=args.index,
@@ -467,7 +470,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from vigil.clock import RealClock
     from vigil.db import migrate
-    from vigil.services import MosquittoBroker, PostgresServer
+    from vigil.services import MosquittoBroker, NatsCluster, PostgresServer
 
     scratch = Path(tempfile.mkdtemp(prefix="vigil-bench-ingest-"))
     scratch.chmod(0o755)
@@ -479,7 +482,9 @@ def run_bench(args: argparse.Namespace) -> int:
         if external
         else PostgresServer(scratch / "pg", durable=not args.no_fsync, timescaledb=args.timescaledb)
     )
-    broker = MosquittoBroker(scratch / "mqtt")
+    nats = args.broker == "nats"
+    cluster = NatsCluster(scratch / "nats", size=3) if nats else None
+    broker = None if nats else MosquittoBroker(scratch / "mqtt")
     children: list[Child] = []
     scratch_db = f"vigil_bench_{os.getpid()}"
     server_url = external or ""
@@ -487,7 +492,15 @@ def run_bench(args: argparse.Namespace) -> int:
         if postgres is not None:
             postgres.start()
             server_url = postgres.url()
-        broker.start()
+        if cluster is not None:
+            cluster.start()
+            worker_url = cluster.url
+            publisher_urls = [node.mqtt_url for node in cluster.nodes]  # spread over the nodes
+        else:
+            assert broker is not None
+            broker.start()
+            worker_url = broker.url
+            publisher_urls = [broker.url]
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {scratch_db}")
         url = make_conninfo(server_url, dbname=scratch_db)
@@ -517,7 +530,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     last_commit[0] = max(last_commit[0], float(words[2]))
                     lock.notify_all()
 
-        common = ["--database-url", url, "--mqtt-url", broker.url]
+        common = ["--database-url", url, "--mqtt-url", worker_url, "--nats-replicas", "3"]
         for index in range(args.workers):
             children.append(
                 Child(
@@ -545,11 +558,15 @@ def run_bench(args: argparse.Namespace) -> int:
         published: dict[int, int] = {}
         published_points = [0]
         publisher_cpu = [0.0]
-        mosquitto = pid_running(str(scratch / "mqtt" / "mosquitto.conf"))
+        brokers = (
+            [pid for n in (cluster.nodes if cluster else []) if (pid := n.pid) is not None]
+            if cluster is not None
+            else [pid for pid in [pid_running(str(scratch / "mqtt" / "mosquitto.conf"))] if pid]
+        )
         postmaster = (postgres.pid or 0) if postgres is not None else 0
         cpu_before = {
             "database": cluster_cpu(postmaster),
-            "broker": cpu_of(mosquitto) if mosquitto else 0.0,
+            "broker": sum(cpu_of(pid) for pid in brokers),
             "ingest": sum(cpu_of(c.process.pid) for c in children),
         }
 
@@ -575,7 +592,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 "publisher",
                 [
                     "--mqtt-url",
-                    broker.url,
+                    publisher_urls[index % len(publisher_urls)],
+                    "--protocol",
+                    "3.1.1" if nats else "5",
                     "--index",
                     str(index),
                     "--publishers",
@@ -627,7 +646,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "ingest": sum(cpu_of(c.process.pid) for c in children[: args.workers])
             - cpu_before["ingest"],
             "database": cluster_cpu(postmaster) - cpu_before["database"],
-            "broker": (cpu_of(mosquitto) if mosquitto else 0.0) - cpu_before["broker"],
+            "broker": sum(cpu_of(pid) for pid in brokers) - cpu_before["broker"],
             "publishers": publisher_cpu[0],
         }
 
@@ -643,7 +662,9 @@ def run_bench(args: argparse.Namespace) -> int:
         window = (in_window if in_window is not None else points) / args.duration
         print(f"offered by publishers:     {offered:,.0f} points/s for {args.duration:.0f} s")
         print(f"committed in that window:  {window:,.0f} points/s")
-        print(f"end to end (MQTT→commit):  {e2e:,.0f} points/s over {elapsed:.1f} s")
+        path = "NATS JetStream, 3 nodes" if nats else "Mosquitto"
+        print(f"end to end (MQTT→commit):  {e2e:,.0f} points/s over {elapsed:.1f} s ({path})")
+        RESULTS.append({"broker": path, "workers": args.workers, "e2e": e2e, "copy": rows / copy_s})
         print(
             f"raw binary COPY, one row per point (the layout before 0105): {copy_rate:,.0f} "
             f"points/s ({rows:,} rows, {copy_s:.1f} s, {args.copy_connections} connection(s), "
@@ -686,7 +707,11 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         for child in children:
             child.stop()
-        broker.kill()
+        if broker is not None:
+            broker.kill()
+        if cluster is not None:
+            for node in cluster.nodes:
+                node.kill()
         if postgres is not None:
             postgres.stop(mode="immediate")
         elif server_url:
@@ -723,11 +748,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--stock-postgres", action="store_true", help="keep max_wal_size/checkpoint defaults"
     )
+    parser.add_argument(
+        "--broker",
+        choices=("mosquitto", "nats"),
+        default="mosquitto",
+        help="nats: a private 3-node NATS cluster, publishers on MQTT 3.1.1, workers on JetStream",
+    )
+    parser.add_argument(
+        "--sweep",
+        default="",
+        metavar="N,N,...",
+        help="run once per worker count on the chosen broker, then once on Mosquitto with the "
+        "first count, and print the figures side by side (e.g. --broker nats --sweep 1,2,4)",
+    )
     pub = roles.add_parser("publisher")
     wrk = roles.add_parser("worker")
     for role in (pub, wrk):
         role.add_argument("--mqtt-url", required=True)
         role.add_argument("--index", type=int, required=True)
+    pub.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
+    wrk.add_argument("--nats-replicas", type=int, default=3)
     wrk.add_argument("--database-url", required=True)
     wrk.add_argument("--workers", type=int, required=True)
     wrk.add_argument("--batch-size", type=int, required=True)
@@ -751,7 +791,33 @@ def main(argv: list[str] | None = None) -> int:
         return run_publisher(args)
     if args.role == "worker":
         return run_worker(args)
+    if args.sweep:
+        return run_sweep(args)
     return run_bench(args)
+
+
+RESULTS: list[dict] = []  # what each run of this process measured, for the sweep's summary
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """The chosen broker with each worker count, then Mosquitto, each with its COPY baseline
+    (measured in the same run, on the same machine), side by side."""
+    counts = [int(n) for n in args.sweep.split(",") if n]
+    runs = [(args.broker, n) for n in counts]
+    if args.broker != "mosquitto":
+        runs.append(("mosquitto", counts[0]))
+    status = 0
+    for broker, workers in runs:
+        print(f"\n=== {broker}, {workers} worker(s) ===", flush=True)
+        one = argparse.Namespace(**{**vars(args), "broker": broker, "workers": workers})
+        status |= run_bench(one)
+    print("\nbroker                    workers  end to end points/s   raw COPY points/s  ratio")
+    for r in RESULTS:
+        print(
+            f"{r['broker']:<25} {r['workers']:>7}  {r['e2e']:>19,.0f}  {r['copy']:>18,.0f}"
+            f"  {r['e2e'] / r['copy']:.2f}"
+        )
+    return status
 
 
 if __name__ == "__main__":

@@ -497,6 +497,11 @@ class NatsServer:
         """True while the node's process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The node's process id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def _log_tail(self) -> str:
         try:
             return (self.data_dir / "nats.log").read_text()[-2000:]
