@@ -33,7 +33,8 @@ from vigil.db.rows import columns, first_value
 # pg_advisory_xact_lock key of the log's single writer slot ("VCLG").
 LOG_LOCK_KEY = 0x5643_4C47
 
-_HEAD = "SELECT seq, hash FROM compliance_log ORDER BY seq DESC LIMIT 1"
+# the head the insert trigger keeps (compliance 0210): one row, whatever the log's length
+_HEAD = "SELECT seq, hash FROM compliance_log_head"
 _INSERT = (
     "INSERT INTO compliance_log "
     "(seq, kind, subject_type, subject_id, body, actor, at, prev_hash, hash) "

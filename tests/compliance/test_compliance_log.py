@@ -331,3 +331,39 @@ def test_entries_are_listed_per_subject_with_their_bodies(db):
     assert [e.seq for e in listed] == [2, 5]
     assert listed[0].body == {"minutes": 21.5, "n": 1, "verdict": "verified"}
     assert json.loads(db.execute("SELECT body FROM compliance_log WHERE seq=5").fetchone()["body"])
+
+
+def test_the_head_row_follows_every_append_and_an_upgrade_starts_it_at_the_last_entry(
+    empty_db_url,
+):
+    # compliance 0210: the trigger reads a one-row head instead of the largest seq of the log
+    from vigil.db import migrate
+
+    migrate(empty_db_url, up_to=209)  # a log written before the head table, as it was written
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        last = None
+        for i in range(3):
+            row = service._row(
+                head=last,
+                kind="maintenance.verdict",
+                subject_type="device",
+                subject_id="lift-1",
+                body={"n": i},
+                actor="engine",
+                at=T0 + timedelta(minutes=i),
+            )
+            conn.execute(service._INSERT, row)
+            last = row
+    migrate(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT seq, hash FROM compliance_log_head").fetchone() == (
+            3,
+            last["hash"],
+        )
+        new = _fill(conn, 2)
+        assert [e.seq for e in new] == [4, 5] and new[0].prev_hash == last["hash"]
+        assert conn.execute("SELECT seq, hash FROM compliance_log_head").fetchone() == (
+            5,
+            new[-1].hash,
+        )
+        assert flows.verify(conn).ok

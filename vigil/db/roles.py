@@ -18,7 +18,7 @@ from vigil.db.rows import first_value
 APP_ROLE = "vigil_app"
 # rule A1: the application appends to these and never changes them
 INSERT_ONLY = ("compliance_log", "compliance_log_leaves", "compliance_checkpoints")
-READ_ONLY = ("schema_migrations",)
+READ_ONLY = ("schema_migrations", "compliance_log_head")
 
 
 def ensure_role(conn: psycopg.Connection, *, role: str, password: str) -> None:
