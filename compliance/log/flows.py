@@ -116,7 +116,10 @@ def create_checkpoint(
         if not force and last is not None and last.entry_count == count and last.version == 2:
             return None
         record_leaves(conn, upto=count)
-        root = merkle.root_of(service.stored_leaves(conn, upto=count)).hex()
+        frontier = _frontier_from(last, conn=conn)
+        for leaf in service.stored_leaves(conn, after=frontier.size, upto=count):
+            frontier.append(leaf)
+        root = frontier.root().hex()
         message = tree_head_message(
             tree_size=count, root_hash=root, head_hash=head_hash, signed_at=at
         )
@@ -128,7 +131,21 @@ def create_checkpoint(
             public_key=public_key_hex(key),
             signature=key.sign(message).hex(),
             root_hash=root,
+            frontier=[h.hex() for h in frontier.hashes],
         )
+
+
+def _frontier_from(last: Checkpoint | None, *, conn: psycopg.Connection) -> merkle.Frontier:
+    """Where the next tree head starts: the last head's right edge when it folds up to the root
+    that head signed (then only newer entries are hashed), else the whole log from the start."""
+    if last is not None and last.version == 2 and last.frontier is not None:
+        try:
+            frontier = merkle.Frontier(last.entry_count, [bytes.fromhex(h) for h in last.frontier])
+        except ValueError:
+            frontier = None
+        if frontier is not None and frontier.root().hex() == last.root_hash:
+            return frontier
+    return merkle.Frontier()
 
 
 def verify(conn: psycopg.Connection, *, public_key: str | None = None) -> Verification:

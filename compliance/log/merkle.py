@@ -172,3 +172,35 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     return fr == old_root and sr == new_root and sn == 0
+
+
+class Frontier:
+    """The right edge of a tree: the roots of its perfect subtrees, largest first (a compact
+    range of RFC 9162's leaves 0..size). Appending a leaf and taking the root cost O(log n),
+    so a tree head over a log of any length costs only what was appended since the last."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if len(hashes) != bin(size).count("1"):
+            raise ValueError(f"a tree of {size} leaves has {bin(size).count('1')} subtree roots")
+        self.size = size
+        self.hashes = list(hashes)
+
+    def append(self, leaf: bytes) -> None:
+        """Add one leaf hash."""
+        self.hashes.append(leaf)
+        self.size += 1
+        # the low bits of the new size say how many equal-sized subtrees now pair up
+        merges = (self.size & -self.size).bit_length() - 1
+        for _ in range(merges):
+            right = self.hashes.pop()
+            left = self.hashes.pop()
+            self.hashes.append(node_hash(left, right))
+
+    def root(self) -> bytes:
+        """MTH of the tree so far."""
+        if not self.hashes:
+            return EMPTY_ROOT
+        result = self.hashes[-1]
+        for subtree in reversed(self.hashes[:-1]):
+            result = node_hash(subtree, result)
+        return result

@@ -81,6 +81,7 @@ class Checkpoint:
     signature: str
     version: int = 1
     root_hash: str | None = None
+    frontier: list[str] | None = None  # roots of the perfect subtrees (hex), to extend from
 
     def message(self) -> bytes:
         """The bytes the signature covers."""

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, dict_row, tuple_row
+from psycopg.types.json import Jsonb
 
 from compliance.log import merkle
 from compliance.log.models import (
@@ -232,13 +233,14 @@ def insert_checkpoint(
     public_key: str,
     signature: str,
     root_hash: str | None = None,
+    frontier: list[str] | None = None,
 ) -> Checkpoint:
     """Store a signed checkpoint: a signed tree head when it has a root (version 2)."""
     with conn.cursor(row_factory=class_row(Checkpoint)) as cur:
         row = cur.execute(
-            "INSERT INTO compliance_checkpoints "
-            "(entry_count, head_hash, signed_at, public_key, signature, version, root_hash) "
-            f"VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_CHECKPOINT_COLUMNS}",
+            "INSERT INTO compliance_checkpoints (entry_count, head_hash, signed_at, public_key, "
+            "signature, version, root_hash, frontier) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_CHECKPOINT_COLUMNS}",
             (
                 entry_count,
                 head_hash,
@@ -247,6 +249,7 @@ def insert_checkpoint(
                 signature,
                 1 if root_hash is None else 2,
                 root_hash,
+                None if frontier is None else Jsonb(frontier),
             ),
         ).fetchone()
     assert row is not None
@@ -296,11 +299,12 @@ def insert_leaves(conn: psycopg.Connection, *, first_seq: int, leaves: list[byte
             copy.write_row((first_seq + offset, leaf.hex()))
 
 
-def stored_leaves(conn: psycopg.Connection, *, upto: int) -> list[bytes]:
-    """The recorded leaf hashes of entries 1..``upto``, in order."""
+def stored_leaves(conn: psycopg.Connection, *, upto: int, after: int = 0) -> list[bytes]:
+    """The recorded leaf hashes of entries ``after``+1..``upto``, in order."""
     with conn.cursor(row_factory=tuple_row) as cur:
         cur.execute(
-            "SELECT leaf_hash FROM compliance_log_leaves WHERE seq <= %s ORDER BY seq", (upto,)
+            "SELECT leaf_hash FROM compliance_log_leaves WHERE seq > %s AND seq <= %s ORDER BY seq",
+            (after, upto),
         )
         return [bytes.fromhex(row[0]) for row in cur]
 

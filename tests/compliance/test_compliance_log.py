@@ -367,3 +367,25 @@ def test_the_head_row_follows_every_append_and_an_upgrade_starts_it_at_the_last_
             new[-1].hash,
         )
         assert flows.verify(conn).ok
+
+
+def test_a_tree_head_extends_the_last_heads_frontier_and_ignores_a_forged_one(db, db_url, tmp_path):
+    key = flows.load_or_create_key(tmp_path / "key.pem")
+    _fill(db, 5)
+    first = flows.create_checkpoint(db, key=key, at=T0)
+    assert first.frontier is not None and len(first.frontier) == 2  # 5 = 4 + 1
+    _fill(db, 6)
+    second = flows.create_checkpoint(db, key=key, at=T0 + timedelta(hours=1))
+    leaves = service.stored_leaves(db, upto=11)
+    assert second.root_hash == merkle.Tree(leaves).root().hex()
+    # a frontier that does not fold up to its signed root is not trusted: the next head starts
+    # from the whole log and still signs the right root
+    _superuser_sql(
+        db_url,
+        f'UPDATE compliance_checkpoints SET frontier = \'["{"00" * 32}", "{"11" * 32}", '
+        f'"{"22" * 32}"]\' WHERE id = {second.id}',
+    )
+    _fill(db, 1)
+    third = flows.create_checkpoint(db, key=key, at=T0 + timedelta(hours=2))
+    assert third.root_hash == merkle.Tree(service.stored_leaves(db, upto=12)).root().hex()
+    assert flows.verify(db, public_key=flows.public_key_hex(key)).ok

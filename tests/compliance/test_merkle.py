@@ -85,3 +85,17 @@ def test_a_tree_answers_for_its_prefixes():
             leaf=LEAVES[size - 1], index=size - 1, size=size, proof=proof, root=root
         )
         assert tree.consistency_proof(size, 40) == rfc_subproof(size, LEAVES, True) or size == 40
+
+
+def test_a_frontier_gives_every_prefix_root_from_what_was_appended():
+    frontier = merkle.Frontier()
+    assert frontier.root() == merkle.EMPTY_ROOT
+    for size in range(1, 41):
+        frontier.append(LEAVES[size - 1])
+        assert frontier.root() == rfc_mth(LEAVES[:size])
+        assert len(frontier.hashes) == bin(size).count("1")
+    # carried over from a stored head and extended, it agrees with a tree built whole
+    resumed = merkle.Frontier(frontier.size, frontier.hashes)
+    with pytest.raises(ValueError):
+        merkle.Frontier(7, frontier.hashes)  # 7 leaves make three subtrees, 40 two
+    assert resumed.root() == merkle.Tree(LEAVES).root()
