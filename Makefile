@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench services timescaledb clean
+.PHONY: demo test lint bench services test-services timescaledb clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Install the broker and database binaries when they are missing and apt-get can.
+# Install the broker and database binaries when they are missing and apt-get can (the tests
+# also need Chromium for the console's browser test; the demo does not).
 services:
 	@bash scripts/ensure-services.sh
+
+test-services:
+	@bash scripts/ensure-services.sh --browser
 
 # The tests also run the storage path on TimescaleDB, built once per machine from
 # ../shared/vendor into ~/.cache/vigil (outside the clone).
@@ -26,7 +30,7 @@ timescaledb:
 demo: $(STAMP) services
 	$(BIN)/vigil demo
 
-test: $(STAMP) services timescaledb
+test: $(STAMP) test-services timescaledb
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	@bash scripts/timescaledb-tests.sh $(BIN)/python

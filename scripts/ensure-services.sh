@@ -7,8 +7,11 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 # the clustered broker path (ingest/jetstream.py) and its tests: Debian's nats-server (2.9+)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
-# the console's browser test drives Debian's Chromium (never a downloaded browser build)
-[ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# the console's browser test drives Debian's Chromium (never a downloaded browser build): only
+# the tests need it (`make test` passes --browser), not `make demo`
+if [ "${1:-}" = "--browser" ]; then
+  [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "installing ${need[*]} with apt-get"

@@ -124,3 +124,23 @@ def test_demo_runs_the_scenario_end_to_end_and_exits_cleanly_on_ctrl_c():
         ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False
     )
     assert leftover.stdout.strip() == "", f"processes left behind: {leftover.stdout}"
+
+
+def test_a_restarted_demo_keeps_its_port_while_the_last_run_lingers_in_time_wait():
+    # the demo probes its console port before serving; a port the last run left in TIME_WAIT
+    # (closed by the server side) is free to bind again with SO_REUSEADDR, as uvicorn binds
+    import socket
+
+    from runtime.demo import _port
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end of the port waits in TIME_WAIT
+    server.close()
+    client.close()
+    assert _port(port) == port

@@ -194,6 +194,8 @@ def _port(wanted: int) -> int:
     import socket
 
     with socket.socket() as sock:
+        # as uvicorn binds: a port left in TIME_WAIT by the last run is free to take again
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", wanted))
         except OSError:
