@@ -281,14 +281,105 @@ class PostgresServer:
         self.stop()
 
 
-class MosquittoBroker:
+class _Daemon:
+    """A private server run as a child process: started from a config file it writes, stopped
+    cleanly or SIGKILLed as a crash would, its log kept in ``data_dir``."""
+
+    data_dir: Path
+    _binary: Path
+    _log_name: str
+    _process: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> Path:
+        raise NotImplementedError
+
+    def _ports(self) -> list[int]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections on every port."""
+        if self.running:
+            return
+        config = self._write_config()
+        self._process = subprocess.Popen(
+            [str(self._binary), "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.data_dir / self._log_name, "ab"),
+            start_new_session=True,
+        )
+        try:
+            for port in self._ports():
+                wait_for_port(port, timeout=15)
+        except ServiceError:
+            self.kill()
+            reason = self._log_tail()
+            raise ServiceError(f"{self._binary.name} did not start: {reason}") from None
+
+    def stop(self) -> None:
+        """Stop the server cleanly."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports."""
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        """True while the server's process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.data_dir / self._log_name).read_text()[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class MosquittoBroker(_Daemon):
     """A private Mosquitto broker on 127.0.0.1:``port`` with persistence in ``data_dir``."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self._binary = mosquitto_binary()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._log_name = "mosquitto.log"
+        self._process = None
 
     @property
     def url(self) -> str:
@@ -317,72 +408,8 @@ class MosquittoBroker:
         config.write_text("\n".join(lines) + "\n")
         return config
 
-    def start(self) -> None:
-        """Start the broker and wait until it accepts connections."""
-        if self.running:
-            return
-        config = self._write_config()
-        self._process = subprocess.Popen(
-            [str(self._binary), "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data_dir / "mosquitto.log", "ab"),
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(self.port, timeout=15)
-        except ServiceError:
-            self.kill()
-            raise ServiceError(f"mosquitto did not start: {self._log_tail()}") from None
-
-    def stop(self) -> None:
-        """Stop the broker cleanly (it saves its persistence file)."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the broker, as a crash would."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
-
-    def restart(self) -> None:
-        """Stop and start again on the same port."""
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        """True while the broker process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def _log_tail(self) -> str:
-        try:
-            return (self.data_dir / "mosquitto.log").read_text()[-2000:]
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _ports(self) -> list[int]:
+        return [self.port]
 
 
 def nats_binary() -> Path:
@@ -395,7 +422,7 @@ def nats_binary() -> Path:
     return Path(found)
 
 
-class NatsServer:
+class NatsServer(_Daemon):
     """One node of a private NATS cluster on 127.0.0.1: client, cluster and MQTT listeners,
     JetStream storing in ``data_dir``; MQTT's own streams replicated ``replicas`` times."""
 
@@ -418,7 +445,8 @@ class NatsServer:
         self.routes = routes
         self.replicas = replicas
         self._binary = nats_binary()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._log_name = "nats.log"
+        self._process = None
 
     @property
     def url(self) -> str:
@@ -450,63 +478,8 @@ class NatsServer:
         )
         return config
 
-    def start(self) -> None:
-        """Start the node and wait until it accepts clients."""
-        if self.running:
-            return
-        config = self._write_config()
-        self._process = subprocess.Popen(
-            [str(self._binary), "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.data_dir / "nats.log", "ab"),
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(self.port, timeout=15)
-            wait_for_port(self.mqtt_port, timeout=15)
-        except ServiceError:
-            self.kill()
-            raise ServiceError(
-                f"nats-server {self.name} did not start: {self._log_tail()}"
-            ) from None
-
-    def stop(self) -> None:
-        """Stop the node cleanly."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the node, as a crash would."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-        self._process = None
-
-    @property
-    def running(self) -> bool:
-        """True while the node's process is alive."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The node's process id while it runs."""
-        return self._process.pid if self.running and self._process is not None else None
-
-    def _log_tail(self) -> str:
-        try:
-            return (self.data_dir / "nats.log").read_text()[-2000:]
-        except OSError:
-            return "(no log)"
+    def _ports(self) -> list[int]:
+        return [self.port, self.mqtt_port]
 
 
 class NatsCluster:
