@@ -170,14 +170,14 @@ def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int, 
 def _worker_main(
     database_url: str, mqtt_url: str, settings_json: str, index: int, lane: str, supervisor: int
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     from ingest.models import Lane
+    from vigil.logs import log_context, setup_logging
 
     _die_with_parent(supervisor)
     settings = Settings.model_validate_json(settings_json)
-    sys.exit(_run_here(database_url, mqtt_url, settings, index, Lane(lane)))
+    setup_logging(level=settings.log_level, format=settings.log_format)
+    with log_context(worker=f"{index}-{lane}"):
+        sys.exit(_run_here(database_url, mqtt_url, settings, index, Lane(lane)))
 
 
 def _die_with_parent(supervisor: int) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import signal
 import sys
 import threading
@@ -16,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from api.cli import add_actions as add_api_actions
 from vigil.config import ConfigError, Settings, load_settings
+from vigil.logs import setup_logging
 
 # Packages that may add subcommands (gateway, ingest, compliance, api, simulate, bench, audit...).
 COMMAND_MODULES = (
@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(prog="vigil", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="TOML settings file (default: $VIGIL_CONFIG)")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="json: one JSON object per line for a log collector (default: log_format)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run everything on this machine")
@@ -79,9 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vigil: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if args.log_format:
+        settings = settings.model_copy(update={"log_format": args.log_format})
+    setup_logging(level=settings.log_level, format=settings.log_format)
     try:
         return int(args.handler(args, settings) or 0)
     except ConfigError as exc:

@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     mqtt_url: str | None = Field(default=None, description="mqtt://host:port; embedded if unset")
     data_dir: Path = Path(".vigil")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line (time, level, logger, message, ids), for a collector
+    log_format: Literal["text", "json"] = "text"
     clock: ClockSettings = ClockSettings()
     ingest: IngestSettings = IngestSettings()
     compliance: ComplianceSettings = ComplianceSettings()
