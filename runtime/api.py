@@ -237,6 +237,28 @@ def create_app(
             storage_jobs_stalled=stalled,
         )
 
+    # for an orchestrator: alive (the process answers) and ready (it can serve: the database
+    # answers and the live stream listens); not API resources, so outside /api/v1 and the schema
+    @app.get("/healthz", include_in_schema=False)
+    async def alive() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        assert ctx.pool is not None
+        problems: list[str] = []
+        try:
+            async with ctx.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:
+            problems.append(f"database: {type(exc).__name__}")
+        if not ctx.broadcaster.listening.is_set():
+            problems.append("live stream: not listening")
+        return JSONResponse(
+            {"ready": not problems, "problems": problems},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE if problems else status.HTTP_200_OK,
+        )
+
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
         # the database went away (restart, network): the request may be retried

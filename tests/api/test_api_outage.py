@@ -22,10 +22,16 @@ def test_live_stream_resyncs_and_resumes_after_a_database_restart(private_postgr
                 stream = SseStream(response)
                 stream.until("hello")
 
+                assert client.get("/readyz").json() == {"ready": True, "problems": []}
                 private_postgres.stop(mode="immediate")
                 down = client.get("/api/v1/assets", headers=headers)
                 assert down.status_code == 503  # said plainly, not a 500
                 assert down.json() == {"detail": "database unavailable, retry shortly"}
+                # an orchestrator sees the worker alive but not ready while the database is down
+                assert client.get("/healthz").status_code == 200
+                not_ready = client.get("/readyz")
+                assert not_ready.status_code == 503 and not not_ready.json()["ready"]
+                assert any("database" in p for p in not_ready.json()["problems"])
                 # An outage longer than the listener's back-off schedule (~4 s): it used to give
                 # up after five tries and leave the stream silent. The outage's length is the
                 # point here, so this is a deliberate wait, not one for an event.
@@ -38,3 +44,4 @@ def test_live_stream_resyncs_and_resumes_after_a_database_restart(private_postgr
                 assert stream.until("state")["asset"]["state"]["floor"]["value"] == 9
             # and requests work again
             assert client.get("/api/v1/assets", headers=headers).json()["total"] == 3
+            assert client.get("/readyz").status_code == 200
