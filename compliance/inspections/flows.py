@@ -303,12 +303,13 @@ def due_rounds(
     conn: psycopg.Connection, *, now: datetime, devices: list[str] | None = None
 ) -> list[DueRound]:
     """Every pole's and mast's next round of each kind."""
-    return [device_due(row, now=now) for row in _device_rows(conn, devices=devices)]
+    return [device_due(row, now=now) for row in device_rows(conn, devices=devices)]
 
 
-def _device_rows(
+def device_rows(
     conn: psycopg.Connection, *, devices: list[str] | None = None
 ) -> list[dict[str, Any]]:
+    """Each pole's and mast's last round of every kind, with the policy in force."""
     return service.last_device_rounds(
         conn, kinds=[k.value for k in DEVICE_ROUND_INTERVALS], devices=devices
     )
@@ -341,14 +342,17 @@ def local_periods(
         day += timedelta(days=days)
 
 
-def check_rounds(conn: psycopg.Connection, *, now: datetime) -> list[MissedRound]:
+def check_rounds(
+    conn: psycopg.Connection, *, now: datetime, rows: list[dict[str, Any]] | None = None
+) -> list[MissedRound]:
     """Rule L4: record each round not done in time as a finding, once; a device's also raises
-    its overdue alarm (an inspection task). Returns the new findings."""
+    its overdue alarm (an inspection task). ``rows``: the devices' last rounds, when the caller
+    read them already (``device_rows``). Returns the new findings."""
     found: list[MissedRound] = []
     with conn.transaction():
         for section in service.lighting_sections(conn):
             found += _check_section(conn, section=section, now=now)
-        for row in _device_rows(conn):
+        for row in device_rows(conn) if rows is None else rows:
             due = device_due(row, now=now)
             if due.overdue:
                 since = row["last_done"] or row["registered_at"]

@@ -18,9 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def sweep(conn: psycopg.Connection, *, now: datetime) -> tuple[list[MissedRound], datetime]:
-    """One look: the new findings, and when to look again."""
-    found = flows.check_rounds(conn, now=now)
-    return found, flows.next_check(flows.due_rounds(conn, now=now), now=now)
+    """One look: the new findings, and when to look again (the devices' last rounds read once:
+    a finding does not move a due time)."""
+    rows = flows.device_rows(conn)
+    found = flows.check_rounds(conn, now=now, rows=rows)
+    return found, flows.next_check([flows.device_due(row, now=now) for row in rows], now=now)
 
 
 async def run(*, resources: Resources, stop: asyncio.Event) -> None:

@@ -228,23 +228,15 @@ async def list_rounds(
     limit: int = 200,
 ) -> list[Round]:
     """Rounds in ``scope`` (a condition over alias ``d``), newest first."""
-    query = sql.SQL(
-        f"SELECT {ROUND_COLUMNS} FROM inspection_rounds x WHERE {_VISIBLE} "
-        "AND (%(device)s::text IS NULL OR x.device_id = %(device)s) "
-        "AND (%(site)s::bigint IS NULL OR x.site_id = %(site)s) "
-        "AND (%(kind)s::text IS NULL OR x.kind = %(kind)s) "
-        "ORDER BY x.performed_at DESC, x.id DESC LIMIT %(limit)s"
-    ).format(scope=scope)
-    params = {
-        **scope_params,
-        "device": device_id,
-        "site": site_id,
-        "kind": str(kind) if kind else None,
-        "limit": limit,
-    }
-    async with conn.cursor(row_factory=class_row(Round)) as cur:
-        await cur.execute(query, params)
-        return await cur.fetchall()
+    return await _scoped(
+        conn,
+        model=Round,
+        select=f"SELECT {ROUND_COLUMNS} FROM inspection_rounds x",
+        filters="AND (%(device)s::text IS NULL OR x.device_id = %(device)s) ",
+        order="x.performed_at DESC, x.id DESC",
+        scope=scope,
+        params={**scope_params, "device": device_id, "site": site_id, "kind": kind, "limit": limit},
+    )
 
 
 async def list_findings(
@@ -258,22 +250,37 @@ async def list_findings(
     limit: int = 200,
 ) -> list[MissedRound]:
     """Findings in ``scope`` (a condition over alias ``d``), newest period first."""
+    return await _scoped(
+        conn,
+        model=MissedRound,
+        select=f"SELECT {FINDING_COLUMNS} FROM inspection_findings x",
+        filters="AND (%(open)s::boolean IS NULL OR (x.resolved_at IS NULL) = %(open)s) ",
+        order="x.period_start DESC, x.id DESC",
+        scope=scope,
+        params={**scope_params, "open": unresolved, "site": site_id, "kind": kind, "limit": limit},
+    )
+
+
+async def _scoped(
+    conn: psycopg.AsyncConnection,
+    *,
+    model: type,
+    select: str,
+    filters: str,
+    order: str,
+    scope: sql.Composable,
+    params: dict[str, Any],
+) -> list[Any]:
+    """Rows of rounds or findings (alias ``x``) the caller sees, by site and kind, in order."""
     query = sql.SQL(
-        f"SELECT {FINDING_COLUMNS} FROM inspection_findings x WHERE {_VISIBLE} "
-        "AND (%(open)s::boolean IS NULL OR (x.resolved_at IS NULL) = %(open)s) "
+        f"{select} WHERE {_VISIBLE} {filters}"
         "AND (%(site)s::bigint IS NULL OR x.site_id = %(site)s) "
         "AND (%(kind)s::text IS NULL OR x.kind = %(kind)s) "
-        "ORDER BY x.period_start DESC, x.id DESC LIMIT %(limit)s"
+        f"ORDER BY {order} LIMIT %(limit)s"
     ).format(scope=scope)
-    params = {
-        **scope_params,
-        "open": unresolved,
-        "site": site_id,
-        "kind": str(kind) if kind else None,
-        "limit": limit,
-    }
-    async with conn.cursor(row_factory=class_row(MissedRound)) as cur:
-        await cur.execute(query, params)
+    kind = params["kind"]
+    async with conn.cursor(row_factory=class_row(model)) as cur:
+        await cur.execute(query, {**params, "kind": str(kind) if kind else None})
         return await cur.fetchall()
 
 
