@@ -24,6 +24,7 @@ from alerts.models import Audience, Delivery, RetryPolicy, Severity
 from vigil import notify
 from vigil.clock import Clock, sleep_or_event
 from vigil.config import AlertsSettings
+from vigil.metrics import NOTIFICATIONS
 from vigil.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class DeliveryWorker:
                 detail=result.detail,
                 retry_at=again,
             )
+        NOTIFICATIONS.labels(channel=str(delivery.channel), outcome=str(status)).inc()
         if not result.ok:
             log.warning(
                 "delivery %s over %s to %s: %s (%s)",

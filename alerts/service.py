@@ -710,3 +710,15 @@ async def alarm_history(conn: psycopg.AsyncConnection, *, alarm_id: int) -> list
             (alarm_id,),
         )
         return [AlarmChangeOut.model_validate(row) for row in await cur.fetchall()]
+
+
+# -- figures for the metrics endpoint --------------------------------------------------------------
+
+
+def open_alarm_counts(conn: psycopg.Connection) -> list[tuple[dict[str, str], float]]:
+    """Alarms not yet cleared, by severity."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT severity, count(*) FROM alarms WHERE state <> 'cleared' GROUP BY severity"
+        ).fetchall()
+    return [({"severity": severity}, float(count)) for severity, count in rows]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import READ_METHODS, current_principal
+from vigil.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 
 class ErrorOut(BaseModel):
@@ -117,3 +119,55 @@ class AllowedMethods:
             await send(message)
 
         await self.app(scope, receive, send_with_allow)
+
+
+class CountRequests:
+    """ASGI middleware: every HTTP request counted by method, route (its template, so that ids
+    do not make new series) and status, and timed (``vigil_http_*`` in vigil.metrics)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answered = {"status": 500}  # what an app that raised answers
+
+        async def send_counting(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answered["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counting)
+        finally:
+            route = _template(scope)
+            HTTP_REQUESTS.labels(
+                method=scope["method"], route=route, status=str(answered["status"])
+            ).inc()
+            HTTP_LATENCY.labels(route=route).observe(time.perf_counter() - started)
+
+
+def _template(scope: Scope) -> str:
+    """The route template that took the request (``/api/v1/assets/{device_id}``).
+
+    An included router's route knows only its own part of the path: the prefix is what comes
+    before the part its pattern matches."""
+    path: str = scope["path"]
+    route = scope.get("route")
+    pattern = getattr(route, "path_regex", None)
+    template = getattr(route, "path", None)
+    if pattern is None or template is None:
+        return _unrouted(path)
+    for cut, char in enumerate(path):
+        if char == "/" and pattern.match(path[cut:]):
+            return path[:cut] + template
+    return template
+
+
+def _unrouted(path: str) -> str:
+    """A series name for a path no route took (static files, 404s): its first segment only."""
+    first = path.strip("/").split("/", 1)[0]
+    return f"/{first}/*" if first else "/"

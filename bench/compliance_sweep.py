@@ -32,6 +32,7 @@ from compliance.maintenance import flows, service
 from compliance.maintenance.models import Tier, checklist
 from fleet.factory import FleetFactory
 from vigil.db import migrate
+from vigil.progress import counted
 from vigil.services import PostgresServer
 
 NOW = datetime(2026, 6, 1, 4, 0, tzinfo=UTC)
@@ -149,7 +150,7 @@ def _generate(conn: psycopg.Connection, *, elevators: int, visits: int) -> dict[
                   extract(epoch FROM %(now)s - interval '1 hour'), %(now)s
            FROM generate_series(1, %(n)s) g""",
     ]
-    for statement in statements:
+    for statement in counted(statements, desc="generating", unit="table", total=len(statements)):
         conn.execute(statement, params)
     conn.execute("ANALYZE")
     counts = {}

@@ -88,7 +88,8 @@ def _database_url(settings: Settings) -> str | None:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from compliance.log import flows
+    from compliance.log import flows, service
+    from vigil import progress
 
     url = _database_url(settings)
     if url is None:
@@ -99,7 +100,14 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         if key_path.exists():
             public_key = flows.public_key_hex(flows.load_or_create_key(key_path))
     with psycopg.connect(url) as conn:
-        result = flows.verify(conn, public_key=public_key)
+        total = service.head(conn)[0] if progress.is_shown() else None
+        result = flows.verify(
+            conn,
+            public_key=public_key,
+            progress=lambda rows: progress.counted(
+                rows, desc="verifying", unit="entry", total=total
+            ),
+        )
     if result.problem is not None:
         print(f"compliance log: TAMPERED: first bad entry {result.problem}")
     for line in result.checkpoint_problems:
@@ -244,6 +252,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     from psycopg import sql
 
     from compliance.log import flows
+    from vigil import progress
 
     url = _database_url(settings)
     if url is None:
@@ -278,6 +287,9 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
                 since=args.since,
                 until=args.until,
                 sign_head=not args.no_sign,
+                progress=lambda rows: progress.counted(
+                    rows, desc="proving", unit="entry", total=len(rows)
+                ),
             )
         except flows.LogTampered as exc:
             print(f"vigil audit export: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ import psycopg
 
 from vigil.clock import make_clock
 from vigil.config import Settings
+from vigil.progress import bar as progress_bar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,8 +99,6 @@ def _now(settings: Settings) -> datetime:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
-
     from fleet import flows
     from fleet.models import FleetError
 
@@ -113,7 +112,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         if args.quiet or total < 10_000:  # small files need no bar
             return
         if bar is None:
-            bar = tqdm(total=total, unit="row", file=sys.stderr)
+            bar = progress_bar(desc=kind, unit="row", total=total)
         bar.set_description(kind)
         bar.update(done - bar.n)
 

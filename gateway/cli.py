@@ -10,6 +10,7 @@ import sys
 
 from vigil.clock import make_clock
 from vigil.config import ConfigError, Settings
+from vigil.ops import add_metrics_port
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="gateway configuration (TOML, see docs/gateway.md)",
     )
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    add_metrics_port(parser)
     parser.set_defaults(handler=_handle)
 
 
@@ -53,15 +55,29 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
     )
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # failures are logged once by us
-    asyncio.run(_run(config, clock))
+    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    asyncio.run(_run(config, clock, metrics_port=port, metrics_host=settings.metrics_host))
     return 0
 
 
-async def _run(config: object, clock: object) -> None:
+async def _run(
+    config: object, clock: object, *, metrics_port: int | None, metrics_host: str
+) -> None:
     from gateway.service import run_gateway
+    from vigil.ops import Health, OpsServer, loop_check
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_gateway(config=config, clock=clock, stop=stop)  # type: ignore[arg-type]
+    health = Health()
+    health.add_check("event loop", loop_check(loop))
+    server = None
+    if metrics_port is not None:
+        server = OpsServer(health=health, host=metrics_host, port=metrics_port).start()
+        print(f"gateway metrics on http://{metrics_host}:{server.port}/metrics", flush=True)
+    try:
+        await run_gateway(config=config, clock=clock, stop=stop, health=health)  # type: ignore[arg-type]
+    finally:
+        if server is not None:
+            server.close()

@@ -28,6 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.models import BrokerConfig
 from gateway.store import Outbox, Queued
 from vigil.clock import Clock
+from vigil.metrics import BROKER_RECONNECTS
 from vigil.tasks import end_if_cancelled
 from vigil.wire import Channel, GatewayState, Health, Status, encode, subscription
 
@@ -155,6 +156,8 @@ class BrokerLink:
         client = self._client()  # a fresh client: nothing of an old session is resent by paho
         async with client:
             self.sessions += 1
+            if self.sessions > 1:
+                BROKER_RECONNECTS.inc()
             self._backoff_s = self.broker.backoff_initial_s
             if self._outage_logged:
                 log.info("broker %s reachable again; %d queued", self.broker.url, self.outbox.depth)

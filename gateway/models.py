@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 from vigil.broker import broker_address
 from vigil.catalog import MetricType, metric
 from vigil.config import ConfigError, Section, load_file, locate, read_toml
+from vigil.metrics import POLL_LAG, POLLS
 from vigil.profiles import Profile, builtin_models, builtin_profile, load_profile
 from vigil.wire import ID_PATTERN
 
@@ -304,6 +305,8 @@ class Stats:
         """Count one poll attempt and wake whoever waits for this many."""
         self.polls += 1
         self.lags_s.append(lag_s)
+        POLLS.labels(outcome="ok" if ok else "failed").inc()
+        POLL_LAG.observe(lag_s)
         if not ok:
             self.failed_polls += 1
             self.errors += 1

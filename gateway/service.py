@@ -20,7 +20,9 @@ from gateway.models import Device, Gateway, Stats, load_config
 from gateway.polling import Coordinator
 from gateway.reporting import Reporter
 from gateway.store import Outbox, Outgoing
+from vigil import ops
 from vigil.clock import Clock
+from vigil.metrics import BUFFER_DEPTH, DEVICES_UNAVAILABLE
 from vigil.tasks import supervise
 from vigil.wire import GatewayEvent, GatewayState, Health, Status, encode
 
@@ -143,6 +145,25 @@ class GatewayService:
             len(self.stats.unavailable),
         )
 
+    def watch(self, health: ops.Health) -> None:
+        """Register this gateway's readiness checks and live gauges (``--metrics-port``)."""
+        BUFFER_DEPTH.set_function(lambda: self.outbox.depth)
+        DEVICES_UNAVAILABLE.set_function(lambda: len(self.stats.unavailable))
+        health.add_check("broker", self._broker_problem)
+        health.add_check("pollers", self._pollers_problem)
+
+    def _broker_problem(self) -> str | None:
+        if self.link.connected.is_set():
+            return None
+        return (
+            f"not connected to {self.config.settings.broker.url} "
+            f"({self.outbox.depth} messages buffered)"
+        )
+
+    def _pollers_problem(self) -> str | None:
+        ended = [task.get_name() for task in self.tasks if task.done()]
+        return f"ended: {', '.join(ended)}" if ended else None
+
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and publish until ``stop`` is set, then shut down cleanly."""
         quiet_closed_socket_writes(asyncio.get_running_loop())
@@ -190,10 +211,17 @@ class GatewayService:
 
 
 async def run_gateway(
-    *, config: Gateway | str | Path, clock: Clock, stop: asyncio.Event
+    *,
+    config: Gateway | str | Path,
+    clock: Clock,
+    stop: asyncio.Event,
+    health: ops.Health | None = None,
 ) -> GatewayService:
-    """Run a gateway until ``stop`` is set (config: a loaded Gateway or a TOML file)."""
+    """Run a gateway until ``stop`` is set (config: a loaded Gateway or a TOML file); with
+    ``health``, its readiness checks and gauges are registered there."""
     loaded = config if isinstance(config, Gateway) else load_config(config)
     service = GatewayService(config=loaded, clock=clock)
+    if health is not None:
+        service.watch(health)
     await service.run(stop)
     return service

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vigil.metrics import BUFFER_DROPPED
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -311,6 +313,7 @@ class Outbox:
         self.changed.set()
 
     def _note_drops(self, count: int, oldest: int | None, newest: int | None) -> None:
+        BUFFER_DROPPED.inc(count)
         episode = self.episode
         if episode is None:
             episode = self.episode = DropEpisode()

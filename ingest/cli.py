@@ -18,14 +18,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vigil.clock import make_clock
 from vigil.config import Settings
+from vigil.ops import add_metrics_port
 
 if TYPE_CHECKING:
-    from ingest.models import Lane
+    from ingest.models import IngestStats, Lane
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where to consume: mqtt://host:port (Mosquitto, default: mqtt_url) or "
         "nats://a:4222,b:4222 (a NATS cluster's JetStream, docs/ingest.md)",
     )
+    add_metrics_port(parser)
     parser.set_defaults(handler=_handle)
 
 
@@ -67,7 +70,8 @@ def _handle(args: argparse.Namespace, settings: Settings) -> int:
         _warn_about_broker_capacity(where.database_url, settings)
         if not is_nats(where.mqtt_url):  # JetStream's consumers are shared: nothing to drain
             _drain_removed_workers(where.database_url, where.mqtt_url, settings)
-        return _supervise(where.database_url, where.mqtt_url, settings, workers)
+        port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+        return _supervise(where.database_url, where.mqtt_url, settings, workers, port)
 
 
 def _warn_about_broker_capacity(database_url: str, settings: Settings) -> None:
@@ -126,8 +130,46 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int, lane: Lane) -> int:
-    from ingest.models import Lane
+# A lane's figures for its supervisor's /readyz, in memory both share: the collector's latest
+# pass (time.monotonic, the same clock in every process), broker up, database up.
+STATUS_FIELDS = 3
+STALLED_AFTER_S = 15.0
+
+
+def _report_status(stats: IngestStats, status: Any, stop: threading.Event) -> None:
+    """Copy the lane's stats to the shared status until stop (a daemon thread of the lane)."""
+    while not stop.wait(0.2):
+        status[0] = stats.heartbeat
+        status[1] = 1.0 if stats.broker_up else 0.0
+        status[2] = 1.0 if stats.database_up else 0.0
+
+
+def _lane_problem(process: BaseProcess, status: Any) -> str | None:
+    """Why a lane is not ready, or None."""
+    if not process.is_alive():
+        return f"exited ({process.exitcode}); restarting"
+    beat = status[0]
+    if beat == 0.0:
+        return "starting"
+    if not status[2]:
+        return "cannot store (database unavailable)"
+    silent_s = time.monotonic() - beat
+    if silent_s > STALLED_AFTER_S:
+        return f"stalled: no progress for {silent_s:.0f}s"
+    if not status[1]:
+        return "not connected to the broker"
+    return None
+
+
+def _run_here(
+    database_url: str,
+    mqtt_url: str,
+    settings: Settings,
+    index: int,
+    lane: Lane,
+    status: Any = None,
+) -> int:
+    from ingest.models import IngestStats, Lane
     from ingest.worker import WorkerFailed, run_ingest, session_client_id, tune_gc
 
     tune_gc()  # this process only runs ingest
@@ -139,6 +181,11 @@ def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int, 
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
     )
     name = f"ingest worker {index}" + (" urgent lane" if lane is Lane.URGENT else "")
+    stats = IngestStats()
+    if status is not None:
+        threading.Thread(
+            target=_report_status, args=(stats, status, stop), daemon=True, name="ingest-status"
+        ).start()
     print(
         f"{name} starting ({session_client_id(settings.ingest.client_id, index, lane)})", flush=True
     )
@@ -152,6 +199,7 @@ def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int, 
                 stop_event=stop,
                 worker_index=index,
                 lanes=(lane,),
+                stats=stats,
             )
             break
         except WorkerFailed as exc:
@@ -168,7 +216,13 @@ def _run_here(database_url: str, mqtt_url: str, settings: Settings, index: int, 
 
 
 def _worker_main(
-    database_url: str, mqtt_url: str, settings_json: str, index: int, lane: str, supervisor: int
+    database_url: str,
+    mqtt_url: str,
+    settings_json: str,
+    index: int,
+    lane: str,
+    supervisor: int,
+    status: Any = None,
 ) -> None:
     from ingest.models import Lane
     from vigil.logs import log_context, setup_logging
@@ -177,7 +231,7 @@ def _worker_main(
     settings = Settings.model_validate_json(settings_json)
     setup_logging(level=settings.log_level, format=settings.log_format)
     with log_context(worker=f"{index}-{lane}"):
-        sys.exit(_run_here(database_url, mqtt_url, settings, index, Lane(lane)))
+        sys.exit(_run_here(database_url, mqtt_url, settings, index, Lane(lane), status))
 
 
 def _die_with_parent(supervisor: int) -> None:
@@ -193,26 +247,67 @@ def _die_with_parent(supervisor: int) -> None:
         os._exit(1)
 
 
-def _supervise(database_url: str, mqtt_url: str, settings: Settings, workers: int) -> int:
+def _supervise(
+    database_url: str,
+    mqtt_url: str,
+    settings: Settings,
+    workers: int,
+    metrics_port: int | None = None,
+) -> int:
     from ingest.models import Lane
+    from vigil import metrics, ops
 
     stop = _stop_on_signals()
     context = multiprocessing.get_context("spawn")
+    if metrics_port is not None:
+        metrics.use_multiprocess_dir()  # before the lanes start: they inherit it
     settings_json = settings.model_dump_json()
+    lanes = (Lane.TELEMETRY, Lane.URGENT)
+    statuses = {
+        (index, lane): context.Array("d", STATUS_FIELDS, lock=False)
+        for index in range(workers)
+        for lane in lanes
+    }
 
     def spawn(index: int, lane: Lane) -> BaseProcess:
         """Start one lane of worker ``index`` in a process of its own (no GIL shared with the
         other lane: a telemetry backlog never slows the alarms down)."""
+        status = statuses[index, lane]
+        status[0] = 0.0  # starting
         process = context.Process(
             target=_worker_main,
-            args=(database_url, mqtt_url, settings_json, index, str(lane), os.getpid()),
+            args=(
+                database_url,
+                mqtt_url,
+                settings_json,
+                index,
+                str(lane),
+                os.getpid(),
+                status,
+            ),
             name=f"vigil-ingest-{index}-{lane}",
         )
         process.start()
         return process
 
-    lanes = (Lane.TELEMETRY, Lane.URGENT)
     running = {(index, lane): spawn(index, lane) for index in range(workers) for lane in lanes}
+    server = None
+    if metrics_port is not None:
+        import psycopg
+
+        health = ops.Health()
+        health.add_check(
+            "database",
+            ops.database_check(lambda: psycopg.connect(database_url, connect_timeout=2)),
+        )
+        for key in running:
+            health.add_check(
+                f"worker {key[0]} {key[1]} lane",
+                lambda key=key: _lane_problem(running[key], statuses[key]),
+            )
+        server = ops.OpsServer(health=health, host=settings.metrics_host, port=metrics_port)
+        server.start()
+        print(f"ingest metrics on http://{server.host}:{server.port}/metrics", flush=True)
     while not stop.wait(1.0):
         for (index, lane), process in list(running.items()):
             if not process.is_alive():
@@ -222,7 +317,11 @@ def _supervise(database_url: str, mqtt_url: str, settings: Settings, workers: in
                     lane,
                     process.exitcode,
                 )
+                if process.pid is not None:
+                    metrics.worker_exited(process.pid)
                 running[index, lane] = spawn(index, lane)
+    if server is not None:
+        server.close()
     for process in running.values():
         if process.pid is not None and process.is_alive():
             with contextlib.suppress(ProcessLookupError):

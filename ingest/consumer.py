@@ -21,6 +21,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.models import Delivery, Lane
 from vigil.broker import broker_address
+from vigil.metrics import BROKER_RECONNECTS
 from vigil.wire import PREFIX, Channel, subscription
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class MqttConsumer:
         if where.username is not None:  # the broker's password_file and ACL (vigil-ingest)
             self.client.username_pw_set(where.username, where.password)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.connected = False  # the broker accepted us and has not dropped us since
+        self.connections = 0
+        self._stopping = False
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
@@ -127,6 +131,7 @@ class MqttConsumer:
     def stop(self, *, end_session: bool = False) -> None:
         """Disconnect; the broker keeps the session and everything unacknowledged, unless
         ``end_session`` (a drained worker's session is then discarded by the broker)."""
+        self._stopping = True
         if end_session:
             properties = Properties(PacketTypes.DISCONNECT)
             properties.SessionExpiryInterval = 0
@@ -155,6 +160,10 @@ class MqttConsumer:
             log.warning("broker refused the connection: %s", reason)
             return
         log.info("connected to the broker (session present: %s)", flags.session_present)
+        if self.connections:
+            BROKER_RECONNECTS.inc()
+        self.connections += 1
+        self.connected = True
         if flags.session_present:
             # a session kept from a run with another worker count (or with the per-channel
             # filters of earlier versions): drop those so that nothing arrives twice
@@ -183,7 +192,12 @@ class MqttConsumer:
     ) -> None:
         with self._lock:
             self._generation += 1
-        log.info("disconnected from the broker: %s", reason)
+        if self.connected and not self._stopping:
+            # expected in operations: one line, no traceback; paho reconnects by itself
+            log.warning("lost the broker (%s); reconnecting", reason)
+        else:
+            log.info("disconnected from the broker: %s", reason)
+        self.connected = False
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.put(

@@ -38,6 +38,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from ingest.models import Delivery, Lane
+from vigil.metrics import BROKER_RECONNECTS
 from vigil.wire import PREFIX, Channel
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class JetStreamConsumer:
         self._ack_wait_s = ack_wait_s
         self._replicas = replicas
         self._outage_logged = False
+        self.connected = False  # consuming, and no outage since
         self._inbox = inbox
         self._on_subscribed = on_subscribed
         self._pending: dict[int, Any] = {}  # delivery mid → the NATS message to ack
@@ -155,6 +157,7 @@ class JetStreamConsumer:
             try:
                 await self._consume()
             except Exception as exc:  # a broker outage is data: said once, tried again
+                self.connected = False
                 if not self._outage_logged:
                     log.warning("JetStream consumer interrupted (%s); reconnecting", exc)
                     self._outage_logged = True
@@ -192,6 +195,8 @@ class JetStreamConsumer:
             if self._outage_logged:
                 log.info("JetStream reachable again")
                 self._outage_logged = False
+                BROKER_RECONNECTS.inc()
+            self.connected = True
             log.info("consuming %s", ", ".join(name for name, _ in self._consumers))
             self.subscribed.set()
             if self._on_subscribed is not None:

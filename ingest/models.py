@@ -150,6 +150,8 @@ class IngestStats:
     database_up: bool = True
     subscribed: bool = False
     stalled: str | None = None  # why the worker stopped: one of its threads died
+    heartbeat: float = 0.0  # time.monotonic() of the collector's latest pass
+    broker_up: bool = False  # the consumer's connection, as the collector last saw it
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     def update(self, change: Callable[[IngestStats], None]) -> None:

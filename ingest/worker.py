@@ -28,6 +28,14 @@ from ingest.registry import DeviceRegistry
 from vigil import wire
 from vigil.clock import Clock
 from vigil.config import IngestSettings, Settings
+from vigil.metrics import (
+    BATCH_COMMIT,
+    DATABASE_RECONNECTS,
+    DEAD_LETTERS,
+    MESSAGES_STORED,
+    POINTS_DUPLICATE,
+    POINTS_STORED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,7 @@ class IngestWorker:
         self._inbox: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self._stopping = threading.Event()
+        self._connections = 0  # to the database, by the writer
         # set when one of the worker's threads died: the worker is no good and must be replaced
         # (run_ingest returns, ``vigil ingest`` restarts it); nothing it held was acknowledged
         self.failed = threading.Event()
@@ -161,6 +170,8 @@ class IngestWorker:
             batch = Batch()
             deadline: float | None = None
             while True:
+                self.stats.heartbeat = time.monotonic()  # this lane is alive (readiness)
+                self.stats.broker_up = self.consumer.connected
                 wait = 0.05 if deadline is None else deadline - time.monotonic()
                 if wait <= 0:
                     break
@@ -206,10 +217,17 @@ class IngestWorker:
             batch = self._batches.get()
             if batch is _STOP:
                 break
+            started = time.perf_counter()
             result, writer = self._store_until_committed(batch, writer)
             if result is None:
                 continue  # stopping with the database down: the broker redelivers later
             acked = self.consumer.ack(item.delivery for item in batch.items)
+            _export(
+                result,
+                lane=str(self.lane),
+                messages=len(batch),
+                seconds=time.perf_counter() - started,
+            )
             if result.rejected:
                 log.warning(
                     "%d message(s) to dead_letters: %s",
@@ -260,6 +278,9 @@ class IngestWorker:
 
     def _connect(self) -> flows.Writer:
         conn = service.connect_writer(self.database_url)
+        if self._connections:
+            DATABASE_RECONNECTS.inc()
+        self._connections += 1
         if not self.registry.devices:
             self.registry.load(conn)
         conn.commit()
@@ -286,6 +307,16 @@ def _points(decoded: object) -> int:
     if isinstance(decoded, wire.EventBatch):
         return len(decoded.events)
     return 1
+
+
+def _export(result: WriteResult, *, lane: str, messages: int, seconds: float) -> None:
+    """Count a committed batch in the process's metrics."""
+    MESSAGES_STORED.labels(lane=lane).inc(messages - result.dead_letters)
+    POINTS_STORED.labels(lane=lane).inc(result.points_stored)
+    POINTS_DUPLICATE.labels(lane=lane).inc(result.points_offered - result.points_stored)
+    for reason in result.rejected:
+        DEAD_LETTERS.labels(reason=reason).inc()
+    BATCH_COMMIT.labels(lane=lane).observe(seconds)
 
 
 def _database_down(stats: IngestStats) -> None:

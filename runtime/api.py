@@ -19,20 +19,22 @@ from datetime import datetime, timedelta
 import psycopg
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, status
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from alerts import service as alerts_service
 from api import STATIC_DIR
 from api.deps import ApiContext
-from api.http import AllowedMethods, document_errors
+from api.http import AllowedMethods, CountRequests, document_errors
 from api.live.service import Broadcaster, DomainReads
 from fleet import service as fleet_service
 from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock, make_clock
 from vigil.config import load_settings
 from vigil.db.pool import open_async_pool, open_pool
 from vigil.db.timescale import STALLED_JOBS_SQL
+from vigil.metrics import exposition
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,13 @@ def create_app(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE if problems else status.HTTP_200_OK,
         )
 
+    # for Prometheus: this worker's figures (every worker's, added up, under --workers N);
+    # counts only, no fleet data, so it is served without a login like /healthz
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        text = await asyncio.to_thread(exposition)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
         # the database went away (restart, network): the request may be retried
@@ -286,6 +295,7 @@ def create_app(
 
     document_errors(app)
     app.add_middleware(AllowedMethods, fastapi=app)
+    app.add_middleware(CountRequests)
     return app
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from api.cli import add_actions as add_api_actions
 from vigil.config import ConfigError, Settings, load_settings
 from vigil.logs import setup_logging
+from vigil.ops import add_metrics_port
 
 # Packages that may add subcommands (gateway, ingest, compliance, api, simulate, bench, audit...).
 COMMAND_MODULES = (
@@ -45,9 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run everything on this machine")
+    demo.add_argument(
+        "--pace",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="simulated seconds per real second (default: [demo] factor, 10); 1 to follow an "
+        "incident at a person's pace",
+    )
     demo.set_defaults(handler=_demo)
 
     engine = sub.add_parser("compliance", help="run the compliance engine (every runner)")
+    add_metrics_port(engine)
     engine.set_defaults(handler=_run_engine)
 
     api = sub.add_parser("api", help="serve the HTTP API and the live console")
@@ -108,16 +118,26 @@ def wait_for_stop_signal() -> None:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from runtime.demo import run_demo
 
+    if args.pace is not None:
+        if not 0 < args.pace <= 3600:
+            print("vigil demo: --pace must be above 0 and at most 3600", file=sys.stderr)
+            return 2
+        demo = settings.demo.model_copy(update={"factor": args.pace})
+        settings = settings.model_copy(update={"demo": demo})
     return run_demo(settings)
 
 
 def _db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from vigil.embedded import database, migrate_and_grant
+    from vigil.progress import counted
 
     if settings.database_url:
         applied = migrate_and_grant(
             admin_url=settings.database_admin_url or settings.database_url,
             app_url=settings.database_url,
+            progress=lambda pending: counted(
+                pending, desc="migrating", unit="migration", total=len(pending)
+            ),
         )
         print(f"applied {len(applied)} migration(s)")
         for migration in applied:
@@ -157,6 +177,10 @@ def _serve_api(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings) as database_url:
         # every worker process builds its own app (and pools) from the environment
         os.environ["VIGIL_DATABASE_URL"] = database_url
+        if workers > 1:
+            from vigil.metrics import use_multiprocess_dir
+
+            use_multiprocess_dir()  # /metrics in any worker adds up every worker's figures
         if args.config:
             os.environ["VIGIL_CONFIG"] = args.config
         print(f"Vigil API on http://{host}:{port}/ (console), docs at /docs", flush=True)
@@ -174,25 +198,41 @@ def _serve_api(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_engine(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
+    import contextlib
 
     from runtime import engine
     from vigil.clock import make_clock
     from vigil.embedded import endpoints
+    from vigil.ops import Health, OpsServer
     from vigil.resources import open_resources
 
     clock = make_clock(
         kind=settings.clock.kind, factor=settings.clock.factor, start=settings.clock.start
     )
+    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
 
     async def main(database_url: str, mqtt_url: str) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with open_resources(
-            database_url=database_url, mqtt_url=mqtt_url, clock=clock, settings=settings
-        ) as resources:
-            await engine.run(resources=resources, stop=stop)
+        health = Health()
+        async with (
+            open_resources(
+                database_url=database_url, mqtt_url=mqtt_url, clock=clock, settings=settings
+            ) as resources,
+            contextlib.ExitStack() as serving,
+        ):
+            if port is not None:
+                figures = engine.watch(resources=resources, health=health)
+                server = OpsServer(
+                    health=health, host=settings.metrics_host, port=port, collectors=[figures]
+                )
+                serving.enter_context(server)
+                print(
+                    f"compliance metrics on http://{server.host}:{server.port}/metrics", flush=True
+                )
+            await engine.run(resources=resources, stop=stop, health=health)
 
     with endpoints(settings) as where:
         asyncio.run(main(where.database_url, where.mqtt_url))

@@ -26,6 +26,7 @@ from simulators.server import MAX_UNITS_PER_PORT, ModbusFleet, build_devices
 from simulators.smart_pole import SmartPole
 from vigil.clock import Clock, make_clock
 from vigil.config import Settings
+from vigil.progress import counted
 
 SMART_POLE_PASSWORD_ENV = "VIGIL_SMART_POLE_PASSWORD"
 
@@ -112,7 +113,9 @@ async def _run(args: argparse.Namespace, *, settings: Settings, clock: Clock) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await fleet.start()
+    await fleet.start(
+        progress=lambda groups: counted(groups, desc="starting", unit="port", total=len(groups))
+    )
     control = None
     if args.control_port is not None:
         control = await serve_control(devices=by_id, host=args.host, port=args.control_port)

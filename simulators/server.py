@@ -15,7 +15,7 @@ comes back, the requests caught in it are dropped unanswered, as a real line wou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -184,9 +184,11 @@ class ModbusFleet:
         self.ports: list[int] = []
         self._endpoints = {e.device.device_id: e for group in self._groups for e in group}
 
-    async def start(self) -> None:
-        """Listen on every port (free ones when none were given)."""
-        for group, wanted in zip(self._groups, self._wanted_ports, strict=True):
+    async def start(self, *, progress: Callable[[list[Any]], Iterable[Any]] | None = None) -> None:
+        """Listen on every port (free ones when none were given); ``progress`` wraps the list of
+        (devices, port) groups walked (a command's progress bar)."""
+        groups = list(zip(self._groups, self._wanted_ports, strict=True))
+        for group, wanted in groups if progress is None else progress(groups):
             server = ModbusTcpServer(
                 [endpoint.sim_device() for endpoint in group], address=(self.host, wanted)
             )

@@ -1,8 +1,10 @@
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -86,6 +88,18 @@ def test_demo_runs_the_scenario_end_to_end_and_exits_cleanly_on_ctrl_c():
             lines.append(line)
             if all(any(text in seen for seen in lines) for text in awaited):
                 break
+        # the banner says how to verify this run's compliance log; that command works
+        command = next(ln for ln in lines if "vigil audit verify" in ln)
+        audit_url = re.search(r"VIGIL_DATABASE_URL='([^']+)'", command).group(1)
+        audited = subprocess.run(
+            [sys.executable, "-m", "runtime.cli", "audit", "verify"],
+            env={**env, "VIGIL_DATABASE_URL": audit_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert audited.returncode == 0, audited.stdout + audited.stderr
     finally:
         demo.send_signal(signal.SIGINT)
     output = "".join(lines)
@@ -144,3 +158,49 @@ def test_a_restarted_demo_keeps_its_port_while_the_last_run_lingers_in_time_wait
     server.close()
     client.close()
     assert _port(port) == port
+
+
+def _persistent_session(url: str, client_id: str, *, subscribe: str | None = None) -> bool:
+    """Connect with a lasting MQTT v5 session; whether the broker still had it."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    port = int(url.rsplit(":", 1)[1])
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    present: list[bool] = []
+    connected = threading.Event()
+
+    def on_connect(_c: object, _u: object, flags: object, _r: object, _p: object) -> None:
+        present.append(flags.session_present)  # type: ignore[attr-defined]
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+    client.loop_start()
+    try:
+        assert connected.wait(10)
+        if subscribe:
+            client.subscribe(subscribe, qos=1)
+            # the SUBSCRIBE is handled before this PUBLISH: the session holds it on disconnect
+            client.publish("vigil/test/settle", b"", qos=1).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return present[0]
+
+
+def test_a_fresh_demo_broker_forgets_the_last_runs_sessions(db_url, tmp_path):
+    """A restarted demo must not replay the last run's queued messages into its new database."""
+    from vigil.config import Settings
+    from vigil.embedded import endpoints
+
+    tmp_path.chmod(0o755)
+    settings = Settings(database_url=db_url, mqtt_url=None, data_dir=tmp_path / "data")
+    with endpoints(settings) as where:
+        assert not _persistent_session(where.mqtt_url, "ingest-0", subscribe="vigil/v1/#")
+    with endpoints(settings) as where:  # a plain restart keeps the session (ingest needs it)
+        assert _persistent_session(where.mqtt_url, "ingest-0")
+    with endpoints(settings, fresh=True) as where:  # the demo's restart does not
+        assert not _persistent_session(where.mqtt_url, "ingest-0")

@@ -3,12 +3,17 @@ the one publishing client a process builds."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+
+from vigil.metrics import BROKER_RECONNECTS
+
+log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883}
 
@@ -61,15 +66,33 @@ class Publisher:
         if self._where.tls:
             self._client.tls_set()
         self._client.on_connect = self._on_connect
-        self._client.on_disconnect = lambda *_: self._connected.clear()
+        self._client.on_disconnect = self._on_disconnect
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._lock = threading.Lock()
         self._started = False
+        self._ever_connected = False
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker has accepted the connection and not lost it since."""
+        return self._connected.is_set()
 
     def _on_connect(self, *args: Any) -> None:
         reason = args[3] if len(args) > 3 else None  # (client, userdata, flags, reason, props)
         if not getattr(reason, "is_failure", False):
             self._connected.set()
+            if self._ever_connected:
+                BROKER_RECONNECTS.inc()
+                log.info("broker %s reachable again", self._where.host)
+            self._ever_connected = True
+
+    def _on_disconnect(self, *args: Any) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected and not self._closing:
+            # an expected event: one line, no traceback; paho reconnects by itself
+            log.warning("lost the broker %s:%d; reconnecting", self._where.host, self._where.port)
 
     def start(self) -> None:
         """Begin connecting in the background (publishing also starts it)."""
@@ -97,6 +120,7 @@ class Publisher:
         """Disconnect and stop the network thread."""
         with self._lock:
             if self._started:
+                self._closing = True
                 self._client.disconnect()
                 self._client.loop_stop()
                 self._started = False

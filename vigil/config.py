@@ -168,6 +168,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # "json": one JSON object per line (time, level, logger, message, ids), for a collector
     log_format: Literal["text", "json"] = "text"
+    # /metrics, /healthz and /readyz of `vigil gateway|ingest|compliance` (docs/operations.md);
+    # unset: not served (0: any free port, printed at start)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     clock: ClockSettings = ClockSettings()
     ingest: IngestSettings = IngestSettings()
     compliance: ComplianceSettings = ComplianceSettings()

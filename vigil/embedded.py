@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,9 @@ def endpoints(
 ) -> Iterator[Endpoints]:
     """Yield migrated database and broker URLs; embedded servers are stopped on exit.
 
-    With ``fresh``, an embedded database is dropped and created anew (the demo starts clean).
+    With ``fresh``, an embedded database is dropped and created anew, and an embedded broker
+    forgets its saved sessions (the demo starts clean: the last run's queued messages, for the
+    last run's database, are not replayed into this one's dead letters).
     """
     with contextlib.ExitStack() as stack:
         database_url = settings.database_url
@@ -72,6 +74,8 @@ def endpoints(
         mqtt_url = settings.mqtt_url
         if mqtt_url is None:
             broker = MosquittoBroker(settings.data_dir.absolute() / "mosquitto")
+            if fresh:
+                broker.forget_sessions()
             broker.start()
             stack.callback(broker.stop)
             mqtt_url = broker.url
@@ -86,10 +90,15 @@ def endpoints(
         )
 
 
-def migrate_and_grant(*, admin_url: str, app_url: str) -> list[Migration]:
+def migrate_and_grant(
+    *,
+    admin_url: str,
+    app_url: str,
+    progress: Callable[[list[Migration]], Iterable[Migration]] | None = None,
+) -> list[Migration]:
     """Migrate as the schema's owner; then, when the application connects as another role,
     grant that role what it uses and nothing more (``vigil.db.roles``)."""
-    applied = migrate(admin_url)
+    applied = migrate(admin_url, progress=progress)
     app_user = conninfo_to_dict(app_url).get("user")
     if app_user and app_user != conninfo_to_dict(admin_url).get("user"):
         with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -69,6 +69,9 @@ def postgres_bindir() -> Path:
     )
 
 
+PERSISTENCE_FILE = "mosquitto.db"  # Mosquitto's saved sessions and queued messages
+
+
 def mosquitto_binary() -> Path:
     """Path of the mosquitto broker binary."""
     found = shutil.which("mosquitto") or (
@@ -386,6 +389,10 @@ class MosquittoBroker(_Daemon):
         """mqtt:// URL of this broker."""
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def forget_sessions(self) -> None:
+        """Before start: drop the saved sessions, subscriptions and queued messages."""
+        (self.data_dir / PERSISTENCE_FILE).unlink(missing_ok=True)
+
     def _write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "mosquitto.conf"
@@ -394,6 +401,7 @@ class MosquittoBroker(_Daemon):
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {self.data_dir}/",
+            f"persistence_file {PERSISTENCE_FILE}",
             "autosave_interval 1",
             # Persistent sessions must hold everything a stopped consumer has not taken yet.
             "max_queued_messages 0",

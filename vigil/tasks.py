@@ -19,17 +19,23 @@ async def supervise(
     clock: Clock,
     restart_delay_s: float,
     stop: asyncio.Event | None = None,
+    report: Callable[[str | None], None] | None = None,
 ) -> None:
     """Run ``start()``; whenever it ends with an error, log it and run it again
     ``restart_delay_s`` later. With ``stop``: return once ``start()`` returns or ``stop`` is
-    set; without: run until cancelled."""
+    set; without: run until cancelled. ``report`` hears the failure until the restart (a
+    process's readiness: ``vigil.ops.Health.report``)."""
     while stop is None or not stop.is_set():
+        if report is not None:
+            report(None)
         try:
             await start()
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("%s ended with an error; restarting it in %ss", name, restart_delay_s)
+            if report is not None:
+                report(f"ended with {type(exc).__name__}: {exc}; restarting in {restart_delay_s}s")
             await sleep_or_event(
                 clock, seconds=restart_delay_s, events=(stop,) if stop is not None else ()
             )

@@ -1096,3 +1096,17 @@ async def complaints_of_month(
     async with conn.cursor(row_factory=class_row(ComplaintReviewRow)) as cur:
         await cur.execute(query, {**scope_params, "first": first, "after": after})
         return await cur.fetchall()
+
+
+# -- figures for the metrics endpoint --------------------------------------------------------------
+
+
+def breach_counts(conn: psycopg.Connection) -> list[tuple[dict[str, str], float]]:
+    """Service-level deadlines missed, ever: work orders' (S1) and complaints' (S3)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT 'work_order.' || deadline, count(*) FROM work_order_breaches GROUP BY deadline "
+            "UNION ALL "
+            "SELECT 'complaint.' || deadline, count(*) FROM complaint_breaches GROUP BY deadline"
+        ).fetchall()
+    return [({"kind": kind}, float(count)) for kind, count in rows]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -148,14 +149,21 @@ def _frontier_from(last: Checkpoint | None, *, conn: psycopg.Connection) -> merk
     return merkle.Frontier()
 
 
-def verify(conn: psycopg.Connection, *, public_key: str | None = None) -> Verification:
+def verify(
+    conn: psycopg.Connection,
+    *,
+    public_key: str | None = None,
+    progress: Callable[[Iterator[dict[str, Any]]], Iterator[dict[str, Any]]] | None = None,
+) -> Verification:
     """Check the whole chain, then each checkpoint: its signature, and the log against it. A
     signed tree head whose recorded leaves still hash to its root names the exact entry edited
-    since, even when the chain's hashes were recomputed after the edit."""
+    since, even when the chain's hashes were recomputed after the edit. ``progress`` wraps the
+    stream of entries (a command's progress bar)."""
     rows = service.scan(conn)
     leaves: list[bytes] = []
     try:
-        count, head_hash, problem = service.check_chain(rows, leaves=leaves)
+        walked = rows if progress is None else progress(rows)
+        count, head_hash, problem = service.check_chain(walked, leaves=leaves)
     finally:
         with contextlib.suppress(Exception):
             rows.close()
@@ -234,6 +242,7 @@ def export_bundle(
     since: datetime | None = None,
     until: datetime | None = None,
     sign_head: bool = True,
+    progress: Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A self-contained bundle of a scope's entries for a regulator (rule A1): each entry with
     its inclusion proof in the latest signed tree head, every tree head this key signed with a
@@ -300,7 +309,7 @@ def export_bundle(
                 "hash": row["hash"],
                 "proof": [p.hex() for p in tree.inclusion_proof(row["seq"] - 1, size)],
             }
-            for row in rows
+            for row in (rows if progress is None else progress(rows))
         ],
         "manifest": manifest,
     }

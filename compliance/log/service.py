@@ -30,12 +30,27 @@ from compliance.log.models import (
     entry_hash,
 )
 from vigil.db.rows import columns, first_value
+from vigil.metrics import DECISIONS
 
 # pg_advisory_xact_lock key of the log's single writer slot ("VCLG").
 LOG_LOCK_KEY = 0x5643_4C47
 
 # the head the insert trigger keeps (compliance 0210): one row, whatever the log's length
 _HEAD = "SELECT seq, hash FROM compliance_log_head"
+# The rule behind a kind of entry, for the decisions metric when the body names none.
+RULE_OF_KIND = {
+    "maintenance.record": "M3",
+    "maintenance.verdict": "M3",
+    "maintenance.signoff": "M4",
+    "escalation": "M5",  # overdue → alarm (M5); the lockout steps count as M6
+    "drill": "M8",
+    "unqualified_technician": "M10",
+    "rescue": "R6",
+    "rescue_breach": "R2",
+    "rescue_accept_timeout": "R4",
+    "inspection": "L4",
+    "alarm": "A1",
+}
 _INSERT = (
     "INSERT INTO compliance_log "
     "(seq, kind, subject_type, subject_id, body, actor, at, prev_hash, hash) "
@@ -87,6 +102,15 @@ def _row(
     }
 
 
+def _count_decision(kind: str, body: dict[str, Any]) -> None:
+    rule = body.get("rule") or RULE_OF_KIND.get(kind) or RULE_OF_KIND.get(kind.split(".", 1)[0])
+    if kind == "escalation.transition" and str(body.get("to", "")).startswith("lockout"):
+        rule = "M6"
+    elif kind == "escalation.transition" and body.get("to") == "locked_out":
+        rule = "M6"
+    DECISIONS.labels(rule=str(rule or "-"), kind=kind).inc()
+
+
 def append(
     conn: psycopg.Connection,
     *,
@@ -113,6 +137,7 @@ def append(
             at=at,
         )
         cur.execute(_INSERT, row)
+    _count_decision(kind, body)
     return Entry(**{**row, "body": body})
 
 
@@ -131,6 +156,8 @@ def append_many(conn: psycopg.Connection, *, items: list[dict[str, Any]]) -> lis
             rows.append(row)
             last = row
         cur.executemany(_INSERT, rows)
+    for item in items:
+        _count_decision(item["kind"], item["body"])
     return [Entry(**{**row, "body": item["body"]}) for row, item in zip(rows, items, strict=True)]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row, dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from compliance.log import service as compliance_log
@@ -704,3 +704,22 @@ async def incident_dispatches(
             (incident_id,),
         )
         return [DispatchOut.model_validate(row) for row in await cur.fetchall()]
+
+
+# -- figures for the metrics endpoint --------------------------------------------------------------
+
+
+def open_incident_counts(conn: psycopg.Connection) -> list[tuple[dict[str, str], float]]:
+    """Open rescue incidents by status (people may still be trapped in each)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT status, count(*) FROM rescue_incidents WHERE closed_at IS NULL GROUP BY status"
+        ).fetchall()
+    return [({"status": status}, float(count)) for status, count in rows]
+
+
+def breach_counts(conn: psycopg.Connection) -> list[tuple[dict[str, str], float]]:
+    """Rescue deadlines missed, ever, by kind (rule R2)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute("SELECT kind, count(*) FROM rescue_breaches GROUP BY kind").fetchall()
+    return [({"kind": f"rescue.{kind}"}, float(count)) for kind, count in rows]

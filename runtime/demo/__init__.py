@@ -211,7 +211,12 @@ def _banner(
     print(f"  API docs: {url}/docs")
     print(f"  database: {where.database_url}")
     print(f"  broker:   {where.mqtt_url}")
-    print(f"  clock:    {settings.demo.factor:g}x real time")
+    print(
+        f"  clock:    {settings.demo.factor:g}x real time (a 2-minute accept window is "
+        f"{120 / settings.demo.factor:.0f} real seconds; `vigil demo --pace 1` for real time)"
+    )
+    print("  audit:    the compliance log of this run, while it runs (another terminal):")
+    print(f"            VIGIL_DATABASE_URL='{where.database_url}' .venv/bin/vigil audit verify")
     print(f"  logins (password '{password}'):")
     for username, what in logins.items():
         print(f"    {username:<11} {what}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,6 +101,27 @@ def publisher_factory() -> Iterator[Callable[[str], Publisher]]:
     yield make
     for p in made:
         p.close()
+
+
+def start_ingest(
+    database_url: str, mqtt_url: str, *args: str, stdout: int | None = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """``vigil ingest ARGS`` in a process of its own on this database and broker (20 ms
+    flushes; no settings file); its stdout and stderr are pipes."""
+    env = {
+        **os.environ,
+        "VIGIL_DATABASE_URL": database_url,
+        "VIGIL_MQTT_URL": mqtt_url,
+        "VIGIL_INGEST__FLUSH_INTERVAL_MS": "20",
+    }
+    env.pop("VIGIL_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "ingest", *args],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def ingest_settings(**overrides: object) -> IngestSettings:

@@ -16,6 +16,7 @@ from tests.ingest.conftest import (
     count,
     ingest_settings,
     register_fleet,
+    start_ingest,
     telemetry,
     wait_for_count,
 )
@@ -24,20 +25,7 @@ from vigil.clock import RealClock
 
 def test_cli_runs_n_workers_that_split_the_load_and_stop_cleanly(db_url, broker, unique_id):
     fleet = register_fleet(db_url, gateway=unique_id, meters=4)
-    env = {
-        **os.environ,
-        "VIGIL_DATABASE_URL": db_url,
-        "VIGIL_MQTT_URL": broker.url,
-        "VIGIL_INGEST__FLUSH_INTERVAL_MS": "20",
-    }
-    env.pop("VIGIL_CONFIG", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "ingest", "--workers", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_ingest(db_url, broker.url, "--workers", "2")
     subscribed = threading.Semaphore(0)
     errors: list[str] = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata, resources
 
@@ -90,9 +91,16 @@ def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
     return {version: checksum for version, checksum in rows}
 
 
-def migrate(url: str, *, timescaledb: bool = True, up_to: int | None = None) -> list[Migration]:
+def migrate(
+    url: str,
+    *,
+    timescaledb: bool = True,
+    up_to: int | None = None,
+    progress: Callable[[list[Migration]], Iterable[Migration]] | None = None,
+) -> list[Migration]:
     """Apply every pending migration (those up to version ``up_to`` when given: upgrade tests);
-    a no-op when all are applied. Returns what was applied."""
+    a no-op when all are applied. Returns what was applied. ``progress`` wraps the list walked
+    (a command's progress bar)."""
     migrations = [m for m in discover() if up_to is None or m.version <= up_to]
     applied: list[Migration] = []
     with psycopg.connect(url, autocommit=True) as conn:
@@ -109,7 +117,7 @@ def migrate(url: str, *, timescaledb: bool = True, up_to: int | None = None) -> 
             if timescaledb:
                 try_enable_timescaledb(conn)
             done = applied_versions(conn)
-            for migration in migrations:
+            for migration in migrations if progress is None else progress(migrations):
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         raise MigrationError(

@@ -88,3 +88,16 @@ def stalled_jobs(conn: psycopg.Connection, *, hypertable: str) -> list[StalledJo
         return []
     rows = conn.execute(STALLED_JOBS_SQL, {"hypertable": hypertable}).fetchall()
     return [StalledJob(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def job_failure_counts(conn: psycopg.Connection) -> list[tuple[dict[str, str], float]]:
+    """Failed runs of each TimescaleDB background job, by job (empty without TimescaleDB)."""
+    if not has_timescaledb(conn):
+        return []
+    rows = conn.execute(
+        "SELECT j.proc_name, coalesce(j.hypertable_name, ''), sum(s.total_failures) "
+        "FROM timescaledb_information.jobs j "
+        "JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id "
+        "GROUP BY 1, 2"
+    ).fetchall()
+    return [({"job": str(r[0]), "hypertable": str(r[1])}, float(r[2] or 0)) for r in rows]
