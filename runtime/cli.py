@@ -221,7 +221,7 @@ def _run_engine(args: argparse.Namespace, settings: Settings) -> int:
             open_resources(
                 database_url=database_url, mqtt_url=mqtt_url, clock=clock, settings=settings
             ) as resources,
-            contextlib.ExitStack() as serving,
+            contextlib.AsyncExitStack() as serving,
         ):
             if port is not None:
                 figures = engine.watch(resources=resources, health=health)

@@ -59,7 +59,7 @@ async def _supervise(
     *,
     resources: Resources,
     stop: asyncio.Event,
-    health: ops.Health | None,
+    health: ops.Health | None = None,
 ) -> None:
     """Run one runner until stop, restarting it if it fails."""
     await supervise(
