@@ -11,14 +11,22 @@ trigger and head lookup before compliance 0210 (``ORDER BY seq DESC LIMIT 1`` pe
 plan a session made on the empty log and kept), and with the one-row head of 0210. It prints µs
 per append at each size and the ratio large / empty: 1.0 means an append costs the same at 10
 entries and at millions.
+
+Then batches (``--batches``): a sweep appends its thousands of entries in one transaction. With
+0210's per-row link check (the head row moved once per entry) each entry steps over the head
+versions the earlier ones left in that transaction, so an entry costs more the larger the
+batch; compliance 0213 checks a batch's links once per statement. It prints µs per entry for
+each batch size, both ways, in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import psycopg
@@ -40,6 +48,72 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$"""
+
+
+def _function_of(migration: str) -> str:
+    """The link-check function as a migration of compliance created it (its own text)."""
+    text = resources.files("compliance").joinpath(f"migrations/{migration}").read_text("utf-8")
+    found = re.search(
+        r"CREATE (?:OR REPLACE )?FUNCTION compliance_log_check_link\(\).*?\$\$;", text, re.S
+    )
+    assert found, migration
+    return found.group(0).rstrip(";")
+
+
+ROW_TRIGGER_0210 = _function_of("0210_log_head.sql")
+
+
+def _use_row_trigger(conn: psycopg.Connection, function: str) -> None:
+    """Put a per-row link check (``function``'s body) in place of 0213's per-statement one."""
+    conn.execute("DROP TRIGGER compliance_log_links ON compliance_log")
+    conn.execute("DROP FUNCTION IF EXISTS compliance_log_check_link()")
+    conn.execute(function.replace("CREATE OR REPLACE FUNCTION", "CREATE FUNCTION"))
+    conn.execute(
+        "CREATE TRIGGER compliance_log_link BEFORE INSERT ON compliance_log "
+        "FOR EACH ROW EXECUTE FUNCTION compliance_log_check_link()"
+    )
+
+
+def _batch(conn: psycopg.Connection, *, size: int, start: int, per_row: bool) -> float:
+    """Append ``size`` entries in one transaction; seconds taken. ``per_row``: one INSERT per
+    entry (as before 0213), else append_many's one statement."""
+    items = [
+        {
+            "kind": "escalation.transition",
+            "subject_type": "device",
+            "subject_id": f"lift-{start + i}",
+            "body": {"from": "ok", "to": "due_soon", "n": start + i},
+            "actor": "engine",
+            "at": T0 + timedelta(days=2, seconds=start + i),
+        }
+        for i in range(size)
+    ]
+    started = time.perf_counter()
+    if per_row:
+        with conn.transaction(), conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (service.LOG_LOCK_KEY,))
+            last = cur.execute(service._HEAD).fetchone()
+            rows = []
+            for item in items:
+                last = service._row(head=last, **item)
+                rows.append(last)
+            cur.executemany(service._INSERT, rows)
+    else:
+        service.append_many(conn, items=items)
+    return time.perf_counter() - started
+
+
+def _batches(url: str, *, sizes: list[int], per_row: bool) -> list[float]:
+    """µs per entry for a batch of each size."""
+    out = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        if per_row:
+            _use_row_trigger(conn, ROW_TRIGGER_0210)
+        start = 0
+        for size in sizes:
+            out.append(_batch(conn, size=size, start=start, per_row=per_row) / size * 1e6)
+            start += size
+    return out
 
 
 def _append(conn: psycopg.Connection, *, head_sql: str, n: int, start: int) -> float:
@@ -91,7 +165,7 @@ def _run(url: str, *, entries: int, appends: int, legacy: bool) -> tuple[float, 
     head_sql = LEGACY_HEAD if legacy else service._HEAD
     with psycopg.connect(url) as conn:
         if legacy:
-            conn.execute(LEGACY_TRIGGER)
+            _use_row_trigger(conn, LEGACY_TRIGGER)
         # statistics taken while the log was empty, as autovacuum takes them on a new database
         conn.execute("ANALYZE compliance_log")
         conn.commit()
@@ -106,6 +180,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vigil bench log_append")
     parser.add_argument("--entries", type=int, default=300_000, help="entries loaded in between")
     parser.add_argument("--appends", type=int, default=2_000, help="appends timed at each size")
+    parser.add_argument(
+        "--batches", default="100,1000,10000,50000", help="entries per transaction, timed"
+    )
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="vigil-bench-log-"))
     scratch.chmod(0o755)  # PostgreSQL runs as another user when we are root
@@ -130,9 +207,27 @@ def main(argv: list[str]) -> int:
             label = (
                 "before 0210 (ORDER BY seq DESC LIMIT 1)"
                 if name == "legacy"
-                else "0210 (one-row head)"
+                else "0210+0213 (one-row head, per statement)"
             )
             print(f"{label:<44} {empty:>16.0f} {full:>14.0f} {full / empty:5.2f}")
+        sizes = [int(n) for n in args.batches.split(",")]
+        timed = {}
+        for per_row in (True, False):
+            name = "batch_row" if per_row else "batch_statement"
+            with psycopg.connect(server.url(), autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {name}")
+            migrate(server.url(name))
+            timed[per_row] = _batches(server.url(name), sizes=sizes, per_row=per_row)
+        print()
+        print(f"{'entries in one transaction':<28} {'0210 per row':>14} {'0213 per statement':>20}")
+        for size, row, statement in zip(sizes, timed[True], timed[False], strict=True):
+            print(f"{size:<28,} {row:>11.0f} µs {statement:>17.0f} µs")
+        growth_row = timed[True][-1] / timed[True][0]
+        growth_statement = timed[False][-1] / timed[False][0]
+        print(
+            f"µs per entry, largest batch / smallest: 0210 {growth_row:.2f}, "
+            f"0213 {growth_statement:.2f} (1.0: the same cost per entry at any batch size)"
+        )
     finally:
         server.stop(mode="immediate")
     return 0

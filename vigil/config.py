@@ -94,6 +94,9 @@ class ComplianceSettings(Section):
     """Defaults of the compliance engine; per-jurisdiction values live in the database."""
 
     sweep_interval_s: float = Field(default=60.0, gt=0)
+    # each shard's sweep is incremental (only the elevators due); once per this interval it is
+    # a full one, a check that should find nothing the incremental sweeps missed
+    full_sweep_interval_s: float = Field(default=86400.0, gt=0)
     signing_key_path: Path | None = None
     checkpoint_interval_s: float = Field(default=3600.0, gt=0)
 

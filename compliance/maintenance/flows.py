@@ -7,6 +7,7 @@ rule values in force, in the same transaction as the state it changes.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,8 @@ from compliance.maintenance.models import (
     Verdict,
     checklist,
 )
+
+logger = logging.getLogger(__name__)
 
 # pg_try_advisory_xact_lock key: one sweep at a time across all engines ("MSWP").
 
@@ -477,11 +480,19 @@ def rejudge_device(conn: psycopg.Connection, *, device_id: str, now: datetime) -
 def sweep(
     conn: psycopg.Connection, *, now: datetime, device_ids: Sequence[str] | None = None
 ) -> SweepResult:
-    """Judge finished records, move every elevator's escalation state, run M8/M10/M11 checks."""
+    """Judge finished records, move every elevator's (or these elevators') escalation state,
+    and without ``device_ids`` run the M8/M10/M11/M12 checks: one transaction over the shards
+    concerned (skipped when another engine holds one of them)."""
     result = SweepResult()
     with conn.transaction():
-        if not service.try_sweep_lock(conn):
-            result.skipped = True  # another engine is sweeping right now
+        shards, _ = service.sweep_shards(conn)
+        wanted = (
+            range(shards)
+            if device_ids is None
+            else service.shards_of(conn, device_ids=device_ids, shards=shards)
+        )
+        if not service.try_shard_locks(conn, shards=wanted):
+            result.skipped = True  # another engine is sweeping one of them right now
             return result
         for item in service.unjudged_records(conn, now=now):
             judge_and_store(conn, record=item, now=now)
@@ -495,6 +506,84 @@ def sweep(
             opened, closed = check_findings(conn, now=now, log_items=log_items)
             result.findings_opened, result.findings_closed = opened, closed
         result.elevators = service.escalation_count(conn)
+        log.append_many(conn, items=log_items)
+    return result
+
+
+def sweep_shard(
+    conn: psycopg.Connection,
+    *,
+    now: datetime,
+    shard: int,
+    shards: int,
+    full_every: timedelta,
+    not_within: timedelta = timedelta(0),
+) -> SweepResult:
+    """Sweep one shard of sites in one transaction (rules M1-M6): incrementally, only the
+    elevators whose timer ran out or that were queued for a recheck; fully once per
+    ``full_every`` or after a change that can move any elevator, as a check that should find
+    nothing the incremental sweeps missed. Skipped when another engine holds the shard or swept
+    it less than ``not_within`` ago (engines share the shards)."""
+    result = SweepResult()
+    with conn.transaction():
+        if not service.try_shard_locks(conn, shards=[shard]):
+            result.skipped = True
+            return result
+        last = service.shard_sweep(conn, shard=shard, shards=shards)
+        if last is not None and now - last.swept_at < not_within:
+            result.skipped = True  # another engine just swept it
+            return result
+        _, generation = service.sweep_shards(conn)
+        full = (
+            last is None
+            or last.full_generation < generation
+            or now - last.full_swept_at >= full_every
+        )
+        for item in service.unjudged_records(conn, now=now, shard=shard, shards=shards):
+            judge_and_store(conn, record=item, now=now)
+            result.verdicts += 1
+        due = service.due_for_check(conn, now=now, shard=shard, shards=shards)
+        if full:
+            rows = service.escalation_moves(
+                conn, now=now, device_ids=None, shard=shard, shards=shards
+            )
+            looked_for = set(due)
+            result.missed = sorted(
+                row["device_id"]
+                for row in rows
+                if row["device_id"] not in looked_for and row["previous_state"] is not None
+            )
+        else:
+            result.examined = len(due)
+            rows = service.escalation_moves(conn, now=now, device_ids=due) if due else []
+        log_items: list[dict[str, Any]] = []
+        result.transitions = _act_on(conn, rows=rows, now=now, log_items=log_items)
+        service.mark_shard_swept(
+            conn, shard=shard, shards=shards, at=now, full_generation=generation if full else None
+        )
+        log.append_many(conn, items=log_items)
+    if result.missed:
+        logger.warning(
+            "full check of shard %d/%d: %d transition(s) the incremental sweeps missed: %s",
+            shard,
+            shards,
+            len(result.missed),
+            ", ".join(result.missed[:20]),
+        )
+    return result
+
+
+def check_findings_once(conn: psycopg.Connection, *, now: datetime) -> SweepResult:
+    """Run the M8/M10/M11/M12 checks in a transaction of their own, by one engine at a time."""
+    result = SweepResult()
+    with conn.transaction():
+        if not service.try_findings_lock(conn):
+            result.skipped = True
+            return result
+        log_items: list[dict[str, Any]] = []
+        result.findings_opened, result.findings_closed = check_findings(
+            conn, now=now, log_items=log_items
+        )
         log.append_many(conn, items=log_items)
     return result
 

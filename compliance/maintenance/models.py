@@ -232,6 +232,29 @@ class SweepResult:
     findings_opened: int = 0
     findings_closed: int = 0
     skipped: bool = False
+    examined: int | None = None  # elevators an incremental sweep looked at (None: all)
+    # transitions a full check found that the incremental sweeps would not have looked for
+    missed: list[str] = field(default_factory=list)
+
+    def add(self, other: SweepResult) -> None:
+        """Count another shard's sweep in this one."""
+        self.elevators += other.elevators
+        self.transitions += other.transitions
+        self.verdicts += other.verdicts
+        self.findings_opened += other.findings_opened
+        self.findings_closed += other.findings_closed
+        self.missed += other.missed
+        if other.examined is not None:
+            self.examined = (self.examined or 0) + other.examined
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSweep:
+    """When a shard of sites was last swept, and last fully (for which generation)."""
+
+    swept_at: datetime
+    full_swept_at: datetime
+    full_generation: int
 
 
 # -- what the maintenance API takes and sends (compliance.maintenance.views) -----------------

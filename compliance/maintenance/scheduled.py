@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -88,6 +89,31 @@ def sweep_devices(conn: psycopg.Connection, *, devices: set[str], now: datetime)
     return result
 
 
+async def sweep_shards(*, resources: Resources, now: datetime, interval: timedelta) -> SweepResult:
+    """One sweep of the fleet, shard by shard, each in its own transaction (an engine that
+    dies mid-sweep leaves no half-swept shard); a shard another engine holds, or swept less
+    than half an interval ago, is left to it. Then the findings checks, by one engine."""
+    shards, _ = await resources.on_db(service.sweep_shards)
+    full_every = timedelta(seconds=resources.settings.compliance.full_sweep_interval_s)
+    total = SweepResult(examined=0)
+    start = random.randrange(shards)  # engines starting together take different shards first
+    for step in range(shards):
+        shard = (start + step) % shards
+        part = await resources.on_db(
+            flows.sweep_shard,
+            now=now,
+            shard=shard,
+            shards=shards,
+            full_every=full_every,
+            not_within=interval / 2,
+        )
+        if not part.skipped:
+            total.add(part)
+    findings = await resources.on_db(flows.check_findings_once, now=now)
+    total.add(findings)
+    return total
+
+
 async def _listen(
     listener: notify.Listener, *, dirty: set[str], wake: asyncio.Event, pending: set[str]
 ) -> None:
@@ -147,8 +173,8 @@ async def _sweep(*, resources: Resources, stop: asyncio.Event) -> None:
                 now = clock.now()
                 if now >= next_full:
                     dirty.clear()
-                    result = await resources.on_db(flows.sweep, now=now)
-                    next_full = now + interval  # if skipped, another engine just swept
+                    result = await sweep_shards(resources=resources, now=now, interval=interval)
+                    next_full = now + interval
                     _report(result)
                 elif dirty:
                     devices = set(dirty)

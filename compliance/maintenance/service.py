@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row, dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
@@ -30,6 +30,7 @@ from compliance.maintenance.models import (
     Policy,
     Record,
     RecordOut,
+    ShardSweep,
     Technician,
     Tier,
     VerdictOut,
@@ -75,7 +76,8 @@ def policy_sql(now_param: str = "%(now)s") -> str:
     """SELECT of the rule values in force per elevator (contract > jurisdiction > default)."""
     values = ",\n".join(f"coalesce(pc.{c}, pj.{c}, dflt.{c}) AS {c}" for c in _POLICY_COLUMNS)
     return f"""
-        SELECT d.id AS device_id, d.firm_id, d.manufacturer_id, d.gateway_id, d.registered_at,
+        SELECT d.id AS device_id, d.site_id, d.firm_id, d.manufacturer_id, d.gateway_id,
+               d.registered_at,
                s.user_unit_id, s.timezone AS tz, s.jurisdiction_id, tt.today AS local_today,
                {values},
                coalesce(pc.lockout_mode, pj.lockout_mode, j.lockout_mode) AS lockout_mode
@@ -603,16 +605,22 @@ def refresh_all_clocks(conn: psycopg.Connection, *, at: datetime) -> int:
     return cur.rowcount
 
 
-def unjudged_records(conn: psycopg.Connection, *, now: datetime) -> list[Record]:
-    """Records whose claimed window has ended and that have no verdict yet."""
+def unjudged_records(
+    conn: psycopg.Connection, *, now: datetime, shard: int = 0, shards: int = 1
+) -> list[Record]:
+    """Records (of the shard's elevators) whose claimed window has ended and that have no
+    verdict yet."""
+    in_shard = _SHARD_OF_SITE.format(site="d.site_id") + " = %(shard)s"
     with conn.cursor(row_factory=class_row(Record)) as cur:
         return cur.execute(
             # only a record saved before its claimed end can lack a verdict (partial index)
             f"SELECT {RECORD_COLUMNS_OF_R} FROM maintenance_records r "
-            "WHERE r.claimed_end > r.recorded_at AND r.claimed_end <= %s "
+            "JOIN devices d ON d.id = r.device_id "
+            "WHERE r.claimed_end > r.recorded_at AND r.claimed_end <= %(now)s "
+            f"AND (%(shards)s::int = 1 OR {in_shard}) "
             "AND NOT EXISTS (SELECT 1 FROM maintenance_verdicts v WHERE v.record_id = r.id) "
             "ORDER BY r.id",
-            (now,),
+            {"now": now, "shard": shard, "shards": shards},
         ).fetchall()
 
 
@@ -1003,7 +1011,7 @@ def apply_finding_check(
 
 # -- the sweep's statements (decisions in compliance.maintenance.flows) ----------------------
 
-SWEEP_LOCK_KEY = 0x4D53_5750  # one sweep at a time across engines
+SWEEP_LOCK_KEY = 0x4D53_5750  # (this, shard): one sweep of a shard at a time across engines
 
 
 def device_kind(conn: psycopg.Connection, *, device_id: str) -> str | None:
@@ -1027,10 +1035,103 @@ def announce_transitions(conn: psycopg.Connection, *, payloads: Sequence[str]) -
     )
 
 
-def try_sweep_lock(conn: psycopg.Connection) -> bool:
-    """Take the sweep's transaction lock; False when another engine holds it."""
-    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (SWEEP_LOCK_KEY,)).fetchone()
+FINDINGS_LOCK_KEY = 0x4D53_4644  # one findings check (M8, M10-M12) at a time across engines
+# a site's shard, in SQL: the same cut for every engine (the shard count is the database's)
+_SHARD_OF_SITE = "mod(abs(hashtext({site}::text)), %(shards)s::int)"
+
+
+def try_shard_locks(conn: psycopg.Connection, *, shards: Iterable[int]) -> bool:
+    """Take the transaction locks of these shards; False (none kept) when an engine holds one."""
+    wanted = sorted(set(shards))
+    if not wanted:
+        return True
+    row = conn.execute(
+        # all or nothing: on False the caller ends its transaction, which frees those taken
+        "SELECT bool_and(pg_try_advisory_xact_lock(%(key)s::int, s)) "
+        "FROM unnest(%(shards)s::int[]) AS s",
+        {"key": SWEEP_LOCK_KEY, "shards": wanted},
+    ).fetchone()
     return bool(first_value(row))
+
+
+def try_findings_lock(conn: psycopg.Connection) -> bool:
+    """Take the findings check's transaction lock; False when another engine holds it."""
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (FINDINGS_LOCK_KEY,)).fetchone()
+    return bool(first_value(row))
+
+
+def sweep_shards(conn: psycopg.Connection) -> tuple[int, int]:
+    """How many shards the fleet is cut into, and the current generation of full sweeps."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute("SELECT shards, generation FROM maintenance_sweep_state").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def set_sweep_shards(conn: psycopg.Connection, *, shards: int) -> None:
+    """Cut the fleet into ``shards`` shards (every shard's next sweep is then a full one)."""
+    conn.execute(
+        "UPDATE maintenance_sweep_state SET shards = %s, generation = generation + 1", (shards,)
+    )
+
+
+def shards_of(conn: psycopg.Connection, *, device_ids: Sequence[str], shards: int) -> set[int]:
+    """The shards holding these devices."""
+    rows = conn.execute(
+        f"SELECT DISTINCT {_SHARD_OF_SITE.format(site='site_id')} FROM devices "
+        "WHERE id = ANY(%(devices)s::text[])",
+        {"devices": list(device_ids), "shards": shards},
+    ).fetchall()
+    return {int(first_value(r)) for r in rows}
+
+
+def shard_sweep(conn: psycopg.Connection, *, shard: int, shards: int) -> ShardSweep | None:
+    """When this shard was last swept, and last fully; None if never."""
+    with conn.cursor(row_factory=class_row(ShardSweep)) as cur:
+        return cur.execute(
+            "SELECT swept_at, full_swept_at, full_generation FROM maintenance_sweep_shards "
+            "WHERE shards = %s AND shard = %s",
+            (shards, shard),
+        ).fetchone()
+
+
+def mark_shard_swept(
+    conn: psycopg.Connection,
+    *,
+    shard: int,
+    shards: int,
+    at: datetime,
+    full_generation: int | None,
+) -> None:
+    """Record a sweep of the shard (a full one when ``full_generation`` is given)."""
+    conn.execute(
+        "INSERT INTO maintenance_sweep_shards AS m "
+        "    (shards, shard, swept_at, full_swept_at, full_generation) "
+        "VALUES (%(shards)s, %(shard)s, %(at)s, %(at)s, coalesce(%(generation)s, 0)) "
+        "ON CONFLICT (shards, shard) DO UPDATE SET swept_at = excluded.swept_at, "
+        "full_swept_at = CASE WHEN %(generation)s::bigint IS NULL THEN m.full_swept_at "
+        "                     ELSE excluded.full_swept_at END, "
+        "full_generation = coalesce(%(generation)s, m.full_generation)",
+        {"shards": shards, "shard": shard, "at": at, "generation": full_generation},
+    )
+
+
+def due_for_check(conn: psycopg.Connection, *, now: datetime, shard: int, shards: int) -> list[str]:
+    """The shard's elevators an incremental sweep examines: those whose timer has run out, and
+    those queued for a recheck (claimed here: a change committed later queues them again)."""
+    params = {"now": now, "shard": shard, "shards": shards}
+    in_shard = _SHARD_OF_SITE.format(site="d.site_id") + " = %(shard)s"
+    claimed = conn.execute(
+        f"DELETE FROM maintenance_recheck r USING devices d "
+        f"WHERE d.id = r.device_id AND {in_shard} RETURNING r.device_id",
+        params,
+    ).fetchall()
+    timed = conn.execute(
+        f"SELECT e.device_id FROM maintenance_escalations e JOIN devices d ON d.id = e.device_id "
+        f"WHERE e.next_check_at <= %(now)s AND {in_shard}",
+        params,
+    ).fetchall()
+    return sorted({str(first_value(r)) for r in [*claimed, *timed]})
 
 
 @cache
@@ -1040,14 +1141,24 @@ def _sweep_sql() -> str:
 
 
 def escalation_moves(
-    conn: psycopg.Connection, *, now: datetime, device_ids: Sequence[str] | None
+    conn: psycopg.Connection,
+    *,
+    now: datetime,
+    device_ids: Sequence[str] | None,
+    shard: int = 0,
+    shards: int = 1,
 ) -> list[dict[str, Any]]:
-    """Move every elevator's (or those given) escalation state on, set-based (sweep.sql);
-    one row per transition."""
+    """Move the escalation state of every elevator of the shard (or of those given) on,
+    set-based (sweep.sql); one row per transition."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             _sweep_sql(),
-            {"now": now, "devices": list(device_ids) if device_ids is not None else None},
+            {
+                "now": now,
+                "devices": list(device_ids) if device_ids is not None else None,
+                "shard": shard,
+                "shards": shards,
+            },
         ).fetchall()
 
 

@@ -1,6 +1,10 @@
 -- Rules M1, M2, M5, M6: due clocks and escalation of every elevator, set-based, in one statement.
--- Parameters: now, and devices (text[], or NULL for every elevator). The policy placeholder
--- below is replaced by the SELECT of compliance.maintenance.service.policy_sql().
+-- Parameters: now; devices (text[], or NULL for every elevator); shard and shards (the share of
+-- the sites this sweep covers: shard = hash of the site mod shards; shards = 1 for all). The
+-- policy placeholder below is replaced by the SELECT of compliance.maintenance.service.policy_sql().
+-- Every elevator examined gets its next_check_at: when time alone can next move its state (NULL:
+-- never, only a change can), so that an incremental sweep looks only at the elevators due then
+-- (and those queued in maintenance_recheck).
 WITH pol AS (
     {{policy}}
 ),
@@ -11,6 +15,7 @@ due AS (
            e.state AS old_state, e.alarm_at AS old_alarm_at, e.since AS old_since,
            e.lockout_command_id AS old_lockout_command_id,
            e.lockout_issued_at AS old_lockout_issued_at,
+           e.next_check_at AS old_next_check_at,
            ARRAY(SELECT jsonb_array_elements_text(coalesce(e.detail -> 'overdue_tiers',
                                                            '[]'::jsonb))) AS old_tiers,
            coalesce(k.half_monthly_on, (p.registered_at AT TIME ZONE p.tz)::date)
@@ -24,7 +29,9 @@ due AS (
     FROM pol p
     LEFT JOIN maintenance_clocks k ON k.device_id = p.device_id
     LEFT JOIN maintenance_escalations e ON e.device_id = p.device_id
-    WHERE %(devices)s::text[] IS NULL OR p.device_id = ANY(%(devices)s::text[])
+    WHERE (%(devices)s::text[] IS NULL OR p.device_id = ANY(%(devices)s::text[]))
+      AND (%(shards)s::int = 1
+           OR mod(abs(hashtext(p.site_id::text)), %(shards)s::int) = %(shard)s::int)
 ),
 clocked AS (
     SELECT d.*, least(half_monthly_due, quarterly_due, semi_annual_due, annual_due) AS due_on,
@@ -92,18 +99,52 @@ decided AS (
 ),
 changed AS (
     SELECT d.*,
-           ARRAY(SELECT t FROM unnest(d.tiers) t WHERE t <> ALL(d.old_tiers)) AS added_tiers
+           ARRAY(SELECT t FROM unnest(d.tiers) t WHERE t <> ALL(d.old_tiers)) AS added_tiers,
+           CASE WHEN d.new_state IN ('ok', 'due_soon') THEN NULL
+                WHEN d.new_state = 'overdue' AND d.old_state IS DISTINCT FROM 'overdue'
+                    THEN %(now)s
+                ELSE d.old_alarm_at END AS new_alarm_at
     FROM decided d
+),
+timed AS (
+    SELECT c.*,
+           (c.new_state IS DISTINCT FROM c.old_state
+            -- rule M5: a further tier falling overdue while the lift is already overdue
+            OR (c.new_state NOT IN ('ok', 'due_soon') AND cardinality(c.added_tiers) > 0))
+               AS is_transition,
+           CASE
+               -- rule M6: these wait on the car and the controller, not on the calendar
+               WHEN c.new_state IN ('lockout_pending', 'lockout_recommended') THEN %(now)s
+               ELSE least(
+                   -- ok -> due_soon, due_soon -> overdue: the first local midnight past
+                   CASE WHEN c.new_state = 'ok'
+                        THEN (c.due_on - c.due_soon_days + 1)::timestamp AT TIME ZONE c.tz END,
+                   CASE WHEN c.new_state IN ('ok', 'due_soon')
+                        THEN (c.due_on + 1)::timestamp AT TIME ZONE c.tz END,
+                   -- rule M5: a further tier falling overdue (least() skips the NULLs)
+                   CASE WHEN c.new_state NOT IN ('ok', 'due_soon') THEN least(
+                       CASE WHEN c.half_monthly_due >= c.local_today
+                            THEN (c.half_monthly_due + 1)::timestamp AT TIME ZONE c.tz END,
+                       CASE WHEN c.quarterly_due >= c.local_today
+                            THEN (c.quarterly_due + 1)::timestamp AT TIME ZONE c.tz END,
+                       CASE WHEN c.semi_annual_due >= c.local_today
+                            THEN (c.semi_annual_due + 1)::timestamp AT TIME ZONE c.tz END,
+                       CASE WHEN c.annual_due >= c.local_today
+                            THEN (c.annual_due + 1)::timestamp AT TIME ZONE c.tz END) END,
+                   -- rule M6: the grace period after the alarm, an override's hours
+                   CASE WHEN c.new_state = 'overdue'
+                        THEN c.new_alarm_at + make_interval(hours => c.grace_hours) END,
+                   CASE WHEN c.new_state = 'overridden'
+                        THEN c.old_since + make_interval(hours => c.override_hours) END)
+           END AS next_check_at
+    FROM changed c
 ),
 upserted AS (
 INSERT INTO maintenance_escalations AS e
     (device_id, state, previous_state, since, overdue_since, alarm_at, lockout_command_id,
-     lockout_issued_at, detail)
+     lockout_issued_at, next_check_at, detail)
 SELECT device_id, new_state, old_state, %(now)s, (due_on + 1)::timestamp AT TIME ZONE tz,
-       CASE WHEN new_state IN ('ok', 'due_soon') THEN NULL
-            WHEN new_state = 'overdue' AND old_state IS DISTINCT FROM 'overdue' THEN %(now)s
-            ELSE old_alarm_at END,
-       old_lockout_command_id, old_lockout_issued_at,
+       new_alarm_at, old_lockout_command_id, old_lockout_issued_at, next_check_at,
        jsonb_build_object(
            'overdue_since', (due_on + 1)::timestamp AT TIME ZONE tz,
            'overdue_tiers', to_jsonb(tiers),
@@ -112,8 +153,7 @@ SELECT device_id, new_state, old_state, %(now)s, (due_on + 1)::timestamp AT TIME
            'tier_last_day_on_time', jsonb_build_object(
                'half_monthly', half_monthly_due, 'quarterly', quarterly_due,
                'semi_annual', semi_annual_due, 'annual', annual_due),
-           'alarm_at', CASE WHEN new_state = 'overdue' AND old_state IS DISTINCT FROM 'overdue'
-                            THEN %(now)s ELSE old_alarm_at END,
+           'alarm_at', new_alarm_at,
            'reason', CASE
                WHEN old_state = 'overridden' AND new_state IN ('lockout_pending',
                                                                'lockout_recommended')
@@ -133,20 +173,26 @@ SELECT device_id, new_state, old_state, %(now)s, (due_on + 1)::timestamp AT TIME
                'due_soon_days', due_soon_days, 'grace_hours', grace_hours,
                'lockout_mode', lockout_mode, 'lockout_retry_minutes', lockout_retry_minutes,
                'override_hours', override_hours, 'timezone', tz))
-FROM changed
-WHERE new_state IS DISTINCT FROM old_state
-   -- rule M5: a further tier falling overdue while the lift is already overdue
-   OR (new_state NOT IN ('ok', 'due_soon') AND cardinality(added_tiers) > 0)
+FROM timed
+WHERE is_transition
 ON CONFLICT (device_id) DO UPDATE SET
     state = excluded.state,
     previous_state = CASE WHEN e.state = excluded.state THEN e.previous_state ELSE e.state END,
     since = CASE WHEN e.state = excluded.state THEN e.since ELSE excluded.since END,
     overdue_since = excluded.overdue_since,
     alarm_at = excluded.alarm_at,
+    next_check_at = excluded.next_check_at,
     detail = excluded.detail
 RETURNING device_id, state, detail, lockout_command_id
+),
+-- an elevator examined without a transition: only its timer moves
+rescheduled AS (
+    UPDATE maintenance_escalations e SET next_check_at = t.next_check_at
+    FROM timed t
+    WHERE e.device_id = t.device_id AND NOT t.is_transition
+      AND e.next_check_at IS DISTINCT FROM t.next_check_at
 )
 -- the first sight of a current elevator only creates its row: nothing to act on or log
 SELECT u.device_id, u.state, c.old_state AS previous_state, u.detail, u.lockout_command_id
-FROM upserted u JOIN changed c ON c.device_id = u.device_id
+FROM upserted u JOIN timed c ON c.device_id = u.device_id
 WHERE NOT (c.old_state IS NULL AND u.state = 'ok')

@@ -91,10 +91,41 @@ def test_a_row_that_does_not_extend_the_head_is_refused(db):
         "prev_hash": first.hash,
         "hash": "f" * 64,
     }
-    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+    with pytest.raises(psycopg.IntegrityError):  # a fork: entry 2 is taken
         db.execute(service._INSERT, forged)
-    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="does not extend"):
         db.execute(service._INSERT, {**forged, "seq": 3, "prev_hash": "e" * 64})
+
+
+def test_a_batch_with_a_broken_link_inside_is_refused_whole(db):
+    # rule A1: one statement, one check over all its rows (compliance 0213)
+    _fill(db, 2)
+    seq, head = service.head(db)
+    rows = []
+    prev = head
+    for n in range(5):
+        digest = f"{n + 1:x}" * 64
+        rows.append(
+            {
+                "seq": seq + 1 + n,
+                "kind": "x",
+                "subject_type": "device",
+                "subject_id": "a",
+                "body": "{}",
+                "actor": "mallory",
+                "at": T0,
+                "prev_hash": "e" * 64 if n == 3 else prev,  # the fourth does not link
+                "hash": digest[:64],
+            }
+        )
+        prev = digest[:64]
+    columns = {name: [row[name] for row in rows] for name in service._FIELDS}
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match=f"entry {seq + 4} "):
+        db.execute(service._INSERT_MANY, columns)
+    assert service.head(db) == (seq, head)  # nothing of the batch stayed
+    rows[3]["prev_hash"] = rows[2]["hash"]
+    db.execute(service._INSERT_MANY, {n: [r[n] for r in rows] for n in service._FIELDS})
+    assert service.head(db) == (seq + 5, rows[-1]["hash"])
 
 
 def test_a_bad_body_is_refused_and_nothing_is_written(db):
