@@ -442,6 +442,29 @@ class Condition(StrEnum):
     UNKNOWN = "unknown"  # nothing reported yet
 
 
+class Status(StrEnum):
+    """The worst open condition of an asset, worst first: what its tile's colour says."""
+
+    ENTRAPMENT = "entrapment"  # an open rescue incident, or the alarm button / trapped code
+    FAULT = "fault"
+    ALARM = "alarm"  # an open alarm, such as a lamp failure (L1) or a meter's (E1-E4)
+    LOCKED_OUT = "locked_out"  # rule M6
+    LOCKOUT_PENDING = "lockout_pending"
+    OVERDUE = "overdue"  # rules M1, M5
+    OFFLINE = "offline"  # its gateway is offline, or it never reported
+    INSPECTION = "inspection"
+    OUT_OF_SERVICE = "out_of_service"
+    DUE_SOON = "due_soon"
+    OK = "ok"
+
+
+class OpenAlarm(BaseModel):
+    """The worst open alarm of an asset."""
+
+    severity: str
+    type: str
+
+
 class StateValue(BaseModel):
     """The latest value of one metric."""
 
@@ -475,6 +498,10 @@ class Asset(BaseModel):
         default=None, description="inspection_due or inspection_lapsed while a finding is open"
     )
     condition: Condition
+    status: Status = Field(description="the worst open condition, for the tile's colour")
+    timezone: str = Field(description="the site's time zone: times are shown in it")
+    escalation: str | None = Field(description="maintenance escalation state (rules M5, M6)")
+    alarm: OpenAlarm | None = Field(description="the worst open alarm besides maintenance's")
     last_seen: datetime | None = Field(description="device time of the newest state value")
     state: dict[str, StateValue]
 

@@ -29,6 +29,7 @@ from fleet.models import (
     Kind,
     NotFound,
     Problem,
+    Status,
     TelemetryBucket,
     Viewer,
     WriteResult,
@@ -740,6 +741,28 @@ CASE
     ELSE '{Condition.OK.value}'
 END"""
 
+# The worst open condition of an asset, for the colour of its tile (over the lateral ``ex``: its
+# condition, open incident, worst open alarm, maintenance escalation, gateway offline).
+STATUS_SQL = f"""
+CASE
+    WHEN ex.entrapment OR ex.condition = '{Condition.ALARM.value}'
+        THEN '{Status.ENTRAPMENT.value}'
+    WHEN ex.condition = '{Condition.FAULT.value}' THEN '{Status.FAULT.value}'
+    WHEN ex.alarm_severity IN ('critical', 'major', 'warning') THEN '{Status.ALARM.value}'
+    WHEN ex.escalation = 'locked_out' OR ex.condition = '{Condition.LOCKED_OUT.value}'
+        THEN '{Status.LOCKED_OUT.value}'
+    WHEN ex.escalation IN ('lockout_pending', 'lockout_recommended')
+        THEN '{Status.LOCKOUT_PENDING.value}'
+    WHEN ex.escalation IN ('overdue', 'overridden') THEN '{Status.OVERDUE.value}'
+    WHEN ex.offline OR ex.condition = '{Condition.UNKNOWN.value}'
+        THEN '{Status.OFFLINE.value}'
+    WHEN ex.condition = '{Condition.INSPECTION.value}' THEN '{Status.INSPECTION.value}'
+    WHEN ex.condition = '{Condition.OUT_OF_SERVICE.value}'
+        THEN '{Status.OUT_OF_SERVICE.value}'
+    WHEN ex.escalation = 'due_soon' THEN '{Status.DUE_SOON.value}'
+    ELSE '{Status.OK.value}'
+END"""
+
 # The metrics CONDITION_SQL reads.
 CONDITION_METRICS = ("service_mode", "fault_code", "alarm_button", "lockout_state", "lamps_out")
 
@@ -774,7 +797,11 @@ FROM (
                  WHERE fi.rule = 'M12' AND fi.subject_type = 'device' AND fi.subject_id = d.id
                    AND fi.closed_at IS NULL
                  ORDER BY fi.kind = 'inspection_lapsed' DESC LIMIT 1) AS inspection,
-                {condition} AS condition,
+                ex.condition,
+                {status} AS status,
+                s.timezone, ex.escalation,
+                CASE WHEN ex.alarm_severity IS NULL THEN NULL ELSE json_build_object(
+                    'severity', ex.alarm_severity, 'type', ex.alarm_type) END AS alarm,
                 {last_seen} AS last_seen,
                 coalesce(st.state, json_build_object()) AS state) x) AS asset
     FROM devices d
@@ -788,12 +815,32 @@ FROM (
                max(ds.ts) AS last_seen, count(*) AS metrics, {latest}
         FROM device_state ds WHERE ds.device_id = d.id
     ) st ON true
+    LEFT JOIN LATERAL (
+        SELECT {condition} AS condition,
+               (SELECT e.state FROM maintenance_escalations e WHERE e.device_id = d.id)
+                   AS escalation,
+               al.severity AS alarm_severity, al.type AS alarm_type,
+               EXISTS (SELECT 1 FROM rescue_incidents ri
+                       WHERE ri.device_id = d.id AND ri.closed_at IS NULL) AS entrapment,
+               coalesce((SELECT gs.state = 'offline' FROM gateway_status gs
+                         WHERE gs.gateway_id = d.gateway_id), false) AS offline
+        FROM (SELECT 1) one
+        -- the worst open alarm of the asset; maintenance's own show as its escalation
+        LEFT JOIN LATERAL (
+            SELECT a.severity, a.type FROM alarms a
+            WHERE a.source_type = 'device' AND a.source_id = d.id AND a.state <> 'cleared'
+              AND a.type NOT LIKE 'maintenance.%%'
+            ORDER BY CASE a.severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1
+                                     WHEN 'warning' THEN 2 ELSE 3 END, a.raised_at DESC
+            LIMIT 1) al ON true
+    ) ex ON true
     WHERE {{where}}
     ORDER BY d.id LIMIT %(limit)s OFFSET %(offset)s
 ) a
 """.format(
     decommissioned=iso_sql("d.decommissioned_at"),
     condition=CONDITION_SQL,
+    status=STATUS_SQL,
     last_seen=iso_sql("st.last_seen"),
     state_ts=iso_sql("ds.ts"),
     latest=_LATEST,

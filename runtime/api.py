@@ -15,6 +15,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 import uvicorn
@@ -30,6 +31,7 @@ from api.deps import ApiContext
 from api.http import AllowedMethods, CountRequests, document_errors
 from api.live.service import Broadcaster, DomainReads
 from fleet import service as fleet_service
+from vigil.catalog import catalog_names
 from vigil.clock import AcceleratedClock, Clock, FakeClock, RealClock, make_clock
 from vigil.config import load_settings
 from vigil.db.pool import open_async_pool, open_pool
@@ -213,6 +215,17 @@ def create_app(
     async def list_features() -> dict[str, bool]:
         """Incidents, maintenance and reports join as their domain packages are installed."""
         return features
+
+    @app.get(
+        f"{API_PREFIX}/catalog",
+        response_model=dict[str, Any],
+        tags=["system"],
+        summary="Names of codes, device kinds and metrics in zh-CN and en",
+    )
+    async def names() -> dict[str, Any]:
+        """GB/T 24476 service modes and fault codes, door states, TALQ lamp states and the
+        other coded values, with their names in both languages: a code is never shown bare."""
+        return catalog_names()
 
     @app.get(f"{API_PREFIX}/health", response_model=Health, tags=["system"], summary="Health")
     async def health() -> Health:

@@ -194,3 +194,43 @@ def test_bad_asset_ids_and_params_are_rejected_with_a_message(shared_client):
     assert response.status_code == 422
     response = client.get("/api/v1/assets?site_id=99999999999999999999", headers=headers)
     assert response.status_code == 422
+
+
+def test_the_tile_status_is_the_worst_open_condition_not_ok(client, db, fleet, clock):
+    """A failed lamp, an overdue lift, an entrapment: never green "ok" (issue 17)."""
+    from alerts import service as alerts
+
+    headers = login(client, "admin")
+    put_state(db, "a-el-1", {"service_mode": 1, "fault_code": 0})
+    put_state(db, "a-el-2", {"service_mode": 1, "fault_code": 0})
+    put_state(db, "a-em-1", {"power_total": 1200})
+
+    def status(device: str) -> str:
+        asset = client.get(f"/api/v1/assets/{device}", headers=headers).json()
+        assert asset["timezone"] == "Asia/Shanghai"
+        return asset["status"]
+
+    assert [status(d) for d in ("a-el-1", "a-el-2", "a-em-1")] == ["ok", "ok", "ok"]
+    # rule E2 on the meter: an open alarm, whatever its controller says
+    alerts.raise_alarm(
+        db, source_type="device", source_id="a-em-1", type="condition.voltage",
+        severity="major", message="voltage out of band", audience=["firm"], at=clock.now(),
+    )  # fmt: skip
+    assert status("a-em-1") == "alarm"
+    listed = client.get("/api/v1/assets?kind=energy_meter", headers=headers).json()["items"]
+    assert listed[0]["alarm"] == {"severity": "major", "type": "condition.voltage"}
+    # rule M5: overdue (its maintenance alarm is shown as the escalation, not as an alarm)
+    db.execute(
+        "INSERT INTO maintenance_escalations (device_id, state, since) VALUES (%s, %s, %s)",
+        ("a-el-2", "overdue", clock.now()),
+    )
+    alerts.raise_alarm(
+        db, source_type="device", source_id="a-el-2", type="maintenance.overdue",
+        severity="major", message="overdue", audience=["firm"], at=clock.now(),
+    )  # fmt: skip
+    assert status("a-el-2") == "overdue"
+    db.execute("UPDATE maintenance_escalations SET state = 'locked_out' WHERE device_id = 'a-el-2'")
+    assert status("a-el-2") == "locked_out"
+    # passengers trapped: the worst of all
+    put_state(db, "a-el-1", {"fault_code": 11})
+    assert status("a-el-1") == "entrapment"
