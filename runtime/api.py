@@ -15,12 +15,15 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 import psycopg
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, status
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
@@ -41,6 +44,8 @@ from vigil.metrics import exposition
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+# Swagger UI's own files (the fastapi-offline package carries them): /docs works offline
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
 TAGS = [
     {"name": "auth", "description": "Log in, sessions, users and API keys."},
@@ -192,6 +197,9 @@ def create_app(
         ),
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # the docs are served with Vigil's own copy of Swagger UI: they work without internet
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = ctx
     for router in _routers():
@@ -298,6 +306,26 @@ def create_app(
             {"detail": f"invalid value: {exc.diag.message_primary or exc}"},
             status_code=status.HTTP_400_BAD_REQUEST,
         )
+
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="Vigil API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/favicon.svg",
+        )
+
+    @app.get("/favicon.svg", include_in_schema=False)
+    async def favicon_svg() -> FileResponse:
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> RedirectResponse:
+        return RedirectResponse("/favicon.svg", status_code=status.HTTP_301_MOVED_PERMANENTLY)
 
     if console:
         app.mount("/console", StaticFiles(directory=STATIC_DIR, html=True), name="console")

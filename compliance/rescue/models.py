@@ -310,6 +310,16 @@ class DispatchOut(BaseModel):
     outcome_at: datetime | None
 
 
+class TechnicianPosition(BaseModel):
+    """An on-call technician's last known position (rule R3), for the dispatch map."""
+
+    technician_id: int
+    name: str
+    latitude: float
+    longitude: float
+    reported_at: datetime | None = Field(description="None: no report yet, the home base")
+
+
 class IncidentDetail(IncidentOut):
     """An incident with its steps and dispatches."""
 

@@ -34,6 +34,7 @@ from compliance.rescue.models import (
     Status,
     Step,
     StepOut,
+    TechnicianPosition,
     Trigger,
 )
 from vigil import notify
@@ -663,6 +664,31 @@ async def list_scoped_incidents(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return [IncidentOut.model_validate(row) for row in await cur.fetchall()]
+
+
+async def on_call_positions(
+    conn: psycopg.AsyncConnection,
+    *,
+    scope: sql.Composable,
+    scope_params: dict[str, Any],
+    at: datetime,
+) -> list[TechnicianPosition]:
+    """On-call technicians (rule R3) of the firms maintaining devices in ``scope``, with their
+    last known position (their home base until they report one)."""
+    query = sql.SQL(
+        """SELECT t.id AS technician_id, t.name,
+                  coalesce(l.latitude, t.home_latitude) AS latitude,
+                  coalesce(l.longitude, t.home_longitude) AS longitude, l.reported_at
+           FROM technicians t LEFT JOIN technician_locations l ON l.technician_id = t.id
+           WHERE t.active AND coalesce(l.latitude, t.home_latitude) IS NOT NULL
+             AND t.firm_id IN (SELECT d.firm_id FROM devices d WHERE {})
+             AND EXISTS (SELECT 1 FROM roster_shifts s WHERE s.technician_id = t.id
+                         AND s.firm_id = t.firm_id AND s.during @> %(at)s::timestamptz)
+           ORDER BY t.name, t.id"""
+    ).format(scope)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {**scope_params, "at": at})
+        return [TechnicianPosition.model_validate(row) for row in await cur.fetchall()]
 
 
 async def get_scoped_incident(

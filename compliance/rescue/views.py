@@ -31,6 +31,7 @@ from compliance.rescue.models import (
     ReportOut,
     ReportRequest,
     RescueError,
+    TechnicianPosition,
     Trigger,
     UnknownTechnician,
 )
@@ -122,6 +123,18 @@ async def list_incidents(
         limit=limit,
     )
     return send(list[IncidentOut], incidents)
+
+
+@router.get(
+    "/technicians",
+    response_model=list[TechnicianPosition],
+    summary="On-call technicians with their last known positions (dispatch map)",
+)
+async def on_call_technicians(
+    principal: CurrentPrincipal, ctx: Context, conn: Conn
+) -> list[TechnicianPosition]:
+    """Technicians on call now (rule R3) of the firms maintaining the caller's assets."""
+    return await service.on_call_positions(conn, **device_scope_args(principal), at=ctx.clock.now())
 
 
 @router.get(
