@@ -89,7 +89,9 @@ def policy_sql(now_param: str = "%(now)s") -> str:
               FROM (SELECT DISTINCT timezone FROM sites) z) tt ON tt.timezone = s.timezone
         CROSS JOIN (SELECT * FROM compliance_policies
                     WHERE jurisdiction_id IS NULL AND contract_id IS NULL) dflt
-        LEFT JOIN contracts c ON c.device_id = d.id AND c.period @> tt.today
+        -- the contract in force, looked up by the device (compliance 0214)
+        LEFT JOIN LATERAL (SELECT c.id FROM contracts c
+                           WHERE c.device_id = d.id AND c.period @> tt.today LIMIT 1) c ON true
         LEFT JOIN compliance_policies pc ON pc.contract_id = c.id
         LEFT JOIN compliance_policies pj ON pj.jurisdiction_id = j.id
         WHERE d.kind = 'elevator' AND d.decommissioned_at IS NULL
