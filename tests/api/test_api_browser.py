@@ -129,9 +129,7 @@ def test_asset_page_draws_telemetry_charts(page, db):
 
 
 def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_url, fleet, clock):
-    from compliance.rescue import flows as rescue_flows
-    from compliance.rescue.models import Trigger
-    from tests.api.test_api_incidents import on_call
+    from tests.api.test_api_incidents import engine_opens_and_dispatches, on_call
 
     on_call(db_url, fleet, clock)
     log_in(page, "disp_a")
@@ -139,17 +137,8 @@ def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_ur
     page.wait_for_selector("#incident-rows:has-text('no open incidents')")
 
     # the rescue engine detects an entrapment (rule R1) and dispatches (rule R4)
-    with psycopg.connect(db_url, row_factory=dict_row) as conn:
-        opened = rescue_flows.report(
-            conn, device_id="a-el-1", trigger=Trigger.ALARM_BUTTON, at=clock.now(), actor="engine"
-        )
-        rescue_flows.dispatch_next(
-            conn,
-            incident_id=opened.incident.id,
-            now=clock.now(),
-            estimator=rescue_flows.StraightLineEstimator(),
-        )
-    row = f"tr[data-incident='{opened.incident.id}']"
+    incident = engine_opens_and_dispatches(db_url, clock)
+    row = f"tr[data-incident='{incident}']"
     page.wait_for_selector(f"{row}[data-status=dispatched]")  # appeared without a reload
     countdown = page.inner_text(f"{row} .countdown")
     assert countdown == "30:00"  # rule R2: 30 minutes in a city, on the platform clock
@@ -173,7 +162,7 @@ def test_incident_appears_live_and_the_dispatcher_takes_it_to_closed(page, db_ur
         steps = conn.execute(
             "SELECT step, actor, technician_id, detail FROM rescue_steps "
             "WHERE incident_id = %s ORDER BY id",
-            (opened.incident.id,),
+            (incident,),
         ).fetchall()
     assert [s["step"] for s in steps] == [
         "reported",

@@ -31,6 +31,24 @@ def on_call(db_url: str, fleet, clock, technician: str = "ta1") -> None:
         )
 
 
+def engine_opens_and_dispatches(db_url: str, clock, device: str = "a-el-1") -> int:
+    """What the rescue engine does on an alarm button (rules R1, R4); the incident's id."""
+    from compliance.rescue import flows as rescue_flows
+    from compliance.rescue.models import Trigger
+
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        opened = rescue_flows.report(
+            conn, device_id=device, trigger=Trigger.ALARM_BUTTON, at=clock.now(), actor="engine"
+        )
+        rescue_flows.dispatch_next(
+            conn,
+            incident_id=opened.incident.id,
+            now=clock.now(),
+            estimator=rescue_flows.StraightLineEstimator(),
+        )
+    return opened.incident.id
+
+
 def test_dispatcher_takes_an_incident_from_report_to_closed(client, db_url, fleet, clock, db):
     on_call(db_url, fleet, clock)
     headers = login(client, "disp_a")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from tests.api.conftest import PASSWORD
 from tests.api.test_api_browser import ARGS, CHROMIUM, browser  # noqa: F401 (fixture)
@@ -66,9 +65,7 @@ def log_in(page, username: str) -> None:
 
 @pytest.mark.parametrize("console", list(LANGUAGES), indirect=True)
 def test_a_dispatcher_follows_an_entrapment_from_the_map_to_closure(console, db_url, fleet, clock):
-    from compliance.rescue import flows as rescue_flows
-    from compliance.rescue.models import Trigger
-    from tests.api.test_api_incidents import on_call
+    from tests.api.test_api_incidents import engine_opens_and_dispatches, on_call
 
     page, words = console, LANGUAGES[console.lang]
     on_call(db_url, fleet, clock)
@@ -80,17 +77,7 @@ def test_a_dispatcher_follows_an_entrapment_from_the_map_to_closure(console, db_
     page.click("#nav-map")
     page.wait_for_selector("#dispatch-map g.site")
     page.wait_for_selector("#dispatch-map g.technician")  # on call, at its home base
-    with psycopg.connect(db_url, row_factory=dict_row) as conn:
-        opened = rescue_flows.report(
-            conn, device_id="a-el-1", trigger=Trigger.ALARM_BUTTON, at=clock.now(), actor="engine"
-        )
-        rescue_flows.dispatch_next(
-            conn,
-            incident_id=opened.incident.id,
-            now=clock.now(),
-            estimator=rescue_flows.StraightLineEstimator(),
-        )
-    incident = opened.incident.id
+    incident = engine_opens_and_dispatches(db_url, clock)
     # the marker appears live on the map; the dispatcher follows it to the incident
     marker = f"#dispatch-map a.incident-marker[data-incident='{incident}']"
     page.wait_for_selector(marker)
