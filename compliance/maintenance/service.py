@@ -1042,6 +1042,15 @@ FINDINGS_LOCK_KEY = 0x4D53_4644  # one findings check (M8, M10-M12) at a time ac
 _SHARD_OF_SITE = "mod(abs(hashtext({site}::text)), %(shards)s::int)"
 
 
+def without_jit(conn: psycopg.Connection) -> None:
+    """For the rest of this transaction, run statements without JIT compilation.
+
+    Once a statement's estimated cost passes ``jit_above_cost``, PostgreSQL compiles it anew at
+    every execution: 600 ms of the sweep statement's 660 ms at 100,000 lifts (and a cost
+    threshold, so a step in the cost between one fleet size and the next)."""
+    conn.execute("SELECT set_config('jit', 'off', true)")
+
+
 def try_shard_locks(conn: psycopg.Connection, *, shards: Iterable[int]) -> bool:
     """Take the transaction locks of these shards; False (none kept) when an engine holds one."""
     wanted = sorted(set(shards))
