@@ -485,7 +485,7 @@ def sweep(
     concerned (skipped when another engine holds one of them)."""
     result = SweepResult()
     with conn.transaction():
-        service.plan_each_statement(conn)
+        service.without_jit(conn)
         shards, _ = service.sweep_shards(conn)
         wanted = (
             range(shards)
@@ -530,7 +530,7 @@ def sweep_shard(
         if not service.try_shard_locks(conn, shards=[shard]):
             result.skipped = True
             return result
-        service.plan_each_statement(conn)
+        service.without_jit(conn)
         last = service.shard_sweep(conn, shard=shard, shards=shards)
         if last is not None and now - last.swept_at < not_within:
             result.skipped = True  # another engine just swept it
@@ -582,7 +582,7 @@ def check_findings_once(conn: psycopg.Connection, *, now: datetime) -> SweepResu
         if not service.try_findings_lock(conn):
             result.skipped = True
             return result
-        service.plan_each_statement(conn)
+        service.without_jit(conn)
         log_items: list[dict[str, Any]] = []
         result.findings_opened, result.findings_closed = check_findings(
             conn, now=now, log_items=log_items
