@@ -82,8 +82,11 @@ def entry_bytes(
     body_text: str,
     actor: str,
     at: datetime,
+    body_is_canonical: bool = False,
 ) -> bytes:
-    """Canonical bytes of one entry (what its hash covers)."""
+    """Canonical bytes of one entry (what its hash covers). ``body_is_canonical``: the body
+    text was just made by ``canonical_body`` (an append), so it is spliced in as it is rather
+    than parsed and written again (what a verification does with a stored text)."""
     head = {
         "actor": actor,
         "at": format_at(at),
@@ -93,6 +96,12 @@ def entry_bytes(
         "subject_id": subject_id,
         "subject_type": subject_type,
     }
+    if body_is_canonical:
+        # "body" sorts between "at" and "kind"; no text value can hold an unescaped quote, so
+        # the first ',"kind":' is the key's
+        text = canonical_json(head)
+        cut = text.index(',"kind":')
+        return f'{text[:cut]},"body":{body_text}{text[cut:]}'.encode()
     # The body is re-serialised so that a stored text which is not canonical cannot verify.
     return canonical_json({**head, "body": json.loads(body_text)}).encode("utf-8")
 

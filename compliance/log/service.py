@@ -79,10 +79,12 @@ def _row(
     body: dict[str, Any],
     actor: str,
     at: datetime,
+    body_text: str | None = None,
 ) -> dict[str, Any]:
     seq = (head["seq"] if head else 0) + 1
     prev = head["hash"] if head else GENESIS_HASH
-    body_text = canonical_body(body)
+    if body_text is None:
+        body_text = canonical_body(body)
     subject = str(subject_id)
     digest = entry_hash(
         entry_bytes(
@@ -94,6 +96,7 @@ def _row(
             body_text=body_text,
             actor=actor,
             at=at,
+            body_is_canonical=True,
         )
     )
     return {
@@ -130,7 +133,7 @@ def append(
 ) -> Entry:
     """Append one entry inside the caller's transaction; the lock lasts until it commits."""
     # The body is serialised before taking the lock, so a bad body never holds up other writers.
-    canonical_body(body)
+    text = canonical_body(body)
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
         head = cur.execute(_HEAD).fetchone()
@@ -140,6 +143,7 @@ def append(
             subject_type=subject_type,
             subject_id=subject_id,
             body=body,
+            body_text=text,
             actor=actor,
             at=at,
         )
@@ -152,14 +156,14 @@ def append_many(conn: psycopg.Connection, *, items: list[dict[str, Any]]) -> lis
     """Append several entries (each a dict of ``append``'s keyword arguments) in one go."""
     if not items:
         return []
-    for item in items:
-        canonical_body(item["body"])
+    # serialised before taking the lock: a bad body never holds up other writers
+    texts = [canonical_body(item["body"]) for item in items]
     rows: list[dict[str, Any]] = []
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
         last = cur.execute(_HEAD).fetchone()
-        for item in items:
-            row = _row(head=last, **item)
+        for item, text in zip(items, texts, strict=True):
+            row = _row(head=last, body_text=text, **item)
             rows.append(row)
             last = row
         # one statement: the link check runs once over the batch (compliance 0213)

@@ -420,3 +420,30 @@ def test_a_tree_head_extends_the_last_heads_frontier_and_ignores_a_forged_one(db
     third = flows.create_checkpoint(db, key=key, at=T0 + timedelta(hours=2))
     assert third.root_hash == merkle.Tree(service.stored_leaves(db, upto=12)).root().hex()
     assert flows.verify(db, public_key=flows.public_key_hex(key)).ok
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"a": 1, "kind": "x", "z": [1, 2, {"b": None}]},
+        {"note": 'a "quoted" ,"kind": inside', "名字": "电梯 困人", "at": T0},
+        {"nested": {"kind": {"kind": "deep"}}, "n": 1.5, "ok": True},
+    ],
+)
+def test_an_appended_body_spliced_in_hashes_as_its_verification_does(body):
+    # rule A1: appends splice their fresh canonical body in (no second serialisation); the
+    # verifier parses the stored text and writes it again: both must give the same bytes
+    from compliance.log.canonical import canonical_body, entry_bytes
+
+    fields = {
+        "seq": 7,
+        "prev": "a" * 64,
+        "kind": "escalation.transition",
+        "subject_type": "device",
+        "subject_id": 'lift-"1"',
+        "body_text": canonical_body(body),
+        "actor": 'engine ,"kind":"x"',
+        "at": T0,
+    }
+    assert entry_bytes(**fields, body_is_canonical=True) == entry_bytes(**fields)
