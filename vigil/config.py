@@ -97,6 +97,9 @@ class ComplianceSettings(Section):
     # each shard's sweep is incremental (only the elevators due); once per this interval it is
     # a full one, a check that should find nothing the incremental sweeps missed
     full_sweep_interval_s: float = Field(default=86400.0, gt=0)
+    # the findings checks (M8 drills, M10 licences and certificates, M11 self-tests, M12
+    # inspections) read the whole fleet: dates and a 72-hour test, so every quarter hour
+    findings_interval_s: float = Field(default=900.0, gt=0)
     signing_key_path: Path | None = None
     checkpoint_interval_s: float = Field(default=3600.0, gt=0)
 

@@ -89,10 +89,13 @@ def sweep_devices(conn: psycopg.Connection, *, devices: set[str], now: datetime)
     return result
 
 
-async def sweep_shards(*, resources: Resources, now: datetime, interval: timedelta) -> SweepResult:
+async def sweep_shards(
+    *, resources: Resources, now: datetime, interval: timedelta, findings: bool = True
+) -> SweepResult:
     """One sweep of the fleet, shard by shard, each in its own transaction (an engine that
     dies mid-sweep leaves no half-swept shard); a shard another engine holds, or swept less
-    than half an interval ago, is left to it. Then the findings checks, by one engine."""
+    than half an interval ago, is left to it. Then, with ``findings``, the findings checks,
+    by one engine."""
     shards, _ = await resources.on_db(service.sweep_shards)
     full_every = timedelta(seconds=resources.settings.compliance.full_sweep_interval_s)
     total = SweepResult(examined=0)
@@ -109,8 +112,8 @@ async def sweep_shards(*, resources: Resources, now: datetime, interval: timedel
         )
         if not part.skipped:
             total.add(part)
-    findings = await resources.on_db(flows.check_findings_once, now=now)
-    total.add(findings)
+    if findings:
+        total.add(await resources.on_db(flows.check_findings_once, now=now))
     return total
 
 
@@ -167,14 +170,20 @@ async def _sweep(*, resources: Resources, stop: asyncio.Event) -> None:
     async with resources.listener(channels) as listener:
         listening = asyncio.create_task(_listen(listener, dirty=dirty, wake=wake, pending=pending))
         try:
-            next_full = clock.now()
+            next_full = next_findings = clock.now()
+            findings_every = timedelta(seconds=resources.settings.compliance.findings_interval_s)
             while not stop.is_set():
                 wake.clear()
                 now = clock.now()
                 if now >= next_full:
                     dirty.clear()
-                    result = await sweep_shards(resources=resources, now=now, interval=interval)
+                    findings = now >= next_findings
+                    result = await sweep_shards(
+                        resources=resources, now=now, interval=interval, findings=findings
+                    )
                     next_full = now + interval
+                    if findings:
+                        next_findings = now + findings_every
                     _report(result)
                 elif dirty:
                     devices = set(dirty)
