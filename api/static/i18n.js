@@ -115,7 +115,7 @@ window.VIGIL_I18N = {
     "chain verified: {entries} entries, head {head}…, {checkpoints} signed checkpoints": "哈希链已校验：{entries} 条，链头 {head}…，{checkpoints} 个签名检查点",
     "TAMPERED": "已被篡改", "escalation.transition": "维保状态变化", "alarm.raised": "报警发生", "alarm.cleared": "报警清除",
     "maintenance.record": "维保记录", "maintenance.verdict": "维保核验", "maintenance.signoff": "维保签字",
-    "from": "原状态", "to": "新状态", "rule": "规则", "alarm id": "报警编号", "audience": "通知对象", "rule values": "规则参数",
+    "from": "原状态", "to": "新状态", "thresholds": "阈值", "lamp rated w": "灯额定功率（W）", "policy": "策略", "limits": "限值", "rule": "规则", "alarm id": "报警编号", "audience": "通知对象", "rule values": "规则参数",
     "tier last day on time": "各项目最后按时日", "recipients": "接收方",
     // ---- roles
     "admin": "管理员", "dispatcher": "调度员", "firm manager": "维保单位负责人", "safety manager": "安全管理员",
