@@ -6,6 +6,7 @@ import socket
 
 import httpx
 import psycopg
+import pytest
 
 from tests.metrics import samples
 from vigil import ops
@@ -57,6 +58,17 @@ def test_a_database_that_does_not_answer_is_a_problem_and_its_figures_are_left_o
         names = {name for name, _, _ in samples(text)}
         assert "vigil_test_rows" not in names
         assert "vigil_gateway_polls_total" in names or "python_info" in names
+
+
+def test_a_metrics_port_in_use_is_a_configuration_error_naming_it():
+    from vigil.config import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"metrics_port.*127.0.0.1:{port}"):
+            ops.OpsServer(health=ops.Health(), port=port)
 
 
 def test_database_figures_are_read_at_each_scrape(db_url):

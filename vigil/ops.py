@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from vigil.config import ConfigError
 from vigil.metrics import exposition
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,14 @@ class OpsServer:
             def log_message(self, format: str, *args: object) -> None:
                 return  # scrapes every few seconds are not news
 
-        self._http = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._http = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # a port in use or not ours: said plainly, as a setting
+            raise ConfigError(
+                source="--metrics-port",
+                key="metrics_port",
+                reason=f"cannot serve on {host}:{port}: {exc.strerror or exc}",
+            ) from None
         self._http.daemon_threads = True
         self.host = host
         self.port = int(self._http.server_address[1])
