@@ -113,8 +113,12 @@ timed AS (
             OR (c.new_state NOT IN ('ok', 'due_soon') AND cardinality(c.added_tiers) > 0))
                AS is_transition,
            CASE
-               -- rule M6: these wait on the car and the controller, not on the calendar
-               WHEN c.new_state IN ('lockout_pending', 'lockout_recommended') THEN %(now)s
+               -- rule M6: these wait on the car and the controller, not on the calendar (a
+               -- lockout only recommended by the policy waits on a visit or a policy change,
+               -- which queue it, and on its further tiers, below)
+               WHEN c.new_state = 'lockout_pending'
+                    OR (c.new_state = 'lockout_recommended' AND c.lockout_mode = 'enforce')
+                   THEN %(now)s
                ELSE least(
                    -- ok -> due_soon, due_soon -> overdue: the first local midnight past
                    CASE WHEN c.new_state = 'ok'

@@ -98,6 +98,31 @@ def test_incremental_sweeps_decide_what_full_sweeps_would_and_look_at_few_lifts(
     assert log_flows.verify(estate.conn).ok
 
 
+def test_a_lockout_only_recommended_waits_for_a_visit_not_for_every_sweep(sharded, clock):
+    # rule M6, recommend mode: nothing but a verified visit (or a policy change) moves it on, so
+    # incremental sweeps do not look at it again and again (10,000 such lifts at 1% of a million)
+    estate = sharded
+    estate.fleet.update("jurisdictions", estate.jurisdiction_id, lockout_mode="recommend")
+    _sweep_every_shard(estate.conn, now=clock.now())
+    clock.advance(timedelta(days=16))
+    assert [str(t.state) for t in _sweep_every_shard(estate.conn, now=clock.now()).transitions] == [
+        "overdue"
+    ]
+    clock.advance(timedelta(hours=72))
+    moved = _sweep_every_shard(estate.conn, now=clock.now())
+    assert [str(t.state) for t in moved.transitions] == ["lockout_recommended"]
+    for _ in range(3):
+        clock.advance(timedelta(minutes=5))
+        assert _sweep_every_shard(estate.conn, now=clock.now()).examined == 0
+    start, end = estate.visit("lift-1", clock.now() - timedelta(hours=2))
+    estate.record("lift-1", start, end, at=clock.now(), tier=Tier.HALF_MONTHLY)
+    released = _sweep_every_shard(estate.conn, now=clock.now())
+    assert released.examined == 1
+    assert [str(t.state) for t in released.transitions] == ["ok"]
+    check = _sweep_every_shard(estate.conn, now=clock.now(), full_every=timedelta(0))
+    assert check.transitions == [] and check.missed == []
+
+
 def test_two_engines_share_the_shards_and_decide_each_transition_once(sharded, db_url, clock):
     estate = sharded
     lifts = _spread_estate(estate, sites=8, lifts_per_site=4)
