@@ -30,11 +30,32 @@ def format_at(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# JSON's own types, returned as they are (exact types: a subclass such as an enum is converted)
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """JSON-ready copy of a body value; datetimes and dates become canonical text."""
+    kind = type(value)
+    if kind in _AS_IS:  # most of a body: checked first, by exact type (a large batch's cost)
+        return value
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise BodyError(f"log body keys must be text, got {key!r}")
+            out[key] = item if type(item) in _AS_IS else _plain(item)
+        return out
+    if kind is list or kind is tuple:
+        return [item if type(item) in _AS_IS else _plain(item) for item in value]
+    return _plain_other(value)
+
+
+def _plain_other(value: Any) -> Any:
+    """``_plain`` for every other type."""
     if isinstance(value, Enum):
         return _plain(value.value)
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, int | str):  # a subclass JSON writes as its base type
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -47,14 +68,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise BodyError(f"log body keys must be text, got {key!r}")
-            out[key] = _plain(item)
-        return out
+        return _plain(dict(value))
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return _plain(list(value))
     raise BodyError(f"cannot put a {type(value).__name__} in a log body")
 
 

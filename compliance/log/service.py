@@ -60,9 +60,11 @@ _INSERT = (
 _FIELDS = ("seq", "kind", "subject_type", "subject_id", "body", "actor", "at", "prev_hash", "hash")
 _INSERT_MANY = (
     f"INSERT INTO compliance_log ({', '.join(_FIELDS)}) "
-    "SELECT * FROM unnest(%(seq)s::bigint[], %(kind)s::text[], %(subject_type)s::text[], "
-    "%(subject_id)s::text[], %(body)s::text[], %(actor)s::text[], %(at)s::timestamptz[], "
-    "%(prev_hash)s::text[], %(hash)s::text[]) ORDER BY 1"
+    # binary parameters: a text array is then sent as it is, where the text format quotes and
+    # escapes every character of every body (a third of a large batch's cost)
+    "SELECT * FROM unnest(%(seq)b::bigint[], %(kind)b::text[], %(subject_type)b::text[], "
+    "%(subject_id)b::text[], %(body)b::text[], %(actor)b::text[], %(at)b::timestamptz[], "
+    "%(prev_hash)b::text[], %(hash)b::text[]) ORDER BY 1"
 )
 # the body is stored as the canonical text the hash covers (what a scan checks); an entry
 # carries it as an object

@@ -1032,7 +1032,8 @@ def announce_record(conn: psycopg.Connection, *, device_id: str) -> None:
 def announce_transitions(conn: psycopg.Connection, *, payloads: Sequence[str]) -> None:
     """Tell listeners (at commit) of escalation transitions, one notice each."""
     conn.execute(
-        "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
+        # binary: the text format would quote and escape every character of every payload
+        "SELECT pg_notify(%s, payload) FROM unnest(%b::text[]) AS payload",
         (notify.ESCALATIONS, list(payloads)),
     )
 
@@ -1127,20 +1128,31 @@ def mark_shard_swept(
 
 def due_for_check(conn: psycopg.Connection, *, now: datetime, shard: int, shards: int) -> list[str]:
     """The shard's elevators an incremental sweep examines: those whose timer has run out, and
-    those queued for a recheck (claimed here: a change committed later queues them again)."""
+    those queued for a recheck (claimed here: a change committed later queues them again). Both
+    rows carry the site, so only the rows due are read (compliance 0215)."""
     params = {"now": now, "shard": shard, "shards": shards}
-    in_shard = _SHARD_OF_SITE.format(site="d.site_id") + " = %(shard)s"
+    in_shard = _SHARD_OF_SITE.format(site="site_id") + " = %(shard)s"
     claimed = conn.execute(
-        f"DELETE FROM maintenance_recheck r USING devices d "
-        f"WHERE d.id = r.device_id AND {in_shard} RETURNING r.device_id",
+        # a queued elevator without a site is claimed by any shard, and dropped: none sweeps it
+        f"DELETE FROM maintenance_recheck WHERE site_id IS NULL OR {in_shard} RETURNING device_id",
         params,
     ).fetchall()
     timed = conn.execute(
-        f"SELECT e.device_id FROM maintenance_escalations e JOIN devices d ON d.id = e.device_id "
-        f"WHERE e.next_check_at <= %(now)s AND {in_shard}",
+        f"SELECT device_id FROM maintenance_escalations WHERE next_check_at <= %(now)s "
+        f"AND {in_shard}",
         params,
     ).fetchall()
-    return sorted({str(first_value(r)) for r in [*claimed, *timed]})
+    found = sorted({str(first_value(r)) for r in [*claimed, *timed]})
+    if not found:
+        return found
+    # by the site the elevator is at now: one queued just before a move is the new shard's (the
+    # move queued it there too)
+    current = conn.execute(
+        f"SELECT d.id FROM devices d WHERE d.id = ANY(%(found)s::text[]) "
+        f"AND {_SHARD_OF_SITE.format(site='d.site_id')} = %(shard)s ORDER BY d.id",
+        params | {"found": found},
+    ).fetchall()
+    return [str(first_value(r)) for r in current]
 
 
 @cache

@@ -123,6 +123,36 @@ def test_a_lockout_only_recommended_waits_for_a_visit_not_for_every_sweep(sharde
     assert check.transitions == [] and check.missed == []
 
 
+def test_a_lift_moved_to_another_site_is_swept_by_its_new_shard(sharded, clock):
+    # rules M1, M5: the incremental sweep reads the site from the rows it claims (compliance
+    # 0215); a move re-queues the lift under its new site and its timer row follows it
+    estate = sharded
+    old_shard = service.shards_of(estate.conn, device_ids=["lift-1"], shards=SHARDS)
+    new_site = None
+    for n in range(40):  # a site that hashes to another shard
+        site = estate.fleet.site(
+            user_unit=estate.user_unit_id, jurisdiction=estate.jurisdiction_id, name=f"New {n}"
+        )
+        shard = estate.conn.execute(
+            "SELECT mod(abs(hashtext(%s::text)), %s) AS s", (site, SHARDS)
+        ).fetchone()["s"]
+        if {shard} != old_shard:
+            new_site = site
+            break
+    assert new_site is not None
+    _sweep_every_shard(estate.conn, now=clock.now())  # full: the sites changed the generation
+    code = estate.conn.execute("SELECT code FROM sites WHERE id = %s", (new_site,)).fetchone()
+    estate.fleet.update("devices", "lift-1", site=code["code"])
+    moved = _sweep_every_shard(estate.conn, now=clock.now())
+    assert moved.examined == 1 and moved.transitions == []
+    assert service.escalation(estate.conn, device_id="lift-1")["site_id"] == new_site
+    clock.advance(timedelta(days=16))
+    overdue = _sweep_every_shard(estate.conn, now=clock.now())
+    assert [(t.device_id, str(t.state)) for t in overdue.transitions] == [("lift-1", "overdue")]
+    check = _sweep_every_shard(estate.conn, now=clock.now(), full_every=timedelta(0))
+    assert check.transitions == [] and check.missed == []
+
+
 def test_two_engines_share_the_shards_and_decide_each_transition_once(sharded, db_url, clock):
     estate = sharded
     lifts = _spread_estate(estate, sites=8, lifts_per_site=4)
