@@ -615,12 +615,13 @@ def unjudged_records(
     in_shard = _SHARD_OF_SITE.format(site="d.site_id") + " = %(shard)s"
     with conn.cursor(row_factory=class_row(Record)) as cur:
         return cur.execute(
-            # only a record saved before its claimed end can lack a verdict (partial index)
-            f"SELECT {RECORD_COLUMNS_OF_R} FROM maintenance_records r "
+            # only a record saved before its claimed end can lack a verdict: it waits in
+            # maintenance_awaiting_verdict until one is stored (compliance 0216)
+            f"SELECT {RECORD_COLUMNS_OF_R} FROM maintenance_awaiting_verdict w "
+            "JOIN maintenance_records r ON r.id = w.record_id "
             "JOIN devices d ON d.id = r.device_id "
-            "WHERE r.claimed_end > r.recorded_at AND r.claimed_end <= %(now)s "
+            "WHERE w.claimed_end <= %(now)s "
             f"AND (%(shards)s::int = 1 OR {in_shard}) "
-            "AND NOT EXISTS (SELECT 1 FROM maintenance_verdicts v WHERE v.record_id = r.id) "
             "ORDER BY r.id",
             {"now": now, "shard": shard, "shards": shards},
         ).fetchall()

@@ -153,6 +153,32 @@ def test_a_lift_moved_to_another_site_is_swept_by_its_new_shard(sharded, clock):
     assert check.transitions == [] and check.missed == []
 
 
+def test_a_record_saved_before_its_end_waits_for_the_sweep_in_a_queue_of_its_own(sharded, clock):
+    # rules M2, M3: judged once its claimed window has ended; the sweep reads only the records
+    # that wait (compliance 0216), and a verdict takes the record out of the queue
+    estate = sharded
+    _sweep_every_shard(estate.conn, now=clock.now())
+    clock.advance(timedelta(days=16))
+    start, _ = estate.visit("lift-1", clock.now() - timedelta(minutes=42))
+    record, judgement = estate.record(
+        "lift-1", start, clock.now() + timedelta(minutes=3), at=clock.now()
+    )
+    assert judgement is None  # saved 3 minutes before its claimed end
+
+    def waiting() -> list[int]:
+        rows = estate.conn.execute("SELECT record_id FROM maintenance_awaiting_verdict").fetchall()
+        return [row["record_id"] for row in rows]
+
+    assert waiting() == [record.id]
+    early = _sweep_every_shard(estate.conn, now=clock.now())
+    assert early.verdicts == 0 and waiting() == [record.id]
+    assert [str(t.state) for t in early.transitions] == ["overdue"]
+    clock.advance(timedelta(minutes=50))  # the visit's telemetry has ended by now
+    judged = _sweep_every_shard(estate.conn, now=clock.now())
+    assert judged.verdicts == 1 and waiting() == []
+    assert [str(t.state) for t in judged.transitions] == ["ok"]
+
+
 def test_two_engines_share_the_shards_and_decide_each_transition_once(sharded, db_url, clock):
     estate = sharded
     lifts = _spread_estate(estate, sites=8, lifts_per_site=4)
