@@ -133,6 +133,27 @@ def raise_alarm(
     return alarm
 
 
+def raise_alarms(conn: psycopg.Connection, *, alarms: Sequence[dict[str, Any]]) -> list[Alarm]:
+    """Raise several alarms (each a dict of ``raise_alarm``'s keyword arguments but ``conn``), in
+    order, in one pipelined round trip; the alarm of each, as ``raise_alarm`` returns it."""
+    if not alarms:
+        return []
+    params = [
+        _raise_params(**({"details": None, "actor": "system", "policy": None} | alarm))
+        for alarm in alarms
+    ]
+    raised: list[Alarm] = []
+    with conn.cursor(row_factory=class_row(Alarm)) as cur:
+        cur.executemany(_RAISE, params, returning=True)
+        while True:
+            alarm = cur.fetchone()
+            assert alarm is not None
+            raised.append(alarm)
+            if not cur.nextset():
+                break
+    return raised
+
+
 def acknowledge_alarm(conn: psycopg.Connection, *, alarm_id: int, by: str, at: datetime) -> Alarm:
     """Acknowledge an active alarm, which stops its escalation; idempotent when acknowledged."""
     with conn.cursor(row_factory=class_row(Alarm)) as cur:

@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -68,30 +68,32 @@ def raise_alarm(
     body: dict[str, Any],
     at: datetime,
     log_items: list[dict[str, Any]] | None = None,
+    pending: list[PendingAlarm] | None = None,
 ) -> None:
     """Raise an alarm through the alerts package and log it (rules M5, M7, A1).
 
-    With ``log_items``, the log entry is added to that list for the caller to append in bulk.
+    With ``log_items``, the log entry is added to that list for the caller to append in bulk;
+    with ``pending`` too, the alarm is raised later with the others (``raise_pending``), and its
+    entry gets the alarm's id then.
     """
     details = json.loads(canonical_json(body))
-    alarm = alerts.raise_alarm(
-        conn,
-        source_type=source_type,
-        source_id=source_id,
-        type=type,
-        severity=severity,
-        message=message,
-        audience=list(audience),
-        at=at,
-        details=details,
-        actor=service.ENGINE_ACTOR,
-    )
+    request = {
+        "source_type": source_type,
+        "source_id": source_id,
+        "type": type,
+        "severity": severity,
+        "message": message,
+        "audience": list(audience),
+        "at": at,
+        "details": details,
+        "actor": service.ENGINE_ACTOR,
+    }
     item = {
         "kind": "alarm.raised",
         "subject_type": source_type,
         "subject_id": source_id,
         "body": {
-            "alarm_id": alarm.id,
+            "alarm_id": None,
             "type": type,
             "severity": severity,
             "audience": list(audience),
@@ -101,10 +103,30 @@ def raise_alarm(
         "actor": service.ENGINE_ACTOR,
         "at": at,
     }
+    if pending is not None and log_items is not None:
+        pending.append(PendingAlarm(request, item))
+        log_items.append(item)
+        return
+    item["body"]["alarm_id"] = alerts.raise_alarm(conn, **request).id
     if log_items is not None:
         log_items.append(item)
     else:
         log.append(conn, **item)
+
+
+class PendingAlarm(NamedTuple):
+    """An alarm to raise, and the log entry that waits for its id."""
+
+    request: dict[str, Any]
+    item: dict[str, Any]
+
+
+def raise_pending(conn: psycopg.Connection, *, pending: list[PendingAlarm]) -> None:
+    """Raise the pending alarms in one round trip and give their log entries the alarm ids."""
+    raised = alerts.raise_alarms(conn, alarms=[p.request for p in pending])
+    for waiting, alarm in zip(pending, raised, strict=True):
+        waiting.item["body"]["alarm_id"] = alarm.id
+    pending.clear()
 
 
 def clear_alarm(
@@ -601,6 +623,7 @@ def _act_on(
     """Alarms, commands and log entries (added to ``log_items``) for one sweep's transitions."""
     transitions: list[Transition] = []
     entries = log_items
+    pending: list[PendingAlarm] = []  # raised together at the end: one round trip
     for row in rows:
         state = EscalationState(row["state"])
         previous = EscalationState(row["previous_state"]) if row["previous_state"] else None
@@ -629,6 +652,7 @@ def _act_on(
                     body={**alarm_body, "tier": tier},
                     at=now,
                     log_items=entries,
+                    pending=pending,
                 )
         if state is previous:
             continue  # no transition: only a further tier fell overdue
@@ -644,6 +668,7 @@ def _act_on(
                 body=alarm_body,
                 at=now,
                 log_items=entries,
+                pending=pending,
             )
         elif state is EscalationState.LOCKOUT_PENDING:
             lockout_id = service.insert_command(  # rule M6, enforce
@@ -666,6 +691,7 @@ def _act_on(
                 body={**alarm_body, "lockout_command_id": lockout_id},
                 at=now,
                 log_items=entries,
+                pending=pending,
             )
         elif state is EscalationState.LOCKOUT_RECOMMENDED:
             if rules["lockout_mode"] == "enforce":
@@ -691,6 +717,7 @@ def _act_on(
                 body=alarm_body,
                 at=now,
                 log_items=entries,
+                pending=pending,
             )
         elif state is EscalationState.LOCKED_OUT and row["lockout_command_id"]:
             service.close_outbox(conn, command_id=row["lockout_command_id"])
@@ -731,6 +758,7 @@ def _act_on(
                 "at": now,
             }
         )
+    raise_pending(conn, pending=pending)
     _notify_transitions(conn, transitions=transitions)
     return transitions
 

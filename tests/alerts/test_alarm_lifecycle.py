@@ -56,6 +56,37 @@ def test_raise_is_idempotent_and_counts_retriggers(db, clock):
     assert changes == ["raised", "retriggered"]
 
 
+def test_raising_many_at_once_is_raising_each_in_turn(db, clock):
+    # one round trip for a sweep's alarms (compliance at scale): the same alarms, in order,
+    # a repeat of an open one in the same batch re-triggering it
+    world = seed(db)
+    base = {
+        "source_type": "device",
+        "source_id": world.city_lift,
+        "severity": Severity.MAJOR,
+        "message": "overdue",
+        "audience": [Audience.FIRM],
+        "at": clock.now(),
+    }
+    raised = service.raise_alarms(
+        db,
+        alarms=[
+            base | {"type": "maintenance_overdue"},
+            base | {"type": "alarm_selftest_missed", "details": {"tier": "quarterly"}},
+            base | {"type": "maintenance_overdue"},
+        ],
+    )
+    assert [a.type for a in raised] == [
+        "maintenance_overdue",
+        "alarm_selftest_missed",
+        "maintenance_overdue",
+    ]
+    assert raised[0].id == raised[2].id != raised[1].id
+    assert [a.trigger_count for a in raised] == [1, 1, 2]
+    assert raised[1].details == {"tier": "quarterly"}
+    assert service.raise_alarms(db, alarms=[]) == []
+
+
 def test_acknowledge_then_clear_then_a_new_alarm(db, clock):
     world = seed(db)
     alarm = _raise(db, world, clock.now())
