@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -107,8 +108,11 @@ class PostgresServer:
         port: int | None = None,
         durable: bool = True,
         timescaledb: bool = False,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
+        # server settings beyond the defaults below (a benchmark's memory, say)
+        self.settings = dict(settings or {})
         self.port = port or free_port()
         self.durable = durable
         # load TimescaleDB at start (it cannot be created in a database otherwise)
@@ -206,6 +210,7 @@ class PostgresServer:
         if not self.durable:
             # Test clusters are throwaway: trade crash safety for speed.
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options += [f"-c {name}={value}" for name, value in self.settings.items()]
         result = subprocess.run(
             self._cmd(
                 "pg_ctl",
