@@ -89,10 +89,15 @@ def policy_sql(now_param: str = "%(now)s") -> str:
               FROM (SELECT DISTINCT timezone FROM sites) z) tt ON tt.timezone = s.timezone
         CROSS JOIN (SELECT * FROM compliance_policies
                     WHERE jurisdiction_id IS NULL AND contract_id IS NULL) dflt
-        -- the contract in force, looked up by the device (compliance 0214)
-        LEFT JOIN LATERAL (SELECT c.id FROM contracts c
-                           WHERE c.device_id = d.id AND c.period @> tt.today LIMIT 1) c ON true
-        LEFT JOIN compliance_policies pc ON pc.contract_id = c.id
+        -- the values of the contract in force, where a contract has values of its own: the
+        -- few such contracts are joined to the elevators (contracts of a device never
+        -- overlap). Looking up every elevator's contract instead cost 0.12 ms a lift (the
+        -- planner takes the GiST exclusion index of contracts for it; OFFSET 0 keeps this
+        -- a set of its own, computed once, that the planner cannot turn back into that)
+        LEFT JOIN (SELECT k.device_id, k.period, p.*
+                   FROM compliance_policies p JOIN contracts k ON k.id = p.contract_id
+                   OFFSET 0) pc
+               ON pc.device_id = d.id AND pc.period @> tt.today
         LEFT JOIN compliance_policies pj ON pj.jurisdiction_id = j.id
         WHERE d.kind = 'elevator' AND d.decommissioned_at IS NULL
     """
