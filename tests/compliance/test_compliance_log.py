@@ -119,13 +119,36 @@ def test_a_batch_with_a_broken_link_inside_is_refused_whole(db):
             }
         )
         prev = digest[:64]
-    columns = {name: [row[name] for row in rows] for name in service._FIELDS}
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match=f"entry {seq + 4} "):
-        db.execute(service._INSERT_MANY, columns)
+        with db.transaction():
+            service.insert_rows(db, rows=rows)
     assert service.head(db) == (seq, head)  # nothing of the batch stayed
     rows[3]["prev_hash"] = rows[2]["hash"]
-    db.execute(service._INSERT_MANY, {n: [r[n] for r in rows] for n in service._FIELDS})
+    service.insert_rows(db, rows=rows)
     assert service.head(db) == (seq + 5, rows[-1]["hash"])
+
+
+def test_a_batch_appended_by_copy_extends_the_chain_and_verifies(db):
+    # rule A1: a sweep's entries go in as one COPY; the chain is the one appends one by one make
+    _fill(db, 3)
+    items = [
+        {
+            "kind": "escalation.transition",
+            "subject_type": "device",
+            "subject_id": f"lift-{n}",
+            "body": {"from": "ok", "to": "due_soon", "text": "tab\there, line\nthere, \\"},
+            "actor": "engine",
+            "at": T0 + timedelta(hours=1, seconds=n),
+        }
+        for n in range(50)
+    ]
+    assert service.append_many(db, items=[]) is None
+    head = service.append_many(db, items=items)
+    assert head == service.head(db) and head[0] == 53
+    stored = service.entries(db, kind="escalation.transition")
+    assert [e.subject_id for e in stored] == [f"lift-{n}" for n in range(50)]
+    assert stored[0].body["text"] == "tab\there, line\nthere, \\"
+    assert flows.verify(db).ok
 
 
 def test_a_bad_body_is_refused_and_nothing_is_written(db):
