@@ -1046,7 +1046,8 @@ def announce_transitions(conn: psycopg.Connection, *, payloads: Sequence[str]) -
 
 FINDINGS_LOCK_KEY = 0x4D53_4644  # one findings check (M8, M10-M12) at a time across engines
 # a site's shard, in SQL: the same cut for every engine (the shard count is the database's)
-_SHARD_OF_SITE = "mod(abs(hashtext({site}::text)), %(shards)s::int)"
+SITE_BUCKETS = 4096  # a shard is the buckets b with b mod shards = shard (compliance 0215)
+_SHARD_OF_SITE = "mod(mod(abs(hashtext({site}::text)), 4096), %(shards)s::int)"
 
 
 def without_jit(conn: psycopg.Connection) -> None:
@@ -1136,16 +1137,23 @@ def due_for_check(conn: psycopg.Connection, *, now: datetime, shard: int, shards
     """The shard's elevators an incremental sweep examines: those whose timer has run out, and
     those queued for a recheck (claimed here: a change committed later queues them again). Both
     rows carry the site, so only the rows due are read (compliance 0215)."""
-    params = {"now": now, "shard": shard, "shards": shards}
-    in_shard = _SHARD_OF_SITE.format(site="site_id") + " = %(shard)s"
+    # the shard's buckets of sites: each claim and timer read from an index by bucket
+    params = {
+        "now": now,
+        "shard": shard,
+        "shards": shards,
+        "buckets": list(range(shard, SITE_BUCKETS, shards)),
+    }
     claimed = conn.execute(
         # a queued elevator without a site is claimed by any shard, and dropped: none sweeps it
-        f"DELETE FROM maintenance_recheck WHERE site_id IS NULL OR {in_shard} RETURNING device_id",
+        "DELETE FROM maintenance_recheck "
+        "WHERE site_bucket = ANY(%(buckets)s::int[]) OR site_bucket IS NULL "
+        "RETURNING device_id",
         params,
     ).fetchall()
     timed = conn.execute(
-        f"SELECT device_id FROM maintenance_escalations WHERE next_check_at <= %(now)s "
-        f"AND {in_shard}",
+        "SELECT device_id FROM maintenance_escalations "
+        "WHERE site_bucket = ANY(%(buckets)s::int[]) AND next_check_at <= %(now)s",
         params,
     ).fetchall()
     found = sorted({str(first_value(r)) for r in [*claimed, *timed]})
