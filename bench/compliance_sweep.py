@@ -29,6 +29,7 @@ shared with other work, so figures are noisy.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -332,4 +333,5 @@ def main(argv: list[str]) -> int:
         )
     finally:
         server.stop(mode="immediate")
+        shutil.rmtree(scratch, ignore_errors=True)  # a million lifts leave 40 GB behind
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -230,4 +231,5 @@ def main(argv: list[str]) -> int:
         )
     finally:
         server.stop(mode="immediate")
+        shutil.rmtree(scratch, ignore_errors=True)  # a million lifts leave 40 GB behind
     return 0
