@@ -231,5 +231,5 @@ def main(argv: list[str]) -> int:
         )
     finally:
         server.stop(mode="immediate")
-        shutil.rmtree(scratch, ignore_errors=True)  # a million lifts leave 40 GB behind
+        shutil.rmtree(scratch, ignore_errors=True)  # a throwaway cluster of many GB
     return 0
