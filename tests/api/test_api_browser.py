@@ -47,7 +47,8 @@ def page(browser, running_api):
     """A fresh browser page on the console, with short waits."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    # generous: on a busy 2-core machine Swagger UI alone takes over 10 s to render the API
+    page.set_default_timeout(60_000)
     page.goto(f"{running_api.url}/")
     try:
         yield page

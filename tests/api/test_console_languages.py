@@ -36,7 +36,8 @@ def console(browser, running_api, shots_dir, request, capsys):  # noqa: F811
     lang = request.param
     context = browser.new_context(viewport={"width": 1280, "height": 900}, locale=lang)
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    # generous: on a busy 2-core machine Swagger UI alone takes over 10 s to render the API
+    page.set_default_timeout(60_000)
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
