@@ -1047,7 +1047,8 @@ def announce_transitions(conn: psycopg.Connection, *, payloads: Sequence[str]) -
 FINDINGS_LOCK_KEY = 0x4D53_4644  # one findings check (M8, M10-M12) at a time across engines
 # a site's shard, in SQL: the same cut for every engine (the shard count is the database's)
 SITE_BUCKETS = 4096  # a shard is the buckets b with b mod shards = shard (compliance 0215)
-_SHARD_OF_SITE = "mod(mod(abs(hashtext({site}::text)), 4096), %(shards)s::int)"
+# the same cut as the stored site_bucket columns of 0215 and sweep.sql's shard filter
+_SHARD_OF_SITE = "mod(mod(abs(hashtext({site}::text)), " + str(SITE_BUCKETS) + "), %(shards)s::int)"
 
 
 def without_jit(conn: psycopg.Connection) -> None:
