@@ -334,6 +334,19 @@ function buildNav() {
   document.getElementById("lang-slot").replaceChildren(langPicker("lang"));
 }
 
+// A view's reloads overlap (a filter change, a live alert, a reconnect's resync) and their answers
+// may come back in any order: `ctx.newest(promise)` settles only if no later call was made in
+// the meantime; an older answer never settles, so it cannot overwrite what a newer one drew.
+function newestOnly() {
+  let newest = 0;
+  const never = new Promise(() => {});
+  return (promise) => {
+    const mine = ++newest;
+    return promise.then(value => mine === newest ? value : never,
+      err => mine === newest ? Promise.reject(err) : never);
+  };
+}
+
 function route() {
   if (!S.user) return;
   const [, name = "fleet", ...rest] = (location.hash || "#/fleet").split("/");
@@ -344,7 +357,7 @@ function route() {
   }
   const main = document.getElementById("view");
   main.textContent = "";
-  S.view = { name, arg: decodeURIComponent(rest.join("/")) };
+  S.view = { name, arg: decodeURIComponent(rest.join("/")), newest: newestOnly() };
   view.render(main, S.view);
 }
 
@@ -462,9 +475,9 @@ function renderMap(main, ctx) {
   }
   ctx.reload = async () => {
     try {
-      [incidents, technicians] = await Promise.all([
+      [incidents, technicians] = await ctx.newest(Promise.all([
         S.available.incidents ? api("/incidents") : [],
-        S.available.incidents ? api("/incidents/technicians").catch(() => []) : []]);
+        S.available.incidents ? api("/incidents/technicians").catch(() => []) : []]));
     } catch (err) { toast(err.message); }
     draw();
   };
@@ -507,7 +520,7 @@ function renderAlarms(main, ctx) {
   }
   ctx.reload = async () => {
     const q = which.value === "open" ? "" : "?state=cleared";
-    const alarms = await api(`/alarms${q}`);
+    const alarms = await ctx.newest(api(`/alarms${q}`));
     body.replaceChildren(...(alarms.length ? alarms.map(row) : [emptyRow(7, "no alarms")]));
   };
   ctx.onAlert = (alert) => { if (alert.kind === "alarm") ctx.reload(); };
@@ -636,8 +649,9 @@ function renderIncidents(main, ctx) {
     tickCountdowns(body);
   }
   ctx.reload = async () => {
-    incidents = await api(which.value === "open" ? "/incidents" : "/incidents?which=all&limit=2000");
-    if (which.value === "all") incidents = incidents.filter(i => i.closed_at);
+    const all = which.value === "all";
+    const answer = await ctx.newest(api(all ? "/incidents?which=all&limit=2000" : "/incidents"));
+    incidents = all ? answer.filter(i => i.closed_at) : answer;
     draw();
   };
   ctx.onAlert = (alert) => { if (alert.kind === "incident") ctx.reload(); };
@@ -660,7 +674,7 @@ function renderIncident(main, ctx) {
     return fieldsOf(shown, zone).map(([k, v]) => `${k}: ${v}`).join(" · ");
   }
   ctx.reload = async () => {
-    const incident = await api(`/incidents/${encodeURIComponent(ctx.arg)}`);
+    const incident = await ctx.newest(api(`/incidents/${encodeURIComponent(ctx.arg)}`));
     const zone = zoneOf(incident.device_id);
     const deadline = h("span", { class: "countdown", dataset: { deadline: Date.parse(incident.arrival_deadline) } });
     head.replaceChildren(
@@ -739,7 +753,7 @@ function renderMaintenance(main, ctx) {
       h("td", { class: "actions" }, canSign ? h("button", { onclick: () => signOff(r) }, t("Sign off")) : null));
   }
   ctx.reload = async () => {
-    const [items, recent] = await Promise.all([api("/maintenance/due"), api("/maintenance/records?limit=50")]);
+    const [items, recent] = await ctx.newest(Promise.all([api("/maintenance/due"), api("/maintenance/records?limit=50")]));
     due.replaceChildren(...(items.length ? items.map(dueRow) : [emptyRow(8, "nothing due")]));
     records.replaceChildren(...(recent.length ? recent.map(recordRow) : [emptyRow(8, "no records")]));
   };
@@ -860,7 +874,7 @@ function renderWorkOrders(main, ctx) {
   ctx.reload = async () => {
     const params = new URLSearchParams({ which: which.value });
     if (level.value) params.set("level", level.value);
-    const [orders, due] = await Promise.all([api(`/work-orders?${params}`), api("/work-orders/callbacks-due")]);
+    const [orders, due] = await ctx.newest(Promise.all([api(`/work-orders?${params}`), api("/work-orders/callbacks-due")]));
     body.replaceChildren(...(orders.length ? orders.map(row) : [emptyRow(9, "no work orders")]));
     calls.replaceChildren(...(due.length ? due.map(callRow) : [emptyRow(6, "nobody to call back")]));
     tickCountdowns(body);
@@ -877,7 +891,7 @@ function renderWorkOrder(main, ctx) {
     h("h2", {}, t("Timeline")),
     h("table", {}, headRow(["when", "step", "who", "note"]), steps));
   ctx.reload = async () => {
-    const order = await api(`/work-orders/${encodeURIComponent(ctx.arg)}`);
+    const order = await ctx.newest(api(`/work-orders/${encodeURIComponent(ctx.arg)}`));
     const zone = zoneOf(order.device_id);
     head.replaceChildren(h("h1", {}, t("Work order {id}: {title}", { id: order.id, title: order.title })),
       h("p", {}, badge(order.status), " ", `${t("level {n}", { n: order.level })} · ${word(order.kind)} · `,
@@ -963,7 +977,7 @@ function renderComplaints(main, ctx) {
       h("td", { class: "actions" }, actions.map(a => h("button", { dataset: { action: a }, onclick: () => act(c, a) }, word(a)))));
   }
   ctx.reload = async () => {
-    const rows = await api(`/complaints?which=${which.value}`);
+    const rows = await ctx.newest(api(`/complaints?which=${which.value}`));
     body.replaceChildren(...(rows.length ? rows.map(row) : [emptyRow(8, "no complaints")]));
     tickCountdowns(body);
   };
@@ -1028,7 +1042,7 @@ function renderAsset(main, ctx) {
   }
   ctx.reload = async () => {
     try {
-      const asset = await api(`/assets/${encodeURIComponent(id)}`);
+      const asset = await ctx.newest(api(`/assets/${encodeURIComponent(id)}`));
       S.assets.set(id, asset);
       title.textContent = `${asset.id} · ${kindName(asset.kind)}`;
       drawInfo(asset);
@@ -1076,7 +1090,7 @@ function renderReports(main, ctx) {
   }
   ctx.reload = async () => {
     try {
-      const rows = await api(`/reports/monthly?month=${month.value}`);
+      const rows = await ctx.newest(api(`/reports/monthly?month=${month.value}`));
       monthly.replaceChildren(...(rows.length ? rows.map(r => h("tr", {},
         h("td", {}, r.firm_name), ...[r.elevators, r.verified_visits, r.flagged_records, r.overdue_elevators].map(v => h("td", { class: "num" }, num(v))),
         h("td", { class: "num" }, pctText(r.on_time_maintenance_rate)), h("td", { class: "num" }, num(r.lockouts)), h("td", { class: "num" }, num(r.overrides)),

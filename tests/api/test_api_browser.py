@@ -222,3 +222,57 @@ def test_work_orders_appear_live_count_down_and_show_their_timeline(page, db_url
     page.wait_for_selector("#work-order-steps tr[data-step=assigned]")
     assert page.locator("#work-order-steps tr").count() == 2  # opened, assigned
     shot(page, "work-order")
+
+
+# Counts each answer the console has read, one macrotask after its body was parsed: by then
+# every continuation awaiting it (the view's reload and its drawing) has run.
+COUNT_ANSWERS = """
+window.__answered = [];
+const plainFetch = window.fetch;
+window.fetch = async (...args) => {
+  const response = await plainFetch(...args);
+  const json = response.json.bind(response);
+  const url = new URL(String(args[0]), location.href);
+  response.json = () => json().then(value => {
+    setTimeout(() => window.__answered.push(url.pathname + url.search), 0);
+    return value;
+  });
+  return response;
+};
+"""
+
+
+def test_a_slow_earlier_answer_does_not_overwrite_the_history_asked_for_after_it(
+    page, db_url, fleet, clock
+):
+    """The open list's answer comes back after the history's: the history stays drawn (it was
+    replaced by the stale open list, empty, when the two answers crossed)."""
+    from compliance.rescue import flows as rescue_flows
+    from tests.api.test_api_incidents import engine_opens_and_dispatches, on_call
+
+    on_call(db_url, fleet, clock)
+    incident = engine_opens_and_dispatches(db_url, clock)
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        rescue_flows.close_false_alarm(
+            conn, incident_id=incident, at=clock.now(), actor="disp_a", reason="test button"
+        )
+    page.add_init_script(COUNT_ANSWERS)
+    page.reload()
+    log_in(page, "disp_a")
+    open_list = "() => window.__answered.filter(path => path === '/api/v1/incidents').length"
+    page.wait_for_function(f"({open_list})() > 0")  # read at login, for the map's markers
+    held = []
+
+    def hold(route) -> None:
+        held.append(route)
+
+    page.route("**/api/v1/incidents", hold)  # the open list, not the history
+    page.click("#nav-incidents")
+    page.select_option("#incident-which", "all")
+    closed_row = f"tr[data-incident='{incident}'][data-status=false_alarm]"
+    page.wait_for_selector(closed_row)
+    assert len(held) == 1, "the open list's request was not held"
+    answered_before = page.evaluate(open_list)
+    held[0].continue_()
+    page.wait_for_function(f"({open_list})() > {answered_before}")
+    assert page.locator(closed_row).count() == 1
