@@ -78,19 +78,24 @@ def test_the_database_refuses_update_delete_and_truncate(db):
     assert db.execute("SELECT count(*) AS n FROM compliance_log").fetchone()["n"] == 2
 
 
-def test_a_row_that_does_not_extend_the_head_is_refused(db):
-    first = _fill(db, 2)[0]
-    forged = {
-        "seq": 2,
+def _raw_row(*, seq: int, prev_hash: str, hash: str) -> dict:
+    """A log row as written straight to the table, bypassing the append flow."""
+    return {
+        "seq": seq,
         "kind": "x",
         "subject_type": "device",
         "subject_id": "a",
         "body": "{}",
         "actor": "mallory",
         "at": T0,
-        "prev_hash": first.hash,
-        "hash": "f" * 64,
+        "prev_hash": prev_hash,
+        "hash": hash,
     }
+
+
+def test_a_row_that_does_not_extend_the_head_is_refused(db):
+    first = _fill(db, 2)[0]
+    forged = _raw_row(seq=2, prev_hash=first.hash, hash="f" * 64)
     with pytest.raises(psycopg.IntegrityError):  # a fork: entry 2 is taken
         db.execute(service._INSERT, forged)
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="does not extend"):
@@ -105,20 +110,9 @@ def test_a_batch_with_a_broken_link_inside_is_refused_whole(db):
     prev = head
     for n in range(5):
         digest = f"{n + 1:x}" * 64
-        rows.append(
-            {
-                "seq": seq + 1 + n,
-                "kind": "x",
-                "subject_type": "device",
-                "subject_id": "a",
-                "body": "{}",
-                "actor": "mallory",
-                "at": T0,
-                "prev_hash": "e" * 64 if n == 3 else prev,  # the fourth does not link
-                "hash": digest[:64],
-            }
-        )
-        prev = digest[:64]
+        broken = n == 3  # the fourth does not link
+        rows.append(_raw_row(seq=seq + 1 + n, prev_hash="e" * 64 if broken else prev, hash=digest))
+        prev = digest
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match=f"entry {seq + 4} "):
         with db.transaction():
             service.insert_rows(db, rows=rows)
