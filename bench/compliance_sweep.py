@@ -39,12 +39,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from compliance.maintenance import flows, service
 from compliance.maintenance.models import SweepResult, Tier, checklist
 from fleet.factory import FleetFactory
 from vigil.db import migrate
-from vigil.db.rows import first_value
 from vigil.progress import counted
 from vigil.services import PostgresServer
 
@@ -203,20 +203,14 @@ def _generate(conn: psycopg.Connection, url: str, *, elevators: int, visits: int
     _register(conn, url, elevators=elevators)
     # secondary indexes of the loaded tables are built after the load, as a bulk load does: a
     # GiST insert costs more the larger the index (250 us a verdict at 300,000 lifts)
-    deferred = [
-        str(first_value(row))
-        for row in conn.execute(
-            "SELECT indexdef FROM pg_indexes i "
-            "WHERE tablename IN ('maintenance_records', 'maintenance_verdicts') "
-            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
-        ).fetchall()
-    ]
-    conn.execute(
-        "DO $$ DECLARE i record; BEGIN FOR i IN SELECT indexname FROM pg_indexes x "
+    secondary = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes i "
         "WHERE tablename IN ('maintenance_records', 'maintenance_verdicts') "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = x.indexname) "
-        "LOOP EXECUTE format('DROP INDEX %I', i.indexname); END LOOP; END $$"
-    )
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+    ).fetchall()
+    for name, _ in secondary:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+    deferred = [str(definition) for _, definition in secondary]
     slice_size = max(1, elevators // _SLICES)
     loads = [
         (_RECORDS_AND_VERDICTS, params | {"first": g, "last": min(elevators, g + slice_size - 1)})

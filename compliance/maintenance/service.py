@@ -1047,7 +1047,7 @@ def announce_transitions(conn: psycopg.Connection, *, payloads: Sequence[str]) -
 FINDINGS_LOCK_KEY = 0x4D53_4644  # one findings check (M8, M10-M12) at a time across engines
 # a site's shard, in SQL: the same cut for every engine (the shard count is the database's)
 SITE_BUCKETS = 4096  # a shard is the buckets b with b mod shards = shard (compliance 0215)
-# the same cut as the stored site_bucket columns of 0215 and sweep.sql's shard filter
+# the same cut as the stored site_bucket columns of 0215; sweep.sql's shard filter is this one
 _SHARD_OF_SITE = "mod(mod(abs(hashtext({site}::text)), " + str(SITE_BUCKETS) + "), %(shards)s::int)"
 
 
@@ -1173,7 +1173,8 @@ def due_for_check(conn: psycopg.Connection, *, now: datetime, shard: int, shards
 @cache
 def _sweep_sql() -> str:
     text = resources.files("compliance.maintenance").joinpath("sweep.sql").read_text("utf-8")
-    return text.replace("{{policy}}", policy_sql())
+    shard_of_site = _SHARD_OF_SITE.format(site="p.site_id")
+    return text.replace("{{policy}}", policy_sql()).replace("{{shard_of_site}}", shard_of_site)
 
 
 def escalation_moves(

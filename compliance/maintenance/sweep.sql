@@ -31,7 +31,7 @@ due AS (
     LEFT JOIN maintenance_escalations e ON e.device_id = p.device_id
     WHERE (%(devices)s::text[] IS NULL OR p.device_id = ANY(%(devices)s::text[]))
       AND (%(shards)s::int = 1
-           OR mod(mod(abs(hashtext(p.site_id::text)), 4096), %(shards)s::int) = %(shard)s::int)
+           OR {{shard_of_site}} = %(shard)s::int)
 ),
 clocked AS (
     SELECT d.*, least(half_monthly_due, quarterly_due, semi_annual_due, annual_due) AS due_on,

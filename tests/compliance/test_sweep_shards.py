@@ -134,7 +134,8 @@ def test_a_lift_moved_to_another_site_is_swept_by_its_new_shard(sharded, clock):
             user_unit=estate.user_unit_id, jurisdiction=estate.jurisdiction_id, name=f"New {n}"
         )
         shard = estate.conn.execute(
-            "SELECT mod(mod(abs(hashtext(%s::text)), 4096), %s) AS s", (site, SHARDS)
+            "SELECT mod(mod(abs(hashtext(%s::text)), %s), %s) AS s",
+            (site, service.SITE_BUCKETS, SHARDS),
         ).fetchone()["s"]
         if {shard} != old_shard:
             new_site = site
@@ -242,8 +243,8 @@ def test_an_engine_killed_mid_shard_leaves_nothing_applied_and_another_takes_it_
         for s in range(SHARDS)
         if estate.conn.execute(
             "SELECT count(*) AS n FROM devices d WHERE d.kind = 'elevator' "
-            "AND mod(mod(abs(hashtext(d.site_id::text)), 4096), %s) = %s",
-            (SHARDS, s),
+            "AND mod(mod(abs(hashtext(d.site_id::text)), %s), %s) = %s",
+            (service.SITE_BUCKETS, SHARDS, s),
         ).fetchone()["n"]
         > 0
     )
