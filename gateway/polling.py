@@ -102,7 +102,8 @@ class Coordinator:
         self._retry_at: datetime | None = None
         self._backoff_s = defaults.backoff_initial_s
         self._down_logged = False
-        # One pymodbus client serves the connection: the longest device timeout applies.
+        # One pymodbus client serves the connection and times requests out after the longest
+        # device timeout (connecting too); a unit with a shorter one is given up on after its own.
         self._timeout_s = max(d.timeout_s for d in devices)
         self._device_retry: dict[str, tuple[datetime, float]] = {}  # (next attempt, backoff)
 
@@ -255,11 +256,16 @@ class Coordinator:
     async def _request(
         self, client: AsyncModbusTcpClient, device: Device, call: object
     ) -> ModbusPDU:
+        # pymodbus times the request out itself after the connection's timeout (and raises
+        # ModbusIOException, as it did in the ThingsBoard gateway); for the unit(s) with the
+        # longest timeout this bound only guards against a hang. A unit with a shorter timeout
+        # of its own is given up on after it: a fast unit that went silent must not hold the
+        # line for the timeout of a slow neighbour (and a slow unit must not time out at the
+        # fast one's). (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+        # cancellation.)
+        bound_s = device.timeout_s if device.timeout_s < self._timeout_s else self._timeout_s + 1
         try:
-            # pymodbus times the request out itself (and raises ModbusIOException, as it did
-            # in the ThingsBoard gateway); this outer bound only guards against a hang.
-            # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.)
-            async with asyncio.timeout(self._timeout_s + 1.0):
+            async with asyncio.timeout(bound_s):
                 response = await call  # type: ignore[misc]
         except Exception as exc:
             # Timeouts, lost connections and garbled frames leave the link in doubt: close it.

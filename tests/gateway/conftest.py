@@ -7,8 +7,8 @@ import contextlib
 import json
 import threading
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,12 @@ def fleet_config(
     username: str | None = None,
     password: str | None = None,
     protocol: str = "5",
+    timeouts: Mapping[str, float] | None = None,
     **device_options: Any,
 ) -> Gateway:
-    """A gateway config polling every simulated device in ``placements``."""
+    """A gateway config polling every simulated device in ``placements`` (``timeouts``: a
+    device's own Modbus timeout, by device id)."""
+    timeouts = timeouts or {}
     settings = GatewayConfig(
         gateway_id=gateway_id,
         data_dir=tmp_path / "gateway",
@@ -72,7 +75,10 @@ def fleet_config(
                 host=p.host,
                 port=p.port,
                 unit=p.unit,
-                **device_options,
+                **(
+                    device_options
+                    | ({"timeout_s": timeouts[p.device_id]} if p.device_id in timeouts else {})
+                ),
             )
             for p in placements
         ],
@@ -90,19 +96,38 @@ async def running(config: Gateway, clock: FakeClock) -> AsyncIterator[GatewaySer
         yield service
     finally:
         stop.set()
-        await asyncio.wait_for(task, timeout=30)
+        try:
+            # longer than the service's own 30 s bound on the broker link's goodbye
+            await asyncio.wait_for(task, timeout=45)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the gateway took over 45s to stop (tasks: {service.tasks})"
+            ) from None
 
 
 async def tick(service: GatewayService, clock: FakeClock, *, seconds: float = 1.0) -> None:
     """Advance the clock and wait until every device of the gateway has been polled again."""
     target = service.stats.polls + len(service.devices)
     clock.advance(seconds)
-    await asyncio.wait_for(service.stats.wait_polls(target), timeout=20)
+    await _polls(service, target, what=f"the polls of the tick to {clock.now():%H:%M:%S}")
 
 
 async def first_polls(service: GatewayService) -> None:
     """Wait for the polls made at start."""
-    await asyncio.wait_for(service.stats.wait_polls(len(service.devices)), timeout=20)
+    await _polls(service, len(service.devices), what="the first polls")
+
+
+async def _polls(service: GatewayService, target: int, *, what: str, timeout: float = 20) -> None:
+    try:
+        await asyncio.wait_for(service.stats.wait_polls(target), timeout=timeout)
+    except TimeoutError:
+        stats = service.stats
+        # said in the message: CI's summary line shows it, and a timeout alone says nothing
+        raise TimeoutError(
+            f"{what}: {stats.polls} of {target} polls after {timeout}s "
+            f"(timeouts {stats.timeouts}, failures {dict(stats.failures)}, "
+            f"unavailable {sorted(stats.unavailable)})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -176,16 +201,42 @@ class Collector:
         """Decoded messages of one type."""
         return [r.message for r in self.messages() if isinstance(r.message, kind)]
 
+    def distinct(self, kind: type) -> list[Any]:
+        """Batches of one type, each (device, seq) once: QoS 1 may deliver one twice."""
+        seen: set[tuple[str, int]] = set()
+        batches = []
+        for batch in self.of(kind):
+            if (batch.device, batch.seq) not in seen:
+                seen.add((batch.device, batch.seq))
+                batches.append(batch)
+        return batches
+
     async def wait_until(
         self, condition: Callable[[Collector], bool], *, timeout: float = 15.0
     ) -> None:
         """Wait until ``condition(self)`` holds (checked on every arrival)."""
-        async with asyncio.timeout(timeout):
-            while not condition(self):
-                self._arrived.clear()
-                if condition(self):
-                    return
-                await self._arrived.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition(self):
+                    self._arrived.clear()
+                    if condition(self):
+                        return
+                    await self._arrived.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"the collector waited {timeout}s in vain; it holds {self.summary()}"
+            ) from None
+
+    def summary(self) -> str:
+        """What arrived, counted by kind and device (a failed wait says it)."""
+        counts: Counter[str] = Counter()
+        for received in self.messages():
+            message = received.message
+            device = getattr(message, "device", None)
+            counts[type(message).__name__ + (f" {device}" if device else "")] += 1
+        with self._lock:
+            distinct = {device: len(seqs) for device, seqs in self.seqs.items()}
+        return f"{dict(sorted(counts.items()))}, distinct seqs {distinct}"
 
     def close(self) -> None:
         """Disconnect."""
