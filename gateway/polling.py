@@ -256,13 +256,11 @@ class Coordinator:
     async def _request(
         self, client: AsyncModbusTcpClient, device: Device, call: object
     ) -> ModbusPDU:
-        # pymodbus times the request out itself after the connection's timeout (and raises
-        # ModbusIOException, as it did in the ThingsBoard gateway); for the unit(s) with the
-        # longest timeout this bound only guards against a hang. A unit with a shorter timeout
-        # of its own is given up on after it: a fast unit that went silent must not hold the
-        # line for the timeout of a slow neighbour (and a slow unit must not time out at the
-        # fast one's). (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-        # cancellation.)
+        # pymodbus times the request out after the connection's (longest) timeout and raises
+        # ModbusIOException, as it did in the ThingsBoard gateway; for such a unit this bound
+        # only guards against a hang. A unit with a shorter timeout is given up on after its
+        # own: silent, it must not hold the line for a slow neighbour's timeout.
+        # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.)
         bound_s = device.timeout_s if device.timeout_s < self._timeout_s else self._timeout_s + 1
         try:
             async with asyncio.timeout(bound_s):
