@@ -154,6 +154,7 @@ class Collector:
         self.clock = clock
         self.received: list[Received] = []
         self.seqs: dict[str, set[int]] = defaultdict(set)  # distinct seqs seen per device
+        self._firsts: list[TelemetryBatch | EventBatch] = []  # each (device, seq)'s first copy
         self.connects = 0  # connections so far (a broker restart makes one more)
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
@@ -185,6 +186,8 @@ class Collector:
         with self._lock:
             self.received.append(Received(msg.topic, bytes(msg.payload), decoded))
             if isinstance(decoded, TelemetryBatch | EventBatch):
+                if decoded.seq not in self.seqs[decoded.device]:
+                    self._firsts.append(decoded)
                 self.seqs[decoded.device].add(decoded.seq)
         self._loop.call_soon_threadsafe(self._arrived.set)
 
@@ -203,13 +206,8 @@ class Collector:
 
     def distinct(self, kind: type) -> list[Any]:
         """Batches of one type, each (device, seq) once: QoS 1 may deliver one twice."""
-        seen: set[tuple[str, int]] = set()
-        batches = []
-        for batch in self.of(kind):
-            if (batch.device, batch.seq) not in seen:
-                seen.add((batch.device, batch.seq))
-                batches.append(batch)
-        return batches
+        with self._lock:
+            return [batch for batch in self._firsts if isinstance(batch, kind)]
 
     async def wait_until(
         self, condition: Callable[[Collector], bool], *, timeout: float = 15.0
